@@ -1,0 +1,96 @@
+//! Directories: where a realm's users and passwords live.
+//!
+//! Every realm has one: an LDAP directory of the municipality ([`ldap`]) or an embedded list of
+//! users ([`static_users`]). Both answer the same two questions through [`Directory`]: "is this
+//! the user's password?" (sign-in) and "does this user still exist, and in which groups?"
+//! (token refresh), with a failure that says exactly why for the audit trail.
+
+pub mod ldap;
+pub mod static_users;
+
+use crate::federation::audit::AuditReason;
+
+/// A user as their directory describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// Stable, immutable identifier (e.g. `entryUUID`); never the username.
+    pub id: String,
+    /// The username as the directory spells it.
+    pub username: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// Group names of the user's own realm, unqualified.
+    pub groups: Vec<String>,
+}
+
+/// Why a directory did not vouch for a user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryFailure {
+    #[error("no such user")]
+    UnknownUser,
+    #[error("more than one entry matches the username")]
+    AmbiguousUser,
+    #[error("wrong password")]
+    BadCredentials,
+    #[error("the account is disabled: {0}")]
+    AccountDisabled(String),
+    #[error("the directory has locked the account")]
+    LockedOut,
+    #[error("the directory is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl DirectoryFailure {
+    /// The audit reason this failure is recorded with.
+    pub fn audit_reason(&self) -> AuditReason {
+        match self {
+            Self::UnknownUser | Self::AmbiguousUser => AuditReason::UnknownUser,
+            Self::BadCredentials => AuditReason::BadCredentials,
+            Self::AccountDisabled(_) => AuditReason::AccountDisabled,
+            Self::LockedOut => AuditReason::LockedOut,
+            Self::Unavailable(_) => AuditReason::DirectoryUnavailable,
+        }
+    }
+
+    /// Whether this failure is the user's own mistake (and so counts towards a lockout).
+    /// Directory outages never do.
+    pub fn counts_against_user(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownUser | Self::AmbiguousUser | Self::BadCredentials
+        )
+    }
+}
+
+/// What a directory answered, and which server answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryAnswer {
+    pub result: Result<DirectoryUser, DirectoryFailure>,
+    /// The directory URL that answered or failed last; `None` for embedded directories.
+    pub server: Option<String>,
+}
+
+/// A realm's directory.
+pub enum Directory {
+    Static(static_users::StaticDirectory),
+    Ldap(ldap::LdapDirectory),
+}
+
+impl Directory {
+    /// Checks `password` for `username` (already normalised, without realm).
+    pub async fn authenticate(&self, username: &str, password: &str) -> DirectoryAnswer {
+        match self {
+            Self::Static(dir) => dir.authenticate(username, password).await,
+            Self::Ldap(dir) => dir.authenticate(username, password).await,
+        }
+    }
+
+    /// Looks the user up again without a password (token refresh): still there, still enabled,
+    /// current groups.
+    pub async fn lookup(&self, username: &str) -> DirectoryAnswer {
+        match self {
+            Self::Static(dir) => dir.lookup(username),
+            Self::Ldap(dir) => dir.lookup(username).await,
+        }
+    }
+}

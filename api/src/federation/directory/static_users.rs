@@ -1,0 +1,175 @@
+//! An embedded directory of users with argon2id password hashes, for development and very
+//! small sites.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+
+use super::{DirectoryAnswer, DirectoryFailure, DirectoryUser};
+use crate::config::StaticDirectoryConfig;
+
+struct Entry {
+    user: DirectoryUser,
+    password_hash: String,
+    disabled: bool,
+}
+
+/// Users of one static realm, by lowercased username.
+pub struct StaticDirectory {
+    users: Arc<HashMap<String, Entry>>,
+}
+
+/// A valid hash of a random password: unknown users are checked against it so that a wrong
+/// username costs as much time as a wrong password.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    "$argon2id$v=19$m=19456,t=2,p=1$bm92YWRzLWR1bW15LXNhbHQ$Xv3bXJUyL0PYd8JmD1bFZ9K9Tm4n1yDbl4s3kZl0xJ8"
+        .to_owned()
+});
+
+impl StaticDirectory {
+    pub fn new(config: &StaticDirectoryConfig) -> Self {
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                let key = u.username.to_lowercase();
+                let entry = Entry {
+                    user: DirectoryUser {
+                        id: key.clone(),
+                        username: u.username.clone(),
+                        email: u.email.clone(),
+                        name: u.name.clone(),
+                        groups: u.groups.clone(),
+                    },
+                    password_hash: u.password_hash.clone(),
+                    disabled: u.disabled,
+                };
+                (key, entry)
+            })
+            .collect();
+        Self {
+            users: Arc::new(users),
+        }
+    }
+
+    pub async fn authenticate(&self, username: &str, password: &str) -> DirectoryAnswer {
+        let users = self.users.clone();
+        let username = username.to_owned();
+        let password = password.to_owned();
+        // argon2 is deliberately slow: keep it off the async workers.
+        let result = tokio::task::spawn_blocking(move || {
+            let entry = users.get(&username);
+            let hash = entry.map_or(DUMMY_HASH.as_str(), |e| e.password_hash.as_str());
+            let matches = !password.is_empty() && verify(hash, &password);
+            match entry {
+                None => Err(DirectoryFailure::UnknownUser),
+                Some(_) if !matches => Err(DirectoryFailure::BadCredentials),
+                Some(e) if e.disabled => Err(DirectoryFailure::AccountDisabled(
+                    "disabled in the configuration".into(),
+                )),
+                Some(e) => Ok(e.user.clone()),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(DirectoryFailure::Unavailable(format!(
+                "verifier failed: {e}"
+            )))
+        });
+        DirectoryAnswer {
+            result,
+            server: None,
+        }
+    }
+
+    pub fn lookup(&self, username: &str) -> DirectoryAnswer {
+        let result = match self.users.get(username) {
+            None => Err(DirectoryFailure::UnknownUser),
+            Some(e) if e.disabled => Err(DirectoryFailure::AccountDisabled(
+                "disabled in the configuration".into(),
+            )),
+            Some(e) => Ok(e.user.clone()),
+        };
+        DirectoryAnswer {
+            result,
+            server: None,
+        }
+    }
+}
+
+fn verify(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StaticUserConfig;
+    use crate::dev::DEMO_USERS;
+
+    fn directory(disabled: bool) -> StaticDirectory {
+        let demo = &DEMO_USERS[0];
+        StaticDirectory::new(&StaticDirectoryConfig {
+            users: vec![StaticUserConfig {
+                username: "Anna".into(),
+                password_hash: demo.password_hash.into(),
+                email: None,
+                name: None,
+                groups: vec!["staff".into()],
+                disabled,
+            }],
+        })
+    }
+
+    #[tokio::test]
+    async fn right_password_signs_in() {
+        let answer = directory(false)
+            .authenticate("anna", DEMO_USERS[0].password)
+            .await;
+        let user = answer.result.expect("signed in");
+        assert_eq!(user.username, "Anna");
+        assert_eq!(user.groups, vec!["staff".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn failures_say_why() {
+        let dir = directory(false);
+        assert_eq!(
+            dir.authenticate("anna", "wrong").await.result,
+            Err(DirectoryFailure::BadCredentials)
+        );
+        assert_eq!(
+            dir.authenticate("anna", "").await.result,
+            Err(DirectoryFailure::BadCredentials)
+        );
+        assert_eq!(
+            dir.authenticate("nobody", "x").await.result,
+            Err(DirectoryFailure::UnknownUser)
+        );
+        let disabled = directory(true);
+        assert!(matches!(
+            disabled
+                .authenticate("anna", DEMO_USERS[0].password)
+                .await
+                .result,
+            Err(DirectoryFailure::AccountDisabled(_))
+        ));
+        // A disabled account with a wrong password is just a wrong password: no oracle.
+        assert_eq!(
+            disabled.authenticate("anna", "wrong").await.result,
+            Err(DirectoryFailure::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn dummy_hash_parses() {
+        assert!(PasswordHash::new(&DUMMY_HASH).is_ok());
+    }
+}

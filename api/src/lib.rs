@@ -1,0 +1,13 @@
+//! `novads serve`: the admin API, federated sign-on and metrics of the novads platform.
+//!
+//! The crate is a thin I/O shell ([`server`], [`db`]) around parts that decide without I/O
+//! ([`config`] validation, [`error`] rendering).
+
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod error;
+pub mod federation;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

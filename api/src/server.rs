@@ -1,0 +1,361 @@
+//! The HTTP server of `novads serve`: routes, middleware and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::config::{Config, redact_url};
+use crate::db::{Database, DbError};
+use crate::error::{ApiError, PROBLEM_CONTENT_TYPE, Problem};
+use crate::metrics::Metrics;
+
+/// Largest request body any endpoint accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A request still running after this long is answered with 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Readiness must answer quickly even when the database hangs.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("server.listen: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("database_password_file: cannot read {path}: {source}")]
+    PasswordFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    db: Database,
+    metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(config: Config, db: Database, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                config,
+                db,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+/// Every route of the service, with the middleware every request passes through.
+pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The service's routes plus `extra` (tests and later subsystems), under the same middleware.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(extra)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(problem_for_bare_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Liveness: the process is up and serving. Deliberately checks nothing else, so a database
+/// outage never makes the orchestrator restart healthy replicas.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database is reachable and migrated to the schema this build expects.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let database = match tokio::time::timeout(READINESS_TIMEOUT, state.db().check_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "database: no answer within {} ms",
+            READINESS_TIMEOUT.as_millis()
+        )),
+    };
+    match database {
+        Ok(()) => {
+            Json(json!({ "status": "ready", "checks": { "database": "ok" } })).into_response()
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "not ready");
+            Problem::status(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail("not ready")
+                .with_extension("checks", json!({ "database": reason }))
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics()
+        .render()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    // The router's pattern, not the raw path: label values stay bounded.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics().observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Error answers produced below the handlers (body limits, extractor rejections, timeouts)
+/// come as plain text or empty bodies; rewrite them into the one problem format.
+async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with(PROBLEM_CONTENT_TYPE) {
+        return response;
+    }
+    let detail = if content_type.starts_with("text/plain") {
+        axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .filter(|s| !s.is_empty())
+    } else {
+        None
+    };
+    let problem = Problem::status(status);
+    match detail {
+        Some(detail) => problem.with_detail(detail).into_response(),
+        None => problem.into_response(),
+    }
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    router: Router,
+    grace: Duration,
+}
+
+impl Server {
+    /// Opens the database (migrating it), then binds the configured address.
+    pub async fn bind(config: Config) -> Result<Self, ServeError> {
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        Self::from_listener(config, listener).await
+    }
+
+    /// Like [`Server::bind`] on a listener the caller already holds.
+    pub async fn from_listener(config: Config, listener: TcpListener) -> Result<Self, ServeError> {
+        let password = match &config.database_password_file {
+            Some(path) => Some(read_password_file(path)?),
+            None => None,
+        };
+        tracing::info!(database = %redact_url(&config.database), "opening database");
+        let db = Database::open(&config.database, password.as_deref()).await?;
+        let metrics = Metrics::new()?;
+        let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+        let state = AppState::new(config, db, metrics);
+        Ok(Self {
+            listener,
+            router: router(state.clone()),
+            state,
+            grace,
+        })
+    }
+
+    /// Replaces the routes (see [`router_with`]).
+    pub fn with_router(mut self, router: Router) -> Self {
+        self.router = router;
+        self
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections and lets in-flight
+    /// requests finish for up to the grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let addr = self.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+        let mut serve = std::pin::pin!(serve.into_future());
+        tracing::info!(%addr, "serving");
+
+        tokio::select! {
+            result = &mut serve => return result.map_err(ServeError::from),
+            () = shutdown => {}
+        }
+        tracing::info!(
+            grace_seconds = self.grace.as_secs(),
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(self.grace, serve).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+        }
+        self.state.db().close().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+fn read_password_file(path: &std::path::Path) -> Result<String, ServeError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+        .map_err(|source| ServeError::PasswordFile {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,360 @@
+//! The `novads` binary as a user meets it: help, version, `dev`, `serve`, bad input, signals.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_novads");
+
+fn novads() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("NOVADS_LISTEN")
+        .env_remove("NOVADS_DATABASE_URL")
+        .env_remove("NOVADS_CONFIG")
+        .env_remove("NOVADS_DATA_DIR")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(args: &[&str]) -> Output {
+    let out = novads().args(args).output().await.expect("run novads");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts a user-facing failure: non-zero exit, only `novads: error:` lines, no panic.
+#[track_caller]
+fn assert_clean_failure(out: &Output, expected_code: i32, fragment: &str) {
+    assert_eq!(out.code, Some(expected_code), "stderr: {}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "panic: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("backtrace"),
+        "backtrace: {}",
+        out.stderr
+    );
+    let error_lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("novads: error: "))
+        .collect();
+    assert!(!error_lines.is_empty(), "no error line in: {}", out.stderr);
+    assert!(
+        error_lines.iter().any(|l| l.contains(fragment)),
+        "no error line contains {fragment:?}: {}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn help_lists_working_commands_and_version_prints() {
+    let out = run(&["--help"]).await;
+    assert_eq!(out.code, Some(0));
+    assert!(out.stdout.contains("dev"));
+    assert!(out.stdout.contains("serve"));
+    for sub in ["dev", "serve"] {
+        let out = run(&[sub, "--help"]).await;
+        assert_eq!(out.code, Some(0), "{sub} --help");
+        assert!(
+            out.stdout.contains("Usage: novads"),
+            "{sub}: {}",
+            out.stdout
+        );
+    }
+    let out = run(&["--version"]).await;
+    assert_eq!(out.code, Some(0));
+    assert_eq!(
+        out.stdout.trim(),
+        format!("novads {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_command_and_missing_arguments_fail() {
+    assert_ne!(run(&["frobnicate"]).await.code, Some(0));
+    let out = run(&["serve"]).await;
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("--config"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn serve_with_a_missing_config_file() {
+    let out = run(&["serve", "--config", "/nonexistent/novads.yaml"]).await;
+    assert_clean_failure(&out, 2, "/nonexistent/novads.yaml: cannot read file");
+}
+
+#[tokio::test]
+async fn serve_reports_every_config_mistake_one_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("novads.yaml");
+    std::fs::write(
+        &path,
+        r#"
+server: { listen: "127.0.0.1:0", issuer: "http://127.0.0.1:0" }
+database: "sqlite://x.db"
+realms:
+  - { name: talsi, ldap: { urls: ["ldap://ldap.talsi.lv"], user_base: "dc=talsi" } }
+  - { name: talsi, ldap: { urls: ["ldaps://ldap.talsi.lv"], user_base: "dc=talsi" } }
+trusts:
+  - { trusting: talsi, trusted: riga }
+"#,
+    )
+    .expect("write");
+    let out = run(&["serve", "--config", path.to_str().expect("utf-8")]).await;
+    assert_clean_failure(&out, 2, "realms[0].ldap.urls[0]");
+    assert_clean_failure(&out, 2, "realms[1].name: duplicate realm");
+    assert_clean_failure(&out, 2, "trusts[0].trusted: unknown realm \"riga\"");
+}
+
+#[tokio::test]
+async fn serve_with_malformed_yaml_and_unknown_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "server: {listen: [").expect("write");
+    let out = run(&["serve", "-c", path.to_str().expect("utf-8")]).await;
+    assert_clean_failure(&out, 2, "invalid YAML");
+
+    std::fs::write(
+        &path,
+        "server: { listen: \"127.0.0.1:0\", issuer: \"http://127.0.0.1\", tls: true }\ndatabase: \"sqlite://x.db\"\n",
+    )
+    .expect("write");
+    let out = run(&["serve", "-c", path.to_str().expect("utf-8")]).await;
+    assert_clean_failure(&out, 2, "server.tls: unknown key `tls`");
+}
+
+fn write_config(dir: &Path, listen: &str, database: &str) -> String {
+    let path = dir.join("novads.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "server: {{ listen: \"{listen}\", issuer: \"http://127.0.0.1:8080\" }}\ndatabase: \"{database}\"\n"
+        ),
+    )
+    .expect("write config");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+#[tokio::test]
+async fn serve_with_an_unreachable_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1 on loopback: nothing listens there.
+    let config = write_config(
+        dir.path(),
+        "127.0.0.1:0",
+        "postgres://novads@127.0.0.1:1/novads",
+    );
+    let out = run(&["serve", "-c", &config]).await;
+    assert_clean_failure(
+        &out,
+        1,
+        "database: cannot connect to postgres://novads@127.0.0.1:1/novads",
+    );
+}
+
+#[tokio::test]
+async fn serve_with_a_port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}/novads.db", dir.path().display());
+    let config = write_config(dir.path(), &addr, &db);
+    let out = run(&["serve", "-c", &config]).await;
+    assert_clean_failure(&out, 1, &format!("server.listen: cannot listen on {addr}"));
+}
+
+#[tokio::test]
+async fn environment_overrides_the_database_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "127.0.0.1:0", "sqlite:///nonexistent-dir/x.db");
+    let out = novads()
+        .args(["serve", "-c", &config])
+        .env("NOVADS_DATABASE_URL", "mysql://elsewhere/db")
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mysql://elsewhere/db"), "{stderr}");
+}
+
+/// A running `novads` process and the base URL it printed.
+struct Running {
+    child: Child,
+    base: String,
+}
+
+/// Starts `novads dev` on a free port and waits for its banner.
+async fn start_dev(data_dir: &Path) -> Running {
+    let mut child = novads()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn novads dev");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(url) = line.trim().strip_prefix("health") {
+                return url.trim().trim_end_matches("/healthz").to_owned();
+            }
+        }
+        panic!("novads dev exited without printing its URLs");
+    })
+    .await
+    .expect("banner within 30 s");
+    Running { child, base }
+}
+
+async fn terminate(mut running: Running) -> Option<i32> {
+    let pid = running.child.id().expect("running").to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(15), running.child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait")
+        .code()
+}
+
+#[tokio::test]
+async fn dev_serves_health_and_is_safe_to_run_twice() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let client = reqwest::Client::new();
+    for round in 0..2 {
+        let running = start_dev(&data_dir).await;
+        let health = client
+            .get(format!("{}/healthz", running.base))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(health.status(), 200, "round {round}");
+        let ready = client
+            .get(format!("{}/readyz", running.base))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(ready.status(), 200, "round {round}");
+        let metrics = client
+            .get(format!("{}/metrics", running.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(metrics.contains("novads_build_info"));
+        assert_eq!(
+            terminate(running).await,
+            Some(0),
+            "round {round}: clean exit"
+        );
+    }
+    assert!(data_dir.join("novads.db").exists());
+}
+
+#[tokio::test]
+async fn dev_refuses_a_data_dir_that_is_a_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("occupied");
+    std::fs::write(&file, "x").expect("write");
+    let out = run(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        file.to_str().expect("utf-8"),
+    ])
+    .await;
+    assert_clean_failure(&out, 1, "data directory");
+}
+
+#[tokio::test]
+async fn sigint_also_stops_cleanly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut running = start_dev(tmp.path()).await;
+    let pid = running.child.id().expect("running").to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill");
+    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
+        .await
+        .expect("exits after SIGINT")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_when_not_on_a_terminal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = novads()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path())
+        .env_remove("NOVADS_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut base = None;
+    while let Some(line) = lines.next_line().await.expect("read") {
+        if let Some(url) = line.trim().strip_prefix("health") {
+            base = Some(url.trim().to_owned());
+            break;
+        }
+    }
+    let health = base.expect("health URL printed");
+    assert_eq!(reqwest::get(&health).await.expect("get").status(), 200);
+    Command::new("kill")
+        .args(["-TERM", &child.id().expect("pid").to_string()])
+        .status()
+        .await
+        .expect("kill");
+    let output = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut stderr = child.stderr.take().expect("stderr");
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
+            .await
+            .expect("read stderr");
+        let status = child.wait().await.expect("wait");
+        (status, text)
+    })
+    .await
+    .expect("exits");
+    assert_eq!(output.0.code(), Some(0));
+    let mut messages = Vec::new();
+    for line in output.1.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(event["level"].is_string(), "{line}");
+        messages.push(event["message"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(messages.iter().any(|m| m == "serving"), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m == "shutdown complete"),
+        "{messages:?}"
+    );
+}
