@@ -476,7 +476,7 @@ pub async fn export(
                 .from_writer(out);
             // Written explicitly so that an export with no rows still names its columns.
             writer.write_record(columns!().split(',').map(str::trim))?;
-            Sink::Csv(writer)
+            Sink::Csv(Box::new(writer))
         }
         ExportFormat::Jsonl => Sink::Jsonl(out, Vec::new()),
     };
@@ -496,7 +496,7 @@ pub async fn export(
 }
 
 enum Sink<'a> {
-    Csv(csv::Writer<&'a mut dyn std::io::Write>),
+    Csv(Box<csv::Writer<&'a mut dyn std::io::Write>>),
     Jsonl(&'a mut dyn std::io::Write, Vec<u8>),
 }
 

@@ -73,7 +73,7 @@ pub struct DirectoryAnswer {
 /// A realm's directory.
 pub enum Directory {
     Static(static_users::StaticDirectory),
-    Ldap(ldap::LdapDirectory),
+    Ldap(Box<ldap::LdapDirectory>),
 }
 
 impl Directory {
