@@ -5,9 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use novads_api::commands::{self, CommandError};
 use novads_api::config::{self, ConfigErrors, Mode};
 use novads_api::dev;
+use novads_api::federation::audit::{ExportFilter, ExportFormat};
 use novads_api::server::{ServeError, Server, shutdown_signal};
 
 /// novads — the control plane for shared municipal hosting: tenancies and virtual servers on
@@ -42,6 +45,66 @@ enum Command {
         #[arg(long, short = 'c', env = "NOVADS_CONFIG", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Work with realms (municipal directories).
+    Realm {
+        #[command(subcommand)]
+        command: RealmCommand,
+    },
+    /// Read and verify the audit trail of sign-in attempts, straight from the database.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RealmCommand {
+    /// Sign a user in through exactly the production path and print who they are (JSON), or
+    /// the audited reason they were refused. The password is read from standard input. The
+    /// attempt is audited and counts towards lockout like any other.
+    Test {
+        #[arg(long, short = 'c', env = "NOVADS_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// The user, as typed at the login form: `jana@talsi` or `TALSI\jana`.
+        #[arg(value_name = "USER@REALM")]
+        user: String,
+        /// Also decide access to this application (applies trusts).
+        #[arg(long, value_name = "CLIENT_ID")]
+        client: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print audit rows in id order.
+    Export {
+        #[arg(long, short = 'c', env = "NOVADS_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// Only rows at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_parser = commands::parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Only rows before this time.
+        #[arg(long, value_parser = commands::parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Only rows of this realm.
+        #[arg(long)]
+        realm: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+    },
+    /// Recompute the hash chain; exit 1 and name the first broken row if it was tampered with.
+    Verify {
+        #[arg(long, short = 'c', env = "NOVADS_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
 }
 
 /// Everything that can end a command unsuccessfully; each prints as one line per problem.
@@ -55,14 +118,27 @@ enum CliError {
     DataDir(PathBuf, std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("{0}")]
+    Io(String),
+    /// The command ran and its answer is "no" (refused sign-in, broken chain).
+    #[error("{0}")]
+    Negative(String),
 }
 
 impl CliError {
     /// 2 for problems with what the user gave us, 1 for failures at run time.
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) => 2,
-            Self::Serve(_) | Self::DataDir(..) | Self::Runtime(_) => 1,
+            Self::Config(_) | Self::Command(CommandError::Config(_)) => 2,
+            Self::Command(CommandError::Usage(_)) => 2,
+            Self::Serve(_)
+            | Self::DataDir(..)
+            | Self::Runtime(_)
+            | Self::Command(_)
+            | Self::Io(_)
+            | Self::Negative(_) => 1,
         }
     }
 }
@@ -94,7 +170,85 @@ async fn run(command: Command) -> Result<(), CliError> {
             let server = Server::bind(config).await.map_err(CliError::Serve)?;
             server.run(shutdown_signal()).await.map_err(CliError::Serve)
         }
+        Command::Realm {
+            command:
+                RealmCommand::Test {
+                    config,
+                    user,
+                    client,
+                },
+        } => {
+            let password = read_password(&user)?;
+            let (report, signed_in) =
+                commands::realm_test(&config, &user, client.as_deref(), &password).await?;
+            println!("{report:#}");
+            if signed_in {
+                Ok(())
+            } else {
+                Err(CliError::Negative(format!(
+                    "{user} was refused: {}",
+                    report["reason"].as_str().unwrap_or("unknown")
+                )))
+            }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    config,
+                    since,
+                    until,
+                    realm,
+                    format,
+                },
+        } => {
+            let filter = ExportFilter {
+                since,
+                until,
+                realm,
+            };
+            let format = match format {
+                Format::Jsonl => ExportFormat::Jsonl,
+                Format::Csv => ExportFormat::Csv,
+            };
+            let mut stdout = std::io::stdout().lock();
+            commands::audit_export(&config, &filter, format, &mut stdout).await?;
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => {
+            let verification = commands::audit_verify(&config).await?;
+            match verification.first_broken {
+                None => {
+                    println!(
+                        "audit trail intact: {} rows verified",
+                        verification.rows_checked
+                    );
+                    Ok(())
+                }
+                Some(broken) => Err(CliError::Negative(format!(
+                    "audit trail broken at row {}: {} ({} rows before it verified)",
+                    broken.id, broken.problem, verification.rows_checked
+                ))),
+            }
+        }
     }
+}
+
+/// The password for `realm test`: prompted without echo on a terminal, otherwise the first
+/// line of standard input.
+fn read_password(user: &str) -> Result<String, CliError> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password(format!("Password for {user}: "))
+            .map_err(|e| CliError::Io(format!("cannot read the password: {e}")));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Io(format!("cannot read the password from standard input: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> {

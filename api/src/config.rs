@@ -50,6 +50,39 @@ pub struct Config {
     pub trusts: Vec<TrustConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub lockout: LockoutConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Brute-force protection (defaults follow the national password rules: 5 failures in 15
+/// minutes lock the account for 15 minutes).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    pub max_failures: u32,
+    pub window_seconds: u64,
+    pub lock_seconds: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window_seconds: 15 * 60,
+            lock_seconds: 15 * 60,
+        }
+    }
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Rows older than this many days are pruned (behind a checkpoint that keeps the chain
+    /// verifiable); `None` keeps every row.
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -475,6 +508,31 @@ impl Config {
                     );
                 }
             }
+        }
+
+        let lockout = &self.lockout;
+        if lockout.max_failures == 0 || lockout.max_failures > 1000 {
+            err(
+                "lockout.max_failures".into(),
+                "must be between 1 and 1000".into(),
+            );
+        }
+        for (key, value) in [
+            ("window_seconds", lockout.window_seconds),
+            ("lock_seconds", lockout.lock_seconds),
+        ] {
+            if value == 0 || value > 7 * 24 * 3600 {
+                err(
+                    format!("lockout.{key}"),
+                    "must be between 1 second and 7 days".into(),
+                );
+            }
+        }
+        if self.audit.retention_days == Some(0) {
+            err(
+                "audit.retention_days".into(),
+                "must be at least 1 (omit it to keep every row)".into(),
+            );
         }
 
         let mut client_index: HashMap<&str, usize> = HashMap::new();

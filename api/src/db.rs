@@ -41,6 +41,11 @@ pub enum DbError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("database: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("database_password_file: cannot read {path}: {source}")]
+    PasswordFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Which engine a [`Database`] runs on.
@@ -140,6 +145,22 @@ impl Database {
         let db = Self::connect(url, password).await?;
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Opens (and migrates) the database a configuration names, with its password file.
+    pub async fn open_configured(config: &crate::config::Config) -> Result<Self, DbError> {
+        let password = match &config.database_password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|source| DbError::PasswordFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        Self::open(&config.database, password.as_deref()).await
     }
 
     pub fn backend(&self) -> Backend {

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    ClientConfig, Config, RealmConfig, ServerConfig, StaticDirectoryConfig, StaticUserConfig,
+    AuditConfig, ClientConfig, Config, LockoutConfig, RealmConfig, ServerConfig,
+    StaticDirectoryConfig, StaticUserConfig,
 };
 
 /// Where `novads dev` keeps its state unless told otherwise.
@@ -97,6 +98,8 @@ pub fn config(data_dir: &Path, listen: SocketAddr) -> Config {
             secret_hash: None,
             public: true,
         }],
+        lockout: LockoutConfig::default(),
+        audit: AuditConfig::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! The crate is a thin I/O shell ([`server`], [`db`]) around parts that decide without I/O
 //! ([`config`] validation, [`error`] rendering).
 
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod dev;

@@ -21,6 +21,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::config::{Config, redact_url};
 use crate::db::{Database, DbError};
 use crate::error::{ApiError, PROBLEM_CONTENT_TYPE, Problem};
+use crate::federation::Federation;
+use crate::federation::setup::{self, SetupError};
 use crate::metrics::Metrics;
 
 /// Largest request body any endpoint accepts.
@@ -40,11 +42,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("database_password_file: cannot read {path}: {source}")]
-    PasswordFile {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Federation(#[from] SetupError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server: {0}")]
@@ -61,17 +60,23 @@ struct Shared {
     config: Config,
     db: Database,
     metrics: Metrics,
+    federation: Federation,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Database, metrics: Metrics) -> Self {
+    pub fn new(config: Config, db: Database, metrics: Metrics, federation: Federation) -> Self {
         Self {
             inner: Arc::new(Shared {
                 config,
                 db,
                 metrics,
+                federation,
             }),
         }
+    }
+
+    pub fn federation(&self) -> &Federation {
+        &self.inner.federation
     }
 
     pub fn config(&self) -> &Config {
@@ -152,15 +157,29 @@ async fn readyz(State(state): State<AppState>) -> Response {
             READINESS_TIMEOUT.as_millis()
         )),
     };
+    // A realm whose directory is down does not make the replica unready: the other realms
+    // still sign in through it. The body says which realm is down.
+    let directories: serde_json::Map<String, serde_json::Value> = state
+        .federation()
+        .directory_status()
+        .into_iter()
+        .map(|(realm, up)| (realm, json!(if up { "ok" } else { "down" })))
+        .collect();
+    let degraded = directories.values().any(|v| v != "ok");
     match database {
-        Ok(()) => {
-            Json(json!({ "status": "ready", "checks": { "database": "ok" } })).into_response()
-        }
+        Ok(()) => Json(json!({
+            "status": if degraded { "degraded" } else { "ready" },
+            "checks": { "database": "ok", "directories": directories },
+        }))
+        .into_response(),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
             Problem::status(StatusCode::SERVICE_UNAVAILABLE)
                 .with_detail("not ready")
-                .with_extension("checks", json!({ "database": reason }))
+                .with_extension(
+                    "checks",
+                    json!({ "database": reason, "directories": directories }),
+                )
                 .into_response()
         }
     }
@@ -243,6 +262,8 @@ pub struct Server {
     state: AppState,
     router: Router,
     grace: Duration,
+    /// Directory probing and audit pruning; stopped when the server stops.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -257,20 +278,26 @@ impl Server {
 
     /// Like [`Server::bind`] on a listener the caller already holds.
     pub async fn from_listener(config: Config, listener: TcpListener) -> Result<Self, ServeError> {
-        let password = match &config.database_password_file {
-            Some(path) => Some(read_password_file(path)?),
-            None => None,
-        };
         tracing::info!(database = %redact_url(&config.database), "opening database");
-        let db = Database::open(&config.database, password.as_deref()).await?;
+        let db = Database::open_configured(&config).await?;
         let metrics = Metrics::new()?;
+        let federation = setup::build(&config, db.clone(), metrics.registry())?;
+        let mut background = Vec::new();
+        if let Some(days) = config.audit.retention_days {
+            background.push(tokio::spawn(crate::federation::audit::prune_periodically(
+                db.clone(),
+                days,
+            )));
+        }
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-        let state = AppState::new(config, db, metrics);
+        let state = AppState::new(config, db, metrics, federation);
+        background.push(tokio::spawn(probe_directories(state.clone())));
         Ok(Self {
             listener,
             router: router(state.clone()),
             state,
             grace,
+            background,
         })
     }
 
@@ -317,19 +344,29 @@ impl Server {
             Ok(result) => result?,
             Err(_) => tracing::warn!("grace period over; closing remaining connections"),
         }
+        for task in &self.background {
+            task.abort();
+        }
         self.state.db().close().await;
         tracing::info!("shutdown complete");
         Ok(())
     }
 }
 
-fn read_password_file(path: &std::path::Path) -> Result<String, ServeError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-        .map_err(|source| ServeError::PasswordFile {
-            path: path.display().to_string(),
-            source,
-        })
+/// How often directory servers are probed in the background.
+const DIRECTORY_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Keeps directory health current between sign-ins, for `/readyz` and the metrics.
+async fn probe_directories(state: AppState) {
+    let mut tick = tokio::time::interval(DIRECTORY_PROBE_INTERVAL);
+    loop {
+        tick.tick().await;
+        for (realm, up) in state.federation().probe_directories().await {
+            if !up {
+                tracing::warn!(%realm, "every directory server of the realm is down");
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).

@@ -398,3 +398,79 @@ async fn postgres_password_comes_from_a_file() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn readiness_names_a_realm_whose_directory_is_down() {
+    let Some(ldap) = novads_testkit::Slapd::start(novads_testkit::Municipality::Kuldiga).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&sqlite_url(&dir));
+    let m = ldap.municipality();
+    let realm = |name: &str, url: String| novads_api::config::RealmConfig {
+        name: name.to_owned(),
+        display_name: None,
+        ldap: Some(novads_api::config::LdapConfig {
+            urls: vec![url],
+            start_tls: false,
+            insecure: true,
+            ca_file: None,
+            bind_dn: Some(m.service_dn().into()),
+            bind_password_file: None,
+            bind_password_env: None,
+            bind_password: Some(m.service_password().into()),
+            user_base: m.people_base().into(),
+            user_filter: m.user_filter().into(),
+            attributes: Default::default(),
+            disabled_filter: None,
+            group_search: None,
+            timeout_seconds: 1,
+            pool_size: 2,
+        }),
+        static_directory: None,
+    };
+    config.realms.push(realm("kuldiga", ldap.url()));
+    config.realms.push(realm("dobele", ldap.down_url()));
+    let server = Server::bind(config).await.expect("starts");
+    let addr = server.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // The first probe runs at start; wait for it to be reflected.
+    let mut body = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (status, _, json) = get_json(&format!("http://{addr}/readyz")).await;
+        assert_eq!(
+            status, 200,
+            "a realm's outage never makes the replica unready"
+        );
+        body = json;
+        if body["checks"]["directories"]["dobele"] == "down"
+            && body["checks"]["directories"]["kuldiga"] == "ok"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["directories"]["dobele"], "down", "{body}");
+    assert_eq!(body["checks"]["directories"]["kuldiga"], "ok", "{body}");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(&format!(
+            "novads_directory_up{{realm=\"dobele\",url=\"{}\"}} 0",
+            ldap.down_url()
+        )),
+        "{metrics}"
+    );
+    let _ = stop.send(());
+    task.await.expect("join").expect("clean stop");
+}

@@ -384,3 +384,56 @@ fn redaction_hides_passwords() {
     );
     assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
 }
+
+#[test]
+fn lockout_and_audit_sections() {
+    let config = parse(&valid_yaml()).expect("parses");
+    assert_eq!(config.lockout, LockoutConfig::default());
+    assert_eq!(config.lockout.max_failures, 5);
+    assert_eq!(config.audit.retention_days, None);
+
+    let yaml = format!("{}lockout: {{ max_failures: 0 }}\n", valid_yaml());
+    assert_one_error(&yaml, &["lockout.max_failures", "between 1 and 1000"]);
+    let yaml = format!("{}lockout: {{ lock_seconds: 0 }}\n", valid_yaml());
+    assert_one_error(&yaml, &["lockout.lock_seconds"]);
+    let yaml = format!("{}audit: {{ retention_days: 0 }}\n", valid_yaml());
+    assert_one_error(&yaml, &["audit.retention_days"]);
+    let yaml = format!("{}audit: {{ retention: 30 }}\n", valid_yaml());
+    assert_one_error(&yaml, &["audit.retention", "unknown key"]);
+    let yaml = format!("{}lockout: {{ max_failures: -1 }}\n", valid_yaml());
+    assert_one_error(&yaml, &["lockout.max_failures"]);
+}
+
+#[test]
+fn group_search_and_disabled_filter_rules() {
+    let with = |extra: &str| {
+        valid_yaml().replace(
+            "user_base: \"ou=people,dc=ventspils,dc=lv\"",
+            &format!("user_base: \"ou=people,dc=ventspils,dc=lv\"\n      {extra}"),
+        )
+    };
+    let ok = with("group_search: { base: \"ou=groups,dc=ventspils,dc=lv\", nested_depth: 2 }");
+    let config = parse(&ok).expect("parses");
+    assert_eq!(config.validate(Mode::Production), vec![]);
+    let search = config.realms[1]
+        .ldap
+        .as_ref()
+        .and_then(|l| l.group_search.as_ref())
+        .expect("group search");
+    assert_eq!(search.filter, "(|(member={dn})(uniqueMember={dn}))");
+    assert_eq!(search.name_attribute, "cn");
+
+    assert_one_error(
+        &with("group_search: { base: \"ou=g\", filter: \"(member=x)\" }"),
+        &["realms[1].ldap.group_search.filter", "{dn}"],
+    );
+    assert_one_error(
+        &with("group_search: { base: \"ou=g\", nested_depth: 9 }"),
+        &["realms[1].ldap.group_search.nested_depth"],
+    );
+    assert_one_error(
+        &with("disabled_filter: \"userAccountControl=2\""),
+        &["realms[1].ldap.disabled_filter", "parenthesised"],
+    );
+    assert_one_error(&with("pool_size: 0"), &["realms[1].ldap.pool_size"]);
+}

@@ -628,3 +628,110 @@ async fn latest_checkpoint(db: &Database) -> Result<(i64, String), sqlx::Error> 
     };
     Ok(found.unwrap_or((0, GENESIS_HASH.to_owned())))
 }
+
+/// What [`prune`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// Rows deleted.
+    pub rows: u64,
+    /// The checkpoint verification now starts from, if anything was pruned.
+    pub through_id: Option<i64>,
+}
+
+/// Deletes rows older than `before`, first recording a checkpoint (the last deleted row's id
+/// and hash) so that [`verify`] still checks the rest of the chain from there.
+pub async fn prune(db: &Database, before: DateTime<Utc>) -> Result<Pruned, sqlx::Error> {
+    let cutoff = format_time(before);
+    let pruned_at = format_time(Utc::now());
+    match db {
+        Database::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let last: Option<(i64, String)> = sqlx::query_as(
+                "SELECT id, hash FROM audit_events WHERE at < ? ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&cutoff)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((through_id, through_hash)) = last else {
+                return Ok(Pruned {
+                    rows: 0,
+                    through_id: None,
+                });
+            };
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (pruned_at, through_id, through_hash) VALUES (?, ?, ?)",
+            )
+            .bind(&pruned_at)
+            .bind(through_id)
+            .bind(&through_hash)
+            .execute(&mut *tx)
+            .await?;
+            let rows = sqlx::query("DELETE FROM audit_events WHERE id <= ?")
+                .bind(through_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(Pruned {
+                rows,
+                through_id: Some(through_id),
+            })
+        }
+        Database::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            // Serialise with appenders so the checkpoint cannot race a new row.
+            sqlx::query("SELECT last_id FROM audit_chain_head WHERE id = 1 FOR UPDATE")
+                .execute(&mut *tx)
+                .await?;
+            let last: Option<(i64, String)> = sqlx::query_as(
+                "SELECT id, hash FROM audit_events WHERE at < $1 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&cutoff)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((through_id, through_hash)) = last else {
+                return Ok(Pruned {
+                    rows: 0,
+                    through_id: None,
+                });
+            };
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (pruned_at, through_id, through_hash) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(&pruned_at)
+            .bind(through_id)
+            .bind(&through_hash)
+            .execute(&mut *tx)
+            .await?;
+            // The append-only trigger lets exactly this transaction delete.
+            sqlx::query("SELECT set_config('novads.audit_prune', 'on', true)")
+                .execute(&mut *tx)
+                .await?;
+            let rows = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+                .bind(through_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(Pruned {
+                rows,
+                through_id: Some(through_id),
+            })
+        }
+    }
+}
+
+/// Prunes once an hour by `retention_days`, for as long as the server runs.
+pub async fn prune_periodically(db: Database, retention_days: u32) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+        match prune(&db, before).await {
+            Ok(Pruned { rows: 0, .. }) => {}
+            Ok(pruned) => tracing::info!(rows = pruned.rows, "pruned audit rows past retention"),
+            Err(e) => tracing::error!(error = %e, "audit pruning failed"),
+        }
+    }
+}

@@ -151,6 +151,33 @@ impl LdapDirectory {
             .collect()
     }
 
+    /// Checks every server (service bind and a root DSE read) and records its health, so that
+    /// readiness and metrics show a dead server before a user trips over it.
+    pub async fn probe(&self) {
+        for server in &self.servers {
+            match self.probe_server(server).await {
+                Ok(()) => mark_up(server),
+                Err(error) => {
+                    tracing::warn!(url = %server.url, %error, "directory probe failed");
+                    mark_down(server).await;
+                }
+            }
+        }
+    }
+
+    async fn probe_server(&self, server: &Server) -> Result<(), String> {
+        let mut ldap = self.service_connection(server).await.map_err(|e| match e {
+            OpError::Transport(text) => text,
+            OpError::Answer(failure) => failure.to_string(),
+        })?;
+        ldap.with_timeout(self.timeout)
+            .search("", Scope::Base, "(objectClass=*)", vec!["1.1"])
+            .await
+            .and_then(|result| result.success())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Search-then-bind with the user's password.
     pub async fn authenticate(&self, username: &str, password: &str) -> DirectoryAnswer {
         // An empty password would make a simple bind "unauthenticated" and succeed (RFC 4513

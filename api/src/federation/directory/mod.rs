@@ -85,6 +85,21 @@ impl Directory {
         }
     }
 
+    /// Health of each directory server (empty for embedded directories).
+    pub fn health(&self) -> Vec<ldap::ServerHealth> {
+        match self {
+            Self::Static(_) => Vec::new(),
+            Self::Ldap(dir) => dir.health(),
+        }
+    }
+
+    /// Probes the directory's servers and updates their health (no-op for embedded ones).
+    pub async fn probe(&self) {
+        if let Self::Ldap(dir) = self {
+            dir.probe().await;
+        }
+    }
+
     /// Looks the user up again without a password (token refresh): still there, still enabled,
     /// current groups.
     pub async fn lookup(&self, username: &str) -> DirectoryAnswer {

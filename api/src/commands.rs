@@ -1,0 +1,139 @@
+//! The administrative commands behind `novads realm test` and `novads audit ...`: each loads the
+//! configuration, opens the database and runs exactly the code the server runs.
+
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{Value, json};
+
+use crate::config::{self, ConfigErrors, Mode};
+use crate::db::{Database, DbError};
+use crate::federation::audit::{self, ExportFilter, ExportFormat, Verification};
+use crate::federation::setup::{self, SetupError};
+use crate::federation::{LoginRequest, engine::TrustUsed};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Export(#[from] audit::ExportError),
+    #[error("audit: {0}")]
+    Audit(#[from] sqlx::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+async fn open(config_path: &Path) -> Result<(config::Config, Database), CommandError> {
+    let config = config::load(config_path, Mode::Production)?;
+    let db = Database::open_configured(&config).await?;
+    Ok((config, db))
+}
+
+/// `novads realm test`: one sign-in through the production path. Returns the JSON report and
+/// whether the user was signed in.
+pub async fn realm_test(
+    config_path: &Path,
+    username: &str,
+    client_id: Option<&str>,
+    password: &str,
+) -> Result<(Value, bool), CommandError> {
+    let (config, db) = open(config_path).await?;
+    let federation = setup::build(&config, db, &prometheus::Registry::new())?;
+    let request = LoginRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        client_id: client_id.map(str::to_owned),
+        source_ip: None,
+        user_agent: Some(format!("novads realm test/{}", env!("CARGO_PKG_VERSION"))),
+    };
+    Ok(match federation.login(&request).await {
+        Ok(identity) => {
+            let trust = identity
+                .trust
+                .as_ref()
+                .map(|TrustUsed { trusting, trusted }| json!({ "trusting": trusting, "trusted": trusted }));
+            (
+                json!({
+                    "result": "signed_in",
+                    "subject": identity.subject,
+                    "username": identity.username,
+                    "realm": identity.realm,
+                    "email": identity.email,
+                    "name": identity.name,
+                    "groups": identity.groups,
+                    "roles": identity.roles,
+                    "trust": trust,
+                    "directory": identity.directory,
+                    "audit_id": identity.audit_id,
+                }),
+                true,
+            )
+        }
+        Err(refused) => (
+            json!({
+                "result": "refused",
+                "reason": refused.reason.as_str(),
+                "detail": refused.detail,
+                "audit_id": refused.audit_id,
+            }),
+            false,
+        ),
+    })
+}
+
+/// `novads audit export`: writes matching rows to `out`, returns how many.
+pub async fn audit_export(
+    config_path: &Path,
+    filter: &ExportFilter,
+    format: ExportFormat,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, CommandError> {
+    let (_, db) = open(config_path).await?;
+    Ok(audit::export(&db, filter, format, out).await?)
+}
+
+/// `novads audit verify`.
+pub async fn audit_verify(config_path: &Path) -> Result<Verification, CommandError> {
+    let (_, db) = open(config_path).await?;
+    Ok(audit::verify(&db).await?)
+}
+
+/// Parses `--since`/`--until`: an RFC 3339 time or a date (midnight UTC).
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|midnight| midnight.and_utc())
+        .ok_or_else(|| format!("{text:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_dates() {
+        assert_eq!(
+            parse_time("2026-11-01").expect("date").to_rfc3339(),
+            "2026-11-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-11-01T12:30:00+02:00")
+                .expect("time")
+                .to_rfc3339(),
+            "2026-11-01T10:30:00+00:00"
+        );
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2026-13-01").is_err());
+    }
+}

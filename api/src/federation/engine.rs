@@ -1,0 +1,413 @@
+//! The sign-in decision: who is this, may they use this application, and the audit row that
+//! records the attempt either way.
+//!
+//! The order matters and is fixed: parse the name, find the realm, consult the lockout
+//! counters (a locked account never reaches its directory), ask the directory, decide the trust,
+//! then write the audit row — and only after the row is committed does the caller get an
+//! answer. Every failure looks the same from outside ([`LoginRefused`]'s `Display`); the audit
+//! row carries the true reason.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::audit::{AuditEvent, AuditEventKind, AuditLog, AuditReason, MAX_FIELD_CHARS};
+use super::directory::{Directory, DirectoryAnswer, DirectoryUser};
+use super::lockout::{Gate, LockoutStore, account_key, source_key};
+use super::metrics::FederationMetrics;
+use super::trust::{Access, TrustPolicy, qualify};
+use super::username::{LoginName, parse_login_name};
+
+/// A realm ready for sign-ins.
+pub struct Realm {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub directory: Directory,
+}
+
+/// An application and the realm that owns it.
+#[derive(Debug, Clone)]
+pub struct Application {
+    pub client_id: String,
+    pub realm: String,
+}
+
+/// One sign-in attempt as it arrives.
+#[derive(Debug, Clone, Default)]
+pub struct LoginRequest {
+    /// What was typed: `jana@talsi`, `TALSI\jana`, or a bare name with a default realm.
+    pub username: String,
+    pub password: String,
+    /// The application the user signs in to; `None` for realm-only checks.
+    pub client_id: Option<String>,
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// Which trust let a foreign user in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TrustUsed {
+    pub trusting: String,
+    pub trusted: String,
+}
+
+/// A signed-in user, as tokens will describe them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// Stable per realm: `realm:immutable-id`, never the username.
+    pub subject: String,
+    pub realm: String,
+    /// `name@realm`.
+    pub username: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// Qualified `realm:group` names.
+    pub groups: Vec<String>,
+    /// Roles granted by the trust that admitted the user (empty for own-realm access).
+    pub roles: Vec<String>,
+    pub trust: Option<TrustUsed>,
+    /// The directory server that vouched for the user.
+    pub directory: Option<String>,
+    /// The audit row of this sign-in.
+    pub audit_id: i64,
+}
+
+/// A refused sign-in. Shown to the user only as "wrong username or password"; the reason and
+/// detail are for the audit trail, logs and `novads realm test`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("wrong username or password")]
+pub struct LoginRefused {
+    pub reason: AuditReason,
+    pub detail: String,
+    /// The audit row, or `None` when it could not be written (then nothing else happened
+    /// either: the attempt failed closed).
+    pub audit_id: Option<i64>,
+}
+
+/// Realms, trusts, applications, lockout counters and the audit trail, together.
+pub struct Federation {
+    realms: HashMap<String, Realm>,
+    applications: HashMap<String, Application>,
+    trusts: TrustPolicy,
+    lockout: LockoutStore,
+    audit: AuditLog,
+    metrics: FederationMetrics,
+    default_realm: Option<String>,
+}
+
+/// What a directory-level check produced, before the audit row is written.
+struct Outcome {
+    event: AuditEventKind,
+    result: Result<Identity, (AuditReason, String)>,
+    name: Option<LoginName>,
+    directory: Option<String>,
+}
+
+impl Federation {
+    pub fn new(
+        realms: Vec<Realm>,
+        applications: Vec<Application>,
+        trusts: TrustPolicy,
+        lockout: LockoutStore,
+        audit: AuditLog,
+        metrics: FederationMetrics,
+    ) -> Self {
+        // A bare username is accepted only when there is exactly one realm to mean.
+        let default_realm = (realms.len() == 1).then(|| realms[0].name.clone());
+        Self {
+            realms: realms.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            applications: applications
+                .into_iter()
+                .map(|a| (a.client_id.clone(), a))
+                .collect(),
+            trusts,
+            lockout,
+            audit,
+            metrics,
+            default_realm,
+        }
+    }
+
+    pub fn realm(&self, name: &str) -> Option<&Realm> {
+        self.realms.get(name)
+    }
+
+    pub fn realms(&self) -> impl Iterator<Item = &Realm> {
+        self.realms.values()
+    }
+
+    /// Probes every realm's directory and publishes its health. Returns, per realm with a
+    /// directory server, whether at least one of its servers is up.
+    pub async fn probe_directories(&self) -> Vec<(String, bool)> {
+        let mut realms = Vec::new();
+        for realm in self.realms.values() {
+            realm.directory.probe().await;
+            let health = realm.directory.health();
+            self.metrics.directory_health(&realm.name, &health);
+            if !health.is_empty() {
+                realms.push((realm.name.clone(), health.iter().any(|s| s.up)));
+            }
+        }
+        realms.sort();
+        realms
+    }
+
+    /// Per realm with directory servers: whether one of them is up, as last observed.
+    pub fn directory_status(&self) -> Vec<(String, bool)> {
+        let mut realms: Vec<(String, bool)> = self
+            .realms
+            .values()
+            .filter_map(|realm| {
+                let health = realm.directory.health();
+                (!health.is_empty()).then(|| (realm.name.clone(), health.iter().any(|s| s.up)))
+            })
+            .collect();
+        realms.sort();
+        realms
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Decides a sign-in and records it. Returns only after the audit row is committed.
+    pub async fn login(&self, request: &LoginRequest) -> Result<Identity, LoginRefused> {
+        let started = Instant::now();
+        let outcome = self.decide(request).await;
+        self.finish(request, outcome, started).await
+    }
+
+    async fn decide(&self, request: &LoginRequest) -> Outcome {
+        let refuse = |reason, detail: String, name: Option<LoginName>| Outcome {
+            event: AuditEventKind::LoginFailed,
+            result: Err((reason, detail)),
+            name,
+            directory: None,
+        };
+        let name = match parse_login_name(&request.username, self.default_realm.as_deref()) {
+            Ok(name) => name,
+            Err(e) => return refuse(AuditReason::InvalidRequest, e.to_string(), None),
+        };
+        let Some(realm) = self.realms.get(&name.realm) else {
+            let detail = format!("no realm named {:?}", name.realm);
+            return refuse(AuditReason::UnknownUser, detail, Some(name));
+        };
+        let application = match &request.client_id {
+            None => None,
+            Some(id) => match self.applications.get(id) {
+                Some(app) => Some(app),
+                None => {
+                    let detail = format!("no application with client id {id:?}");
+                    return refuse(AuditReason::InvalidRequest, detail, Some(name));
+                }
+            },
+        };
+
+        let now_ms = Utc::now().timestamp_millis();
+        let account = account_key(&name.realm, &name.user);
+        let source = request.source_ip.map(|ip| source_key(&ip.to_string()));
+        let gate = match self.gate(&account, source.as_deref(), now_ms).await {
+            Ok(gate) => gate,
+            // Without the counters we cannot know whether the account is locked: fail closed.
+            Err(e) => {
+                let detail = format!("lockout counters unavailable: {e}");
+                return refuse(AuditReason::DirectoryUnavailable, detail, Some(name));
+            }
+        };
+        match gate {
+            Gate::Locked { until_ms } => {
+                return Outcome {
+                    event: AuditEventKind::LockedOut,
+                    result: Err((
+                        AuditReason::LockedOut,
+                        format!("account locked until {until_ms} (unix ms)"),
+                    )),
+                    name: Some(name),
+                    directory: None,
+                };
+            }
+            Gate::Open { delay } if delay > Duration::ZERO => tokio::time::sleep(delay).await,
+            Gate::Open { .. } => {}
+        }
+
+        let DirectoryAnswer { result, server } = realm
+            .directory
+            .authenticate(&name.user, &request.password)
+            .await;
+        self.metrics
+            .directory_health(&realm.name, &realm.directory.health());
+        let user = match result {
+            Ok(user) => user,
+            Err(failure) => {
+                if failure.counts_against_user() {
+                    self.count_failure(&realm.name, &account, source.as_deref(), now_ms)
+                        .await;
+                }
+                return Outcome {
+                    event: AuditEventKind::LoginFailed,
+                    result: Err((failure.audit_reason(), failure.to_string())),
+                    name: Some(name),
+                    directory: server,
+                };
+            }
+        };
+
+        let access = match application {
+            None => Ok(Access::OwnRealm),
+            Some(app) => self.trusts.decide(&realm.name, &user.groups, &app.realm),
+        };
+        let access = match access {
+            Ok(access) => access,
+            Err(denied) => {
+                return Outcome {
+                    event: AuditEventKind::LoginFailed,
+                    result: Err((AuditReason::TrustDenied, denied.to_string())),
+                    name: Some(name),
+                    directory: server,
+                };
+            }
+        };
+        if let Err(e) = self.lockout.clear(&account).await {
+            tracing::warn!(error = %e, "could not reset the failure counter");
+        }
+        Outcome {
+            event: AuditEventKind::LoginSucceeded,
+            result: Ok(identity(&realm.name, user, access, server.clone())),
+            name: Some(name),
+            directory: server,
+        }
+    }
+
+    async fn gate(
+        &self,
+        account: &str,
+        source: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Gate, sqlx::Error> {
+        let account = self.lockout.get(account).await?;
+        let source = match source {
+            Some(key) => self.lockout.get(key).await?,
+            None => None,
+        };
+        Ok(self
+            .lockout
+            .policy()
+            .gate(account.as_ref(), source.as_ref(), now_ms))
+    }
+
+    async fn count_failure(&self, realm: &str, account: &str, source: Option<&str>, now_ms: i64) {
+        let max = self.lockout.policy().max_failures;
+        match self
+            .lockout
+            .record_failure(account, now_ms, Some(max))
+            .await
+        {
+            Ok(counter) if counter.failures == max => self.metrics.lockout(realm),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not count a failed sign-in"),
+        }
+        if let Some(source) = source
+            && let Err(e) = self.lockout.record_failure(source, now_ms, None).await
+        {
+            tracing::error!(error = %e, "could not count a failed sign-in by source");
+        }
+    }
+
+    /// Writes the audit row, then answers.
+    async fn finish(
+        &self,
+        request: &LoginRequest,
+        outcome: Outcome,
+        started: Instant,
+    ) -> Result<Identity, LoginRefused> {
+        let elapsed = started.elapsed();
+        let realm_label = outcome
+            .name
+            .as_ref()
+            .filter(|n| self.realms.contains_key(&n.realm))
+            .map_or("unknown", |n| n.realm.as_str());
+        let mut event = AuditEvent::new(outcome.event);
+        event.realm = outcome.name.as_ref().map(|n| n.realm.clone());
+        event.username = Some(match &outcome.name {
+            Some(name) => name.qualified(),
+            None => request.username.chars().take(MAX_FIELD_CHARS).collect(),
+        });
+        event.client_id = request.client_id.clone();
+        event.source_ip = request.source_ip.map(|ip| ip.to_string());
+        event.user_agent = request.user_agent.clone();
+        event.directory = outcome.directory.clone();
+        event.latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        match &outcome.result {
+            Ok(identity) => event.subject = Some(identity.subject.clone()),
+            Err((reason, _)) => event.reason = Some(*reason),
+        }
+        let outcome_label = match &outcome.result {
+            Ok(_) => "succeeded",
+            Err((reason, _)) => reason.as_str(),
+        };
+        self.metrics.attempt(realm_label, outcome_label, elapsed);
+
+        let audit_id = match self.audit.append(event).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "sign-in refused: the audit row could not be written");
+                self.metrics.audit_failure();
+                return Err(LoginRefused {
+                    reason: AuditReason::DirectoryUnavailable,
+                    detail: e.to_string(),
+                    audit_id: None,
+                });
+            }
+        };
+        match outcome.result {
+            Ok(mut identity) => {
+                identity.audit_id = audit_id;
+                Ok(identity)
+            }
+            Err((reason, detail)) => Err(LoginRefused {
+                reason,
+                detail,
+                audit_id: Some(audit_id),
+            }),
+        }
+    }
+}
+
+fn identity(
+    realm: &str,
+    user: DirectoryUser,
+    access: Access,
+    directory: Option<String>,
+) -> Identity {
+    let (roles, trust) = match access {
+        Access::OwnRealm => (Vec::new(), None),
+        Access::Trusted {
+            trusting,
+            trusted,
+            roles,
+        } => (roles, Some(TrustUsed { trusting, trusted })),
+    };
+    let username = if user.username.is_empty() {
+        user.id.clone()
+    } else {
+        user.username.to_lowercase()
+    };
+    Identity {
+        subject: format!("{realm}:{}", user.id),
+        realm: realm.to_owned(),
+        username: format!("{username}@{realm}"),
+        email: user.email,
+        name: user.name,
+        groups: user.groups.iter().map(|g| qualify(realm, g)).collect(),
+        roles,
+        trust,
+        directory,
+        audit_id: 0,
+    }
+}
+
+/// Shared handle used by the HTTP layer and the CLI.
+pub type SharedFederation = Arc<Federation>;

@@ -1,0 +1,841 @@
+//! The federation engine against real directories: three municipalities' slapd instances
+//! (LDAPS, StartTLS, and failover from a dead URL), trusts between them, lockout counted in a
+//! real database, and the audit trail on SQLite and PostgreSQL.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use novads_api::config::{
+    AuditConfig, ClientConfig, Config, GroupSearchConfig, LdapAttributes, LdapConfig,
+    LockoutConfig, Mode, RealmConfig, ServerConfig, TrustConfig,
+};
+use novads_api::db::Database;
+use novads_api::federation::audit::{self, AuditReason};
+use novads_api::federation::lockout::account_key;
+use novads_api::federation::{Federation, LoginRefused, LoginRequest, setup};
+use novads_testkit::fixtures::{kuldiga, talsi, ventspils};
+use novads_testkit::{Municipality, Postgres, Slapd, User};
+
+/// Three directories, configured as DESIGN.md describes them.
+struct World {
+    talsi: Slapd,
+    ventspils: Slapd,
+    kuldiga: Slapd,
+}
+
+impl World {
+    async fn start() -> Option<World> {
+        let (talsi, ventspils, kuldiga) = tokio::join!(
+            Slapd::start_tls(Municipality::Talsi),
+            Slapd::start_tls(Municipality::Ventspils),
+            Slapd::start(Municipality::Kuldiga),
+        );
+        Some(World {
+            talsi: talsi?,
+            ventspils: ventspils?,
+            kuldiga: kuldiga?,
+        })
+    }
+
+    /// talsi over LDAPS, ventspils over StartTLS, kuldiga over plain LDAP with a dead first
+    /// URL. Ventspils trusts Talsi's vpvkac-staff (as operators); Talsi trusts Ventspils's
+    /// it-admins.
+    fn config(&self, database: &str) -> Config {
+        let talsi = LdapConfig {
+            urls: vec![self.talsi.ldaps_url().expect("TLS instance")],
+            ca_file: self.talsi.ca_pem_path().map(ToOwned::to_owned),
+            ..ldap_base(&self.talsi)
+        };
+        let ventspils = LdapConfig {
+            urls: vec![self.ventspils.url()],
+            start_tls: true,
+            ca_file: self.ventspils.ca_pem_path().map(ToOwned::to_owned),
+            ..ldap_base(&self.ventspils)
+        };
+        let kuldiga = LdapConfig {
+            urls: vec![self.kuldiga.down_url(), self.kuldiga.url()],
+            insecure: true,
+            ..ldap_base(&self.kuldiga)
+        };
+        let realm = |name: &str, ldap| RealmConfig {
+            name: name.to_owned(),
+            display_name: None,
+            ldap: Some(ldap),
+            static_directory: None,
+        };
+        let client = |id: &str, realm: &str| ClientConfig {
+            client_id: id.to_owned(),
+            realm: realm.to_owned(),
+            redirect_uris: vec![format!("https://{id}.example/cb")],
+            post_logout_redirect_uris: vec![],
+            secret_hash: None,
+            public: true,
+        };
+        let config = Config {
+            server: ServerConfig {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                issuer: "http://127.0.0.1:8080".into(),
+                shutdown_grace_seconds: 1,
+            },
+            database: database.to_owned(),
+            database_password_file: None,
+            realms: vec![
+                realm("talsi", talsi),
+                realm("ventspils", ventspils),
+                realm("kuldiga", kuldiga),
+            ],
+            trusts: vec![
+                TrustConfig {
+                    trusting: "ventspils".into(),
+                    trusted: "talsi".into(),
+                    groups: vec!["vpvkac-staff".into()],
+                    roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
+                },
+                TrustConfig {
+                    trusting: "talsi".into(),
+                    trusted: "ventspils".into(),
+                    groups: vec!["it-admins".into()],
+                    roles: Default::default(),
+                },
+            ],
+            clients: vec![
+                client("vpvkac", "ventspils"),
+                client("talsi-portal", "talsi"),
+            ],
+            lockout: LockoutConfig::default(),
+            audit: AuditConfig::default(),
+        };
+        assert_eq!(
+            config.validate(Mode::Dev),
+            vec![],
+            "test configuration is valid"
+        );
+        config
+    }
+}
+
+fn ldap_base(slapd: &Slapd) -> LdapConfig {
+    let m = slapd.municipality();
+    LdapConfig {
+        urls: vec![],
+        start_tls: false,
+        insecure: false,
+        ca_file: None,
+        bind_dn: Some(m.service_dn().to_owned()),
+        bind_password_file: None,
+        bind_password_env: None,
+        bind_password: Some(m.service_password().to_owned()),
+        user_base: m.people_base().to_owned(),
+        user_filter: m.user_filter().to_owned(),
+        attributes: LdapAttributes::default(),
+        disabled_filter: None,
+        group_search: None,
+        timeout_seconds: 2,
+        pool_size: 4,
+    }
+}
+
+async fn open(config: &Config) -> (Federation, Database) {
+    let db = Database::open(&config.database, None)
+        .await
+        .expect("database");
+    let registry = prometheus::Registry::new();
+    let federation = setup::build(config, db.clone(), &registry).expect("federation");
+    (federation, db)
+}
+
+fn attempt(username: &str, password: &str, client: Option<&str>) -> LoginRequest {
+    LoginRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        client_id: client.map(str::to_owned),
+        source_ip: Some("192.0.2.10".parse::<IpAddr>().expect("ip")),
+        user_agent: Some("novads-tests".into()),
+    }
+}
+
+fn login_as(user: &User, client: Option<&str>) -> LoginRequest {
+    attempt(&user.login(), user.password, client)
+}
+
+#[track_caller]
+fn assert_refused(
+    result: Result<novads_api::federation::Identity, LoginRefused>,
+    reason: AuditReason,
+) -> LoginRefused {
+    match result {
+        Ok(identity) => panic!("expected refusal ({reason}), signed in as {identity:?}"),
+        Err(refused) => {
+            assert_eq!(refused.reason, reason, "{refused:?}");
+            assert_eq!(refused.to_string(), "wrong username or password");
+            assert!(refused.audit_id.is_some(), "every attempt is audited");
+            refused
+        }
+    }
+}
+
+async fn audit_rows(db: &Database) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    audit::export(
+        db,
+        &Default::default(),
+        audit::ExportFormat::Jsonl,
+        &mut out,
+    )
+    .await
+    .expect("export");
+    String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// The whole story on one database backend.
+async fn signs_in_across_realms(database: &str) {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let config = world.config(database);
+    let (federation, db) = open(&config).await;
+
+    // Own realm, over LDAPS with the realm's CA.
+    let jana = federation
+        .login(&login_as(&talsi::JANA, Some("talsi-portal")))
+        .await
+        .expect("jana signs in");
+    assert_eq!(jana.username, "jana@talsi");
+    assert_eq!(jana.groups, vec!["talsi:it-admins", "talsi:vpvkac-staff"]);
+    assert!(jana.subject.starts_with("talsi:") && jana.subject.len() > "talsi:".len() + 30);
+    assert!(jana.roles.is_empty() && jana.trust.is_none());
+    assert_eq!(jana.directory, world.talsi.ldaps_url());
+
+    // The subject is stable and never the username.
+    let again = federation
+        .login(&login_as(&talsi::JANA, None))
+        .await
+        .expect("again");
+    assert_eq!(again.subject, jana.subject);
+    assert!(!jana.subject.contains("jana"));
+
+    // StartTLS realm.
+    let peteris = federation
+        .login(&login_as(&ventspils::PETERIS, Some("vpvkac")))
+        .await
+        .expect("peteris signs in over StartTLS");
+    assert_eq!(peteris.groups, vec!["ventspils:vpvkac-staff"]);
+
+    // Failover: kuldiga's first URL is dead; the second answers.
+    let edgars = federation
+        .login(&login_as(&kuldiga::EDGARS, None))
+        .await
+        .expect("edgars signs in through the second URL");
+    assert_eq!(edgars.directory, Some(world.kuldiga.url()));
+
+    // Trust: Ventspils accepts Talsi's vpvkac-staff, as operators.
+    let jana_at_ventspils = federation
+        .login(&login_as(&talsi::JANA, Some("vpvkac")))
+        .await
+        .expect("trusted group admitted");
+    assert_eq!(jana_at_ventspils.roles, vec!["operator"]);
+    let trust = jana_at_ventspils.trust.expect("a trust was used");
+    assert_eq!(
+        (trust.trusting.as_str(), trust.trusted.as_str()),
+        ("ventspils", "talsi")
+    );
+    // ... but not Talsi's accountant.
+    assert_refused(
+        federation
+            .login(&login_as(&talsi::ILZE, Some("vpvkac")))
+            .await,
+        AuditReason::TrustDenied,
+    );
+    // The other direction has its own filter: Talsi accepts Ventspils's it-admins only.
+    federation
+        .login(&login_as(&ventspils::AGNESE, Some("talsi-portal")))
+        .await
+        .expect("ventspils admin admitted by talsi");
+    assert_refused(
+        federation
+            .login(&login_as(&ventspils::PETERIS, Some("talsi-portal")))
+            .await,
+        AuditReason::TrustDenied,
+    );
+    // Non-transitive, undeclared: Kuldīga is trusted by nobody.
+    assert_refused(
+        federation
+            .login(&login_as(&kuldiga::LIGA, Some("vpvkac")))
+            .await,
+        AuditReason::TrustDenied,
+    );
+
+    // Every attempt above is one row, with its true reason, and the chain verifies.
+    let rows = audit_rows(&db).await;
+    assert_eq!(rows.len(), 9);
+    let reasons: Vec<&str> = rows.iter().filter_map(|r| r["reason"].as_str()).collect();
+    assert_eq!(reasons, vec!["trust_denied"; 3]);
+    assert!(rows.iter().all(|r| r["source_ip"] == "192.0.2.10"));
+    let verification = audit::verify(&db).await.expect("verify");
+    assert_eq!(verification.first_broken, None);
+    assert_eq!(verification.rows_checked, 9);
+}
+
+#[tokio::test]
+async fn signs_in_across_realms_with_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    signs_in_across_realms(&format!("sqlite://{}/novads.db", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn signs_in_across_realms_with_postgres() {
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    signs_in_across_realms(&pg.create_database("federation").await).await;
+}
+
+#[tokio::test]
+async fn bad_input_and_attacks_get_the_generic_answer_and_the_true_audit_reason() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    let (federation, db) = open(&config).await;
+    let login = |u: &str, p: &str| {
+        let request = attempt(u, p, None);
+        let federation = &federation;
+        async move { federation.login(&request).await }
+    };
+
+    assert_refused(
+        login("jana@talsi", "wrong").await,
+        AuditReason::BadCredentials,
+    );
+    assert_refused(login("nobody@talsi", "x").await, AuditReason::UnknownUser);
+    assert_refused(
+        login(&talsi::DISABLED.login(), talsi::DISABLED.password).await,
+        AuditReason::AccountDisabled,
+    );
+    assert_refused(login("jana@riga", "x").await, AuditReason::UnknownUser);
+
+    // An empty password never reaches the directory (it would be an unauthenticated bind).
+    let refused = assert_refused(login("jana@talsi", "").await, AuditReason::BadCredentials);
+    let rows = audit_rows(&db).await;
+    let row = rows
+        .iter()
+        .find(|r| r["id"] == refused.audit_id.expect("row"))
+        .expect("row");
+    assert!(row["directory"].is_null(), "no server was asked: {row}");
+
+    // LDAP filter injection: metacharacters are escaped, so these match nobody.
+    for name in [
+        "*@talsi",
+        "jana)(uid=*@talsi",
+        "*)(|(uid=*@talsi",
+        "j*@talsi",
+    ] {
+        assert_refused(
+            login(name, talsi::JANA.password).await,
+            AuditReason::UnknownUser,
+        );
+    }
+    assert_refused(
+        login("ja\u{0}na@talsi", "x").await,
+        AuditReason::InvalidRequest,
+    );
+
+    // DN special characters in the user's own entry are no obstacle.
+    federation
+        .login(&login_as(&talsi::JANIS_BERZINS, None))
+        .await
+        .expect("user whose DN has a comma, quotes and Latvian letters");
+
+    // Unicode: full-width letters fold to the same name; Cyrillic look-alikes do not.
+    federation
+        .login(&attempt("ｊａｎａ@talsi", talsi::JANA.password, None))
+        .await
+        .expect("NFKC folds full-width letters");
+    assert_refused(
+        login("\u{0458}ana@talsi", talsi::JANA.password).await,
+        AuditReason::UnknownUser,
+    );
+
+    // Oversize input.
+    assert_refused(
+        login(&"a".repeat(10 * 1024), "x").await,
+        AuditReason::InvalidRequest,
+    );
+    assert_refused(
+        login("jana@talsi", &"p".repeat(10 * 1024)).await,
+        AuditReason::BadCredentials,
+    );
+    assert_refused(
+        federation
+            .login(&attempt(
+                "jana@talsi",
+                talsi::JANA.password,
+                Some("no-such-app"),
+            ))
+            .await,
+        AuditReason::InvalidRequest,
+    );
+    assert_eq!(audit::verify(&db).await.expect("verify").first_broken, None);
+}
+
+#[tokio::test]
+async fn accounts_lock_after_repeated_failures_and_unlock_after_expiry() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    // Lock before slapd's own ppolicy (5) would, and briefly.
+    config.lockout = LockoutConfig {
+        max_failures: 3,
+        window_seconds: 60,
+        lock_seconds: 2,
+    };
+    let (federation, db) = open(&config).await;
+    let user = &talsi::LOCKOUT;
+    for _ in 0..3 {
+        assert_refused(
+            federation
+                .login(&attempt(&user.login(), "wrong", None))
+                .await,
+            AuditReason::BadCredentials,
+        );
+    }
+    // Locked: even the right password is refused, without asking the directory.
+    let refused = assert_refused(
+        federation.login(&login_as(user, None)).await,
+        AuditReason::LockedOut,
+    );
+    let rows = audit_rows(&db).await;
+    let row = rows
+        .iter()
+        .find(|r| r["id"] == refused.audit_id.expect("row"))
+        .expect("row");
+    assert_eq!(row["event"], "locked_out");
+    assert!(row["directory"].is_null());
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    federation
+        .login(&login_as(user, None))
+        .await
+        .expect("the real user signs in after the lock expires");
+}
+
+#[tokio::test]
+async fn directory_ppolicy_lock_is_reported_as_locked_out() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    // novads's own lock is set high so that slapd's ppolicy (5 failures) locks first.
+    config.lockout.max_failures = 50;
+    let (federation, _db) = open(&config).await;
+    let user = &talsi::LOCKOUT;
+    for _ in 0..5 {
+        let _ = federation
+            .login(&attempt(&user.login(), "wrong", None))
+            .await;
+    }
+    assert_refused(
+        federation.login(&login_as(user, None)).await,
+        AuditReason::LockedOut,
+    );
+}
+
+#[tokio::test]
+async fn directory_outages_never_lock_anyone() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    config.lockout.max_failures = 2;
+    let (federation, db) = open(&config).await;
+
+    world.kuldiga.stop();
+    for _ in 0..5 {
+        let refused = assert_refused(
+            federation.login(&login_as(&kuldiga::EDGARS, None)).await,
+            AuditReason::DirectoryUnavailable,
+        );
+        assert!(refused.detail.contains("unavailable"), "{refused:?}");
+    }
+    let store = novads_api::federation::lockout::LockoutStore::new(
+        db.clone(),
+        setup::lockout_policy(&config.lockout),
+    );
+    assert_eq!(
+        store
+            .get(&account_key("kuldiga", "edgars"))
+            .await
+            .expect("read"),
+        None,
+        "outages are not the user's failures"
+    );
+
+    // Sign-ins resume by themselves once the directory is back.
+    world.kuldiga.restart().await;
+    let mut signed_in = false;
+    for _ in 0..40 {
+        if federation
+            .login(&login_as(&kuldiga::EDGARS, None))
+            .await
+            .is_ok()
+        {
+            signed_in = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        signed_in,
+        "sign-ins did not resume after the directory came back"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_that_hangs_times_out() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!("ldap://{}", silent.local_addr().expect("addr"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    let kuldiga = config.realms[2].ldap.as_mut().expect("ldap");
+    kuldiga.urls = vec![silent_url];
+    kuldiga.timeout_seconds = 1;
+    let (federation, _db) = open(&config).await;
+    let started = std::time::Instant::now();
+    assert_refused(
+        federation.login(&login_as(&kuldiga::EDGARS, None)).await,
+        AuditReason::DirectoryUnavailable,
+    );
+    // Bounded by the timeout, not hanging: generous margin, this is not a speed target.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn audit_unavailable_fails_closed() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    let (federation, db) = open(&config).await;
+    federation
+        .login(&login_as(&talsi::JANA, None))
+        .await
+        .expect("works while the database does");
+    db.close().await;
+    let refused = federation
+        .login(&login_as(&talsi::JANA, None))
+        .await
+        .expect_err("no audit row, no sign-in");
+    assert_eq!(refused.audit_id, None);
+    assert_eq!(refused.to_string(), "wrong username or password");
+
+    // Nothing half-written: the one committed row is still the whole, intact chain.
+    let reopened = Database::open(&config.database, None)
+        .await
+        .expect("reopen");
+    assert_eq!(audit_rows(&reopened).await.len(), 1);
+    assert_eq!(
+        audit::verify(&reopened).await.expect("verify").first_broken,
+        None
+    );
+}
+
+#[tokio::test]
+async fn refresh_lookup_sees_leavers_and_group_changes() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    let (federation, _db) = open(&config).await;
+    let realm = federation.realm("talsi").expect("realm");
+    let found = realm
+        .directory
+        .lookup("jana")
+        .await
+        .result
+        .expect("jana is there");
+    assert_eq!(found.groups, vec!["it-admins", "vpvkac-staff"]);
+
+    world
+        .talsi
+        .ldapmodify(&format!("dn: {}\nchangetype: delete\n", talsi::ILZE.dn))
+        .await
+        .expect("delete the leaver");
+    assert_eq!(
+        realm.directory.lookup("ilze").await.result,
+        Err(novads_api::federation::directory::DirectoryFailure::UnknownUser)
+    );
+    assert!(matches!(
+        realm.directory.lookup("disabled").await.result,
+        Err(novads_api::federation::directory::DirectoryFailure::AccountDisabled(_))
+    ));
+}
+
+#[tokio::test]
+async fn groups_by_search_and_disabled_filter() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    let kuldiga = config.realms[2].ldap.as_mut().expect("ldap");
+    // Ignore memberOf; find groups by searching for group entries that list the user.
+    kuldiga.attributes.groups = "novadsNoSuchAttribute".into();
+    kuldiga.group_search = Some(GroupSearchConfig {
+        base: Municipality::Kuldiga.groups_base().into(),
+        filter: "(member={dn})".into(),
+        name_attribute: "cn".into(),
+        nested_depth: 2,
+    });
+    // Treat everyone in the library as disabled, to prove the filter is consulted.
+    kuldiga.disabled_filter = Some("(mail=liga@*)".into());
+    let (federation, _db) = open(&config).await;
+    let edgars = federation
+        .login(&login_as(&kuldiga::EDGARS, None))
+        .await
+        .expect("edgars");
+    let mut expected: Vec<String> = kuldiga::EDGARS
+        .groups
+        .iter()
+        .map(|g| format!("kuldiga:{g}"))
+        .collect();
+    expected.sort();
+    assert_eq!(edgars.groups, expected);
+    assert_refused(
+        federation.login(&login_as(&kuldiga::LIGA, None)).await,
+        AuditReason::AccountDisabled,
+    );
+}
+
+#[tokio::test]
+async fn tampering_names_the_first_broken_row() {
+    for backend in ["sqlite", "postgres"] {
+        let pg;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = if backend == "sqlite" {
+            format!("sqlite://{}/novads.db", dir.path().display())
+        } else {
+            let Some(started) = Postgres::start().await else {
+                continue;
+            };
+            pg = started;
+            pg.create_database("tamper").await
+        };
+        let db = Database::open(&url, None).await.expect("open");
+        let log = audit::AuditLog::start(db.clone());
+        for i in 0..20 {
+            let mut event = audit::AuditEvent::new(audit::AuditEventKind::LoginFailed);
+            event.username = Some(format!("user{i}@talsi"));
+            event.reason = Some(AuditReason::BadCredentials);
+            log.append(event).await.expect("append");
+        }
+        assert_eq!(audit::verify(&db).await.expect("verify").first_broken, None);
+
+        // The application cannot change a row.
+        let update = match &db {
+            Database::Sqlite(pool) => {
+                sqlx::query("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            }
+            Database::Postgres(pool) => {
+                sqlx::query("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        assert!(
+            update
+                .expect_err("append-only")
+                .to_string()
+                .contains("append-only"),
+            "{backend}"
+        );
+
+        // Someone with direct database access edits row 7 anyway.
+        match &db {
+            Database::Sqlite(pool) => {
+                sqlx::query("DROP TRIGGER audit_events_no_update")
+                    .execute(pool)
+                    .await
+                    .expect("drop trigger");
+                sqlx::query("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
+                    .execute(pool)
+                    .await
+                    .expect("tamper");
+            }
+            Database::Postgres(pool) => {
+                sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+                    .execute(pool)
+                    .await
+                    .expect("disable trigger");
+                sqlx::query("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
+                    .execute(pool)
+                    .await
+                    .expect("tamper");
+            }
+        }
+        let verification = audit::verify(&db).await.expect("verify");
+        let broken = verification.first_broken.expect("tampering detected");
+        assert_eq!(broken.id, 7, "{backend}: {broken:?}");
+        assert_eq!(verification.rows_checked, 6);
+        assert!(broken.problem.contains("changed"), "{broken:?}");
+
+        // Deleting the last rows is caught by the chain head.
+        match &db {
+            Database::Sqlite(pool) => {
+                sqlx::query("UPDATE audit_events SET reason = 'bad_credentials' WHERE id = 7")
+                    .execute(pool)
+                    .await
+                    .expect("restore");
+                sqlx::query("DELETE FROM audit_events WHERE id > 18")
+                    .execute(pool)
+                    .await
+                    .expect("delete");
+            }
+            Database::Postgres(pool) => {
+                sqlx::query("UPDATE audit_events SET reason = 'bad_credentials' WHERE id = 7")
+                    .execute(pool)
+                    .await
+                    .expect("restore");
+                sqlx::query("DELETE FROM audit_events WHERE id > 18")
+                    .execute(pool)
+                    .await
+                    .expect("delete");
+            }
+        }
+        let broken = audit::verify(&db)
+            .await
+            .expect("verify")
+            .first_broken
+            .expect("truncation detected");
+        assert_eq!(broken.id, 18, "{backend}: {broken:?}");
+        assert!(
+            broken.problem.contains("removed from the end"),
+            "{broken:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn replicas_share_lockout_counters_and_one_audit_chain() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let config = world.config(&pg.create_database("replicas").await);
+    // Two replicas: separate pools, separate audit writers, one database.
+    let (first, db) = open(&config).await;
+    let (second, _) = open(&config).await;
+    let user = &talsi::LOCKOUT;
+    let wrong = attempt(&user.login(), "wrong", None);
+    let (a, b, c, d) = tokio::join!(
+        first.login(&wrong),
+        second.login(&wrong),
+        first.login(&wrong),
+        second.login(&wrong),
+    );
+    for result in [a, b, c, d] {
+        assert_refused(result, AuditReason::BadCredentials);
+    }
+    let store = novads_api::federation::lockout::LockoutStore::new(
+        db.clone(),
+        setup::lockout_policy(&config.lockout),
+    );
+    let counter = store
+        .get(&account_key("talsi", "lockout"))
+        .await
+        .expect("read")
+        .expect("counted");
+    assert_eq!(counter.failures, 4, "no failure lost between replicas");
+    assert_refused(first.login(&wrong).await, AuditReason::BadCredentials);
+    // The fifth failure, on either replica, locks the account for both.
+    assert_refused(
+        second.login(&login_as(user, None)).await,
+        AuditReason::LockedOut,
+    );
+    assert_refused(
+        first.login(&login_as(user, None)).await,
+        AuditReason::LockedOut,
+    );
+
+    let verification = audit::verify(&db).await.expect("verify");
+    assert_eq!(verification.first_broken, None);
+    assert_eq!(verification.rows_checked, 7);
+}
+
+#[tokio::test]
+async fn pruning_keeps_the_chain_verifiable() {
+    for backend in ["sqlite", "postgres"] {
+        let pg;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = if backend == "sqlite" {
+            format!("sqlite://{}/novads.db", dir.path().display())
+        } else {
+            let Some(started) = Postgres::start().await else {
+                continue;
+            };
+            pg = started;
+            pg.create_database("prune").await
+        };
+        let db = Database::open(&url, None).await.expect("open");
+        let log = audit::AuditLog::start(db.clone());
+        let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+            .expect("time")
+            .to_utc();
+        for i in 0..10 {
+            let mut event = audit::AuditEvent::new(audit::AuditEventKind::LoginSucceeded);
+            if i < 6 {
+                event.at = old + chrono::Duration::minutes(i);
+            }
+            log.append(event).await.expect("append");
+        }
+        let cutoff = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z")
+            .expect("time")
+            .to_utc();
+        let pruned = audit::prune(&db, cutoff).await.expect("prune");
+        assert_eq!(pruned.rows, 6, "{backend}");
+        assert_eq!(pruned.through_id, Some(6));
+        let verification = audit::verify(&db).await.expect("verify");
+        assert_eq!(verification.first_broken, None, "{backend}");
+        assert_eq!(verification.rows_checked, 4);
+        // Appending continues the same chain.
+        log.append(audit::AuditEvent::new(audit::AuditEventKind::Logout))
+            .await
+            .expect("append after prune");
+        let verification = audit::verify(&db).await.expect("verify");
+        assert_eq!(
+            (verification.first_broken, verification.rows_checked),
+            (None, 5)
+        );
+        // Nothing older remains; pruning again is a no-op.
+        assert_eq!(audit::prune(&db, cutoff).await.expect("prune").rows, 0);
+    }
+}

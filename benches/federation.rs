@@ -1,0 +1,228 @@
+//! Sustained sign-ins per second through the federation engine against one local slapd, with
+//! the audit trail on SQLite and on PostgreSQL, next to slapd's raw bind rate measured in the
+//! same run (the ceiling). Prints figures; asserts only that no audit row was lost.
+//!
+//! Run: `cargo bench --bench federation` (needs slapd and PostgreSQL, as the tests do).
+//! `NOVADS_BENCH_SECONDS` (default 5) and `NOVADS_BENCH_CLIENTS` (default 32) tune the run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use novads_api::config::{
+    AuditConfig, Config, LdapAttributes, LdapConfig, LockoutConfig, RealmConfig, ServerConfig,
+};
+use novads_api::db::Database;
+use novads_api::federation::{LoginRequest, audit, setup};
+use novads_testkit::fixtures::talsi;
+use novads_testkit::{Municipality, Postgres, Slapd};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = Duration::from_secs(env_number("NOVADS_BENCH_SECONDS", 5));
+    let clients = env_number("NOVADS_BENCH_CLIENTS", 32) as usize;
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        eprintln!("skipped: slapd is not installed");
+        return;
+    };
+    println!(
+        "federation benchmark: {clients} concurrent clients, {} s per case, one local slapd",
+        seconds.as_secs()
+    );
+
+    let raw = raw_binds(&ldap, clients, seconds).await;
+    report("slapd raw bind (ceiling)", &raw, None);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}/bench.db", dir.path().display());
+    let logins = novads_logins(&ldap, &sqlite, clients, seconds).await;
+    report("novads sign-in, audit on SQLite", &logins, Some(raw.rate()));
+
+    match Postgres::start().await {
+        Some(pg) => {
+            let url = pg.create_database("bench").await;
+            let logins = novads_logins(&ldap, &url, clients, seconds).await;
+            report(
+                "novads sign-in, audit on PostgreSQL",
+                &logins,
+                Some(raw.rate()),
+            );
+        }
+        None => println!("PostgreSQL case skipped: PostgreSQL is not installed"),
+    }
+}
+
+struct Samples {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Samples {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&mut self, p: f64) -> Duration {
+        self.latencies.sort();
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies.get(index).copied().unwrap_or_default()
+    }
+}
+
+fn report(label: &str, samples: &Samples, ceiling: Option<f64>) {
+    let mut samples = Samples {
+        latencies: samples.latencies.clone(),
+        elapsed: samples.elapsed,
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let share = ceiling
+        .map(|c| format!(", {:.0}% of raw bind rate", 100.0 * samples.rate() / c))
+        .unwrap_or_default();
+    println!(
+        "{label}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms ({} operations{share})",
+        samples.rate(),
+        ms(samples.percentile(0.50)),
+        ms(samples.percentile(0.99)),
+        samples.latencies.len(),
+    );
+}
+
+/// Runs `op` from `clients` tasks until `duration` has passed; collects each call's latency.
+async fn drive<F, Fut>(clients: usize, duration: Duration, op: F) -> Samples
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let op = op.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    op(client).await;
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client task"));
+    }
+    Samples {
+        latencies,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// One connection per client, binding as jana over and over: what slapd can do at most.
+async fn raw_binds(ldap: &Slapd, clients: usize, duration: Duration) -> Samples {
+    let mut connections = Vec::new();
+    for _ in 0..clients {
+        let (conn, handle) = ldap3::LdapConnAsync::new(&ldap.url())
+            .await
+            .expect("connect");
+        ldap3::drive!(conn);
+        connections.push(tokio::sync::Mutex::new(handle));
+    }
+    let connections = Arc::new(connections);
+    drive(clients, duration, move |client| {
+        let connections = connections.clone();
+        async move {
+            let mut handle = connections[client].lock().await;
+            handle
+                .simple_bind(talsi::JANA.dn, talsi::JANA.password)
+                .await
+                .expect("bind")
+                .success()
+                .expect("bind succeeds");
+        }
+    })
+    .await
+}
+
+async fn novads_logins(
+    ldap: &Slapd,
+    database: &str,
+    clients: usize,
+    duration: Duration,
+) -> Samples {
+    let m = Municipality::Talsi;
+    let config = Config {
+        server: ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            issuer: "http://127.0.0.1:8080".into(),
+            shutdown_grace_seconds: 1,
+        },
+        database: database.to_owned(),
+        database_password_file: None,
+        realms: vec![RealmConfig {
+            name: "talsi".into(),
+            display_name: None,
+            ldap: Some(LdapConfig {
+                urls: vec![ldap.url()],
+                start_tls: false,
+                insecure: true,
+                ca_file: None,
+                bind_dn: Some(m.service_dn().into()),
+                bind_password_file: None,
+                bind_password_env: None,
+                bind_password: Some(m.service_password().into()),
+                user_base: m.people_base().into(),
+                user_filter: m.user_filter().into(),
+                attributes: LdapAttributes::default(),
+                disabled_filter: None,
+                group_search: None,
+                timeout_seconds: 5,
+                pool_size: clients,
+            }),
+            static_directory: None,
+        }],
+        trusts: vec![],
+        clients: vec![],
+        lockout: LockoutConfig::default(),
+        audit: AuditConfig::default(),
+    };
+    let db = Database::open(database, None).await.expect("database");
+    let federation = Arc::new(
+        setup::build(&config, db.clone(), &prometheus::Registry::new()).expect("federation"),
+    );
+    let request = Arc::new(LoginRequest {
+        username: talsi::JANA.login(),
+        password: talsi::JANA.password.into(),
+        client_id: None,
+        source_ip: None,
+        user_agent: Some("novads-bench".into()),
+    });
+    let samples = drive(clients, duration, move |_| {
+        let federation = federation.clone();
+        let request = request.clone();
+        async move {
+            federation.login(&request).await.expect("signed in");
+        }
+    })
+    .await;
+    let verification = audit::verify(&db).await.expect("verify");
+    assert_eq!(verification.first_broken, None, "audit chain intact");
+    assert_eq!(
+        verification.rows_checked,
+        samples.latencies.len() as u64,
+        "audit rows = attempts: none lost"
+    );
+    samples
+}
