@@ -42,15 +42,36 @@ async fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = format!("sqlite://{}/bench.db", dir.path().display());
-    let logins = novads_logins(&ldap, &sqlite, clients, seconds).await;
+    let directory = directory_only(&ldap, &sqlite, clients, seconds).await;
+    report(
+        "directory search + bind only (no lockout, no audit)",
+        &directory,
+        Some(raw.rate()),
+    );
+
+    let logins = novads_logins(&ldap, &sqlite, clients, seconds, 0).await;
     report("novads sign-in, audit on SQLite", &logins, Some(raw.rate()));
+    let sqlite_cached = format!("sqlite://{}/bench-cached.db", dir.path().display());
+    let logins = novads_logins(&ldap, &sqlite_cached, clients, seconds, 60).await;
+    report(
+        "novads sign-in, entry cache 60 s, audit on SQLite",
+        &logins,
+        Some(raw.rate()),
+    );
 
     match Postgres::start().await {
         Some(pg) => {
             let url = pg.create_database("bench").await;
-            let logins = novads_logins(&ldap, &url, clients, seconds).await;
+            let logins = novads_logins(&ldap, &url, clients, seconds, 0).await;
             report(
                 "novads sign-in, audit on PostgreSQL",
+                &logins,
+                Some(raw.rate()),
+            );
+            let url = pg.create_database("bench_cached").await;
+            let logins = novads_logins(&ldap, &url, clients, seconds, 60).await;
+            report(
+                "novads sign-in, entry cache 60 s, audit on PostgreSQL",
                 &logins,
                 Some(raw.rate()),
             );
@@ -156,14 +177,35 @@ async fn raw_binds(ldap: &Slapd, clients: usize, duration: Duration) -> Samples 
     .await
 }
 
-async fn novads_logins(
+/// The directory part of a sign-in alone, to show where the time goes.
+async fn directory_only(
     ldap: &Slapd,
     database: &str,
     clients: usize,
     duration: Duration,
 ) -> Samples {
+    let config = config(ldap, database, clients, 0);
+    let db = Database::open(database, None).await.expect("database");
+    let federation =
+        Arc::new(setup::build(&config, db, &prometheus::Registry::new()).expect("federation"));
+    drive(clients, duration, move |_| {
+        let federation = federation.clone();
+        async move {
+            let realm = federation.realm("talsi").expect("realm");
+            realm
+                .directory
+                .authenticate(talsi::JANA.uid, talsi::JANA.password)
+                .await
+                .result
+                .expect("signed in");
+        }
+    })
+    .await
+}
+
+fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64) -> Config {
     let m = Municipality::Talsi;
-    let config = Config {
+    Config {
         server: ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             issuer: "http://127.0.0.1:8080".into(),
@@ -190,6 +232,7 @@ async fn novads_logins(
                 group_search: None,
                 timeout_seconds: 5,
                 pool_size: clients,
+                entry_cache_seconds,
             }),
             static_directory: None,
         }],
@@ -197,7 +240,17 @@ async fn novads_logins(
         clients: vec![],
         lockout: LockoutConfig::default(),
         audit: AuditConfig::default(),
-    };
+    }
+}
+
+async fn novads_logins(
+    ldap: &Slapd,
+    database: &str,
+    clients: usize,
+    duration: Duration,
+    entry_cache_seconds: u64,
+) -> Samples {
+    let config = config(ldap, database, clients, entry_cache_seconds);
     let db = Database::open(database, None).await.expect("database");
     let federation = Arc::new(
         setup::build(&config, db.clone(), &prometheus::Registry::new()).expect("federation"),

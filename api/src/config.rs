@@ -155,6 +155,11 @@ pub struct LdapConfig {
     /// Connections kept open per directory server for user binds.
     #[serde(default = "default_ldap_pool_size")]
     pub pool_size: usize,
+    /// Keep a found user's DN, attributes and groups this long, so that a repeated sign-in
+    /// needs only the bind (which still checks password and lock every time). Group and
+    /// `disabled_filter` changes then take up to this long to show. 0 (default) turns it off.
+    #[serde(default)]
+    pub entry_cache_seconds: u64,
 }
 
 fn default_ldap_pool_size() -> usize {
@@ -775,6 +780,12 @@ fn validate_ldap(ldap: &LdapConfig, path: &str, mode: Mode, err: &mut impl FnMut
                 "must be at most 5".into(),
             );
         }
+    }
+    if ldap.entry_cache_seconds > 3600 {
+        err(
+            format!("{path}.entry_cache_seconds"),
+            "must be at most 3600".into(),
+        );
     }
     if ldap.pool_size == 0 || ldap.pool_size > 256 {
         err(

@@ -132,6 +132,7 @@ fn ldap_base(slapd: &Slapd) -> LdapConfig {
         group_search: None,
         timeout_seconds: 2,
         pool_size: 4,
+        entry_cache_seconds: 0,
     }
 }
 
@@ -838,4 +839,67 @@ async fn pruning_keeps_the_chain_verifiable() {
         // Nothing older remains; pruning again is a no-op.
         assert_eq!(audit::prune(&db, cutoff).await.expect("prune").rows, 0);
     }
+}
+
+#[tokio::test]
+async fn entry_cache_skips_only_the_search() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    config.realms[0]
+        .ldap
+        .as_mut()
+        .expect("ldap")
+        .entry_cache_seconds = 60;
+    config.lockout.max_failures = 100;
+    let (federation, _db) = open(&config).await;
+    for user in [&talsi::JANA, &talsi::ILZE, &talsi::LOCKOUT] {
+        federation
+            .login(&login_as(user, None))
+            .await
+            .expect("fills the cache");
+    }
+
+    // A wrong password still goes to the directory, and counts there exactly once.
+    for _ in 0..2 {
+        assert_refused(
+            federation
+                .login(&attempt(&talsi::LOCKOUT.login(), "wrong", None))
+                .await,
+            AuditReason::BadCredentials,
+        );
+    }
+    let entry = world
+        .talsi
+        .ldapsearch(talsi::LOCKOUT.dn, "(objectClass=*)", &["pwdFailureTime"])
+        .await
+        .expect("search");
+    assert_eq!(entry.matches("pwdFailureTime:").count(), 2, "{entry}");
+
+    // A leaver deleted after being cached cannot sign in, with the true reason.
+    world
+        .talsi
+        .ldapmodify(&format!("dn: {}\nchangetype: delete\n", talsi::ILZE.dn))
+        .await
+        .expect("delete");
+    assert_refused(
+        federation.login(&login_as(&talsi::ILZE, None)).await,
+        AuditReason::UnknownUser,
+    );
+
+    // An account disabled after being cached is refused by the directory at bind time.
+    world
+        .talsi
+        .ldapmodify(&format!(
+            "dn: {}\nchangetype: modify\nadd: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n",
+            talsi::JANA.dn
+        ))
+        .await
+        .expect("disable");
+    assert_refused(
+        federation.login(&login_as(&talsi::JANA, None)).await,
+        AuditReason::AccountDisabled,
+    );
 }

@@ -427,6 +427,7 @@ async fn readiness_names_a_realm_whose_directory_is_down() {
             group_search: None,
             timeout_seconds: 1,
             pool_size: 2,
+            entry_cache_seconds: 0,
         }),
         static_directory: None,
     };

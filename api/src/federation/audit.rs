@@ -286,29 +286,6 @@ async fn writer(db: Database, mut queue: mpsc::Receiver<AppendRequest>) {
     }
 }
 
-/// Binds every column of a record, in table order, to an INSERT statement.
-macro_rules! insert_record {
-    ($sql:expr, $record:expr, $executor:expr) => {
-        sqlx::query($sql)
-            .bind($record.id)
-            .bind(&$record.at)
-            .bind(&$record.event)
-            .bind(&$record.realm)
-            .bind(&$record.username)
-            .bind(&$record.subject)
-            .bind(&$record.client_id)
-            .bind(&$record.source_ip)
-            .bind(&$record.user_agent)
-            .bind(&$record.reason)
-            .bind(&$record.directory)
-            .bind($record.latency_ms)
-            .bind(&$record.prev_hash)
-            .bind(&$record.hash)
-            .execute($executor)
-            .await
-    };
-}
-
 /// The columns of `audit_events` in table order, as a literal for `concat!`: every statement
 /// stays a static string.
 macro_rules! columns {
@@ -316,6 +293,36 @@ macro_rules! columns {
         "id, at, event, realm, username, subject, client_id, source_ip, user_agent, reason, \
          directory, latency_ms, prev_hash, hash"
     };
+}
+
+/// One multi-row INSERT for a batch: a single statement instead of a round trip per row.
+fn insert_rows<DB>(records: &[AuditRecord]) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: Default,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut builder =
+        sqlx::QueryBuilder::new(concat!("INSERT INTO audit_events (", columns!(), ") "));
+    builder.push_values(records, |mut row, r| {
+        row.push_bind(r.id)
+            .push_bind(r.at.clone())
+            .push_bind(r.event.clone())
+            .push_bind(r.realm.clone())
+            .push_bind(r.username.clone())
+            .push_bind(r.subject.clone())
+            .push_bind(r.client_id.clone())
+            .push_bind(r.source_ip.clone())
+            .push_bind(r.user_agent.clone())
+            .push_bind(r.reason.clone())
+            .push_bind(r.directory.clone())
+            .push_bind(r.latency_ms)
+            .push_bind(r.prev_hash.clone())
+            .push_bind(r.hash.clone());
+    });
+    builder
 }
 
 /// Chains `events` after the head (`last_id`, `last_hash`); returns the records to insert.
@@ -343,13 +350,11 @@ async fn append_batch(db: &Database, events: &[&AuditEvent]) -> Result<Vec<i64>,
                     .fetch_one(&mut *tx)
                     .await?;
             let records = chain(last_id, last_hash, events);
-            let insert = concat!(
-                "INSERT INTO audit_events (",
-                columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            );
-            for record in &records {
-                insert_record!(insert, record, &mut *tx)?;
+            if !records.is_empty() {
+                insert_rows::<sqlx::Sqlite>(&records)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some(last) = records.last() {
                 sqlx::query("UPDATE audit_chain_head SET last_id = ?, last_hash = ? WHERE id = 1")
@@ -370,13 +375,11 @@ async fn append_batch(db: &Database, events: &[&AuditEvent]) -> Result<Vec<i64>,
             .fetch_one(&mut *tx)
             .await?;
             let records = chain(last_id, last_hash, events);
-            let insert = concat!(
-                "INSERT INTO audit_events (",
-                columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-            );
-            for record in &records {
-                insert_record!(insert, record, &mut *tx)?;
+            if !records.is_empty() {
+                insert_rows::<sqlx::Postgres>(&records)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some(last) = records.last() {
                 sqlx::query(

@@ -209,7 +209,7 @@ impl Federation {
         let now_ms = Utc::now().timestamp_millis();
         let account = account_key(&name.realm, &name.user);
         let source = request.source_ip.map(|ip| source_key(&ip.to_string()));
-        let gate = match self.gate(&account, source.as_deref(), now_ms).await {
+        let (gate, had_failures) = match self.gate(&account, source.as_deref(), now_ms).await {
             Ok(gate) => gate,
             // Without the counters we cannot know whether the account is locked: fail closed.
             Err(e) => {
@@ -270,7 +270,7 @@ impl Federation {
                 };
             }
         };
-        if let Err(e) = self.lockout.clear(&account).await {
+        if had_failures && let Err(e) = self.lockout.clear(&account).await {
             tracing::warn!(error = %e, "could not reset the failure counter");
         }
         Outcome {
@@ -281,21 +281,24 @@ impl Federation {
         }
     }
 
+    /// The lockout decision, and whether the account has a failure counter to reset on
+    /// success (most sign-ins have none, and then need no write).
     async fn gate(
         &self,
         account: &str,
         source: Option<&str>,
         now_ms: i64,
-    ) -> Result<Gate, sqlx::Error> {
+    ) -> Result<(Gate, bool), sqlx::Error> {
         let account = self.lockout.get(account).await?;
         let source = match source {
             Some(key) => self.lockout.get(key).await?,
             None => None,
         };
-        Ok(self
+        let gate = self
             .lockout
             .policy()
-            .gate(account.as_ref(), source.as_ref(), now_ms))
+            .gate(account.as_ref(), source.as_ref(), now_ms);
+        Ok((gate, account.is_some()))
     }
 
     async fn count_failure(&self, realm: &str, account: &str, source: Option<&str>, now_ms: i64) {

@@ -91,6 +91,7 @@ pub struct LdapDirectory {
     disabled_filter: Option<String>,
     group_search: Option<GroupSearchConfig>,
     pool_size: usize,
+    entry_cache: EntryCache,
 }
 
 /// What a search found about a user.
@@ -131,6 +132,7 @@ impl LdapDirectory {
             disabled_filter: config.disabled_filter.clone(),
             group_search: config.group_search.clone(),
             pool_size: config.pool_size,
+            entry_cache: EntryCache::new(Duration::from_secs(config.entry_cache_seconds)),
         }
     }
 
@@ -254,6 +256,29 @@ impl LdapDirectory {
         username: &str,
         password: &str,
     ) -> Result<DirectoryUser, OpError> {
+        if let Some(cached) = self.entry_cache.get(username) {
+            // The directory still checks the password and the account's lock on every
+            // sign-in; only the search (DN, attributes, groups) is skipped.
+            match self.bind_as_user(server, &cached.dn, password).await {
+                Ok(()) => return Ok(cached.user),
+                Err(OpError::Transport(e)) => return Err(OpError::Transport(e)),
+                Err(OpError::Answer(failure)) => {
+                    self.entry_cache.forget(username);
+                    // Find out why without a second bind against the same entry, which would
+                    // count twice towards the directory's own lockout.
+                    let found = self.find_user(server, username).await?;
+                    if found.dn == cached.dn {
+                        return Err(OpError::Answer(failure));
+                    }
+                    // The entry moved: the bind went to a DN that no longer exists.
+                    self.bind_as_user(server, &found.dn, password).await?;
+                    let dn = found.dn.clone();
+                    let user = self.user_from_entry(server, found).await?;
+                    self.entry_cache.put(username, &dn, &user);
+                    return Ok(user);
+                }
+            }
+        }
         let found = match self.find_user(server, username).await {
             Ok(found) => found,
             Err(OpError::Answer(failure)) => {
@@ -265,12 +290,24 @@ impl LdapDirectory {
             Err(transport) => return Err(transport),
         };
         self.bind_as_user(server, &found.dn, password).await?;
-        self.user_from_entry(server, found).await
+        let dn = found.dn.clone();
+        let user = self.user_from_entry(server, found).await?;
+        self.entry_cache.put(username, &dn, &user);
+        Ok(user)
     }
 
     async fn lookup_on(&self, server: &Server, username: &str) -> Result<DirectoryUser, OpError> {
-        let found = self.find_user(server, username).await?;
-        self.user_from_entry(server, found).await
+        let found = match self.find_user(server, username).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.entry_cache.forget(username);
+                return Err(e);
+            }
+        };
+        let dn = found.dn.clone();
+        let user = self.user_from_entry(server, found).await?;
+        self.entry_cache.put(username, &dn, &user);
+        Ok(user)
     }
 
     /// Finds exactly one enabled entry for `username` with the service account.
@@ -589,6 +626,84 @@ impl LdapDirectory {
         let mut idle = server.binders.lock().await;
         if idle.len() < self.pool_size {
             idle.push(ldap);
+        }
+    }
+}
+
+/// Most entries the cache holds; beyond it, expired entries go first, then everything.
+const ENTRY_CACHE_CAPACITY: usize = 10_000;
+
+struct CachedEntry {
+    dn: String,
+    user: DirectoryUser,
+    expires: Instant,
+}
+
+/// Recently found entries (DN, attributes, groups) by username, so that a sign-in within
+/// `ttl` of the last one needs only the bind. Off when `ttl` is zero.
+struct EntryCache {
+    ttl: Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedEntry>>,
+}
+
+/// A cache hit.
+struct Cached {
+    dn: String,
+    user: DirectoryUser,
+}
+
+impl EntryCache {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, CachedEntry>> {
+        // Plain data: a panic elsewhere cannot leave it inconsistent.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, username: &str) -> Option<Cached> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.lock();
+        let entry = entries.get(username)?;
+        (entry.expires > Instant::now()).then(|| Cached {
+            dn: entry.dn.clone(),
+            user: entry.user.clone(),
+        })
+    }
+
+    fn put(&self, username: &str, dn: &str, user: &DirectoryUser) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if entries.len() >= ENTRY_CACHE_CAPACITY {
+            entries.retain(|_, e| e.expires > now);
+            if entries.len() >= ENTRY_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            username.to_owned(),
+            CachedEntry {
+                dn: dn.to_owned(),
+                user: user.clone(),
+                expires: now + self.ttl,
+            },
+        );
+    }
+
+    fn forget(&self, username: &str) {
+        if !self.ttl.is_zero() {
+            self.lock().remove(username);
         }
     }
 }
