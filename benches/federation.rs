@@ -210,6 +210,8 @@ fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64
             listen: "127.0.0.1:0".parse().expect("addr"),
             issuer: "http://127.0.0.1:8080".into(),
             shutdown_grace_seconds: 1,
+            key_encryption_key_file: None,
+            key_encryption_key_env: None,
         },
         database: database.to_owned(),
         database_password_file: None,

@@ -55,6 +55,34 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage the keys that sign tokens.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print every novads CustomResourceDefinition as YAML (for `kubectl apply -f -`).
+    Crds,
+    /// Print the objects the operator would apply for the given Municipality (and ServerImage /
+    /// VirtualServer) manifests, as YAML — the same functions the controller uses.
+    Render {
+        /// Manifest files (multi-document YAML); `-` reads standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Rotate the signing keys with overlap: the next key (published since the last rotation)
+    /// becomes active, the active key stays published until its tokens expire, and a new next
+    /// key is published. Running replicas pick the change up within a minute. Prints JSON.
+    Rotate {
+        #[arg(long, short = 'c', env = "NOVADS_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// Rotate even if the next key was published less than a day ago (key compromise).
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +150,9 @@ enum CliError {
     Command(#[from] CommandError),
     #[error("{0}")]
     Io(String),
+    /// Input the user gave is unreadable or invalid.
+    #[error("{0}")]
+    Input(String),
     /// The command ran and its answer is "no" (refused sign-in, broken chain).
     #[error("{0}")]
     Negative(String),
@@ -132,7 +163,7 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Command(CommandError::Config(_)) => 2,
-            Self::Command(CommandError::Usage(_)) => 2,
+            Self::Command(CommandError::Usage(_)) | Self::Input(_) => 2,
             Self::Serve(_)
             | Self::DataDir(..)
             | Self::Runtime(_)
@@ -166,9 +197,10 @@ async fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Dev { data_dir, listen } => run_dev(data_dir, listen).await,
         Command::Serve { config } => {
+            let shutdown = shutdown_signal();
             let config = config::load(&config, Mode::Production).map_err(CliError::Config)?;
             let server = Server::bind(config).await.map_err(CliError::Serve)?;
-            server.run(shutdown_signal()).await.map_err(CliError::Serve)
+            server.run(shutdown).await.map_err(CliError::Serve)
         }
         Command::Realm {
             command:
@@ -214,6 +246,39 @@ async fn run(command: Command) -> Result<(), CliError> {
             commands::audit_export(&config, &filter, format, &mut stdout).await?;
             Ok(())
         }
+        Command::Crds => {
+            print!("{}", novads_crds::crds_yaml());
+            Ok(())
+        }
+        Command::Render { files } => {
+            let mut documents = String::new();
+            for file in &files {
+                let text = if file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                } else {
+                    std::fs::read_to_string(file)
+                }
+                .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+                if !documents.is_empty() && !documents.ends_with('\n') {
+                    documents.push('\n');
+                }
+                if !documents.is_empty() {
+                    documents.push_str("---\n");
+                }
+                documents.push_str(&text);
+            }
+            let rendered =
+                novads_operator::render(&documents).map_err(|e| CliError::Input(e.to_string()))?;
+            print!("{rendered}");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { config, now },
+        } => {
+            let report = commands::keys_rotate(&config, now).await?;
+            println!("{report:#}");
+            Ok(())
+        }
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => {
@@ -252,6 +317,7 @@ fn read_password(user: &str) -> Result<String, CliError> {
 }
 
 async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> {
+    let shutdown = shutdown_signal();
     let data_dir =
         dev::prepare_data_dir(&data_dir).map_err(|e| CliError::DataDir(data_dir.clone(), e))?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -276,5 +342,5 @@ async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> 
         .write_all(banner.as_bytes())
         .and_then(|()| stdout.flush());
     drop(stdout);
-    server.run(shutdown_signal()).await.map_err(CliError::Serve)
+    server.run(shutdown).await.map_err(CliError::Serve)
 }

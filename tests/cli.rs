@@ -137,11 +137,18 @@ async fn serve_with_malformed_yaml_and_unknown_keys() {
 }
 
 fn write_config(dir: &Path, listen: &str, database: &str) -> String {
+    let kek = dir.join("kek");
+    std::fs::write(
+        &kek,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .expect("write key");
     let path = dir.join("novads.yaml");
     std::fs::write(
         &path,
         format!(
-            "server: {{ listen: \"{listen}\", issuer: \"http://127.0.0.1:8080\" }}\ndatabase: \"{database}\"\n"
+            "server: {{ listen: \"{listen}\", issuer: \"http://127.0.0.1:8080\", key_encryption_key_file: \"{}\" }}\ndatabase: \"{database}\"\n",
+            kek.display()
         ),
     )
     .expect("write config");
@@ -222,6 +229,7 @@ async fn start_dev(data_dir: &Path) -> Running {
 }
 
 async fn terminate(mut running: Running) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
     let pid = running.child.id().expect("running").to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
@@ -229,11 +237,14 @@ async fn terminate(mut running: Running) -> Option<i32> {
         .await
         .expect("kill");
     assert!(status.success());
-    tokio::time::timeout(Duration::from_secs(15), running.child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(15), running.child.wait())
         .await
         .expect("exits after SIGTERM")
-        .expect("wait")
-        .code()
+        .expect("wait");
+    if let Some(signal) = status.signal() {
+        eprintln!("novads dev was killed by signal {signal}");
+    }
+    status.code()
 }
 
 #[tokio::test]
@@ -357,4 +368,94 @@ async fn logs_are_json_lines_when_not_on_a_terminal() {
         messages.iter().any(|m| m == "shutdown complete"),
         "{messages:?}"
     );
+}
+
+#[tokio::test]
+async fn keys_rotate_waits_for_the_next_key_unless_told_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}/novads.db", dir.path().display());
+    let config = write_config(dir.path(), "127.0.0.1:0", &db);
+
+    let out = run(&["keys", "rotate", "-c", &config]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(
+        report["rotated"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+    assert_eq!(
+        report["postponed"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+
+    let out = run(&["keys", "rotate", "-c", &config, "--now"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let rotated = report["rotated"].as_array().expect("rotated");
+    assert_eq!(rotated.len(), 2, "{report}");
+    let algorithms: Vec<&str> = rotated
+        .iter()
+        .filter_map(|r| r["algorithm"].as_str())
+        .collect();
+    assert!(algorithms.contains(&"ES256") && algorithms.contains(&"RS256"));
+
+    // The wrong key encryption key is refused with a clear message, not a panic.
+    std::fs::write(dir.path().join("kek"), "ff".repeat(32)).expect("other key");
+    let out = run(&["keys", "rotate", "-c", &config, "--now"]).await;
+    assert_clean_failure(&out, 1, "signing keys:");
+}
+
+#[tokio::test]
+async fn crds_prints_the_checked_in_definitions() {
+    let out = run(&["crds"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut expected = String::new();
+    for name in [
+        "municipalities.novads.io.yaml",
+        "serverimages.novads.io.yaml",
+        "virtualservers.novads.io.yaml",
+    ] {
+        expected.push_str(
+            &std::fs::read_to_string(root.join("crds").join(name)).expect("checked-in CRD"),
+        );
+    }
+    assert_eq!(
+        out.stdout, expected,
+        "regenerate crds/*.yaml with NOVADS_BLESS=1"
+    );
+}
+
+#[tokio::test]
+async fn render_previews_a_municipality_and_refuses_garbage() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("operator/tests/fixtures/talsi.yaml");
+    let out = run(&["render", "-f", fixture.to_str().expect("utf-8")]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for kind in [
+        "Namespace",
+        "ResourceQuota",
+        "LimitRange",
+        "NetworkPolicy",
+        "RoleBinding",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("kind: {kind}\n")),
+            "{kind}: {}",
+            out.stdout
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.yaml");
+    std::fs::write(
+        &garbage,
+        "apiVersion: novads.io/v1alpha1\nkind: Municipality\nspec: [1, 2\n",
+    )
+    .expect("write");
+    let out = run(&["render", "-f", garbage.to_str().expect("utf-8")]).await;
+    assert_clean_failure(&out, 2, "document");
+    let out = run(&["render", "-f", "/nonexistent.yaml"]).await;
+    assert_clean_failure(&out, 2, "/nonexistent.yaml");
 }

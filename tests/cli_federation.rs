@@ -46,13 +46,15 @@ async fn novads(args: &[&str], stdin: &str) -> Run {
 fn write_config(dir: &Path, ldap: &Slapd) -> PathBuf {
     let secret = dir.join("talsi-bind-password");
     std::fs::write(&secret, format!("{}\n", ldap.service_password())).expect("secret");
+    let kek = dir.join("kek");
+    std::fs::write(&kek, [7u8; 32]).expect("key");
     let m = Municipality::Talsi;
     let config = dir.join("novads.yaml");
     std::fs::write(
         &config,
         format!(
             r#"
-server: {{ listen: "127.0.0.1:0", issuer: "http://127.0.0.1:8080" }}
+server: {{ listen: "127.0.0.1:0", issuer: "http://127.0.0.1:8080", key_encryption_key_file: "{kek}" }}
 database: "sqlite://{db}"
 realms:
   - name: talsi
@@ -66,6 +68,7 @@ clients:
   - {{ client_id: portal, realm: talsi, redirect_uris: ["https://portal.talsi.lv/cb"], public: true }}
 "#,
             db = dir.join("novads.db").display(),
+            kek = kek.display(),
             url = ldap.ldaps_url().expect("TLS instance"),
             ca = ldap.ca_pem_path().expect("CA").display(),
             bind_dn = m.service_dn(),

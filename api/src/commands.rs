@@ -11,6 +11,7 @@ use crate::db::{Database, DbError};
 use crate::federation::audit::{self, ExportFilter, ExportFormat, Verification};
 use crate::federation::setup::{self, SetupError};
 use crate::federation::{LoginRequest, engine::TrustUsed};
+use crate::oidc::keys::{KeyError, KeyPolicy, SigningKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -28,6 +29,8 @@ pub enum CommandError {
     Audit(#[from] sqlx::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
 }
 
 async fn open(config_path: &Path) -> Result<(config::Config, Database), CommandError> {
@@ -103,6 +106,37 @@ pub async fn audit_export(
 pub async fn audit_verify(config_path: &Path) -> Result<Verification, CommandError> {
     let (_, db) = open(config_path).await?;
     Ok(audit::verify(&db).await?)
+}
+
+/// `novads keys rotate`: per algorithm, the active key retires (published until its tokens
+/// expire), the next key becomes active, and a new next key is published. A next key younger
+/// than a day is left alone unless `now` is set (after a key compromise), so relying parties
+/// have fetched it before it signs.
+pub async fn keys_rotate(config_path: &Path, now: bool) -> Result<Value, CommandError> {
+    let (config, db) = open(config_path).await?;
+    let kek = crate::server::load_key_encryption_key(&config)?;
+    // Creates the first keys if this installation has none yet.
+    SigningKeys::load_or_init(&db, &kek).await?;
+    let mut policy = KeyPolicy::default();
+    if now {
+        policy.min_next_age = std::time::Duration::ZERO;
+    }
+    let report = SigningKeys::rotate(&db, &kek, &policy).await?;
+    Ok(json!({
+        "rotated": report.rotated.iter().map(|r| json!({
+            "algorithm": r.algorithm.as_str(),
+            "retired": r.retired,
+            "retired_published_until": r.retired_until.to_rfc3339(),
+            "activated": r.activated,
+            "next": r.next,
+        })).collect::<Vec<_>>(),
+        "postponed": report.postponed.iter().map(|p| json!({
+            "algorithm": p.algorithm.as_str(),
+            "next": p.next,
+            "eligible_at": p.eligible_at.to_rfc3339(),
+        })).collect::<Vec<_>>(),
+        "deleted": report.deleted,
+    }))
 }
 
 /// Parses `--since`/`--until`: an RFC 3339 time or a date (midnight UTC).

@@ -95,6 +95,13 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM before the server stops anyway.
     #[serde(default = "default_shutdown_grace_seconds")]
     pub shutdown_grace_seconds: u64,
+    /// File holding the key that encrypts token-signing keys at rest (32 bytes: raw, 64 hex
+    /// digits or base64).
+    #[serde(default)]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// Environment variable holding that key instead.
+    #[serde(default)]
+    pub key_encryption_key_env: Option<String>,
 }
 
 fn default_shutdown_grace_seconds() -> u64 {
@@ -439,6 +446,24 @@ impl Config {
             ),
         }
 
+        match (
+            &self.server.key_encryption_key_file,
+            &self.server.key_encryption_key_env,
+        ) {
+            (Some(_), Some(_)) => err(
+                "server".into(),
+                "give the key encryption key once: key_encryption_key_file or key_encryption_key_env"
+                    .into(),
+            ),
+            (None, None) => err(
+                "server.key_encryption_key_file".into(),
+                "required: the key that encrypts token-signing keys at rest (or \
+                 key_encryption_key_env); create one with `head -c 32 /dev/urandom > FILE`"
+                    .into(),
+            ),
+            _ => {}
+        }
+
         self.validate_database(mode, &mut err);
 
         let mut realm_index: HashMap<&str, usize> = HashMap::new();
@@ -640,6 +665,17 @@ impl Config {
         let mut errors = Vec::new();
         if let Some(file) = &self.database_password_file {
             check_readable(file, "database_password_file", &mut errors);
+        }
+        if let Some(file) = &self.server.key_encryption_key_file {
+            check_readable(file, "server.key_encryption_key_file", &mut errors);
+        }
+        if let Some(var) = &self.server.key_encryption_key_env
+            && std::env::var_os(var).is_none_or(|v| v.is_empty())
+        {
+            errors.push(ConfigError::new(
+                "server.key_encryption_key_env",
+                format!("environment variable {var} is not set"),
+            ));
         }
         for (i, realm) in self.realms.iter().enumerate() {
             let Some(ldap) = &realm.ldap else { continue };

@@ -56,7 +56,16 @@ pub fn prepare_data_dir(dir: &Path) -> std::io::Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    std::fs::canonicalize(dir)
+    let dir = std::fs::canonicalize(dir)?;
+    // Created once (owner-only) and reused, so signing keys survive restarts.
+    crate::oidc::keys::KeyEncryptionKey::load_or_create_file(&key_encryption_key_path(&dir))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(dir)
+}
+
+/// Where `novads dev` keeps the key that encrypts its token-signing keys.
+pub fn key_encryption_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("key-encryption.key")
 }
 
 /// The configuration `novads dev` runs on. `listen` is the address actually bound, so the
@@ -68,6 +77,8 @@ pub fn config(data_dir: &Path, listen: SocketAddr) -> Config {
             listen,
             issuer: issuer.clone(),
             shutdown_grace_seconds: 5,
+            key_encryption_key_file: Some(key_encryption_key_path(data_dir)),
+            key_encryption_key_env: None,
         },
         database: format!("sqlite://{}", data_dir.join("novads.db").display()),
         database_password_file: None,

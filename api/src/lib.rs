@@ -10,5 +10,6 @@ pub mod dev;
 pub mod error;
 pub mod federation;
 pub mod metrics;
+pub mod oidc;
 pub mod server;
 pub mod telemetry;

@@ -24,6 +24,7 @@ use crate::error::{ApiError, PROBLEM_CONTENT_TYPE, Problem};
 use crate::federation::Federation;
 use crate::federation::setup::{self, SetupError};
 use crate::metrics::Metrics;
+use crate::oidc::keys::{KeyEncryptionKey, KeyError, SigningKeys};
 
 /// Largest request body any endpoint accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -44,6 +45,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Federation(#[from] SetupError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server: {0}")]
@@ -61,18 +64,31 @@ struct Shared {
     db: Database,
     metrics: Metrics,
     federation: Federation,
+    keys: SigningKeys,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Database, metrics: Metrics, federation: Federation) -> Self {
+    pub fn new(
+        config: Config,
+        db: Database,
+        metrics: Metrics,
+        federation: Federation,
+        keys: SigningKeys,
+    ) -> Self {
         Self {
             inner: Arc::new(Shared {
                 config,
                 db,
                 metrics,
                 federation,
+                keys,
             }),
         }
+    }
+
+    /// The token-signing keys.
+    pub fn keys(&self) -> &SigningKeys {
+        &self.inner.keys
     }
 
     pub fn federation(&self) -> &Federation {
@@ -103,6 +119,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/oidc/jwks", get(jwks))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -198,6 +215,17 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
+/// The public signing keys (RFC 7517): the next key is published before it signs anything,
+/// and retired keys stay until the tokens they signed have expired.
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.keys().jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound
 }
@@ -282,6 +310,8 @@ impl Server {
         let db = Database::open_configured(&config).await?;
         let metrics = Metrics::new()?;
         let federation = setup::build(&config, db.clone(), metrics.registry())?;
+        let kek = load_key_encryption_key(&config)?;
+        let keys = SigningKeys::load_or_init(&db, &kek).await?;
         let mut background = Vec::new();
         if let Some(days) = config.audit.retention_days {
             background.push(tokio::spawn(crate::federation::audit::prune_periodically(
@@ -290,8 +320,9 @@ impl Server {
             )));
         }
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-        let state = AppState::new(config, db, metrics, federation);
+        let state = AppState::new(config, db, metrics, federation, keys);
         background.push(tokio::spawn(probe_directories(state.clone())));
+        background.push(tokio::spawn(reload_keys(state.clone(), kek)));
         Ok(Self {
             listener,
             router: router(state.clone()),
@@ -353,6 +384,31 @@ impl Server {
     }
 }
 
+/// The key that encrypts signing keys at rest, from the file or variable the configuration
+/// names.
+pub fn load_key_encryption_key(config: &Config) -> Result<KeyEncryptionKey, KeyError> {
+    match (
+        &config.server.key_encryption_key_file,
+        &config.server.key_encryption_key_env,
+    ) {
+        (Some(path), _) => KeyEncryptionKey::from_file(path),
+        (None, Some(var)) => KeyEncryptionKey::from_env(var),
+        (None, None) => KeyEncryptionKey::from_env("NOVADS_KEY_ENCRYPTION_KEY"),
+    }
+}
+
+/// Picks up rotations made by another replica or `novads keys rotate`.
+async fn reload_keys(state: AppState, kek: KeyEncryptionKey) {
+    let mut tick = tokio::time::interval(crate::oidc::keys::RELOAD_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.keys().reload(state.db(), &kek).await {
+            tracing::error!(error = %e, "reloading signing keys failed; keeping the current ones");
+        }
+    }
+}
+
 /// How often directory servers are probed in the background.
 const DIRECTORY_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -370,29 +426,34 @@ async fn probe_directories(state: AppState) {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+///
+/// The handlers are installed when this function is called, not when the future is first
+/// polled: a signal that arrives while the server is still starting is then a clean shutdown,
+/// not the default action of killing the process. Call it first thing.
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+            (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGINT/SIGTERM");
+                return std::future::pending().await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("received SIGINT"),
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("received SIGINT"),
-        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

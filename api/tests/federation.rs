@@ -76,6 +76,8 @@ impl World {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 issuer: "http://127.0.0.1:8080".into(),
                 shutdown_grace_seconds: 1,
+                key_encryption_key_file: None,
+                key_encryption_key_env: Some("NOVADS_UNUSED_KEK".into()),
             },
             database: database.to_owned(),
             database_password_file: None,

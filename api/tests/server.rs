@@ -16,10 +16,14 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 fn config_for(database: &str) -> Config {
+    // One key file per test process: 64 hex digits.
+    let kek = std::env::temp_dir().join(format!("novads-test-kek-{}", std::process::id()));
+    std::fs::write(&kek, "ab".repeat(32)).expect("write key");
     let mut config = dev::config(
         std::path::Path::new("/unused"),
         "127.0.0.1:0".parse().expect("addr"),
     );
+    config.server.key_encryption_key_file = Some(kek);
     config.database = database.to_owned();
     config
 }
@@ -108,6 +112,23 @@ async fn serves_health_readiness_and_metrics(database: &str) {
             "novads_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
         ),
         "{text}"
+    );
+
+    // Signing keys: one active and one next key per algorithm, published with their kids.
+    let (status, _, jwks) = get_json(&format!("{}/oidc/jwks", server.base)).await;
+    assert_eq!(status, 200);
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 4, "{jwks}");
+    for alg in ["ES256", "RS256"] {
+        assert_eq!(keys.iter().filter(|k| k["alg"] == alg).count(), 2, "{jwks}");
+    }
+    assert!(
+        keys.iter()
+            .all(|k| k["kid"].is_string() && k["use"] == "sig")
+    );
+    assert!(
+        keys.iter().all(|k| k.get("d").is_none()),
+        "no private parts: {jwks}"
     );
 
     server.shutdown().await;

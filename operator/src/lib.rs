@@ -1,4 +1,12 @@
-//! Kubernetes controllers of novads: municipal tenancies and virtual servers.
+//! Kubernetes controllers of novads: municipal tenancies (and, later, virtual servers).
+//!
+//! Pure "desired state" functions ([`tenancy`]) decide; [`municipality`] is the thin kube I/O
+//! around them; [`render`] prints what the controller would apply.
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "novads-operator";
+pub mod municipality;
+pub mod quantity;
+pub mod render;
+pub mod tenancy;
+
+pub use render::{RenderError, render, render_with};
+pub use tenancy::{FIELD_MANAGER, TenancySettings};

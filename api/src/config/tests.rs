@@ -8,7 +8,7 @@ const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$8YpaIqm2JnNn1wr8LaHp9Q$4RMXTT
 fn valid_yaml() -> String {
     format!(
         r#"
-server: {{ listen: "127.0.0.1:8080", issuer: "https://sso.novads.lv" }}
+server: {{ listen: "127.0.0.1:8080", issuer: "https://sso.novads.lv", key_encryption_key_env: NOVADS_TEST_KEK }}
 database: "postgres://novads@db.internal/novads"
 realms:
   - name: talsi
@@ -278,6 +278,17 @@ fn issuer_must_be_absolute_https() {
 }
 
 #[test]
+fn key_encryption_key_is_required_once() {
+    let yaml = valid_yaml().replace(", key_encryption_key_env: NOVADS_TEST_KEK", "");
+    assert_one_error(&yaml, &["server.key_encryption_key_file", "required"]);
+    let yaml = valid_yaml().replace(
+        "key_encryption_key_env: NOVADS_TEST_KEK",
+        "key_encryption_key_env: NOVADS_TEST_KEK, key_encryption_key_file: /k",
+    );
+    assert_one_error(&yaml, &["server", "once"]);
+}
+
+#[test]
 fn database_url_scheme_is_checked() {
     let yaml = valid_yaml().replace("postgres://novads@db.internal/novads", "mysql://db/novads");
     assert_one_error(&yaml, &["database", "not a database URL"]);
@@ -323,10 +334,17 @@ fn load_reports_unreadable_files() {
     assert!(err.to_string().contains("not a regular file"));
 
     // A valid file whose referenced files are missing: each one is named.
-    let yaml = valid_yaml().replace(
-        "bind_password_env: NOVADS_TEST_NEVER_SET",
-        "bind_password_file: /nonexistent/talsi\n      ca_file: /nonexistent/ca.pem",
-    );
+    let kek = dir.path().join("kek");
+    std::fs::write(&kek, [1u8; 32]).expect("key");
+    let yaml = valid_yaml()
+        .replace(
+            "bind_password_env: NOVADS_TEST_NEVER_SET",
+            "bind_password_file: /nonexistent/talsi\n      ca_file: /nonexistent/ca.pem",
+        )
+        .replace(
+            "key_encryption_key_env: NOVADS_TEST_KEK",
+            &format!("key_encryption_key_file: {}", kek.display()),
+        );
     let path = dir.path().join("novads.yaml");
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(yaml.as_bytes()))

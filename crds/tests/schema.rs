@@ -1,0 +1,401 @@
+//! Structural-schema checks (apiextensions.k8s.io/v1 rules the API server enforces on CRDs),
+//! printer-column paths, and the CEL rules evaluated locally with kube-cel.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::{Value, json};
+
+fn schema_of(crd: &CustomResourceDefinition) -> Value {
+    let version = &crd.spec.versions[0];
+    let schema = version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("every version has an openAPIV3Schema");
+    serde_json::to_value(schema).expect("schema serialises")
+}
+
+fn crd(kind: &str) -> CustomResourceDefinition {
+    novads_crds::crds()
+        .into_iter()
+        .find(|crd| crd.spec.names.kind == kind)
+        .expect("CRD exists")
+}
+
+/// Collects every violation of the structural-schema rules under `node`.
+fn structural_violations(node: &Value, path: &str, in_logic: bool, out: &mut Vec<String>) {
+    let Some(object) = node.as_object() else {
+        out.push(format!("{path}: schema node is not an object"));
+        return;
+    };
+    let int_or_string = object.get("x-kubernetes-int-or-string") == Some(&json!(true));
+    let preserve = object.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+    if in_logic {
+        for forbidden in [
+            "type",
+            "description",
+            "default",
+            "nullable",
+            "additionalProperties",
+        ] {
+            if object.contains_key(forbidden) {
+                out.push(format!(
+                    "{path}: `{forbidden}` inside anyOf/allOf/oneOf/not"
+                ));
+            }
+        }
+    } else if !int_or_string && !preserve {
+        match object.get("type").and_then(Value::as_str) {
+            Some("object" | "array" | "string" | "integer" | "number" | "boolean") => {}
+            other => out.push(format!("{path}: missing or invalid type {other:?}")),
+        }
+    }
+    if int_or_string && object.contains_key("type") {
+        out.push(format!("{path}: int-or-string node must not set type"));
+    }
+    if object.contains_key("properties") && object.contains_key("additionalProperties") {
+        out.push(format!(
+            "{path}: properties together with additionalProperties"
+        ));
+    }
+    for forbidden in [
+        "$ref",
+        "$schema",
+        "definitions",
+        "$defs",
+        "dependencies",
+        "id",
+    ] {
+        if object.contains_key(forbidden) {
+            out.push(format!("{path}: `{forbidden}` is not allowed"));
+        }
+    }
+    if object.get("type").and_then(Value::as_str) == Some("array") && !object.contains_key("items")
+    {
+        out.push(format!("{path}: array without items"));
+    }
+    if let Some(items) = object.get("items") {
+        if items.is_array() {
+            out.push(format!("{path}: items must be one schema, not a list"));
+        } else {
+            structural_violations(items, &format!("{path}[]"), in_logic, out);
+        }
+    }
+    if let Some(properties) = object.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            structural_violations(property, &format!("{path}.{name}"), in_logic, out);
+        }
+    }
+    if let Some(additional) = object.get("additionalProperties").filter(|v| v.is_object()) {
+        structural_violations(additional, &format!("{path}.*"), in_logic, out);
+    }
+    for logic in ["anyOf", "allOf", "oneOf"] {
+        for (index, branch) in object
+            .get(logic)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            structural_violations(branch, &format!("{path}.{logic}[{index}]"), true, out);
+        }
+    }
+    if let Some(not) = object.get("not") {
+        structural_violations(not, &format!("{path}.not"), true, out);
+    }
+    if let Some(keys) = object
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+    {
+        let required = object
+            .get("items")
+            .and_then(|items| items.get("required"))
+            .and_then(Value::as_array);
+        for key in keys {
+            if !required.is_some_and(|required| required.contains(key)) {
+                out.push(format!("{path}: list-map key {key} is not required"));
+            }
+        }
+    }
+}
+
+#[test]
+fn every_crd_has_a_structural_schema() {
+    for crd in novads_crds::crds() {
+        let schema = schema_of(&crd);
+        let mut violations = Vec::new();
+        structural_violations(&schema, &crd.spec.names.kind, false, &mut violations);
+        assert_eq!(schema["type"], "object", "root must be an object");
+        // Only metadata.name / generateName may be constrained at the root.
+        if let Some(metadata) = schema["properties"].get("metadata") {
+            assert!(
+                metadata.get("properties").is_none(),
+                "metadata must not be restricted"
+            );
+        }
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
+}
+
+#[test]
+fn names_scope_and_subresources_follow_the_contract() {
+    let municipality = crd("Municipality");
+    assert_eq!(municipality.spec.scope, "Cluster");
+    assert_eq!(municipality.spec.names.plural, "municipalities");
+    assert_eq!(
+        municipality.spec.names.short_names.as_deref(),
+        Some(&["muni".to_string()][..])
+    );
+    let server_image = crd("ServerImage");
+    assert_eq!(server_image.spec.scope, "Cluster");
+    let virtual_server = crd("VirtualServer");
+    assert_eq!(virtual_server.spec.scope, "Namespaced");
+    assert_eq!(
+        virtual_server.spec.names.short_names.as_deref(),
+        Some(&["vs".to_string()][..])
+    );
+    for crd in [&municipality, &virtual_server] {
+        let version = &crd.spec.versions[0];
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+    }
+    for crd in novads_crds::crds() {
+        assert_eq!(crd.spec.group, "novads.io");
+        assert_eq!(crd.spec.versions.len(), 1);
+        assert_eq!(crd.spec.versions[0].name, "v1alpha1");
+        assert!(crd.spec.versions[0].served && crd.spec.versions[0].storage);
+    }
+}
+
+/// Resolves a printer column's JSONPath (`.a.b[?(...)].c`) in the schema.
+fn resolve<'a>(schema: &'a Value, json_path: &str) -> Option<&'a Value> {
+    let mut node = schema;
+    for segment in json_path.trim_start_matches('.').split('.') {
+        let (name, indexed) = match segment.split_once('[') {
+            Some((name, _)) => (name, true),
+            None => (segment, false),
+        };
+        if name.is_empty() {
+            continue;
+        }
+        if name == "metadata" {
+            return Some(node); // metadata is the API server's, not in the schema
+        }
+        node = node.get("properties")?.get(name)?;
+        if indexed {
+            node = node.get("items")?;
+        }
+    }
+    Some(node)
+}
+
+#[test]
+fn printer_columns_point_at_fields_that_exist() {
+    for crd in novads_crds::crds() {
+        let schema = schema_of(&crd);
+        for column in crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+        {
+            // A filter expression contains dots of its own; resolve only the path around it.
+            let path = column.json_path.replace("[?(@.type==\"Ready\")]", "[]");
+            assert!(
+                resolve(&schema, &path).is_some(),
+                "{}: printer column {} points at missing {}",
+                crd.spec.names.kind,
+                column.name,
+                column.json_path
+            );
+        }
+    }
+}
+
+#[test]
+fn every_field_is_documented_for_kubectl_explain() {
+    fn undocumented(node: &Value, path: &str, out: &mut Vec<String>) {
+        for (name, property) in node
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let here = format!("{path}.{name}");
+            if property.get("description").is_none() && name != "status" {
+                out.push(here.clone());
+            }
+            undocumented(property, &here, out);
+            if let Some(items) = property.get("items") {
+                undocumented(items, &format!("{here}[]"), out);
+            }
+        }
+    }
+    for crd in novads_crds::crds() {
+        let mut missing = Vec::new();
+        let schema = schema_of(&crd);
+        undocumented(&schema["properties"]["spec"], "spec", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{}: undocumented {missing:?}",
+            crd.spec.names.kind
+        );
+    }
+}
+
+// --- CEL rules, evaluated as the API server would -----------------------------------------
+
+fn talsi() -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "Municipality",
+        "metadata": { "name": "talsi" },
+        "spec": {
+            "code": "talsi",
+            "displayName": "Talsu novads",
+            "realm": "talsi",
+            "adminGroups": ["it-admins"],
+            "quotas": { "cpu": 16, "memory": "64Gi", "storage": "2Ti", "maxVirtualServers": 10 }
+        }
+    })
+}
+
+fn cel_errors(kind: &str, object: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = schema_of(&crd(kind));
+    match kube_cel::Validator::new().validate(&schema, object, old) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .as_slice()
+            .iter()
+            .map(|e| format!("{}: {}", e.field_path, e.message))
+            .collect(),
+    }
+}
+
+#[test]
+fn a_valid_municipality_passes_every_rule() {
+    assert_eq!(
+        cel_errors("Municipality", &talsi(), None),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cel_errors("Municipality", &talsi(), Some(&talsi())),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn code_and_realm_are_immutable() {
+    let mut renamed = talsi();
+    renamed["spec"]["code"] = json!("talsi2");
+    renamed["spec"]["realm"] = json!("other");
+    let errors = cel_errors("Municipality", &renamed, Some(&talsi()));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("code is immutable")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("realm is immutable")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn negative_or_malformed_quotas_are_refused() {
+    for (field, value) in [
+        ("cpu", json!(-1)),
+        ("memory", json!("-1Gi")),
+        ("storage", json!("lots")),
+    ] {
+        let mut municipality = talsi();
+        municipality["spec"]["quotas"][field] = value.clone();
+        let errors = cel_errors("Municipality", &municipality, None);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("{field} must be a non-negative quantity"))),
+            "{field}={value}: {errors:?}"
+        );
+    }
+    let mut zero = talsi();
+    zero["spec"]["quotas"]["cpu"] = json!("0");
+    assert_eq!(
+        cel_errors("Municipality", &zero, None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_server_image_has_exactly_one_source() {
+    let image = |source: Value| {
+        json!({
+            "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+            "metadata": { "name": "debian-12" },
+            "spec": {
+                "source": source, "osFamily": "Linux", "version": "12",
+                "supportEnd": "2028-06-30", "lastPatched": "2025-01-15",
+                "minDiskSize": "20Gi", "approved": true
+            }
+        })
+    };
+    let one = image(json!({ "http": "https://images.example/debian-12.qcow2" }));
+    assert_eq!(cel_errors("ServerImage", &one, None), Vec::<String>::new());
+    let two = image(json!({
+        "http": "https://images.example/debian-12.qcow2",
+        "registry": "docker://quay.io/containerdisks/debian:12"
+    }));
+    assert!(
+        cel_errors("ServerImage", &two, None)
+            .iter()
+            .any(|e| e.contains("exactly one"))
+    );
+    let none = image(json!({}));
+    assert!(
+        cel_errors("ServerImage", &none, None)
+            .iter()
+            .any(|e| e.contains("exactly one"))
+    );
+}
+
+#[test]
+fn a_virtual_server_needs_positive_memory() {
+    let server = |memory: Value| {
+        json!({
+            "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
+            "metadata": { "name": "web", "namespace": "muni-talsi" },
+            "spec": { "image": "debian-12", "cpu": 2, "memory": memory }
+        })
+    };
+    assert_eq!(
+        cel_errors("VirtualServer", &server(json!("4Gi")), None),
+        Vec::<String>::new()
+    );
+    assert!(!cel_errors("VirtualServer", &server(json!("0")), None).is_empty());
+}
+
+// --- Types --------------------------------------------------------------------------------
+
+#[test]
+fn defaults_fill_in_what_an_admin_leaves_out() {
+    let municipality: novads_crds::Municipality =
+        serde_json::from_value(talsi()).expect("fixture deserialises");
+    assert_eq!(
+        municipality.spec.deletion_policy,
+        novads_crds::DeletionPolicy::Retain
+    );
+    assert_eq!(
+        municipality.spec.security_profile,
+        novads_crds::SecurityProfile::Standard
+    );
+    assert!(municipality.spec.viewer_groups.is_empty());
+    assert_eq!(municipality.namespace_name(), "muni-talsi");
+    let schema = schema_of(&crd("Municipality"));
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["deletionPolicy"]["default"],
+        "Retain"
+    );
+}

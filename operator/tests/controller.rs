@@ -1,0 +1,537 @@
+//! The Municipality reconciler against a mocked API server (tower-test): every request is
+//! checked in order — method, path and query, body — and answered as the API server would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use novads_crds::Municipality;
+use novads_operator::municipality::{self, Context, Error, FINALIZER};
+use novads_operator::tenancy::{self, TenancySettings};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock;
+
+type Respond = Box<dyn FnOnce(Value) -> (u16, Value) + Send>;
+
+/// One expected request and how the fake API server answers it.
+struct Expect {
+    method: Method,
+    uri: String,
+    respond: Respond,
+}
+
+fn expect(
+    method: Method,
+    uri: &str,
+    respond: impl FnOnce(Value) -> (u16, Value) + Send + 'static,
+) -> Expect {
+    Expect {
+        method,
+        uri: uri.to_string(),
+        respond: Box::new(respond),
+    }
+}
+
+/// Answers the requests in order, asserting each; fails on any request beyond the script.
+fn api_server(
+    mut handle: mock::Handle<Request<Body>, Response<Body>>,
+    script: Vec<Expect>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        for (index, step) in script.into_iter().enumerate() {
+            let (request, send) =
+                tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| {
+                        panic!("request {index} ({} {}) never came", step.method, step.uri)
+                    });
+            assert_eq!(
+                request.method(),
+                step.method,
+                "request {index}: {}",
+                request.uri()
+            );
+            assert_eq!(request.uri().to_string(), step.uri, "request {index}");
+            let bytes = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .expect("request body");
+            let body = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("request body is JSON")
+            };
+            let (status, response) = (step.respond)(body);
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(
+                        serde_json::to_vec(&response).expect("response JSON"),
+                    ))
+                    .expect("response"),
+            );
+        }
+        if let Ok(Some((request, _))) =
+            tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await
+        {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    })
+}
+
+fn context() -> (Arc<Context>, mock::Handle<Request<Body>, Response<Body>>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let reporter = Reporter {
+        controller: "novads-operator".into(),
+        instance: Some("test".into()),
+    };
+    (
+        Arc::new(Context::new(client, TenancySettings::default(), reporter)),
+        handle,
+    )
+}
+
+async fn run(
+    municipality: &Municipality,
+    script: Vec<Expect>,
+) -> (Result<Action, Error>, Arc<Context>) {
+    let (ctx, handle) = context();
+    let server = api_server(handle, script);
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        municipality::reconcile(Arc::new(municipality.clone()), ctx.clone()),
+    )
+    .await
+    .expect("reconcile finishes");
+    server.await.expect("API server script passed");
+    (result, ctx)
+}
+
+fn talsi() -> Municipality {
+    serde_json::from_value(json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "Municipality",
+        "metadata": {
+            "name": "talsi", "uid": "uid-talsi", "generation": 2, "resourceVersion": "100",
+            "finalizers": [FINALIZER]
+        },
+        "spec": {
+            "code": "talsi", "displayName": "Talsu novads", "realm": "talsi",
+            "adminGroups": ["it-admins"],
+            "quotas": { "cpu": 16, "memory": "64Gi", "storage": "2Ti", "maxVirtualServers": 10 },
+            "allowedNetworkRanges": ["10.20.0.0/16"]
+        }
+    }))
+    .expect("fixture")
+}
+
+fn deleting(mut municipality: Municipality) -> Municipality {
+    municipality.metadata.deletion_timestamp =
+        serde_json::from_value(json!("2025-01-01T00:00:00Z")).ok();
+    municipality
+}
+
+const MUNICIPALITY: &str = "/apis/novads.io/v1alpha1/municipalities/talsi";
+const APPLY: &str = "?&force=true&fieldManager=novads-operator";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events?";
+const NAMESPACE: &str = "/api/v1/namespaces/muni-talsi";
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" }),
+    )
+}
+
+fn our_namespace(labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {
+            "name": "muni-talsi", "labels": labels,
+            "ownerReferences": [{ "apiVersion": "novads.io/v1alpha1", "kind": "Municipality", "name": "talsi", "uid": "uid-talsi", "controller": true }]
+        }
+    })
+}
+
+/// Server-side applies of every child, each body equal to what the pure builders produce.
+fn applies(municipality: &Municipality, quota_used: Value) -> Vec<Expect> {
+    let tenancy = tenancy::plan_tenancy(municipality, &TenancySettings::default()).expect("valid");
+    let objects = tenancy.to_values().expect("values");
+    objects
+        .into_iter()
+        .map(|object| {
+            let kind = object["kind"].as_str().unwrap_or_default().to_string();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let path = match kind.as_str() {
+                "Namespace" => format!("/api/v1/namespaces/{name}"),
+                "ResourceQuota" => format!("/api/v1/namespaces/muni-talsi/resourcequotas/{name}"),
+                "LimitRange" => format!("/api/v1/namespaces/muni-talsi/limitranges/{name}"),
+                "NetworkPolicy" => format!(
+                    "/apis/networking.k8s.io/v1/namespaces/muni-talsi/networkpolicies/{name}"
+                ),
+                "RoleBinding" => format!(
+                    "/apis/rbac.authorization.k8s.io/v1/namespaces/muni-talsi/rolebindings/{name}"
+                ),
+                other => panic!("unexpected kind {other}"),
+            };
+            let used = quota_used.clone();
+            expect(Method::PATCH, &format!("{path}{APPLY}"), move |body| {
+                assert_eq!(body, object, "apply body of {kind} {name}");
+                let mut response = body;
+                if kind == "ResourceQuota" {
+                    response["status"] = json!({ "used": used });
+                }
+                (200, response)
+            })
+        })
+        .collect()
+}
+
+fn event(reason: &'static str, type_: &'static str) -> Expect {
+    expect(Method::POST, EVENTS, move |body| {
+        assert_eq!(body["reason"], reason, "{body}");
+        assert_eq!(body["type"], type_, "{body}");
+        assert_eq!(body["regarding"]["kind"], "Municipality");
+        assert_eq!(body["regarding"]["name"], "talsi");
+        (200, body)
+    })
+}
+
+fn status_patch(check: impl FnOnce(&Value) + Send + 'static) -> Expect {
+    expect(
+        Method::PATCH,
+        &format!("{MUNICIPALITY}/status{APPLY}"),
+        move |body| {
+            assert_eq!(body["apiVersion"], "novads.io/v1alpha1");
+            assert_eq!(body["kind"], "Municipality");
+            check(&body["status"]);
+            // The API server answers with the whole object.
+            let mut object = serde_json::to_value(talsi()).expect("object");
+            object["status"] = body["status"].clone();
+            (200, object)
+        },
+    )
+}
+
+/// The Municipality as the API server returns it after a finalizer patch.
+fn with_finalizers(patch: &Value) -> Value {
+    let mut object = serde_json::to_value(talsi()).expect("object");
+    object["metadata"]["finalizers"] = patch["metadata"]["finalizers"].clone();
+    object
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[tokio::test]
+async fn adds_the_finalizer_first_guarded_by_resource_version() {
+    let mut municipality = talsi();
+    municipality.metadata.finalizers = None;
+    let (result, _) = run(
+        &municipality,
+        vec![expect(Method::PATCH, &format!("{MUNICIPALITY}?"), |body| {
+            assert_eq!(
+                body,
+                json!({ "metadata": { "finalizers": [FINALIZER], "resourceVersion": "100" } })
+            );
+            (200, with_finalizers(&body))
+        })],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+}
+
+#[tokio::test]
+async fn creates_the_tenancy_then_reports_ready_with_an_event() {
+    let municipality = talsi();
+    let mut script = vec![expect(Method::GET, NAMESPACE, |_| not_found())];
+    script.extend(applies(
+        &municipality,
+        json!({ "count/virtualmachines.kubevirt.io": "0", "requests.cpu": "0" }),
+    ));
+    script.push(status_patch(|status| {
+        assert_eq!(status["namespace"], "muni-talsi");
+        assert_eq!(status["observedGeneration"], 2);
+        assert_eq!(status["usage"]["virtualServers"], 0);
+        let ready = condition(status, "Ready");
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("True"), Some("TenancyReady"))
+        );
+        assert_eq!(ready["observedGeneration"], 2);
+        assert_eq!(condition(status, "Degraded")["status"], "False");
+    }));
+    script.push(event("TenancyApplied", "Normal"));
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(municipality::RESYNC));
+}
+
+fn converged(municipality: &Municipality, usage: Value) -> Municipality {
+    let mut converged = municipality.clone();
+    let usage = municipality::usage_from_quota(
+        &serde_json::from_value(json!({ "status": { "used": usage } })).expect("quota"),
+    );
+    let now = serde_json::from_value(json!("2025-01-01T00:00:00Z")).expect("time");
+    converged.status = Some(municipality::next_status(
+        municipality,
+        &municipality::Outcome::Ready { usage },
+        &now,
+    ));
+    converged
+}
+
+#[tokio::test]
+async fn a_converged_municipality_is_reapplied_without_status_write_or_event() {
+    let used = json!({ "count/virtualmachines.kubevirt.io": "3" });
+    let municipality = converged(&talsi(), used.clone());
+    let mut script = vec![expect(Method::GET, NAMESPACE, |_| {
+        (200, our_namespace(json!({})))
+    })];
+    script.extend(applies(&municipality, used));
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(municipality::RESYNC));
+}
+
+#[tokio::test]
+async fn drift_is_repaired_by_reapplying_the_desired_labels() {
+    let used = json!({ "count/virtualmachines.kubevirt.io": "3" });
+    let municipality = converged(&talsi(), used.clone());
+    // Someone relaxed Pod Security by hand; the next reconcile forces it back.
+    let drifted = our_namespace(json!({ "pod-security.kubernetes.io/enforce": "privileged" }));
+    let mut script = vec![expect(Method::GET, NAMESPACE, move |_| (200, drifted))];
+    let mut rest = applies(&municipality, used);
+    let namespace_apply = rest.remove(0);
+    script.push(expect(
+        Method::PATCH,
+        &namespace_apply.uri.clone(),
+        move |body| {
+            assert_eq!(
+                body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+                "baseline"
+            );
+            (namespace_apply.respond)(body)
+        },
+    ));
+    script.extend(rest);
+    let (result, _) = run(&municipality, script).await;
+    assert!(result.is_ok());
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_and_backed_off_without_applying() {
+    let mut municipality = talsi();
+    municipality.spec.allowed_network_ranges = vec!["10.20.0.1/16".into()];
+    let script = vec![
+        expect(Method::GET, NAMESPACE, |_| not_found()),
+        status_patch(|status| {
+            let ready = condition(status, "Ready");
+            assert_eq!(ready["status"], "False");
+            assert_eq!(ready["reason"], "InvalidNetworkRange");
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("did you mean 10.20.0.0/16?"))
+            );
+        }),
+        event("InvalidNetworkRange", "Warning"),
+    ];
+    let (result, ctx) = run(&municipality, script).await;
+    let error = result.expect_err("invalid spec");
+    assert!(matches!(error, Error::InvalidSpec(_)));
+    let shared = Arc::new(municipality);
+    let first = municipality::error_policy(shared.clone(), &error, ctx.clone());
+    let second = municipality::error_policy(shared, &error, ctx);
+    assert_eq!(first, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+}
+
+#[tokio::test]
+async fn a_namespace_owned_by_another_municipality_is_a_code_conflict() {
+    let mut other = our_namespace(json!({}));
+    other["metadata"]["ownerReferences"][0]["uid"] = json!("uid-other");
+    other["metadata"]["ownerReferences"][0]["name"] = json!("talsi-old");
+    let script = vec![
+        expect(Method::GET, NAMESPACE, move |_| (200, other)),
+        status_patch(|status| assert_eq!(condition(status, "Ready")["reason"], "CodeConflict")),
+        event("CodeConflict", "Warning"),
+    ];
+    let (result, _) = run(&talsi(), script).await;
+    assert!(
+        matches!(result, Err(Error::InvalidSpec(message)) if message.contains("Municipality talsi-old"))
+    );
+}
+
+fn api_error(code: u16, reason: &str) -> (u16, Value) {
+    (
+        code,
+        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": format!("{reason} from test") }),
+    )
+}
+
+#[tokio::test]
+async fn a_conflict_while_applying_marks_degraded_and_backs_off() {
+    let municipality = talsi();
+    let script = vec![
+        expect(Method::GET, NAMESPACE, |_| not_found()),
+        expect(Method::PATCH, &format!("{NAMESPACE}{APPLY}"), |_| {
+            api_error(409, "Conflict")
+        }),
+        status_patch(|status| {
+            assert_eq!(condition(status, "Ready")["reason"], "ApplyFailed");
+            let degraded = condition(status, "Degraded");
+            assert_eq!(degraded["status"], "True");
+            assert!(
+                degraded["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Conflict from test"))
+            );
+        }),
+        event("ApplyFailed", "Warning"),
+    ];
+    let (result, ctx) = run(&municipality, script).await;
+    let error = result.expect_err("conflict");
+    assert_eq!(error.metric_label(), "conflict");
+    let action = municipality::error_policy(Arc::new(municipality), &error, ctx);
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_server_error_fails_the_reconcile_into_back_off() {
+    let municipality = talsi();
+    let script = vec![expect(Method::GET, NAMESPACE, |_| {
+        api_error(500, "InternalError")
+    })];
+    let (result, ctx) = run(&municipality, script).await;
+    let error = result.expect_err("server error");
+    assert_eq!(error.metric_label(), "api");
+    let shared = Arc::new(municipality);
+    let delays: Vec<Action> = (0..8)
+        .map(|_| municipality::error_policy(shared.clone(), &error, ctx.clone()))
+        .collect();
+    assert_eq!(delays[0], Action::requeue(Duration::from_secs(5)));
+    assert_eq!(
+        delays[7],
+        Action::requeue(Duration::from_secs(300)),
+        "capped at 5 minutes"
+    );
+}
+
+fn server_list(names: &[&str]) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {},
+        "items": names.iter().map(|n| json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": { "name": n, "namespace": "muni-talsi" } })).collect::<Vec<_>>()
+    })
+}
+
+const SERVERS: &str = "/apis/novads.io/v1alpha1/namespaces/muni-talsi/virtualservers?";
+
+#[tokio::test]
+async fn deletion_is_refused_while_virtual_servers_remain_under_retain() {
+    let municipality = deleting(talsi());
+    let script = vec![
+        expect(Method::GET, NAMESPACE, |_| (200, our_namespace(json!({})))),
+        expect(Method::GET, SERVERS, |_| (200, server_list(&["web", "db"]))),
+        status_patch(|status| {
+            let ready = condition(status, "Ready");
+            assert_eq!(ready["reason"], "DeletionBlocked");
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("2 virtual server(s) remain"))
+            );
+        }),
+        event("DeletionBlocked", "Warning"),
+    ];
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(municipality::BLOCKED_RECHECK)
+    );
+}
+
+fn deletes_namespace() -> Expect {
+    expect(Method::DELETE, &format!("{NAMESPACE}?"), |body| {
+        assert_eq!(body["propagationPolicy"], "Background");
+        (200, our_namespace(json!({})))
+    })
+}
+
+#[tokio::test]
+async fn deletion_without_servers_deletes_the_namespace_then_releases_the_finalizer() {
+    let municipality = deleting(talsi());
+    let script = vec![
+        expect(Method::GET, NAMESPACE, |_| (200, our_namespace(json!({})))),
+        expect(Method::GET, SERVERS, |_| (200, server_list(&[]))),
+        deletes_namespace(),
+        status_patch(|status| assert_eq!(condition(status, "Ready")["reason"], "Deleting")),
+        event("Deleting", "Normal"),
+    ];
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(municipality::DELETING_RECHECK)
+    );
+
+    // Next round: the namespace is gone, so the finalizer goes.
+    let script = vec![
+        expect(Method::GET, NAMESPACE, |_| not_found()),
+        expect(Method::PATCH, &format!("{MUNICIPALITY}?"), |body| {
+            assert_eq!(
+                body,
+                json!({ "metadata": { "finalizers": [], "resourceVersion": "100" } })
+            );
+            (200, with_finalizers(&body))
+        }),
+    ];
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+}
+
+#[tokio::test]
+async fn deletion_policy_delete_removes_servers_with_the_namespace() {
+    let mut municipality = deleting(talsi());
+    municipality.spec.deletion_policy = novads_crds::DeletionPolicy::Delete;
+    let script = vec![
+        expect(Method::GET, NAMESPACE, |_| (200, our_namespace(json!({})))),
+        expect(Method::GET, SERVERS, |_| (200, server_list(&["web"]))),
+        deletes_namespace(),
+        status_patch(|status| assert_eq!(condition(status, "Ready")["reason"], "Deleting")),
+        event("Deleting", "Normal"),
+    ];
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(municipality::DELETING_RECHECK)
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_of_another_owner_is_never_deleted() {
+    let municipality = deleting(talsi());
+    let mut other = our_namespace(json!({}));
+    other["metadata"]["ownerReferences"][0]["uid"] = json!("uid-other");
+    let script = vec![
+        expect(Method::GET, NAMESPACE, move |_| (200, other)),
+        expect(Method::PATCH, &format!("{MUNICIPALITY}?"), |body| {
+            assert_eq!(body["metadata"]["finalizers"], json!([]));
+            (200, with_finalizers(&body))
+        }),
+    ];
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+}
