@@ -20,11 +20,12 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::{Config, redact_url};
 use crate::db::{Database, DbError};
-use crate::error::{ApiError, PROBLEM_CONTENT_TYPE, Problem};
+use crate::error::{ApiError, Problem};
 use crate::federation::Federation;
 use crate::federation::setup::{self, SetupError};
 use crate::metrics::Metrics;
 use crate::oidc::keys::{KeyEncryptionKey, KeyError, SigningKeys};
+use crate::oidc::request::Clients;
 
 /// Largest request body any endpoint accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -65,6 +66,7 @@ struct Shared {
     metrics: Metrics,
     federation: Federation,
     keys: SigningKeys,
+    clients: Clients,
 }
 
 impl AppState {
@@ -77,6 +79,7 @@ impl AppState {
     ) -> Self {
         Self {
             inner: Arc::new(Shared {
+                clients: Clients::new(&config.clients),
                 config,
                 db,
                 metrics,
@@ -84,6 +87,11 @@ impl AppState {
                 keys,
             }),
         }
+    }
+
+    /// The registered applications.
+    pub fn clients(&self) -> &Clients {
+        &self.inner.clients
     }
 
     /// The token-signing keys.
@@ -119,7 +127,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/oidc/jwks", get(jwks))
+        .merge(crate::oidc::endpoints::routes())
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -215,17 +223,6 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-/// The public signing keys (RFC 7517): the next key is published before it signs anything,
-/// and retired keys stay until the tokens they signed have expired.
-async fn jwks(State(state): State<AppState>) -> Response {
-    let mut response = Json(state.keys().jwks()).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    response
-}
-
 async fn not_found() -> ApiError {
     ApiError::NotFound
 }
@@ -265,11 +262,15 @@ async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.starts_with(PROBLEM_CONTENT_TYPE) {
+    // Only bare answers are rewritten: empty bodies and plain-text rejections. Bodies that
+    // already have a format (problem documents, OAuth errors, HTML pages) are kept.
+    if !content_type.is_empty() && !content_type.starts_with("text/plain") {
         return response;
     }
-    let detail = if content_type.starts_with("text/plain") {
-        axum::body::to_bytes(response.into_body(), 4096)
+    let is_text = content_type.starts_with("text/plain");
+    let (parts, body) = response.into_parts();
+    let detail = if is_text {
+        axum::body::to_bytes(body, 4096)
             .await
             .ok()
             .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
@@ -278,10 +279,17 @@ async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         None
     };
     let problem = Problem::status(status);
-    match detail {
+    let mut rewritten = match detail {
         Some(detail) => problem.with_detail(detail).into_response(),
         None => problem.into_response(),
+    };
+    // Keep what the handler said besides the body (WWW-Authenticate, Allow, ...).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().append(name.clone(), value.clone());
+        }
     }
+    rewritten
 }
 
 /// A bound, ready-to-run server.
@@ -323,6 +331,7 @@ impl Server {
         let state = AppState::new(config, db, metrics, federation, keys);
         background.push(tokio::spawn(probe_directories(state.clone())));
         background.push(tokio::spawn(reload_keys(state.clone(), kek)));
+        background.push(tokio::spawn(sweep_flows(state.db().clone())));
         Ok(Self {
             listener,
             router: router(state.clone()),
@@ -405,6 +414,18 @@ async fn reload_keys(state: AppState, kek: KeyEncryptionKey) {
         tick.tick().await;
         if let Err(e) = state.keys().reload(state.db(), &kek).await {
             tracing::error!(error = %e, "reloading signing keys failed; keeping the current ones");
+        }
+    }
+}
+
+/// Removes expired authorization requests and codes every five minutes.
+async fn sweep_flows(db: Database) {
+    let store = crate::oidc::store::FlowStore::new(db);
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.sweep().await {
+            tracing::warn!(error = %e, "sweeping expired sign-in state failed");
         }
     }
 }

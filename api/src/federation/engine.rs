@@ -48,14 +48,14 @@ pub struct LoginRequest {
 }
 
 /// Which trust let a foreign user in.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrustUsed {
     pub trusting: String,
     pub trusted: String,
 }
 
 /// A signed-in user, as tokens will describe them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Stable per realm: `realm:immutable-id`, never the username.
     pub subject: String,

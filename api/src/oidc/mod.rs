@@ -1,5 +1,9 @@
 //! The OpenID Connect provider: signing keys, tokens and the endpoints of DESIGN.md
 //! § Federation endpoints.
 
+pub mod endpoints;
 pub mod jwt;
 pub mod keys;
+pub mod pages;
+pub mod request;
+pub mod store;

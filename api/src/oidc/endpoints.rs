@@ -1,0 +1,690 @@
+//! The HTTP endpoints of the provider: discovery, authorization with the login page, token,
+//! userinfo and the public keys. OAuth endpoints answer errors in the OAuth format (RFC 6749
+//! 5.2, RFC 6750 3) that clients expect, not as problem documents.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::jwt::{ACCESS_TOKEN_TYPE, AccessTokenClaims, IdTokenClaims, at_hash};
+use super::keys::{Expectations, SigningAlgorithm};
+use super::pages::{self, CSS_PATH, Locale, LoginPage};
+use super::request::{AuthorizeParams, ErrorRedirect, RequestError, append_query, validate};
+use super::store::{FlowStore, PendingRequest, Redemption, random_token};
+use crate::federation::LoginRequest;
+use crate::federation::audit::AuditReason;
+use crate::server::AppState;
+
+/// Lifetime of access and ID tokens.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// Name of the cookie that carries the login form's CSRF token (double submit).
+const CSRF_COOKIE: &str = "novads_csrf";
+/// Fields longer than this are refused before any work is done.
+const MAX_FIELD_CHARS: usize = 4096;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/oidc/authorize", get(authorize_get).post(authorize_post))
+        .route("/oidc/login", get(login_get).post(login_post))
+        .route("/oidc/token", axum::routing::post(token))
+        .route("/oidc/userinfo", get(userinfo).post(userinfo))
+        .route("/oidc/jwks", get(jwks))
+        .route(CSS_PATH, get(stylesheet))
+}
+
+fn issuer(state: &AppState) -> &str {
+    state.config().server.issuer.trim_end_matches('/')
+}
+
+/// OpenID Provider metadata (OIDC Discovery 1.0 §3): only what is implemented is listed.
+async fn discovery(State(state): State<AppState>) -> Response {
+    let iss = issuer(&state);
+    let mut response = Json(json!({
+        "issuer": iss,
+        "authorization_endpoint": format!("{iss}/oidc/authorize"),
+        "token_endpoint": format!("{iss}/oidc/token"),
+        "userinfo_endpoint": format!("{iss}/oidc/userinfo"),
+        "jwks_uri": format!("{iss}/oidc/jwks"),
+        "scopes_supported": ["openid", "profile", "email", "groups"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256", "RS256"],
+        "userinfo_signing_alg_values_supported": ["none"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "claims_supported": [
+            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash", "amr",
+            "preferred_username", "realm", "groups", "roles", "email", "name"
+        ],
+        "ui_locales_supported": ["lv", "en"],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "authorization_response_iss_parameter_supported": true,
+    }))
+    .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.keys().jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        pages::STYLESHEET,
+    )
+        .into_response()
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn authorize_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<AuthorizeParams>,
+) -> Response {
+    authorize(state, headers, params).await
+}
+
+async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(params): Form<AuthorizeParams>,
+) -> Response {
+    authorize(state, headers, params).await
+}
+
+async fn authorize(state: AppState, headers: HeaderMap, params: AuthorizeParams) -> Response {
+    let locale = Locale::negotiate(
+        params.ui_locales.as_deref(),
+        header_str(&headers, header::ACCEPT_LANGUAGE),
+    );
+    let request = match validate(&params, state.clients()) {
+        Ok(request) => request,
+        Err(RequestError::Page(message)) => {
+            return pages::error_page(StatusCode::BAD_REQUEST, locale, &message);
+        }
+        Err(RequestError::Redirect(redirect)) => {
+            return Redirect::to(&redirect.location(issuer(&state))).into_response();
+        }
+    };
+    let store = FlowStore::new(state.db().clone());
+    match store.create_request(&request, locale.as_str()).await {
+        Ok((id, csrf)) => login_page(
+            &state,
+            locale,
+            &request.client_id,
+            &id,
+            &csrf,
+            request.login_hint.as_deref().unwrap_or(""),
+            None,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store an authorization request");
+            pages::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                locale,
+                "Sign-in is temporarily unavailable.",
+            )
+        }
+    }
+}
+
+/// The login form, with its CSRF cookie.
+fn login_page(
+    state: &AppState,
+    locale: Locale,
+    client_id: &str,
+    request_id: &str,
+    csrf: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let other = match locale {
+        Locale::Lv => Locale::En,
+        Locale::En => Locale::Lv,
+    };
+    let switch_href = append_query(
+        "http://x/oidc/login",
+        &[
+            ("request", request_id.to_owned()),
+            ("lang", other.as_str().to_owned()),
+        ],
+    )
+    .trim_start_matches("http://x")
+    .to_owned();
+    let mut response = pages::html(
+        StatusCode::OK,
+        &LoginPage {
+            text: locale.text(),
+            css_path: CSS_PATH,
+            action: "/oidc/login",
+            client_id,
+            request_id,
+            csrf,
+            username,
+            error,
+            switch_href: &switch_href,
+        },
+    );
+    let secure = if issuer(state).starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie =
+        format!("{CSRF_COOKIE}={csrf}; Path=/oidc; HttpOnly; SameSite=Strict; Max-Age=600{secure}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    request: String,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+/// The login page again for a pending request (language switch, reload).
+async fn login_get(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
+    let store = FlowStore::new(state.db().clone());
+    let locale = query
+        .lang
+        .as_deref()
+        .and_then(Locale::parse)
+        .unwrap_or(Locale::Lv);
+    let pending = match store.request(&query.request).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return expired(locale),
+        Err(e) => return unavailable(locale, &e),
+    };
+    let locale = query
+        .lang
+        .as_deref()
+        .and_then(Locale::parse)
+        .or_else(|| Locale::parse(&pending.locale))
+        .unwrap_or(Locale::Lv);
+    match store.renew_csrf(&query.request).await {
+        Ok(csrf) => login_page(
+            &state,
+            locale,
+            &pending.client_id,
+            &query.request,
+            &csrf,
+            "",
+            None,
+        ),
+        Err(e) => unavailable(locale, &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    request: String,
+    csrf: String,
+    username: String,
+    password: String,
+}
+
+fn expired(locale: Locale) -> Response {
+    pages::error_page(StatusCode::GONE, locale, locale.text().expired)
+}
+
+fn unavailable(locale: Locale, error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%error, "sign-in storage unavailable");
+    pages::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        locale,
+        "Sign-in is temporarily unavailable.",
+    )
+}
+
+async fn login_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let store = FlowStore::new(state.db().clone());
+    if form.request.len() > 128 || form.csrf.len() > 128 {
+        return expired(Locale::Lv);
+    }
+    let pending = match store.request(&form.request).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return expired(Locale::Lv),
+        Err(e) => return unavailable(Locale::Lv, &e),
+    };
+    let locale = Locale::parse(&pending.locale).unwrap_or(Locale::Lv);
+    // Double submit: the token in the form must be the one in our cookie and the one this
+    // request was issued with, so another site cannot post a login of its choosing.
+    let csrf_ok = cookie(&headers, CSRF_COOKIE) == Some(form.csrf.as_str())
+        && super::store::hash(&form.csrf) == pending.csrf_hash;
+    if !csrf_ok {
+        return pages::error_page(StatusCode::FORBIDDEN, locale, locale.text().expired);
+    }
+    let too_long = form.username.len() > MAX_FIELD_CHARS || form.password.len() > MAX_FIELD_CHARS;
+    let attempt = LoginRequest {
+        username: form.username.chars().take(MAX_FIELD_CHARS).collect(),
+        password: if too_long {
+            String::new()
+        } else {
+            form.password.clone()
+        },
+        client_id: Some(pending.client_id.clone()),
+        source_ip: Some(peer.ip()),
+        user_agent: header_str(&headers, header::USER_AGENT)
+            .map(|ua| ua.chars().take(512).collect()),
+    };
+    match state.federation().login(&attempt).await {
+        Ok(identity) => match store.create_code(&pending, &identity).await {
+            Ok(code) => {
+                if let Err(e) = store.finish_request(&form.request).await {
+                    tracing::warn!(error = %e, "could not remove a finished authorization request");
+                }
+                redirect_with_code(&state, &pending, &code)
+            }
+            Err(e) => unavailable(locale, &e),
+        },
+        Err(refused) if refused.reason == AuditReason::TrustDenied => {
+            // The user is who they say, but this application's realm does not accept them:
+            // the application is told, as OIDC Core 3.1.2.6 describes.
+            let _ = store.finish_request(&form.request).await;
+            let redirect = ErrorRedirect {
+                redirect_uri: pending.redirect_uri.clone(),
+                error: "access_denied",
+                description: "the user's municipality is not trusted by this application".into(),
+                state: pending.state.clone(),
+            };
+            Redirect::to(&redirect.location(issuer(&state))).into_response()
+        }
+        Err(_) => login_page(
+            &state,
+            locale,
+            &pending.client_id,
+            &form.request,
+            &form.csrf,
+            &attempt.username,
+            Some(locale.text().wrong_credentials),
+        ),
+    }
+}
+
+fn redirect_with_code(state: &AppState, pending: &PendingRequest, code: &str) -> Response {
+    let mut params = vec![("code", code.to_owned())];
+    if let Some(s) = &pending.state {
+        params.push(("state", s.clone()));
+    }
+    params.push(("iss", issuer(state).to_owned()));
+    // 303: the browser follows with GET, never re-posting the password form.
+    Redirect::to(&append_query(&pending.redirect_uri, &params)).into_response()
+}
+
+/// An OAuth error answer (RFC 6749 5.2).
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut response = (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"novads\""),
+        );
+    }
+    response
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TokenForm {
+    grant_type: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// Client credentials from `Authorization: Basic` (RFC 6749 2.3.1: each part form-encoded).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = header_str(headers, header::AUTHORIZATION)?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((decode(id)?, decode(secret)?))
+}
+
+async fn verify_secret(hash: String, secret: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &parsed)
+                .is_ok()
+        })
+    })
+    .await
+    .unwrap_or(false)
+}
+
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if form.grant_type.as_deref() != Some("authorization_code") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only authorization_code is supported",
+        );
+    }
+    // Client authentication: Basic, or secret in the body, or none for public clients.
+    let basic = basic_credentials(&headers);
+    let (client_id, secret) = match (&basic, &form.client_id) {
+        (Some((id, secret)), body_id) => {
+            if body_id.as_ref().is_some_and(|b| b != id) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "client_id mismatch",
+                );
+            }
+            (id.clone(), Some(secret.clone()))
+        }
+        (None, Some(id)) => (id.clone(), form.client_secret.clone()),
+        (None, None) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            );
+        }
+    };
+    let Some(client) = state.clients().get(&client_id) else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    };
+    match (&client.secret_hash, secret) {
+        (Some(hash), Some(secret)) if secret.len() <= MAX_FIELD_CHARS => {
+            if !verify_secret(hash.clone(), secret).await {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "client authentication failed",
+                );
+            }
+        }
+        (None, None) if client.public => {}
+        _ => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            );
+        }
+    }
+
+    let Some(code) = form.code.as_deref().filter(|c| c.len() <= 128) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code is missing",
+        );
+    };
+    let store = FlowStore::new(state.db().clone());
+    let redeemed = match store.redeem_code(code).await {
+        Ok(Redemption::Redeemed(redeemed)) => redeemed,
+        Ok(Redemption::AlreadyUsed) => {
+            tracing::warn!(client_id = %client_id, "an authorization code was presented twice");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the code was already used",
+            );
+        }
+        Ok(Redemption::Expired | Redemption::Unknown) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the code is invalid or expired",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "code redemption failed");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again",
+            );
+        }
+    };
+    if redeemed.client_id != client_id {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the code was issued to another client",
+        );
+    }
+    if form.redirect_uri.as_deref() != Some(redeemed.redirect_uri.as_str()) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "redirect_uri does not match",
+        );
+    }
+    match (&redeemed.code_challenge, form.code_verifier.as_deref()) {
+        (Some(challenge), Some(verifier)) if super::request::pkce_matches(verifier, challenge) => {}
+        (None, None) => {}
+        (None, Some(_)) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "code_verifier sent but no code_challenge was",
+            );
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "PKCE verification failed",
+            );
+        }
+    }
+
+    let identity = &redeemed.identity;
+    let now = Utc::now().timestamp();
+    let exp = now + i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(600);
+    let jti = match random_token() {
+        Ok(jti) => jti,
+        Err(_) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again",
+            );
+        }
+    };
+    let scopes: Vec<&str> = redeemed.scope.split_whitespace().collect();
+    let access_claims = AccessTokenClaims {
+        iss: issuer(&state).to_owned(),
+        sub: identity.subject.clone(),
+        aud: client_id.clone(),
+        exp,
+        iat: now,
+        jti,
+        client_id: client_id.clone(),
+        scope: redeemed.scope.clone(),
+        realm: identity.realm.clone(),
+        groups: Some(identity.groups.clone()),
+        roles: Some(identity.roles.clone()),
+    };
+    let algorithm = SigningAlgorithm::Es256;
+    let access_token =
+        match state
+            .keys()
+            .sign_with_type(algorithm, ACCESS_TOKEN_TYPE, &access_claims)
+        {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::error!(error = %e, "signing an access token failed");
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "try again",
+                );
+            }
+        };
+    let id_claims = IdTokenClaims {
+        iss: issuer(&state).to_owned(),
+        sub: identity.subject.clone(),
+        aud: client_id.clone(),
+        exp,
+        iat: now,
+        auth_time: Some(redeemed.auth_time),
+        nonce: redeemed.nonce.clone(),
+        azp: Some(client_id.clone()),
+        at_hash: Some(at_hash(&access_token, algorithm)),
+        amr: Some(vec!["pwd".to_owned()]),
+        preferred_username: Some(identity.username.clone()),
+        realm: identity.realm.clone(),
+        groups: Some(identity.groups.clone()),
+        roles: Some(identity.roles.clone()),
+        email: scopes
+            .contains(&"email")
+            .then(|| identity.email.clone())
+            .flatten(),
+        name: scopes
+            .contains(&"profile")
+            .then(|| identity.name.clone())
+            .flatten(),
+        ..IdTokenClaims::default()
+    };
+    let id_token = match state.keys().sign(algorithm, &id_claims) {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::error!(error = %e, "signing an ID token failed");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again",
+            );
+        }
+    };
+    let mut response = Json(json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": TOKEN_LIFETIME.as_secs(),
+        "id_token": id_token,
+        "scope": redeemed.scope,
+    }))
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The signed-in user's claims, for a valid access token (header, or form body on POST).
+async fn userinfo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let from_header = header_str(&headers, header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // RFC 6750 2.2: a form-encoded body may carry the token instead.
+    let from_body = url::form_urlencoded::parse(&body)
+        .find(|(key, _)| key == "access_token")
+        .map(|(_, value)| value.into_owned());
+    let Some(token) = from_header.map(str::to_owned).or(from_body) else {
+        return bearer_error(StatusCode::UNAUTHORIZED, None);
+    };
+    let expected = Expectations::new(issuer(&state)).token_type(ACCESS_TOKEN_TYPE);
+    let claims: AccessTokenClaims = match state.keys().verify(&token, &expected) {
+        Ok(claims) => claims,
+        Err(e) => {
+            tracing::info!(error = %e, "userinfo refused a token");
+            return bearer_error(StatusCode::UNAUTHORIZED, Some("invalid_token"));
+        }
+    };
+    let mut response = Json(json!({
+        "sub": claims.sub,
+        "realm": claims.realm,
+        "groups": claims.groups.unwrap_or_default(),
+        "roles": claims.roles.unwrap_or_default(),
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn bearer_error(status: StatusCode, error: Option<&str>) -> Response {
+    let challenge = match error {
+        Some(error) => format!("Bearer realm=\"novads\", error=\"{error}\""),
+        None => "Bearer realm=\"novads\"".to_owned(),
+    };
+    let mut response = status.into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}

@@ -1,0 +1,353 @@
+//! Pending authorization requests and authorization codes, in the shared database so that any
+//! replica can continue any flow. Only hashes of the random values are stored.
+
+use aws_lc_rs::{digest, rand};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+
+use super::request::ValidRequest;
+use crate::db::Database;
+use crate::federation::Identity;
+
+/// How long the login page may stay open.
+pub const REQUEST_LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// How long a code may wait for its exchange (OAuth recommends at most 10 minutes).
+pub const CODE_LIFETIME_MS: i64 = 60 * 1000;
+
+/// 32 random bytes, base64url: an unguessable handle.
+pub fn random_token() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes).map_err(|_| StoreError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// SHA-256, hex: how handles are stored, so a database reader cannot use them.
+pub fn hash(token: &str) -> String {
+    digest::digest(&digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("no randomness available")]
+    Random,
+    #[error("stored identity is unreadable: {0}")]
+    Identity(#[from] serde_json::Error),
+}
+
+/// A pending request as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub csrf_hash: String,
+    pub locale: String,
+    pub expires_at: i64,
+}
+
+/// A code, once redeemed.
+#[derive(Debug, Clone)]
+pub struct RedeemedCode {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub identity: Identity,
+    pub auth_time: i64,
+}
+
+/// What happened when a code was presented.
+#[derive(Debug)]
+pub enum Redemption {
+    Redeemed(Box<RedeemedCode>),
+    /// Never issued, or expired and swept.
+    Unknown,
+    Expired,
+    /// Presented before: a replay.
+    AlreadyUsed,
+}
+
+#[derive(Clone)]
+pub struct FlowStore {
+    db: Database,
+}
+
+impl FlowStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Stores a checked request; returns its id and CSRF token (both for the login form).
+    pub async fn create_request(
+        &self,
+        request: &ValidRequest,
+        locale: &str,
+    ) -> Result<(String, String), StoreError> {
+        let id = random_token()?;
+        let csrf = random_token()?;
+        let expires_at = Utc::now().timestamp_millis() + REQUEST_LIFETIME_MS;
+        let sql_sqlite = "INSERT INTO oidc_authorization_requests (id, client_id, redirect_uri, \
+            scope, state, nonce, code_challenge, csrf_hash, locale, expires_at) \
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let sql_postgres = "INSERT INTO oidc_authorization_requests (id, client_id, redirect_uri, \
+            scope, state, nonce, code_challenge, csrf_hash, locale, expires_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        macro_rules! insert {
+            ($sql:expr, $pool:expr) => {
+                sqlx::query($sql)
+                    .bind(hash(&id))
+                    .bind(&request.client_id)
+                    .bind(&request.redirect_uri)
+                    .bind(&request.scope)
+                    .bind(&request.state)
+                    .bind(&request.nonce)
+                    .bind(&request.code_challenge)
+                    .bind(hash(&csrf))
+                    .bind(locale)
+                    .bind(expires_at)
+                    .execute($pool)
+                    .await
+                    .map(|_| ())?
+            };
+        }
+        match &self.db {
+            Database::Sqlite(pool) => insert!(sql_sqlite, pool),
+            Database::Postgres(pool) => insert!(sql_postgres, pool),
+        };
+        Ok((id, csrf))
+    }
+
+    /// The pending request behind a login form, if it exists and has not expired.
+    pub async fn request(&self, id: &str) -> Result<Option<PendingRequest>, StoreError> {
+        let found: Option<PendingRequest> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT client_id, redirect_uri, scope, state, nonce, code_challenge, \
+                     csrf_hash, locale, expires_at FROM oidc_authorization_requests WHERE id = ?",
+                )
+                .bind(hash(id))
+                .fetch_optional(pool)
+                .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT client_id, redirect_uri, scope, state, nonce, code_challenge, \
+                     csrf_hash, locale, expires_at FROM oidc_authorization_requests WHERE id = $1",
+                )
+                .bind(hash(id))
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        Ok(found.filter(|r| r.expires_at > Utc::now().timestamp_millis()))
+    }
+
+    /// Gives a pending request a new CSRF token (a fresh page load); returns it.
+    pub async fn renew_csrf(&self, id: &str) -> Result<String, StoreError> {
+        let csrf = random_token()?;
+        match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query("UPDATE oidc_authorization_requests SET csrf_hash = ? WHERE id = ?")
+                    .bind(hash(&csrf))
+                    .bind(hash(id))
+                    .execute(pool)
+                    .await?;
+            }
+            Database::Postgres(pool) => {
+                sqlx::query("UPDATE oidc_authorization_requests SET csrf_hash = $1 WHERE id = $2")
+                    .bind(hash(&csrf))
+                    .bind(hash(id))
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(csrf)
+    }
+
+    /// Ends a pending request (it led to a code or an error).
+    pub async fn finish_request(&self, id: &str) -> Result<(), StoreError> {
+        match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query("DELETE FROM oidc_authorization_requests WHERE id = ?")
+                    .bind(hash(id))
+                    .execute(pool)
+                    .await?;
+            }
+            Database::Postgres(pool) => {
+                sqlx::query("DELETE FROM oidc_authorization_requests WHERE id = $1")
+                    .bind(hash(id))
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Issues a code for a signed-in user; returns the code.
+    pub async fn create_code(
+        &self,
+        request: &PendingRequest,
+        identity: &Identity,
+    ) -> Result<String, StoreError> {
+        let code = random_token()?;
+        let now = Utc::now();
+        let identity_json = serde_json::to_string(identity)?;
+        let sql_sqlite = "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, nonce, \
+            code_challenge, identity, auth_time, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let sql_postgres = "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, \
+            nonce, code_challenge, identity, auth_time, expires_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        macro_rules! insert {
+            ($sql:expr, $pool:expr) => {
+                sqlx::query($sql)
+                    .bind(hash(&code))
+                    .bind(&request.client_id)
+                    .bind(&request.redirect_uri)
+                    .bind(&request.scope)
+                    .bind(&request.nonce)
+                    .bind(&request.code_challenge)
+                    .bind(&identity_json)
+                    .bind(now.timestamp())
+                    .bind(now.timestamp_millis() + CODE_LIFETIME_MS)
+                    .execute($pool)
+                    .await
+                    .map(|_| ())?
+            };
+        }
+        match &self.db {
+            Database::Sqlite(pool) => insert!(sql_sqlite, pool),
+            Database::Postgres(pool) => insert!(sql_postgres, pool),
+        };
+        Ok(code)
+    }
+
+    /// Redeems a code exactly once: the first presentation marks it used in the same
+    /// statement that reads it, so two replicas cannot both redeem it.
+    pub async fn redeem_code(&self, code: &str) -> Result<Redemption, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            i64,
+            i64,
+        );
+        let now = Utc::now().timestamp_millis();
+        let code_hash = hash(code);
+        let claimed: Option<Row> =
+            match &self.db {
+                Database::Sqlite(pool) => {
+                    sqlx::query_as(
+                        "UPDATE oidc_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL \
+                     RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, \
+                     auth_time, expires_at",
+                    )
+                    .bind(now)
+                    .bind(&code_hash)
+                    .fetch_optional(pool)
+                    .await?
+                }
+                Database::Postgres(pool) => sqlx::query_as(
+                    "UPDATE oidc_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
+                     RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, \
+                     auth_time, expires_at",
+                )
+                .bind(now)
+                .bind(&code_hash)
+                .fetch_optional(pool)
+                .await?,
+            };
+        let Some((
+            client_id,
+            redirect_uri,
+            scope,
+            nonce,
+            code_challenge,
+            identity,
+            auth_time,
+            expires_at,
+        )) = claimed
+        else {
+            let exists: Option<i64> = match &self.db {
+                Database::Sqlite(pool) => {
+                    sqlx::query_scalar("SELECT 1 FROM oidc_codes WHERE code_hash = ?")
+                        .bind(&code_hash)
+                        .fetch_optional(pool)
+                        .await?
+                }
+                Database::Postgres(pool) => {
+                    sqlx::query_scalar("SELECT 1::BIGINT FROM oidc_codes WHERE code_hash = $1")
+                        .bind(&code_hash)
+                        .fetch_optional(pool)
+                        .await?
+                }
+            };
+            return Ok(if exists.is_some() {
+                Redemption::AlreadyUsed
+            } else {
+                Redemption::Unknown
+            });
+        };
+        if expires_at <= now {
+            return Ok(Redemption::Expired);
+        }
+        Ok(Redemption::Redeemed(Box::new(RedeemedCode {
+            client_id,
+            redirect_uri,
+            scope,
+            nonce,
+            code_challenge,
+            identity: serde_json::from_str(&identity)?,
+            auth_time,
+        })))
+    }
+
+    /// Deletes expired requests and codes (used codes are kept until expiry for replay
+    /// detection).
+    pub async fn sweep(&self) -> Result<u64, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let mut removed = 0;
+        match &self.db {
+            Database::Sqlite(pool) => {
+                removed +=
+                    sqlx::query("DELETE FROM oidc_authorization_requests WHERE expires_at < ?")
+                        .bind(now)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
+                removed += sqlx::query("DELETE FROM oidc_codes WHERE expires_at < ?")
+                    .bind(now - CODE_LIFETIME_MS)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+            }
+            Database::Postgres(pool) => {
+                removed +=
+                    sqlx::query("DELETE FROM oidc_authorization_requests WHERE expires_at < $1")
+                        .bind(now)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
+                removed += sqlx::query("DELETE FROM oidc_codes WHERE expires_at < $1")
+                    .bind(now - CODE_LIFETIME_MS)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+            }
+        }
+        Ok(removed)
+    }
+}

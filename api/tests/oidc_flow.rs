@@ -1,0 +1,519 @@
+//! The authorization code flow with PKCE, driven by an independent OpenID Connect client
+//! library (the `openidconnect` crate) against a running novads, plus the attacks a provider
+//! must withstand.
+
+use std::net::SocketAddr;
+
+use novads_api::config::{ClientConfig, Config};
+use novads_api::dev;
+use novads_api::server::Server;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreUserInfoClaims,
+};
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use tokio::sync::oneshot;
+
+/// `demo-client-secret`, argon2id.
+const SECRET_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$0zRucgKNwySQRxoit2ER+w$iDkVZbdhJA9fQrzaNsG0gIjqer7wb69X+sWub423aug";
+const CONFIDENTIAL_REDIRECT: &str = "https://portal.demo.lv/cb";
+
+struct Running {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), novads_api::server::ServeError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// `novads` on the dev configuration (demo realm, public client `demo-app`) plus a
+/// confidential client `portal`.
+async fn start() -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let mut config: Config = dev::config(&data, addr);
+    config.clients.push(ClientConfig {
+        client_id: "portal".into(),
+        realm: dev::DEMO_REALM.into(),
+        redirect_uris: vec![CONFIDENTIAL_REDIRECT.into()],
+        post_logout_redirect_uris: vec![],
+        secret_hash: Some(SECRET_HASH.into()),
+        public: false,
+    });
+    let server = Server::from_listener(config, listener)
+        .await
+        .expect("server");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        base: format!("http://{addr}"),
+        stop: Some(stop),
+        task,
+        _dir: dir,
+    }
+}
+
+/// The HTTP client the OIDC library talks through (no redirects followed).
+async fn http(
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, std::io::Error> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(std::io::Error::other)?;
+    let (parts, body) = request.into_parts();
+    let response = client
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut builder = openidconnect::http::Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let bytes = response.bytes().await.map_err(std::io::Error::other)?;
+    builder.body(bytes.to_vec()).map_err(std::io::Error::other)
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The value of `<input name="NAME" value="...">` in a page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("field present") + marker.len();
+    let end = html[start..].find('"').expect("value closed") + start;
+    html[start..end].to_owned()
+}
+
+/// What the login page gave the browser.
+struct LoginForm {
+    request: String,
+    csrf: String,
+    cookie: String,
+}
+
+async fn open_login_page(url: &str) -> (LoginForm, String) {
+    let response = browser().get(url).send().await.expect("authorize");
+    assert_eq!(response.status(), 200, "login page");
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("CSRF cookie")
+        .to_owned();
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let html = response.text().await.expect("html");
+    (
+        LoginForm {
+            request: hidden(&html, "request"),
+            csrf: hidden(&html, "csrf"),
+            cookie,
+        },
+        html,
+    )
+}
+
+async fn submit(base: &str, form: &LoginForm, username: &str, password: &str) -> reqwest::Response {
+    browser()
+        .post(format!("{base}/oidc/login"))
+        .header("cookie", &form.cookie)
+        .form(&[
+            ("request", form.request.as_str()),
+            ("csrf", form.csrf.as_str()),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("login post")
+}
+
+fn query_param(location: &str, name: &str) -> Option<String> {
+    url::Url::parse(location)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+#[tokio::test]
+async fn authorization_code_flow_with_pkce_through_an_independent_client() {
+    let server = start().await;
+    let demo = &dev::DEMO_USERS[0];
+    let metadata = CoreProviderMetadata::discover_async(
+        IssuerUrl::new(server.base.clone()).expect("issuer"),
+        &http,
+    )
+    .await
+    .expect("discovery");
+    let redirect = format!("{}/demo/callback", server.base);
+    let client =
+        CoreClient::from_provider_metadata(metadata, ClientId::new(dev::DEMO_CLIENT.into()), None)
+            .set_redirect_uri(RedirectUrl::new(redirect.clone()).expect("redirect"));
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (authorize_url, state, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .add_scope(Scope::new("profile".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    let (form, html) = open_login_page(authorize_url.as_str()).await;
+    assert!(html.contains("lang=\"lv\""), "Latvian by default");
+
+    // A wrong password: the same generic message, and no code.
+    let wrong = submit(&server.base, &form, "anna@demo", "wrong").await;
+    assert_eq!(wrong.status(), 200);
+    let page = wrong.text().await.expect("html");
+    assert!(
+        page.contains("Nepareizs lietotājvārds vai parole."),
+        "{page}"
+    );
+
+    let response = submit(
+        &server.base,
+        &form,
+        &format!("{}@demo", demo.username),
+        demo.password,
+    )
+    .await;
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(location.starts_with(&redirect), "{location}");
+    assert_eq!(
+        query_param(&location, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
+    assert_eq!(
+        query_param(&location, "iss").as_deref(),
+        Some(server.base.as_str())
+    );
+    let code = query_param(&location, "code").expect("code");
+
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .expect("token endpoint known")
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .expect("token exchange");
+    let id_token = tokens.id_token().expect("ID token");
+    let verifier = client
+        .id_token_verifier()
+        .set_allowed_algs([CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+    let claims = id_token
+        .claims(&verifier, &nonce)
+        .expect("ID token verifies against JWKS");
+    assert_eq!(claims.subject().as_str(), "demo:anna");
+    assert_eq!(
+        claims.preferred_username().map(|u| u.as_str()),
+        Some("anna@demo")
+    );
+    assert_eq!(
+        claims.email().map(|e| e.as_str()),
+        Some("anna@demo.novads.lv")
+    );
+    let expected_hash = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().expect("alg"),
+        id_token.signing_key(&verifier).expect("key"),
+    )
+    .expect("hash");
+    assert_eq!(claims.access_token_hash(), Some(&expected_hash));
+
+    let userinfo: CoreUserInfoClaims = client
+        .user_info(
+            tokens.access_token().clone(),
+            Some(claims.subject().clone()),
+        )
+        .expect("userinfo endpoint known")
+        .request_async(&http)
+        .await
+        .expect("userinfo");
+    assert_eq!(userinfo.subject().as_str(), "demo:anna");
+
+    // The code is single-use.
+    let replay = client
+        .exchange_code(AuthorizationCode::new(code))
+        .expect("token endpoint known")
+        .set_pkce_verifier(openidconnect::PkceCodeVerifier::new("x".repeat(50)))
+        .request_async(&http)
+        .await;
+    let error = format!("{replay:?}");
+    assert!(error.contains("invalid_grant"), "{error}");
+    server.stop().await;
+}
+
+/// Signs in through the login page and returns the code.
+async fn code_for(server: &Running, query: &str) -> String {
+    let (form, _) = open_login_page(&format!("{}/oidc/authorize?{query}", server.base)).await;
+    let demo = &dev::DEMO_USERS[0];
+    let response = submit(
+        &server.base,
+        &form,
+        &format!("{}@demo", demo.username),
+        demo.password,
+    )
+    .await;
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    query_param(&location, "code").expect("code")
+}
+
+#[tokio::test]
+async fn confidential_client_authenticates_and_pkce_is_enforced() {
+    let server = start().await;
+    let token = |form: Vec<(&'static str, String)>, basic: Option<(&'static str, &'static str)>| {
+        let url = format!("{}/oidc/token", server.base);
+        async move {
+            let mut request = browser().post(url).form(&form);
+            if let Some((id, secret)) = basic {
+                request = request.basic_auth(id, Some(secret));
+            }
+            let response = request.send().await.expect("token");
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let redirect = urlencode(CONFIDENTIAL_REDIRECT);
+    // Without PKCE: allowed for a confidential client, which must authenticate.
+    let code = code_for(
+        &server,
+        &format!(
+            "response_type=code&client_id=portal&scope=openid&redirect_uri={redirect}&state=s1"
+        ),
+    )
+    .await;
+    let base = vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.clone()),
+        ("redirect_uri", CONFIDENTIAL_REDIRECT.to_owned()),
+    ];
+    let (status, body) = token(base.clone(), Some(("portal", "wrong-secret"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // A verifier where no challenge was sent is refused (PKCE downgrade).
+    let mut with_verifier = base.clone();
+    with_verifier.push(("code_verifier", "a".repeat(43)));
+    let (status, body) = token(with_verifier, Some(("portal", "demo-client-secret"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // The failed exchange spent the code: it is single use whatever happened.
+    let (status, body) = token(base, Some(("portal", "demo-client-secret"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    // client_secret_post works too.
+    let code = code_for(
+        &server,
+        &format!("response_type=code&client_id=portal&scope=openid&redirect_uri={redirect}"),
+    )
+    .await;
+    let (status, body) = token(
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code),
+            ("redirect_uri", CONFIDENTIAL_REDIRECT.into()),
+            ("client_id", "portal".into()),
+            ("client_secret", "demo-client-secret".into()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+
+    // Public client: a wrong verifier fails.
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let demo_redirect = format!("{}/demo/callback", server.base);
+    let code = code_for(
+        &server,
+        &format!(
+            "response_type=code&client_id=demo-app&scope=openid&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256",
+            urlencode(&demo_redirect)
+        ),
+    )
+    .await;
+    let (status, body) = token(
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code),
+            ("redirect_uri", demo_redirect),
+            ("client_id", "demo-app".into()),
+            (
+                "code_verifier",
+                "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj".into(),
+            ),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    server.stop().await;
+}
+
+fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn attacks_on_the_authorization_and_login_endpoints() {
+    let server = start().await;
+    let demo_redirect = format!("{}/demo/callback", server.base);
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let authorize = |redirect: &str, extra: &str| {
+        format!(
+            "{}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256{extra}",
+            server.base,
+            urlencode(redirect)
+        )
+    };
+
+    // Open redirect: an unregistered redirect URI gets our error page, never a redirect.
+    for evil in [
+        "https://evil.example/cb".to_owned(),
+        format!("{demo_redirect}.evil.example"),
+        format!("{demo_redirect}/../../evil"),
+    ] {
+        let response = browser()
+            .get(authorize(&evil, ""))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 400, "{evil}");
+        assert!(response.headers().get("location").is_none());
+    }
+
+    // Protocol errors go back to the (verified) client with state.
+    let response = browser()
+        .get(authorize(&demo_redirect, "&state=abc&prompt=none"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().expect("ascii");
+    assert_eq!(
+        query_param(location, "error").as_deref(),
+        Some("login_required")
+    );
+    assert_eq!(query_param(location, "state").as_deref(), Some("abc"));
+
+    // Reflected values are escaped.
+    let (_, html) = open_login_page(&authorize(
+        &demo_redirect,
+        "&login_hint=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    ))
+    .await;
+    assert!(!html.contains("<script>alert(1)</script>"));
+    assert!(html.contains("&#34;&#62;&#60;script&#62;"), "{html}");
+
+    // CSRF: without the cookie, or with another page's token, the form is refused.
+    let (form, _) = open_login_page(&authorize(&demo_redirect, "")).await;
+    let forged = LoginForm {
+        request: form.request.clone(),
+        csrf: form.csrf.clone(),
+        cookie: "novads_csrf=forged".into(),
+    };
+    let demo = &dev::DEMO_USERS[0];
+    let response = submit(&server.base, &forged, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 403);
+    // An unknown or expired request.
+    let stale = LoginForm {
+        request: "x".repeat(43),
+        csrf: form.csrf.clone(),
+        cookie: form.cookie.clone(),
+    };
+    let response = submit(&server.base, &stale, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 410);
+    // The genuine form still works after the forgeries.
+    let response = submit(&server.base, &form, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 303);
+
+    // English on request.
+    let (_, html) = open_login_page(&authorize(&demo_redirect, "&ui_locales=en")).await;
+    assert!(html.contains("lang=\"en\"") && html.contains("Sign in"));
+
+    // Tokens that were not signed by us are refused by userinfo.
+    let none_token = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"at+jwt"}"#),
+        b64(&format!(
+            r#"{{"iss":"{}","sub":"demo:anna","exp":9999999999}}"#,
+            server.base
+        ))
+    );
+    let response = browser()
+        .get(format!("{}/oidc/userinfo", server.base))
+        .bearer_auth(none_token)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(response.status(), 401);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .contains("invalid_token")
+    );
+    server.stop().await;
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
