@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use novads_api::config::{
-    AuditConfig, Config, LdapAttributes, LdapConfig, LockoutConfig, RealmConfig, ServerConfig,
+    AuditConfig, Config, LdapConfig, LockoutConfig, RealmConfig, ServerConfig,
 };
 use novads_api::db::Database;
 use novads_api::federation::{LoginRequest, audit, setup};
@@ -219,22 +219,12 @@ fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64
             name: "talsi".into(),
             display_name: None,
             ldap: Some(LdapConfig {
-                urls: vec![ldap.url()],
-                start_tls: false,
                 insecure: true,
-                ca_file: None,
                 bind_dn: Some(m.service_dn().into()),
-                bind_password_file: None,
-                bind_password_env: None,
                 bind_password: Some(m.service_password().into()),
-                user_base: m.people_base().into(),
-                user_filter: m.user_filter().into(),
-                attributes: LdapAttributes::default(),
-                disabled_filter: None,
-                group_search: None,
-                timeout_seconds: 5,
                 pool_size: clients,
                 entry_cache_seconds,
+                ..LdapConfig::new(vec![ldap.url()], m.people_base())
             }),
             static_directory: None,
         }],

@@ -60,6 +60,9 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Run the Kubernetes controllers (in-cluster configuration or KUBECONFIG), with leader
+    /// election so that several replicas never act at once.
+    Operator(OperatorArgs),
     /// Print every novads CustomResourceDefinition as YAML (for `kubectl apply -f -`).
     Crds,
     /// Print the objects the operator would apply for the given Municipality (and ServerImage /
@@ -69,6 +72,51 @@ enum Command {
         #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct OperatorArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    metrics_listen: SocketAddr,
+    /// Namespace of the leader-election Lease (default: the client's namespace).
+    #[arg(long, default_value = "")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "novads-operator")]
+    lease_name: String,
+    /// How long the Lease is valid without renewal, in seconds (at least 3).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    lease_duration: u64,
+    /// Holder identity in the Lease (default: $POD_NAME, else host name and a random suffix).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Municipalities reconciled at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// Prefix the kube-apiserver puts before OIDC group names (its --oidc-groups-prefix).
+    #[arg(long, default_value = "")]
+    oidc_group_prefix: String,
+    /// Namespace of the platform's ingress controller.
+    #[arg(long, default_value = "novads-ingress")]
+    ingress_namespace: String,
+}
+
+impl OperatorArgs {
+    fn options(self) -> novads_operator::OperatorOptions {
+        novads_operator::OperatorOptions {
+            metrics_listen: self.metrics_listen,
+            lease_namespace: self.lease_namespace,
+            lease_name: self.lease_name,
+            lease_duration: std::time::Duration::from_secs(self.lease_duration),
+            identity: self.identity,
+            concurrency: self.concurrency,
+            tenancy: novads_operator::TenancySettings {
+                group_prefix: self.oidc_group_prefix,
+                ingress_namespace: self.ingress_namespace,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +198,8 @@ enum CliError {
     Command(#[from] CommandError),
     #[error("{0}")]
     Io(String),
+    #[error("operator: {0}")]
+    Operator(String),
     /// Input the user gave is unreadable or invalid.
     #[error("{0}")]
     Input(String),
@@ -169,6 +219,7 @@ impl CliError {
             | Self::Runtime(_)
             | Self::Command(_)
             | Self::Io(_)
+            | Self::Operator(_)
             | Self::Negative(_) => 1,
         }
     }
@@ -245,6 +296,12 @@ async fn run(command: Command) -> Result<(), CliError> {
             let mut stdout = std::io::stdout().lock();
             commands::audit_export(&config, &filter, format, &mut stdout).await?;
             Ok(())
+        }
+        Command::Operator(args) => {
+            let shutdown = shutdown_signal();
+            novads_operator::run(args.options(), shutdown)
+                .await
+                .map_err(|e| CliError::Operator(e.to_string()))
         }
         Command::Crds => {
             print!("{}", novads_crds::crds_yaml());
@@ -335,12 +392,58 @@ async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> 
     let server = Server::from_listener(config, listener)
         .await
         .map_err(CliError::Serve)?;
-    let banner = dev::banner(server.state().config(), &data_dir);
+    let mut banner = dev::banner(server.state().config(), &data_dir);
+    // The operator joins in when a cluster is configured; otherwise say so plainly.
+    let (operator_stop, operator) = match kubeconfig() {
+        Some(path) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let options = novads_operator::OperatorOptions {
+                metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..novads_operator::OperatorOptions::default()
+            };
+            let task = tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = novads_operator::run(options, stopped).await {
+                    tracing::error!(error = %e, "the operator stopped");
+                }
+            });
+            banner.push_str(&format!(
+                "  operator        running against the cluster of {}\n",
+                path.display()
+            ));
+            (Some(stop), Some(task))
+        }
+        None => {
+            banner.push_str(
+                "  operator        not started: no kubeconfig (set KUBECONFIG to run it against a cluster)\n",
+            );
+            (None, None)
+        }
+    };
+    banner.push_str("Press Ctrl-C to stop.\n");
     let mut stdout = std::io::stdout().lock();
     // The banner is a convenience: a closed stdout must not stop the server.
     let _ = stdout
         .write_all(banner.as_bytes())
         .and_then(|()| stdout.flush());
     drop(stdout);
-    server.run(shutdown).await.map_err(CliError::Serve)
+    let served = server.run(shutdown).await.map_err(CliError::Serve);
+    if let (Some(stop), Some(task)) = (operator_stop, operator) {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    served
+}
+
+/// The kubeconfig `novads dev` would use: `$KUBECONFIG` (first entry) or `~/.kube/config`.
+fn kubeconfig() -> Option<PathBuf> {
+    let from_env = std::env::var_os("KUBECONFIG")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .filter(|p| !p.as_os_str().is_empty());
+    let path = from_env.or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"))
+    })?;
+    path.is_file().then_some(path)
 }

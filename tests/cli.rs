@@ -16,6 +16,7 @@ fn novads() -> Command {
         .env_remove("NOVADS_CONFIG")
         .env_remove("NOVADS_DATA_DIR")
         .env_remove("RUST_BACKTRACE")
+        .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd
@@ -458,4 +459,24 @@ async fn render_previews_a_municipality_and_refuses_garbage() {
     assert_clean_failure(&out, 2, "document");
     let out = run(&["render", "-f", "/nonexistent.yaml"]).await;
     assert_clean_failure(&out, 2, "/nonexistent.yaml");
+}
+
+#[tokio::test]
+async fn operator_without_a_cluster_says_why() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = novads()
+        .args(["operator", "--metrics-listen", "127.0.0.1:0"])
+        .env("HOME", home.path())
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l
+                .starts_with("novads: error: operator: cannot configure the Kubernetes client")),
+        "{stderr}"
+    );
 }

@@ -197,6 +197,31 @@ fn default_group_name_attribute() -> String {
     "cn".to_owned()
 }
 
+impl LdapConfig {
+    /// A directory at `urls` with users under `user_base`, every other key at its default
+    /// (as if only these two were written in the file).
+    pub fn new(urls: Vec<String>, user_base: impl Into<String>) -> Self {
+        Self {
+            urls,
+            start_tls: false,
+            insecure: false,
+            ca_file: None,
+            bind_dn: None,
+            bind_password_file: None,
+            bind_password_env: None,
+            bind_password: None,
+            user_base: user_base.into(),
+            user_filter: default_user_filter(),
+            attributes: LdapAttributes::default(),
+            disabled_filter: None,
+            group_search: None,
+            timeout_seconds: default_ldap_timeout_seconds(),
+            pool_size: default_ldap_pool_size(),
+            entry_cache_seconds: 0,
+        }
+    }
+}
+
 fn default_user_filter() -> String {
     "(&(objectClass=inetOrgPerson)(uid={username}))".to_owned()
 }

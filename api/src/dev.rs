@@ -124,6 +124,7 @@ pub fn banner(config: &Config, data_dir: &Path) -> String {
          \x20 health          {base}/healthz\n\
          \x20 readiness       {base}/readyz\n\
          \x20 metrics         {base}/metrics\n\
+         \x20 OpenID Connect  {base}/.well-known/openid-configuration\n\
          \x20 demo realm      {DEMO_REALM} (built-in directory)\n",
         data_dir.display(),
         config.database,
@@ -136,7 +137,6 @@ pub fn banner(config: &Config, data_dir: &Path) -> String {
             user.groups.join(", ")
         ));
     }
-    text.push_str("Press Ctrl-C to stop.\n");
     text
 }
 

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use novads_api::config::{
-    AuditConfig, ClientConfig, Config, GroupSearchConfig, LdapAttributes, LdapConfig,
-    LockoutConfig, Mode, RealmConfig, ServerConfig, TrustConfig,
+    AuditConfig, ClientConfig, Config, GroupSearchConfig, LdapConfig, LockoutConfig, Mode,
+    RealmConfig, ServerConfig, TrustConfig,
 };
 use novads_api::db::Database;
 use novads_api::federation::audit::{self, AuditReason};
@@ -119,22 +119,11 @@ impl World {
 fn ldap_base(slapd: &Slapd) -> LdapConfig {
     let m = slapd.municipality();
     LdapConfig {
-        urls: vec![],
-        start_tls: false,
-        insecure: false,
-        ca_file: None,
         bind_dn: Some(m.service_dn().to_owned()),
-        bind_password_file: None,
-        bind_password_env: None,
         bind_password: Some(m.service_password().to_owned()),
-        user_base: m.people_base().to_owned(),
-        user_filter: m.user_filter().to_owned(),
-        attributes: LdapAttributes::default(),
-        disabled_filter: None,
-        group_search: None,
         timeout_seconds: 2,
         pool_size: 4,
-        entry_cache_seconds: 0,
+        ..LdapConfig::new(vec![], m.people_base())
     }
 }
 

@@ -517,3 +517,105 @@ fn b64(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
+
+/// Journey 3: a Talsi colleague in `vpvkac-staff` signs in to Ventspils's client-service
+/// application because Ventspils trusts Talsi for that group; a Talsi accountant is refused
+/// with `access_denied`, and the audit trail says `trust_denied`.
+#[tokio::test]
+async fn trusted_realm_users_reach_a_trusting_realms_application() {
+    use novads_testkit::fixtures::talsi;
+    use novads_testkit::{Municipality, Slapd};
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let base = format!("http://{addr}");
+    let mut config = dev::config(&data, addr);
+    let m = Municipality::Talsi;
+    config.realms.push(novads_api::config::RealmConfig {
+        name: "talsi".into(),
+        display_name: None,
+        ldap: Some(novads_api::config::LdapConfig {
+            insecure: true,
+            bind_dn: Some(m.service_dn().into()),
+            bind_password: Some(m.service_password().into()),
+            timeout_seconds: 2,
+            pool_size: 2,
+            ..novads_api::config::LdapConfig::new(vec![ldap.url()], m.people_base())
+        }),
+        static_directory: None,
+    });
+    // The demo realm's application trusts Talsi's client-service staff.
+    config.trusts.push(novads_api::config::TrustConfig {
+        trusting: dev::DEMO_REALM.into(),
+        trusted: "talsi".into(),
+        groups: vec!["vpvkac-staff".into()],
+        roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
+    });
+    let db_url = config.database.clone();
+    let server = Server::from_listener(config, listener)
+        .await
+        .expect("server");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let redirect = format!("{base}/demo/callback");
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&redirect)
+    );
+    let (form, _) = open_login_page(&authorize).await;
+    let admitted = submit(&base, &form, &talsi::JANA.login(), talsi::JANA.password).await;
+    assert_eq!(admitted.status(), 303);
+    let location = admitted.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(query_param(&location, "code").is_some(), "{location}");
+
+    let (form, _) = open_login_page(&authorize).await;
+    let refused = submit(&base, &form, &talsi::ILZE.login(), talsi::ILZE.password).await;
+    assert_eq!(refused.status(), 303);
+    let location = refused.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(location.starts_with(&redirect), "{location}");
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("access_denied")
+    );
+    assert_eq!(query_param(&location, "state").as_deref(), Some("st"));
+
+    let db = novads_api::db::Database::open(&db_url, None)
+        .await
+        .expect("db");
+    let mut out = Vec::new();
+    novads_api::federation::audit::export(
+        &db,
+        &Default::default(),
+        novads_api::federation::audit::ExportFormat::Jsonl,
+        &mut out,
+    )
+    .await
+    .expect("export");
+    let rows: Vec<serde_json::Value> = String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["event"], "login_succeeded");
+    assert_eq!(rows[0]["client_id"], "demo-app");
+    assert_eq!(rows[1]["reason"], "trust_denied");
+    assert_eq!(rows[1]["username"], "ilze@talsi");
+    let _ = stop.send(());
+    let _ = task.await;
+}

@@ -433,22 +433,12 @@ async fn readiness_names_a_realm_whose_directory_is_down() {
         name: name.to_owned(),
         display_name: None,
         ldap: Some(novads_api::config::LdapConfig {
-            urls: vec![url],
-            start_tls: false,
             insecure: true,
-            ca_file: None,
             bind_dn: Some(m.service_dn().into()),
-            bind_password_file: None,
-            bind_password_env: None,
             bind_password: Some(m.service_password().into()),
-            user_base: m.people_base().into(),
-            user_filter: m.user_filter().into(),
-            attributes: Default::default(),
-            disabled_filter: None,
-            group_search: None,
             timeout_seconds: 1,
             pool_size: 2,
-            entry_cache_seconds: 0,
+            ..novads_api::config::LdapConfig::new(vec![url], m.people_base())
         }),
         static_directory: None,
     };

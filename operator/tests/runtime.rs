@@ -1,0 +1,251 @@
+//! The whole operator runtime ([`novads_operator::run_with_client`]) against a fake API server
+//! (tower-test): it takes the Lease before it watches anything, watches Municipalities and
+//! (metadata only, by label) the five child kinds, reconciles with metrics, reports
+//! ready, and on shutdown stops and releases the Lease.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use novads_operator::municipality::FINALIZER;
+use novads_operator::{OperatorOptions, run_with_client};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_test::mock;
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/novads/leases/novads-operator";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/novads/leases?";
+const SELECTOR: &str = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnovads-operator";
+
+#[derive(Default)]
+struct Fake {
+    lease: Option<Value>,
+    /// (method, uri, accept header, body) of every request, in order.
+    log: Vec<(String, String, String, Value)>,
+    /// Watch requests are held open (never answered) until the client drops them.
+    open_watches: Vec<mock::SendResponse<Response<Body>>>,
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason })
+}
+
+fn municipality() -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
+        "metadata": {
+            "name": "talsi", "uid": "uid-talsi", "generation": 1, "resourceVersion": "100",
+            "finalizers": [FINALIZER],
+            "managedFields": [{ "manager": "kubectl", "operation": "Apply", "apiVersion": "novads.io/v1alpha1" }]
+        },
+        "spec": {
+            "code": "talsi", "displayName": "Talsu novads", "realm": "talsi",
+            "quotas": { "cpu": 4, "memory": "8Gi", "storage": "100Gi", "maxVirtualServers": 2 }
+        }
+    })
+}
+
+impl Fake {
+    fn answer(&mut self, method: &str, uri: &str, body: Value) -> Option<(u16, Value)> {
+        let path = uri.split('?').next().unwrap_or_default();
+        Some(match (method, path) {
+            ("GET", LEASE) => match &self.lease {
+                Some(lease) => (200, lease.clone()),
+                None => (404, status(404, "NotFound")),
+            },
+            ("POST", _) if uri == LEASES => {
+                let mut lease = body;
+                lease["metadata"]["resourceVersion"] = json!("1");
+                self.lease = Some(lease.clone());
+                (201, lease)
+            }
+            ("PUT", LEASE) => {
+                let mut lease = body;
+                let version: u64 = lease["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                lease["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+                self.lease = Some(lease.clone());
+                (200, lease)
+            }
+            _ if uri.contains("watch=true") => return None,
+            ("GET", "/apis/novads.io/v1alpha1/municipalities") => (
+                200,
+                json!({
+                    "apiVersion": "novads.io/v1alpha1", "kind": "MunicipalityList",
+                    "metadata": { "resourceVersion": "200" }, "items": [municipality()]
+                }),
+            ),
+            // The tenancy's first request fails: the reconcile error shows in the metrics.
+            ("GET", "/api/v1/namespaces/muni-talsi") => (500, status(500, "InternalError")),
+            ("POST", "/apis/events.k8s.io/v1/namespaces/default/events") => (201, body),
+            ("GET", _) => (
+                200,
+                json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                    "metadata": { "resourceVersion": "300" }, "items": []
+                }),
+            ),
+            other => panic!("unexpected request {other:?}"),
+        })
+    }
+}
+
+fn client(fake: &Arc<Mutex<Fake>>) -> kube::Client {
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let fake = fake.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            let accept = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let bytes = request.into_body().collect_bytes().await.expect("body");
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let mut fake = fake.lock().expect("fake");
+            fake.log
+                .push((method.clone(), uri.clone(), accept, body.clone()));
+            match fake.answer(&method, &uri, body) {
+                Some((code, body)) => send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&body).expect("JSON")))
+                        .expect("response"),
+                ),
+                None => fake.open_watches.push(send),
+            }
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.get(9..12)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// Polls `path` until `check` accepts the answer, for at most 10 s.
+async fn eventually(addr: SocketAddr, path: &str, check: impl Fn(u16, &str) -> bool) -> String {
+    for _ in 0..200 {
+        if let Some((code, body)) = http_get(addr, path).await
+            && check(code, &body)
+        {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never got there: {:?}", http_get(addr, path).await);
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+#[tokio::test]
+async fn leads_watches_reconciles_with_metrics_and_releases_on_shutdown() {
+    let fake = Arc::new(Mutex::new(Fake::default()));
+    let addr = free_port();
+    let options = OperatorOptions {
+        metrics_listen: addr,
+        lease_namespace: "novads".into(),
+        identity: Some("operator-0".into()),
+        ..OperatorOptions::default()
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(run_with_client(client(&fake), options, async {
+        let _ = shutdown_rx.await;
+    }));
+
+    assert_eq!(
+        eventually(addr, "/healthz", |code, _| code == 200).await,
+        "ok"
+    );
+    assert_eq!(
+        eventually(addr, "/readyz", |code, body| code == 200 && body == "ready").await,
+        "ready"
+    );
+    let metrics = eventually(addr, "/metrics", |_, body| {
+        body.contains(
+            "novads_operator_reconcile_errors_total{controller=\"municipality\",error=\"api\"}",
+        )
+    })
+    .await;
+    assert!(metrics.contains("novads_operator_leader 1"), "{metrics}");
+
+    shutdown_tx.send(()).expect("operator running");
+    tokio::time::timeout(Duration::from_secs(15), operator)
+        .await
+        .expect("stops in time")
+        .expect("task")
+        .expect("run succeeds");
+
+    let fake = fake.lock().expect("fake");
+    let log = &fake.log;
+    let first_watch = log
+        .iter()
+        .position(|(_, uri, _, _)| !uri.contains("/leases"))
+        .expect("watched something");
+    let created = log
+        .iter()
+        .position(|(method, uri, _, _)| method == "POST" && uri == LEASES)
+        .expect("lease created");
+    assert!(created < first_watch, "the lease comes before any watch");
+    assert_eq!(
+        log[created].3["spec"]["holderIdentity"], "operator-0",
+        "{:?}",
+        log[created]
+    );
+
+    for kind in [
+        "/api/v1/namespaces?",
+        "/api/v1/resourcequotas?",
+        "/api/v1/limitranges?",
+        "/apis/networking.k8s.io/v1/networkpolicies?",
+        "/apis/rbac.authorization.k8s.io/v1/rolebindings?",
+    ] {
+        let (_, uri, accept, _) = log
+            .iter()
+            .find(|(_, uri, _, _)| uri.starts_with(kind))
+            .unwrap_or_else(|| panic!("no watch of {kind}"));
+        assert!(uri.contains(SELECTOR), "{uri}");
+        assert!(
+            accept.contains("as=PartialObjectMetadata"),
+            "metadata only: {accept}"
+        );
+    }
+    assert!(
+        log.iter()
+            .any(|(_, uri, _, _)| uri.starts_with("/apis/novads.io/v1alpha1/municipalities?")),
+        "watches municipalities"
+    );
+
+    // Released: no holder, so another replica takes over at once.
+    let last_lease_write = log
+        .iter()
+        .rev()
+        .find(|(method, uri, _, _)| method == "PUT" && uri.starts_with(LEASE))
+        .expect("lease released");
+    assert_eq!(last_lease_write.3["spec"]["holderIdentity"], Value::Null);
+    assert_eq!(last_lease_write.3["spec"]["leaseDurationSeconds"], 1);
+    assert!(
+        fake.lease
+            .as_ref()
+            .is_some_and(|l| l["spec"]["holderIdentity"].is_null()),
+        "{:?}",
+        fake.lease
+    );
+}
