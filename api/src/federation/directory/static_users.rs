@@ -2,7 +2,7 @@
 //! small sites.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 
@@ -22,10 +22,7 @@ pub struct StaticDirectory {
 
 /// A valid hash of a random password: unknown users are checked against it so that a wrong
 /// username costs as much time as a wrong password.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    "$argon2id$v=19$m=19456,t=2,p=1$bm92YWRzLWR1bW15LXNhbHQ$Xv3bXJUyL0PYd8JmD1bFZ9K9Tm4n1yDbl4s3kZl0xJ8"
-        .to_owned()
-});
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bm92YWRzLWR1bW15LXNhbHQ$Xv3bXJUyL0PYd8JmD1bFZ9K9Tm4n1yDbl4s3kZl0xJ8";
 
 impl StaticDirectory {
     pub fn new(config: &StaticDirectoryConfig) -> Self {
@@ -60,7 +57,7 @@ impl StaticDirectory {
         // argon2 is deliberately slow: keep it off the async workers.
         let result = tokio::task::spawn_blocking(move || {
             let entry = users.get(&username);
-            let hash = entry.map_or(DUMMY_HASH.as_str(), |e| e.password_hash.as_str());
+            let hash = entry.map_or(DUMMY_HASH, |e| e.password_hash.as_str());
             let matches = !password.is_empty() && verify(hash, &password);
             match entry {
                 None => Err(DirectoryFailure::UnknownUser),
@@ -170,6 +167,6 @@ mod tests {
 
     #[test]
     fn dummy_hash_parses() {
-        assert!(PasswordHash::new(&DUMMY_HASH).is_ok());
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
     }
 }
