@@ -234,6 +234,15 @@ impl Database {
         }
     }
 
+    /// Runs one statement without parameters, on either backend (administration, tests).
+    /// Returns the number of rows it affected.
+    pub async fn execute(&self, sql: &'static str) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            Self::Sqlite(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+            Self::Postgres(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+        })
+    }
+
     /// Closes every connection; waits for checked-out connections to be returned.
     pub async fn close(&self) {
         match self {

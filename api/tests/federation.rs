@@ -647,20 +647,9 @@ async fn tampering_names_the_first_broken_row() {
         assert_eq!(audit::verify(&db).await.expect("verify").first_broken, None);
 
         // The application cannot change a row.
-        let update = match &db {
-            Database::Sqlite(pool) => {
-                sqlx::query("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            }
-            Database::Postgres(pool) => {
-                sqlx::query("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            }
-        };
+        let update = db
+            .execute("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
+            .await;
         assert!(
             update
                 .expect_err("append-only")
@@ -670,28 +659,16 @@ async fn tampering_names_the_first_broken_row() {
         );
 
         // Someone with direct database access edits row 7 anyway.
-        match &db {
-            Database::Sqlite(pool) => {
-                sqlx::query("DROP TRIGGER audit_events_no_update")
-                    .execute(pool)
-                    .await
-                    .expect("drop trigger");
-                sqlx::query("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
-                    .execute(pool)
-                    .await
-                    .expect("tamper");
+        let disable_trigger = match &db {
+            Database::Sqlite(_) => "DROP TRIGGER audit_events_no_update",
+            Database::Postgres(_) => {
+                "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"
             }
-            Database::Postgres(pool) => {
-                sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
-                    .execute(pool)
-                    .await
-                    .expect("disable trigger");
-                sqlx::query("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
-                    .execute(pool)
-                    .await
-                    .expect("tamper");
-            }
-        }
+        };
+        db.execute(disable_trigger).await.expect("disable trigger");
+        db.execute("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
+            .await
+            .expect("tamper");
         let verification = audit::verify(&db).await.expect("verify");
         let broken = verification.first_broken.expect("tampering detected");
         assert_eq!(broken.id, 7, "{backend}: {broken:?}");
@@ -699,28 +676,12 @@ async fn tampering_names_the_first_broken_row() {
         assert!(broken.problem.contains("changed"), "{broken:?}");
 
         // Deleting the last rows is caught by the chain head.
-        match &db {
-            Database::Sqlite(pool) => {
-                sqlx::query("UPDATE audit_events SET reason = 'bad_credentials' WHERE id = 7")
-                    .execute(pool)
-                    .await
-                    .expect("restore");
-                sqlx::query("DELETE FROM audit_events WHERE id > 18")
-                    .execute(pool)
-                    .await
-                    .expect("delete");
-            }
-            Database::Postgres(pool) => {
-                sqlx::query("UPDATE audit_events SET reason = 'bad_credentials' WHERE id = 7")
-                    .execute(pool)
-                    .await
-                    .expect("restore");
-                sqlx::query("DELETE FROM audit_events WHERE id > 18")
-                    .execute(pool)
-                    .await
-                    .expect("delete");
-            }
-        }
+        db.execute("UPDATE audit_events SET reason = 'bad_credentials' WHERE id = 7")
+            .await
+            .expect("restore");
+        db.execute("DELETE FROM audit_events WHERE id > 18")
+            .await
+            .expect("delete");
         let broken = audit::verify(&db)
             .await
             .expect("verify")
