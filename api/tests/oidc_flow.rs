@@ -528,44 +528,8 @@ async fn trusted_realm_users_reach_a_trusting_realms_application() {
     let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let base = format!("http://{addr}");
-    let mut config = dev::config(&data, addr);
-    let m = Municipality::Talsi;
-    config.realms.push(novads_api::config::RealmConfig {
-        name: "talsi".into(),
-        display_name: None,
-        ldap: Some(novads_api::config::LdapConfig {
-            insecure: true,
-            bind_dn: Some(m.service_dn().into()),
-            bind_password: Some(m.service_password().into()),
-            timeout_seconds: 2,
-            pool_size: 2,
-            ..novads_api::config::LdapConfig::new(vec![ldap.url()], m.people_base())
-        }),
-        static_directory: None,
-    });
-    // The demo realm's application trusts Talsi's client-service staff.
-    config.trusts.push(novads_api::config::TrustConfig {
-        trusting: dev::DEMO_REALM.into(),
-        trusted: "talsi".into(),
-        groups: vec!["vpvkac-staff".into()],
-        roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
-    });
-    let db_url = config.database.clone();
-    let server = Server::from_listener(config, listener)
-        .await
-        .expect("server");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-
+    let (server, db_url) = start_with_talsi(&ldap).await;
+    let base = server.base.clone();
     let redirect = format!("{base}/demo/callback");
     let authorize = format!(
         "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
@@ -594,7 +558,66 @@ async fn trusted_realm_users_reach_a_trusting_realms_application() {
     );
     assert_eq!(query_param(&location, "state").as_deref(), Some("st"));
 
-    let db = novads_api::db::Database::open(&db_url, None)
+    let rows = audit_events(&db_url).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["event"], "login_succeeded");
+    assert_eq!(rows[0]["client_id"], "demo-app");
+    assert_eq!(rows[1]["reason"], "trust_denied");
+    assert_eq!(rows[1]["username"], "ilze@talsi");
+    server.stop().await;
+}
+
+/// The dev configuration plus Talsi's directory; the demo realm's applications trust Talsi's
+/// client-service staff (as operators). Returns the server and its database URL.
+async fn start_with_talsi(ldap: &novads_testkit::Slapd) -> (Running, String) {
+    let m = novads_testkit::Municipality::Talsi;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let mut config = dev::config(&data, addr);
+    config.realms.push(novads_api::config::RealmConfig {
+        name: "talsi".into(),
+        display_name: None,
+        ldap: Some(novads_api::config::LdapConfig {
+            insecure: true,
+            bind_dn: Some(m.service_dn().into()),
+            bind_password: Some(m.service_password().into()),
+            timeout_seconds: 2,
+            pool_size: 2,
+            ..novads_api::config::LdapConfig::new(vec![ldap.url()], m.people_base())
+        }),
+        static_directory: None,
+    });
+    config.trusts.push(novads_api::config::TrustConfig {
+        trusting: dev::DEMO_REALM.into(),
+        trusted: "talsi".into(),
+        groups: vec!["vpvkac-staff".into()],
+        roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
+    });
+    let db_url = config.database.clone();
+    let server = Server::from_listener(config, listener)
+        .await
+        .expect("server");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    (
+        Running {
+            base: format!("http://{addr}"),
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        },
+        db_url,
+    )
+}
+
+async fn audit_events(db_url: &str) -> Vec<serde_json::Value> {
+    let db = novads_api::db::Database::open(db_url, None)
         .await
         .expect("db");
     let mut out = Vec::new();
@@ -606,16 +629,134 @@ async fn trusted_realm_users_reach_a_trusting_realms_application() {
     )
     .await
     .expect("export");
-    let rows: Vec<serde_json::Value> = String::from_utf8(out)
+    String::from_utf8(out)
         .expect("utf-8")
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// Journey 4: someone leaves. Every refresh re-checks the directory; rotation catches a
+/// copied refresh token.
+#[tokio::test]
+async fn refresh_rotates_detects_reuse_and_cuts_off_leavers() {
+    use novads_testkit::fixtures::talsi;
+    use novads_testkit::{Municipality, Slapd, User};
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        return;
+    };
+    let (server, db_url) = start_with_talsi(&ldap).await;
+    let base = server.base.clone();
+    let redirect = format!("{base}/demo/callback");
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&redirect)
+    );
+    let token = |form: Vec<(&'static str, String)>| {
+        let url = format!("{base}/oidc/token");
+        async move {
+            let response = browser().post(url).form(&form).send().await.expect("token");
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let sign_in = |user: &'static User| {
+        let (authorize, base, redirect) = (authorize.clone(), base.clone(), redirect.clone());
+        async move {
+            let (form, _) = open_login_page(&authorize).await;
+            let response = submit(&base, &form, &user.login(), user.password).await;
+            let location = response.headers()["location"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            vec![
+                ("grant_type", "authorization_code".to_owned()),
+                ("code", query_param(&location, "code").expect("code")),
+                ("redirect_uri", redirect),
+                ("client_id", "demo-app".to_owned()),
+                (
+                    "code_verifier",
+                    "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".to_owned(),
+                ),
+            ]
+        }
+    };
+    let refresh_with = |token: &str| {
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", token.to_owned()),
+            ("client_id", "demo-app".to_owned()),
+        ]
+    };
+
+    // Jana signs in and refreshes: a new refresh token each time.
+    let (status, first) = token(sign_in(&talsi::JANA).await).await;
+    assert_eq!(status, 200, "{first}");
+    let first_refresh = first["refresh_token"].as_str().expect("refresh").to_owned();
+    let (status, second) = token(refresh_with(&first_refresh)).await;
+    assert_eq!(status, 200, "{second}");
+    let second_refresh = second["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
+    assert_ne!(first_refresh, second_refresh);
+    assert!(second["id_token"].is_string() && second["access_token"].is_string());
+
+    // The rotated token presented again: refused, and its whole family with it.
+    let (status, body) = token(refresh_with(&first_refresh)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, body) = token(refresh_with(&second_refresh)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the family is revoked"
+    );
+
+    // Jānis signs in; then Talsi deletes him from its directory and tells nobody.
+    let (status, janis) = token(sign_in(&talsi::JANIS_BERZINS).await).await;
+    assert_eq!(status, 200, "{janis}");
+    let janis_refresh = janis["refresh_token"].as_str().expect("refresh").to_owned();
+    ldap.ldapmodify(&format!(
+        "dn: {}\nchangetype: delete\n",
+        talsi::JANIS_BERZINS.dn
+    ))
+    .await
+    .expect("delete the leaver");
+    let (status, body) = token(refresh_with(&janis_refresh)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+
+    let rows = audit_events(&db_url).await;
+    let events: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap_or_default(),
+                r["reason"].as_str().unwrap_or("-"),
+            )
+        })
         .collect();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0]["event"], "login_succeeded");
-    assert_eq!(rows[0]["client_id"], "demo-app");
-    assert_eq!(rows[1]["reason"], "trust_denied");
-    assert_eq!(rows[1]["username"], "ilze@talsi");
-    let _ = stop.send(());
-    let _ = task.await;
+    assert_eq!(
+        events,
+        vec![
+            ("login_succeeded", "-"),
+            ("token_refreshed", "-"),
+            ("login_succeeded", "-"),
+            ("refresh_denied", "unknown_user"),
+        ]
+    );
+    assert_eq!(rows[3]["username"], "janis.berzins@talsi");
+    server.stop().await;
 }

@@ -180,6 +180,79 @@ impl Federation {
         self.finish(request, outcome, started).await
     }
 
+    /// Re-checks a signed-in user in their directory before tokens are refreshed: still there,
+    /// still enabled, same immutable id, groups re-read and the application's trust decided
+    /// again. Audited as `token_refreshed` or `refresh_denied`, like a sign-in.
+    pub async fn refresh(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+        source_ip: Option<IpAddr>,
+        user_agent: Option<String>,
+    ) -> Result<Identity, LoginRefused> {
+        let started = Instant::now();
+        let request = LoginRequest {
+            username: identity.username.clone(),
+            password: String::new(),
+            client_id: Some(client_id.to_owned()),
+            source_ip,
+            user_agent,
+        };
+        let outcome = self.recheck(identity, client_id).await;
+        self.finish(&request, outcome, started).await
+    }
+
+    async fn recheck(&self, identity: &Identity, client_id: &str) -> Outcome {
+        let name = parse_login_name(&identity.username, None).ok();
+        let denied = |reason, detail: String, directory: Option<String>| Outcome {
+            event: AuditEventKind::RefreshDenied,
+            result: Err((reason, detail)),
+            name: name.clone(),
+            directory,
+        };
+        let (Some(login), Some(realm)) = (name.as_ref(), self.realms.get(&identity.realm)) else {
+            return denied(
+                AuditReason::UnknownUser,
+                "realm no longer configured".into(),
+                None,
+            );
+        };
+        let Some(application) = self.applications.get(client_id) else {
+            return denied(
+                AuditReason::InvalidRequest,
+                "application no longer registered".into(),
+                None,
+            );
+        };
+        let DirectoryAnswer { result, server } = realm.directory.lookup(&login.user).await;
+        self.metrics
+            .directory_health(&realm.name, &realm.directory.health());
+        let user = match result {
+            Ok(user) => user,
+            Err(failure) => return denied(failure.audit_reason(), failure.to_string(), server),
+        };
+        if format!("{}:{}", realm.name, user.id) != identity.subject {
+            return denied(
+                AuditReason::UnknownUser,
+                "the name now belongs to another directory entry".into(),
+                server,
+            );
+        }
+        let access = match self
+            .trusts
+            .decide(&realm.name, &user.groups, &application.realm)
+        {
+            Ok(access) => access,
+            Err(e) => return denied(AuditReason::TrustDenied, e.to_string(), server),
+        };
+        Outcome {
+            event: AuditEventKind::TokenRefreshed,
+            result: Ok(identity_of(&realm.name, user, access, server.clone())),
+            name,
+            directory: server,
+        }
+    }
+
     async fn decide(&self, request: &LoginRequest) -> Outcome {
         let refuse = |reason, detail: String, name: Option<LoginName>| Outcome {
             event: AuditEventKind::LoginFailed,
@@ -275,7 +348,7 @@ impl Federation {
         }
         Outcome {
             event: AuditEventKind::LoginSucceeded,
-            result: Ok(identity(&realm.name, user, access, server.clone())),
+            result: Ok(identity_of(&realm.name, user, access, server.clone())),
             name: Some(name),
             directory: server,
         }
@@ -379,7 +452,7 @@ impl Federation {
     }
 }
 
-fn identity(
+fn identity_of(
     realm: &str,
     user: DirectoryUser,
     access: Access,

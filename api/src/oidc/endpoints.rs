@@ -21,7 +21,7 @@ use super::jwt::{ACCESS_TOKEN_TYPE, AccessTokenClaims, IdTokenClaims, at_hash};
 use super::keys::{Expectations, SigningAlgorithm};
 use super::pages::{self, CSS_PATH, Locale, LoginPage};
 use super::request::{AuthorizeParams, ErrorRedirect, RequestError, append_query, validate};
-use super::store::{FlowStore, PendingRequest, Redemption, random_token};
+use super::store::{FlowStore, PendingRequest, Redemption, RefreshUse, random_token};
 use crate::federation::LoginRequest;
 use crate::federation::audit::AuditReason;
 use crate::server::AppState;
@@ -60,7 +60,7 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "scopes_supported": ["openid", "profile", "email", "groups"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
         "userinfo_signing_alg_values_supported": ["none"],
@@ -389,6 +389,7 @@ struct TokenForm {
     code_verifier: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    refresh_token: Option<String>,
 }
 
 /// Client credentials from `Authorization: Basic` (RFC 6749 2.3.1: each part form-encoded).
@@ -419,65 +420,82 @@ async fn verify_secret(hash: String, secret: String) -> bool {
 
 async fn token(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    if form.grant_type.as_deref() != Some("authorization_code") {
+    let grant = form.grant_type.as_deref();
+    if !matches!(grant, Some("authorization_code" | "refresh_token")) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "only authorization_code is supported",
+            "supported: authorization_code, refresh_token",
         );
     }
-    // Client authentication: Basic, or secret in the body, or none for public clients.
-    let basic = basic_credentials(&headers);
-    let (client_id, secret) = match (&basic, &form.client_id) {
+    let client_id = match authenticate_client(&state, &headers, &form).await {
+        Ok(client_id) => client_id,
+        Err(response) => return response,
+    };
+    if grant == Some("refresh_token") {
+        refresh(&state, &form, client_id, peer, &headers).await
+    } else {
+        exchange_code(&state, &form, client_id).await
+    }
+}
+
+fn client_failed() -> Response {
+    oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    )
+}
+
+fn unavailable_token() -> Response {
+    oauth_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "try again",
+    )
+}
+
+/// Client authentication: `client_secret_basic`, `client_secret_post`, or none for public
+/// clients. Returns the authenticated client id.
+async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &TokenForm,
+) -> Result<String, Response> {
+    let (client_id, secret) = match (basic_credentials(headers), &form.client_id) {
         (Some((id, secret)), body_id) => {
-            if body_id.as_ref().is_some_and(|b| b != id) {
-                return oauth_error(
+            if body_id.as_ref().is_some_and(|b| *b != id) {
+                return Err(oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "client_id mismatch",
-                );
+                ));
             }
-            (id.clone(), Some(secret.clone()))
+            (id, Some(secret))
         }
         (None, Some(id)) => (id.clone(), form.client_secret.clone()),
-        (None, None) => {
-            return oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "client authentication failed",
-            );
-        }
+        (None, None) => return Err(client_failed()),
     };
     let Some(client) = state.clients().get(&client_id) else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+        return Err(client_failed());
     };
     match (&client.secret_hash, secret) {
         (Some(hash), Some(secret)) if secret.len() <= MAX_FIELD_CHARS => {
             if !verify_secret(hash.clone(), secret).await {
-                return oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    "client authentication failed",
-                );
+                return Err(client_failed());
             }
         }
         (None, None) if client.public => {}
-        _ => {
-            return oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "client authentication failed",
-            );
-        }
+        _ => return Err(client_failed()),
     }
+    Ok(client_id)
+}
 
+async fn exchange_code(state: &AppState, form: &TokenForm, client_id: String) -> Response {
     let Some(code) = form.code.as_deref().filter(|c| c.len() <= 128) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -505,11 +523,7 @@ async fn token(
         }
         Err(e) => {
             tracing::error!(error = %e, "code redemption failed");
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "try again",
-            );
+            return unavailable_token();
         }
     };
     if redeemed.client_id != client_id {
@@ -544,30 +558,128 @@ async fn token(
             );
         }
     }
+    issue_tokens(
+        state,
+        &store,
+        &client_id,
+        &redeemed.identity,
+        &redeemed.scope,
+        redeemed.nonce.clone(),
+        redeemed.auth_time,
+        None,
+    )
+    .await
+}
 
-    let identity = &redeemed.identity;
-    let now = Utc::now().timestamp();
-    let exp = now + i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(600);
-    let jti = match random_token() {
-        Ok(jti) => jti,
-        Err(_) => {
+/// `refresh_token` grant: rotate the token, re-check the user in their directory, issue new
+/// tokens. A rotated token presented again revokes its family.
+async fn refresh(
+    state: &AppState,
+    form: &TokenForm,
+    client_id: String,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(token) = form.refresh_token.as_deref().filter(|t| t.len() <= 128) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is missing",
+        );
+    };
+    let store = FlowStore::new(state.db().clone());
+    let claimed = match store.use_refresh_token(token).await {
+        Ok(RefreshUse::Claimed(claimed)) => claimed,
+        Ok(RefreshUse::Reused { family_id }) => {
+            tracing::warn!(client_id = %client_id, family = %family_id,
+                "a rotated refresh token was presented again; its family is revoked");
             return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "try again",
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token was already used",
+            );
+        }
+        Ok(RefreshUse::Invalid) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token is invalid, expired or revoked",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "refresh token lookup failed");
+            return unavailable_token();
+        }
+    };
+    if claimed.client_id != client_id {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the refresh token was issued to another client",
+        );
+    }
+    let user_agent =
+        header_str(headers, header::USER_AGENT).map(|ua| ua.chars().take(512).collect());
+    let identity = match state
+        .federation()
+        .refresh(&claimed.identity, &client_id, Some(peer.ip()), user_agent)
+        .await
+    {
+        Ok(identity) => identity,
+        Err(refused) => {
+            // The directory no longer vouches for the user (left, disabled, moved out of the
+            // trusted group): no token of this sign-in stays usable.
+            if let Err(e) = store.revoke_family(&claimed.family_id).await {
+                tracing::error!(error = %e, "could not revoke a refresh token family");
+            }
+            tracing::info!(reason = %refused.reason, "refresh refused");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the user may no longer use this application",
             );
         }
     };
-    let scopes: Vec<&str> = redeemed.scope.split_whitespace().collect();
+    issue_tokens(
+        state,
+        &store,
+        &client_id,
+        &identity,
+        &claimed.scope,
+        None,
+        claimed.auth_time,
+        Some(&claimed.family_id),
+    )
+    .await
+}
+
+/// Signs the access and ID tokens and issues the next refresh token of the family.
+#[allow(clippy::too_many_arguments)]
+async fn issue_tokens(
+    state: &AppState,
+    store: &FlowStore,
+    client_id: &str,
+    identity: &crate::federation::Identity,
+    scope: &str,
+    nonce: Option<String>,
+    auth_time: i64,
+    family: Option<&str>,
+) -> Response {
+    let now = Utc::now().timestamp();
+    let exp = now + i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(600);
+    let Ok(jti) = random_token() else {
+        return unavailable_token();
+    };
+    let scopes: Vec<&str> = scope.split_whitespace().collect();
     let access_claims = AccessTokenClaims {
-        iss: issuer(&state).to_owned(),
+        iss: issuer(state).to_owned(),
         sub: identity.subject.clone(),
-        aud: client_id.clone(),
+        aud: client_id.to_owned(),
         exp,
         iat: now,
         jti,
-        client_id: client_id.clone(),
-        scope: redeemed.scope.clone(),
+        client_id: client_id.to_owned(),
+        scope: scope.to_owned(),
         realm: identity.realm.clone(),
         groups: Some(identity.groups.clone()),
         roles: Some(identity.roles.clone()),
@@ -581,22 +693,18 @@ async fn token(
             Ok(token) => token,
             Err(e) => {
                 tracing::error!(error = %e, "signing an access token failed");
-                return oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "try again",
-                );
+                return unavailable_token();
             }
         };
     let id_claims = IdTokenClaims {
-        iss: issuer(&state).to_owned(),
+        iss: issuer(state).to_owned(),
         sub: identity.subject.clone(),
-        aud: client_id.clone(),
+        aud: client_id.to_owned(),
         exp,
         iat: now,
-        auth_time: Some(redeemed.auth_time),
-        nonce: redeemed.nonce.clone(),
-        azp: Some(client_id.clone()),
+        auth_time: Some(auth_time),
+        nonce,
+        azp: Some(client_id.to_owned()),
         at_hash: Some(at_hash(&access_token, algorithm)),
         amr: Some(vec!["pwd".to_owned()]),
         preferred_username: Some(identity.username.clone()),
@@ -617,11 +725,17 @@ async fn token(
         Ok(token) => token,
         Err(e) => {
             tracing::error!(error = %e, "signing an ID token failed");
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "try again",
-            );
+            return unavailable_token();
+        }
+    };
+    let refresh_token = match store
+        .create_refresh_token(family, client_id, scope, identity, auth_time)
+        .await
+    {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::error!(error = %e, "storing a refresh token failed");
+            return unavailable_token();
         }
     };
     let mut response = Json(json!({
@@ -629,7 +743,8 @@ async fn token(
         "token_type": "Bearer",
         "expires_in": TOKEN_LIFETIME.as_secs(),
         "id_token": id_token,
-        "scope": redeemed.scope,
+        "refresh_token": refresh_token,
+        "scope": scope,
     }))
     .into_response();
     let headers = response.headers_mut();

@@ -315,8 +315,8 @@ impl FlowStore {
         })))
     }
 
-    /// Deletes expired requests and codes (used codes are kept until expiry for replay
-    /// detection).
+    /// Deletes expired requests, codes and refresh tokens (used codes are kept a while past
+    /// expiry for replay detection; rotated refresh tokens until their family expires).
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         let now = Utc::now().timestamp_millis();
         let mut removed = 0;
@@ -333,6 +333,11 @@ impl FlowStore {
                     .execute(pool)
                     .await?
                     .rows_affected();
+                removed += sqlx::query("DELETE FROM oidc_refresh_tokens WHERE expires_at < ?")
+                    .bind(now)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
             }
             Database::Postgres(pool) => {
                 removed +=
@@ -346,8 +351,180 @@ impl FlowStore {
                     .execute(pool)
                     .await?
                     .rows_affected();
+                removed += sqlx::query("DELETE FROM oidc_refresh_tokens WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
             }
         }
         Ok(removed)
+    }
+}
+
+/// How long a sign-in can be kept alive by refreshing, counted from the password sign-in.
+pub const REFRESH_LIFETIME_SECONDS: i64 = 12 * 60 * 60;
+
+/// A refresh token as stored, once claimed for rotation.
+#[derive(Debug, Clone)]
+pub struct ClaimedRefresh {
+    pub family_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub identity: Identity,
+    pub auth_time: i64,
+}
+
+/// What happened when a refresh token was presented.
+#[derive(Debug)]
+pub enum RefreshUse {
+    Claimed(Box<ClaimedRefresh>),
+    /// Already rotated: a copy is in someone else's hands. The family is now revoked.
+    Reused {
+        family_id: String,
+    },
+    /// Revoked, expired, or never issued.
+    Invalid,
+}
+
+impl FlowStore {
+    /// Issues a refresh token in `family_id` (a new family when `None`); returns the token.
+    pub async fn create_refresh_token(
+        &self,
+        family_id: Option<&str>,
+        client_id: &str,
+        scope: &str,
+        identity: &Identity,
+        auth_time: i64,
+    ) -> Result<String, StoreError> {
+        let token = random_token()?;
+        let family = match family_id {
+            Some(family) => family.to_owned(),
+            None => random_token()?,
+        };
+        let identity_json = serde_json::to_string(identity)?;
+        let expires_at = (auth_time + REFRESH_LIFETIME_SECONDS) * 1000;
+        let sqlite = "INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
+            identity, auth_time, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+        let postgres = "INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
+            identity, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        macro_rules! insert {
+            ($sql:expr, $pool:expr) => {
+                sqlx::query($sql)
+                    .bind(hash(&token))
+                    .bind(&family)
+                    .bind(client_id)
+                    .bind(scope)
+                    .bind(&identity_json)
+                    .bind(auth_time)
+                    .bind(expires_at)
+                    .execute($pool)
+                    .await
+                    .map(|_| ())?
+            };
+        }
+        match &self.db {
+            Database::Sqlite(pool) => insert!(sqlite, pool),
+            Database::Postgres(pool) => insert!(postgres, pool),
+        }
+        Ok(token)
+    }
+
+    /// Claims a refresh token for rotation, exactly once. A token presented a second time
+    /// revokes its whole family.
+    pub async fn use_refresh_token(&self, token: &str) -> Result<RefreshUse, StoreError> {
+        type Row = (String, String, String, String, i64, i64);
+        let now = Utc::now().timestamp_millis();
+        let token_hash = hash(token);
+        let claimed: Option<Row> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_as(
+                    "UPDATE oidc_refresh_tokens SET used_at = ? WHERE token_hash = ? \
+                     AND used_at IS NULL AND revoked_at IS NULL \
+                     RETURNING family_id, client_id, scope, identity, auth_time, expires_at",
+                )
+                .bind(now)
+                .bind(&token_hash)
+                .fetch_optional(pool)
+                .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_as(
+                    "UPDATE oidc_refresh_tokens SET used_at = $1 WHERE token_hash = $2 \
+                     AND used_at IS NULL AND revoked_at IS NULL \
+                     RETURNING family_id, client_id, scope, identity, auth_time, expires_at",
+                )
+                .bind(now)
+                .bind(&token_hash)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        if let Some((family_id, client_id, scope, identity, auth_time, expires_at)) = claimed {
+            if expires_at <= now {
+                return Ok(RefreshUse::Invalid);
+            }
+            return Ok(RefreshUse::Claimed(Box::new(ClaimedRefresh {
+                family_id,
+                client_id,
+                scope,
+                identity: serde_json::from_str(&identity)?,
+                auth_time,
+            })));
+        }
+        // Not claimable: find out whether it is a replay of a rotated token.
+        let previous: Option<(String, Option<i64>)> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT family_id, used_at FROM oidc_refresh_tokens WHERE token_hash = ?",
+                )
+                .bind(&token_hash)
+                .fetch_optional(pool)
+                .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT family_id, used_at FROM oidc_refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(&token_hash)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        match previous {
+            Some((family_id, Some(_))) => {
+                self.revoke_family(&family_id).await?;
+                Ok(RefreshUse::Reused { family_id })
+            }
+            _ => Ok(RefreshUse::Invalid),
+        }
+    }
+
+    /// Revokes every token of a family (reuse detected, or the user was refused).
+    pub async fn revoke_family(&self, family_id: &str) -> Result<(), StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query(
+                    "UPDATE oidc_refresh_tokens SET revoked_at = ? \
+                     WHERE family_id = ? AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(family_id)
+                .execute(pool)
+                .await?;
+            }
+            Database::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE oidc_refresh_tokens SET revoked_at = $1 \
+                     WHERE family_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(family_id)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
     }
 }
