@@ -760,3 +760,138 @@ async fn refresh_rotates_detects_reuse_and_cuts_off_leavers() {
     assert_eq!(rows[3]["username"], "janis.berzins@talsi");
     server.stop().await;
 }
+
+/// The `novads_session=...` pair a response sets, if any.
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|pair| pair.starts_with("novads_session="))
+        .map(str::to_owned)
+}
+
+/// Journey 3, second half: signed in once, the next application needs no password.
+#[tokio::test]
+async fn single_sign_on_session_serves_the_next_application() {
+    let server = start().await;
+    let demo = &dev::DEMO_USERS[0];
+    let demo_redirect = format!("{}/demo/callback", server.base);
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let demo_app = format!(
+        "{}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256",
+        server.base,
+        urlencode(&demo_redirect)
+    );
+    let portal = |extra: &str| {
+        format!(
+            "{}/oidc/authorize?response_type=code&client_id=portal&scope=openid&state=p&redirect_uri={}{extra}",
+            server.base,
+            urlencode(CONFIDENTIAL_REDIRECT)
+        )
+    };
+
+    // Without a session, prompt=none cannot be answered.
+    let response = browser()
+        .get(portal("&prompt=none"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("login_required")
+    );
+
+    // The password once, for the first application.
+    let (form, _) = open_login_page(&demo_app).await;
+    let response = submit(&server.base, &form, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 303);
+    let session = session_cookie(&response).expect("session cookie set");
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+
+    // The second application: straight back with a code, no login page.
+    for extra in ["", "&prompt=none"] {
+        let response = browser()
+            .get(portal(extra))
+            .header("cookie", &session)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 303, "{extra}");
+        let location = response.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(location.starts_with(CONFIDENTIAL_REDIRECT), "{location}");
+        let code = query_param(&location, "code").expect("code without a password");
+        let token = browser()
+            .post(format!("{}/oidc/token", server.base))
+            .basic_auth("portal", Some("demo-client-secret"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", CONFIDENTIAL_REDIRECT),
+            ])
+            .send()
+            .await
+            .expect("token");
+        assert_eq!(token.status(), 200);
+    }
+
+    // prompt=login insists on the password even with a session.
+    let response = browser()
+        .get(portal("&prompt=login"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200, "the login page");
+
+    // Every password sign-in gets a new session id (no fixation).
+    let (form, _) = open_login_page(&demo_app).await;
+    let response = browser()
+        .post(format!("{}/oidc/login", server.base))
+        .header("cookie", format!("{}; {session}", form.cookie))
+        .form(&[
+            ("request", form.request.as_str()),
+            ("csrf", form.csrf.as_str()),
+            ("username", "anna@demo"),
+            ("password", demo.password),
+        ])
+        .send()
+        .await
+        .expect("login");
+    let renewed = session_cookie(&response).expect("new session cookie");
+    assert_ne!(renewed, session);
+
+    // A forged session id is just no session.
+    let response = browser()
+        .get(portal("&prompt=none"))
+        .header("cookie", "novads_session=forged")
+        .send()
+        .await
+        .expect("get");
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("login_required")
+    );
+    server.stop().await;
+}

@@ -98,6 +98,13 @@ pub struct Federation {
     default_realm: Option<String>,
 }
 
+/// Why a signed-in user is checked again without a password.
+#[derive(Debug, Clone, Copy)]
+enum Recheck {
+    Refresh,
+    SingleSignOn,
+}
+
 /// What a directory-level check produced, before the audit row is written.
 struct Outcome {
     event: AuditEventKind,
@@ -198,14 +205,45 @@ impl Federation {
             source_ip,
             user_agent,
         };
-        let outcome = self.recheck(identity, client_id).await;
+        let outcome = self.recheck(identity, client_id, Recheck::Refresh).await;
         self.finish(&request, outcome, started).await
     }
 
-    async fn recheck(&self, identity: &Identity, client_id: &str) -> Outcome {
+    /// A sign-in to another application through a single sign-on session: no password, but
+    /// the same directory re-check and trust decision as a refresh. Audited as
+    /// `login_succeeded` or `login_failed`.
+    pub async fn resume_session(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+        source_ip: Option<IpAddr>,
+        user_agent: Option<String>,
+    ) -> Result<Identity, LoginRefused> {
+        let started = Instant::now();
+        let request = LoginRequest {
+            username: identity.username.clone(),
+            password: String::new(),
+            client_id: Some(client_id.to_owned()),
+            source_ip,
+            user_agent,
+        };
+        let outcome = self
+            .recheck(identity, client_id, Recheck::SingleSignOn)
+            .await;
+        self.finish(&request, outcome, started).await
+    }
+
+    async fn recheck(&self, identity: &Identity, client_id: &str, kind: Recheck) -> Outcome {
+        let (success, failure) = match kind {
+            Recheck::Refresh => (
+                AuditEventKind::TokenRefreshed,
+                AuditEventKind::RefreshDenied,
+            ),
+            Recheck::SingleSignOn => (AuditEventKind::LoginSucceeded, AuditEventKind::LoginFailed),
+        };
         let name = parse_login_name(&identity.username, None).ok();
         let denied = |reason, detail: String, directory: Option<String>| Outcome {
-            event: AuditEventKind::RefreshDenied,
+            event: failure,
             result: Err((reason, detail)),
             name: name.clone(),
             directory,
@@ -246,7 +284,7 @@ impl Federation {
             Err(e) => return denied(AuditReason::TrustDenied, e.to_string(), server),
         };
         Outcome {
-            event: AuditEventKind::TokenRefreshed,
+            event: success,
             result: Ok(identity_of(&realm.name, user, access, server.clone())),
             name,
             directory: server,

@@ -30,6 +30,8 @@ use crate::server::AppState;
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Name of the cookie that carries the login form's CSRF token (double submit).
 const CSRF_COOKIE: &str = "novads_csrf";
+/// Name of the single sign-on session cookie.
+const SESSION_COOKIE: &str = "novads_session";
 /// Fields longer than this are refused before any work is done.
 const MAX_FIELD_CHARS: usize = 4096;
 
@@ -110,21 +112,28 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 async fn authorize_get(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<AuthorizeParams>,
 ) -> Response {
-    authorize(state, headers, params).await
+    authorize(state, peer, headers, params).await
 }
 
 async fn authorize_post(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(params): Form<AuthorizeParams>,
 ) -> Response {
-    authorize(state, headers, params).await
+    authorize(state, peer, headers, params).await
 }
 
-async fn authorize(state: AppState, headers: HeaderMap, params: AuthorizeParams) -> Response {
+async fn authorize(
+    state: AppState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    params: AuthorizeParams,
+) -> Response {
     let locale = Locale::negotiate(
         params.ui_locales.as_deref(),
         header_str(&headers, header::ACCEPT_LANGUAGE),
@@ -139,6 +148,71 @@ async fn authorize(state: AppState, headers: HeaderMap, params: AuthorizeParams)
         }
     };
     let store = FlowStore::new(state.db().clone());
+    let error_to_client = |error: &'static str, description: &str| {
+        let redirect = ErrorRedirect {
+            redirect_uri: request.redirect_uri.clone(),
+            error,
+            description: description.to_owned(),
+            state: request.state.clone(),
+        };
+        Redirect::to(&redirect.location(issuer(&state))).into_response()
+    };
+    // Single sign-on: a live session answers without the password, unless the client asks
+    // for a fresh one (`prompt=login`, or `max_age` passed).
+    if !request.prompt_login
+        && let Some(session_id) = cookie(&headers, SESSION_COOKIE)
+    {
+        let session = match store.session(session_id).await {
+            Ok(session) => session,
+            Err(e) => return unavailable(locale, &e),
+        };
+        let fresh_enough = |auth_time: i64| {
+            request.max_age.is_none_or(|max_age| {
+                let age = Utc::now().timestamp().saturating_sub(auth_time);
+                u64::try_from(age).unwrap_or(0) <= max_age
+            })
+        };
+        if let Some(session) = session.filter(|s| fresh_enough(s.auth_time)) {
+            let user_agent =
+                header_str(&headers, header::USER_AGENT).map(|ua| ua.chars().take(512).collect());
+            match state
+                .federation()
+                .resume_session(
+                    &session.identity,
+                    &request.client_id,
+                    Some(peer.ip()),
+                    user_agent,
+                )
+                .await
+            {
+                Ok(identity) => {
+                    let pending = PendingRequest::from_valid(&request, locale.as_str());
+                    return match store
+                        .create_code_at(&pending, &identity, session.auth_time)
+                        .await
+                    {
+                        Ok(code) => redirect_with_code(&state, &pending, &code),
+                        Err(e) => unavailable(locale, &e),
+                    };
+                }
+                Err(refused) if refused.reason == AuditReason::TrustDenied => {
+                    return error_to_client(
+                        "access_denied",
+                        "the user's municipality is not trusted by this application",
+                    );
+                }
+                Err(_) => {
+                    // The directory no longer vouches for the user: the session is over.
+                    if let Err(e) = store.end_session(session_id).await {
+                        tracing::warn!(error = %e, "could not end a session");
+                    }
+                }
+            }
+        }
+    }
+    if request.prompt_none {
+        return error_to_client("login_required", "the user is not signed in");
+    }
     match store.create_request(&request, locale.as_str()).await {
         Ok((id, csrf)) => login_page(
             &state,
@@ -197,17 +271,32 @@ fn login_page(
             switch_href: &switch_href,
         },
     );
+    set_cookie(
+        state,
+        &mut response,
+        CSRF_COOKIE,
+        csrf,
+        "Path=/oidc; HttpOnly; SameSite=Strict; Max-Age=600",
+    );
+    response
+}
+
+/// Adds a cookie; `Secure` whenever the issuer is served over https.
+fn set_cookie(
+    state: &AppState,
+    response: &mut Response,
+    name: &str,
+    value: &str,
+    attributes: &str,
+) {
     let secure = if issuer(state).starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
-    let cookie =
-        format!("{CSRF_COOKIE}={csrf}; Path=/oidc; HttpOnly; SameSite=Strict; Max-Age=600{secure}");
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
+    if let Ok(header) = HeaderValue::from_str(&format!("{name}={value}; {attributes}{secure}")) {
+        response.headers_mut().append(header::SET_COOKIE, header);
     }
-    response
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -319,15 +408,28 @@ async fn login_post(
             .map(|ua| ua.chars().take(512).collect()),
     };
     match state.federation().login(&attempt).await {
-        Ok(identity) => match store.create_code(&pending, &identity).await {
-            Ok(code) => {
-                if let Err(e) = store.finish_request(&form.request).await {
-                    tracing::warn!(error = %e, "could not remove a finished authorization request");
-                }
-                redirect_with_code(&state, &pending, &code)
+        Ok(identity) => {
+            let code = match store.create_code(&pending, &identity).await {
+                Ok(code) => code,
+                Err(e) => return unavailable(locale, &e),
+            };
+            if let Err(e) = store.finish_request(&form.request).await {
+                tracing::warn!(error = %e, "could not remove a finished authorization request");
             }
-            Err(e) => unavailable(locale, &e),
-        },
+            let mut response = redirect_with_code(&state, &pending, &code);
+            // A new session id at every password sign-in: a planted id is never adopted.
+            match store.create_session(&identity).await {
+                Ok(session_id) => set_cookie(
+                    &state,
+                    &mut response,
+                    SESSION_COOKIE,
+                    &session_id,
+                    "Path=/oidc; HttpOnly; SameSite=Lax",
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not start a single sign-on session"),
+            }
+            response
+        }
         Err(refused) if refused.reason == AuditReason::TrustDenied => {
             // The user is who they say, but this application's realm does not accept them:
             // the application is told, as OIDC Core 3.1.2.6 describes.

@@ -49,6 +49,12 @@ pub struct ValidRequest {
     /// S256 challenge; required for public clients.
     pub code_challenge: Option<String>,
     pub login_hint: Option<String>,
+    /// `prompt=none`: answer without showing anything (a session or `login_required`).
+    pub prompt_none: bool,
+    /// `prompt=login`: ask for the password even with a session.
+    pub prompt_login: bool,
+    /// Seconds since the password sign-in after which it must be asked again.
+    pub max_age: Option<u64>,
 }
 
 /// Why a request was refused.
@@ -266,11 +272,13 @@ pub fn validate(params: &AuthorizeParams, clients: &Clients) -> Result<ValidRequ
         if values.contains(&"none") && values.len() > 1 {
             return refuse("invalid_request", "prompt=none cannot be combined");
         }
-        // Single sign-on sessions are not kept yet: nobody is signed in already.
-        if values.contains(&"none") {
-            return refuse("login_required", "the user is not signed in");
-        }
     }
+    let prompt = |value: &str| {
+        params
+            .prompt
+            .as_deref()
+            .is_some_and(|p| p.split_whitespace().any(|v| v == value))
+    };
     Ok(ValidRequest {
         client_id: client_id.to_owned(),
         redirect_uri: redirect_uri.to_owned(),
@@ -279,6 +287,9 @@ pub fn validate(params: &AuthorizeParams, clients: &Clients) -> Result<ValidRequ
         nonce: params.nonce.clone(),
         code_challenge,
         login_hint: params.login_hint.clone(),
+        prompt_none: prompt("none"),
+        prompt_login: prompt("login"),
+        max_age: params.max_age.as_deref().and_then(|v| v.parse().ok()),
     })
 }
 
@@ -444,10 +455,10 @@ mod tests {
         );
         assert_eq!(
             redirect(AuthorizeParams {
-                prompt: Some("none".into()),
+                prompt: Some("none login".into()),
                 ..good()
             }),
-            "login_required"
+            "invalid_request"
         );
         assert_eq!(
             redirect(AuthorizeParams {

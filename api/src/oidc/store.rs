@@ -55,6 +55,23 @@ pub struct PendingRequest {
     pub expires_at: i64,
 }
 
+impl PendingRequest {
+    /// A checked request answered at once (single sign-on), never shown as a login page.
+    pub fn from_valid(request: &ValidRequest, locale: &str) -> Self {
+        Self {
+            client_id: request.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            scope: request.scope.clone(),
+            state: request.state.clone(),
+            nonce: request.nonce.clone(),
+            code_challenge: request.code_challenge.clone(),
+            csrf_hash: String::new(),
+            locale: locale.to_owned(),
+            expires_at: 0,
+        }
+    }
+}
+
 /// A code, once redeemed.
 #[derive(Debug, Clone)]
 pub struct RedeemedCode {
@@ -200,6 +217,17 @@ impl FlowStore {
         request: &PendingRequest,
         identity: &Identity,
     ) -> Result<String, StoreError> {
+        self.create_code_at(request, identity, Utc::now().timestamp())
+            .await
+    }
+
+    /// Issues a code whose password sign-in happened at `auth_time` (unix seconds).
+    pub async fn create_code_at(
+        &self,
+        request: &PendingRequest,
+        identity: &Identity,
+        auth_time: i64,
+    ) -> Result<String, StoreError> {
         let code = random_token()?;
         let now = Utc::now();
         let identity_json = serde_json::to_string(identity)?;
@@ -218,7 +246,7 @@ impl FlowStore {
                     .bind(&request.nonce)
                     .bind(&request.code_challenge)
                     .bind(&identity_json)
-                    .bind(now.timestamp())
+                    .bind(auth_time)
                     .bind(now.timestamp_millis() + CODE_LIFETIME_MS)
                     .execute($pool)
                     .await
@@ -338,6 +366,13 @@ impl FlowStore {
                     .execute(pool)
                     .await?
                     .rows_affected();
+                removed += sqlx::query(
+                    "DELETE FROM oidc_sessions WHERE expires_at < ? OR ended_at IS NOT NULL",
+                )
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected();
             }
             Database::Postgres(pool) => {
                 removed +=
@@ -356,6 +391,13 @@ impl FlowStore {
                     .execute(pool)
                     .await?
                     .rows_affected();
+                removed += sqlx::query(
+                    "DELETE FROM oidc_sessions WHERE expires_at < $1 OR ended_at IS NOT NULL",
+                )
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected();
             }
         }
         Ok(removed)
@@ -523,6 +565,110 @@ impl FlowStore {
                 .bind(family_id)
                 .execute(pool)
                 .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A session ends this long after the last use.
+pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
+/// ... and at the latest this long after the password sign-in.
+pub const SESSION_ABSOLUTE_MS: i64 = 12 * 60 * 60 * 1000;
+
+/// A live single sign-on session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub identity: Identity,
+    pub auth_time: i64,
+}
+
+impl FlowStore {
+    /// Starts a session for a password sign-in; returns the cookie value (a new id every
+    /// sign-in, so a planted session id is never adopted).
+    pub async fn create_session(&self, identity: &Identity) -> Result<String, StoreError> {
+        let id = random_token()?;
+        let now = Utc::now();
+        let identity_json = serde_json::to_string(identity)?;
+        let sqlite = "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, \
+            expires_at) VALUES (?, ?, ?, ?, ?)";
+        let postgres = "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, \
+            expires_at) VALUES ($1, $2, $3, $4, $5)";
+        macro_rules! insert {
+            ($sql:expr, $pool:expr) => {
+                sqlx::query($sql)
+                    .bind(hash(&id))
+                    .bind(&identity_json)
+                    .bind(now.timestamp())
+                    .bind(now.timestamp_millis())
+                    .bind(now.timestamp_millis() + SESSION_ABSOLUTE_MS)
+                    .execute($pool)
+                    .await
+                    .map(|_| ())?
+            };
+        }
+        match &self.db {
+            Database::Sqlite(pool) => insert!(sqlite, pool),
+            Database::Postgres(pool) => insert!(postgres, pool),
+        }
+        Ok(id)
+    }
+
+    /// The live session behind a cookie, touching its idle timer.
+    pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let idle_floor = now - SESSION_IDLE_MS;
+        let row: Option<(String, i64)> =
+            match &self.db {
+                Database::Sqlite(pool) => sqlx::query_as(
+                    "UPDATE oidc_sessions SET last_seen = ? WHERE id_hash = ? AND ended_at IS NULL \
+                     AND expires_at > ? AND last_seen > ? RETURNING identity, auth_time",
+                )
+                .bind(now)
+                .bind(hash(id))
+                .bind(now)
+                .bind(idle_floor)
+                .fetch_optional(pool)
+                .await?,
+                Database::Postgres(pool) => {
+                    sqlx::query_as(
+                        "UPDATE oidc_sessions SET last_seen = $1 WHERE id_hash = $2 \
+                     AND ended_at IS NULL AND expires_at > $1 AND last_seen > $3 \
+                     RETURNING identity, auth_time",
+                    )
+                    .bind(now)
+                    .bind(hash(id))
+                    .bind(idle_floor)
+                    .fetch_optional(pool)
+                    .await?
+                }
+            };
+        match row {
+            Some((identity, auth_time)) => Ok(Some(Session {
+                identity: serde_json::from_str(&identity)?,
+                auth_time,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends a session (logout, or the directory no longer vouches for the user).
+    pub async fn end_session(&self, id: &str) -> Result<(), StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query("UPDATE oidc_sessions SET ended_at = ? WHERE id_hash = ?")
+                    .bind(now)
+                    .bind(hash(id))
+                    .execute(pool)
+                    .await?;
+            }
+            Database::Postgres(pool) => {
+                sqlx::query("UPDATE oidc_sessions SET ended_at = $1 WHERE id_hash = $2")
+                    .bind(now)
+                    .bind(hash(id))
+                    .execute(pool)
+                    .await?;
             }
         }
         Ok(())
