@@ -895,3 +895,119 @@ async fn single_sign_on_session_serves_the_next_application() {
     );
     server.stop().await;
 }
+
+/// RP-initiated logout ends the session for every application of the browser.
+#[tokio::test]
+async fn logout_ends_the_session_for_every_application() {
+    let server = start().await;
+    let demo = &dev::DEMO_USERS[0];
+    let demo_redirect = format!("{}/demo/callback", server.base);
+    let after_logout = format!("{}/demo/", server.base);
+    let authorize = |extra: &str| {
+        format!(
+            "{}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256{extra}",
+            server.base,
+            urlencode(&demo_redirect)
+        )
+    };
+    let (form, _) = open_login_page(&authorize("")).await;
+    let response = submit(&server.base, &form, "anna@demo", demo.password).await;
+    let session = session_cookie(&response).expect("session");
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let tokens: serde_json::Value = browser()
+        .post(format!("{}/oidc/token", server.base))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            (
+                "code",
+                query_param(&location, "code").expect("code").as_str(),
+            ),
+            ("redirect_uri", demo_redirect.as_str()),
+            ("client_id", "demo-app"),
+            (
+                "code_verifier",
+                "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            ),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let id_token = tokens["id_token"].as_str().expect("id token");
+
+    // An unregistered destination: signed out, but no redirect to it.
+    let response = browser()
+        .get(format!(
+            "{}/oidc/logout?id_token_hint={id_token}&post_logout_redirect_uri={}",
+            server.base,
+            urlencode("https://evil.example/")
+        ))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("location").is_none());
+
+    // Sign in again, then log out properly: back to the registered page with state.
+    let (form, _) = open_login_page(&authorize("")).await;
+    let response = submit(&server.base, &form, "anna@demo", demo.password).await;
+    let session = session_cookie(&response).expect("session");
+    let response = browser()
+        .get(format!(
+            "{}/oidc/logout?id_token_hint={id_token}&post_logout_redirect_uri={}&state=bye",
+            server.base,
+            urlencode(&after_logout)
+        ))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(location.starts_with(&after_logout), "{location}");
+    assert_eq!(query_param(&location, "state").as_deref(), Some("bye"));
+    let cleared = response.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        cleared.starts_with("novads_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+
+    // The old session cookie no longer signs anyone in.
+    let response = browser()
+        .get(authorize("&prompt=none"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("get");
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("login_required")
+    );
+
+    // Both logouts are in the audit trail.
+    let rows = audit_events(&format!(
+        "sqlite://{}/novads.db",
+        server._dir.path().display()
+    ))
+    .await;
+    let logouts: Vec<&serde_json::Value> = rows.iter().filter(|r| r["event"] == "logout").collect();
+    assert_eq!(logouts.len(), 2, "{rows:?}");
+    assert_eq!(logouts[0]["username"], "anna@demo");
+    server.stop().await;
+}

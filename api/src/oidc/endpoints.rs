@@ -23,7 +23,7 @@ use super::pages::{self, CSS_PATH, Locale, LoginPage};
 use super::request::{AuthorizeParams, ErrorRedirect, RequestError, append_query, validate};
 use super::store::{FlowStore, PendingRequest, Redemption, RefreshUse, random_token};
 use crate::federation::LoginRequest;
-use crate::federation::audit::AuditReason;
+use crate::federation::audit::{AuditEvent, AuditEventKind, AuditReason};
 use crate::server::AppState;
 
 /// Lifetime of access and ID tokens.
@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/oidc/token", axum::routing::post(token))
         .route("/oidc/userinfo", get(userinfo).post(userinfo))
         .route("/oidc/jwks", get(jwks))
+        .route("/oidc/logout", get(logout_get).post(logout_post))
         .route(CSS_PATH, get(stylesheet))
 }
 
@@ -59,6 +60,7 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "token_endpoint": format!("{iss}/oidc/token"),
         "userinfo_endpoint": format!("{iss}/oidc/userinfo"),
         "jwks_uri": format!("{iss}/oidc/jwks"),
+        "end_session_endpoint": format!("{iss}/oidc/logout"),
         "scopes_supported": ["openid", "profile", "email", "groups"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -94,6 +96,108 @@ async fn jwks(State(state): State<AppState>) -> Response {
     );
     response
 }
+
+/// RP-initiated logout parameters (OpenID Connect RP-Initiated Logout 1.0 §2).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LogoutParams {
+    id_token_hint: Option<String>,
+    client_id: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+    state: Option<String>,
+    ui_locales: Option<String>,
+}
+
+async fn logout_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<LogoutParams>,
+) -> Response {
+    logout(state, headers, params).await
+}
+
+async fn logout_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(params): Form<LogoutParams>,
+) -> Response {
+    logout(state, headers, params).await
+}
+
+/// Ends the browser's single sign-on session — for every application at once — and returns
+/// to the application when it named a registered `post_logout_redirect_uri`.
+async fn logout(state: AppState, headers: HeaderMap, params: LogoutParams) -> Response {
+    let locale = Locale::negotiate(
+        params.ui_locales.as_deref(),
+        header_str(&headers, header::ACCEPT_LANGUAGE),
+    );
+    let store = FlowStore::new(state.db().clone());
+    if let Some(session_id) = cookie(&headers, SESSION_COOKIE) {
+        match store.session(session_id).await {
+            Ok(Some(session)) => {
+                let mut event = AuditEvent::new(AuditEventKind::Logout);
+                event.realm = Some(session.identity.realm.clone());
+                event.username = Some(session.identity.username.clone());
+                event.subject = Some(session.identity.subject.clone());
+                event.client_id = params.client_id.clone();
+                event.user_agent = header_str(&headers, header::USER_AGENT)
+                    .map(|ua| ua.chars().take(512).collect());
+                if let Err(e) = state.federation().audit().append(event).await {
+                    tracing::error!(error = %e, "could not audit a logout");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read a session at logout"),
+        }
+        if let Err(e) = store.end_session(session_id).await {
+            return unavailable(locale, &e);
+        }
+    }
+    // The client is named by the ID token it issued us (expired tokens are fine here: they
+    // only identify the client) or by client_id; both must agree.
+    let hinted_client = params.id_token_hint.as_deref().and_then(|token| {
+        let expected = Expectations::new(issuer(&state)).leeway(LOGOUT_HINT_LEEWAY);
+        state
+            .keys()
+            .verify::<IdTokenClaims>(token, &expected)
+            .ok()
+            .map(|claims| claims.aud)
+    });
+    let client_id = match (hinted_client, params.client_id) {
+        (Some(hinted), Some(named)) if hinted != named => None,
+        (hinted, named) => hinted.or(named),
+    };
+    let redirect = client_id
+        .as_deref()
+        .and_then(|id| state.clients().get(id))
+        .zip(params.post_logout_redirect_uri.as_deref())
+        .filter(|(client, uri)| client.post_logout_redirect_uris.iter().any(|r| r == uri))
+        .map(|(_, uri)| uri.to_owned());
+    let mut response = match redirect {
+        Some(uri) => {
+            let params: Vec<(&str, String)> =
+                params.state.into_iter().map(|s| ("state", s)).collect();
+            Redirect::to(&append_query(&uri, &params)).into_response()
+        }
+        None => pages::message_page(
+            StatusCode::OK,
+            locale,
+            locale.text().signed_out_title,
+            locale.text().signed_out,
+        ),
+    };
+    set_cookie(
+        &state,
+        &mut response,
+        SESSION_COOKIE,
+        "",
+        "Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=0",
+    );
+    response
+}
+
+/// How old an `id_token_hint` may be at logout: it only identifies the client.
+const LOGOUT_HINT_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 async fn stylesheet() -> Response {
     (

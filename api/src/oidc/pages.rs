@@ -91,6 +91,8 @@ pub struct Text {
     pub wrong_credentials: &'static str,
     pub expired: &'static str,
     pub error_title: &'static str,
+    pub signed_out_title: &'static str,
+    pub signed_out: &'static str,
 }
 
 static LATVIAN: Text = Text {
@@ -107,6 +109,8 @@ static LATVIAN: Text = Text {
     wrong_credentials: "Nepareizs lietotājvārds vai parole.",
     expired: "Pieteikšanās laiks beidzās. Lūdzu, atveriet lietotni un mēģiniet vēlreiz.",
     error_title: "Pieteikšanās nav iespējama",
+    signed_out_title: "Izrakstīšanās",
+    signed_out: "Jūs esat izrakstījies no visām lietotnēm.",
 };
 
 static ENGLISH: Text = Text {
@@ -123,6 +127,8 @@ static ENGLISH: Text = Text {
     wrong_credentials: "Wrong username or password.",
     expired: "The sign-in page expired. Please open the application and try again.",
     error_title: "Cannot sign in",
+    signed_out_title: "Signed out",
+    signed_out: "You are signed out of every application.",
 };
 
 #[derive(Template)]
@@ -182,13 +188,17 @@ pub fn html(status: StatusCode, page: &impl Template) -> Response {
 
 /// An error page in `locale`.
 pub fn error_page(status: StatusCode, locale: Locale, message: &str) -> Response {
-    let text = locale.text();
+    message_page(status, locale, locale.text().error_title, message)
+}
+
+/// A page with a title and one message.
+pub fn message_page(status: StatusCode, locale: Locale, title: &str, message: &str) -> Response {
     html(
         status,
         &ErrorPage {
-            lang: text.lang,
+            lang: locale.text().lang,
             css_path: CSS_PATH,
-            title: text.error_title,
+            title,
             message,
         },
     )
