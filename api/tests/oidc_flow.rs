@@ -1011,3 +1011,95 @@ async fn logout_ends_the_session_for_every_application() {
     assert_eq!(logouts[0]["username"], "anna@demo");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn introspection_and_revocation() {
+    let server = start().await;
+    let demo = &dev::DEMO_USERS[0];
+    let redirect = format!("{}/demo/callback", server.base);
+    let (form, _) = open_login_page(&format!(
+        "{}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        server.base,
+        urlencode(&redirect)
+    ))
+    .await;
+    let response = submit(&server.base, &form, "anna@demo", demo.password).await;
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+        let url = format!("{}{path}", server.base);
+        async move {
+            let response = browser().post(url).form(&form).send().await.expect("post");
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let (_, tokens) = post(
+        "/oidc/token",
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", query_param(&location, "code").expect("code")),
+            ("redirect_uri", redirect.clone()),
+            ("client_id", "demo-app".into()),
+            (
+                "code_verifier",
+                "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
+            ),
+        ],
+    )
+    .await;
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let ask = |token: String| vec![("token", token), ("client_id", "demo-app".to_owned())];
+
+    let (status, body) = post("/oidc/introspect", ask(access.clone())).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["active"].as_bool(), body["sub"].as_str()),
+        (Some(true), Some("demo:anna"))
+    );
+    let (_, body) = post("/oidc/introspect", ask(refresh.clone())).await;
+    assert_eq!(body["active"], true);
+    assert_eq!(body["token_type"], "refresh_token");
+    let (_, body) = post("/oidc/introspect", ask("garbage".into())).await;
+    assert_eq!(body, serde_json::json!({ "active": false }));
+    // Unauthenticated callers learn nothing.
+    let (status, body) = post("/oidc/introspect", vec![("token", access.clone())]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+
+    let (status, _) = post("/oidc/revoke", ask(refresh.clone())).await;
+    assert_eq!(status, 200);
+    let (_, body) = post("/oidc/introspect", ask(refresh.clone())).await;
+    assert_eq!(body["active"], false);
+    let (status, body) = post(
+        "/oidc/token",
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", refresh),
+            ("client_id", "demo-app".into()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // Revoking something unknown is not an error (RFC 7009 2.2).
+    let (status, _) = post("/oidc/revoke", ask("unknown".into())).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}

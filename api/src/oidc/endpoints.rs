@@ -44,6 +44,8 @@ pub fn routes() -> Router<AppState> {
         .route("/oidc/userinfo", get(userinfo).post(userinfo))
         .route("/oidc/jwks", get(jwks))
         .route("/oidc/logout", get(logout_get).post(logout_post))
+        .route("/oidc/revoke", axum::routing::post(revoke))
+        .route("/oidc/introspect", axum::routing::post(introspect))
         .route(CSS_PATH, get(stylesheet))
 }
 
@@ -61,6 +63,10 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "userinfo_endpoint": format!("{iss}/oidc/userinfo"),
         "jwks_uri": format!("{iss}/oidc/jwks"),
         "end_session_endpoint": format!("{iss}/oidc/logout"),
+        "revocation_endpoint": format!("{iss}/oidc/revoke"),
+        "introspection_endpoint": format!("{iss}/oidc/introspect"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "scopes_supported": ["openid", "profile", "email", "groups"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -94,6 +100,108 @@ async fn jwks(State(state): State<AppState>) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
     );
+    response
+}
+
+/// Revocation (RFC 7009). A refresh token revokes its whole family (every token of that
+/// sign-in). Access tokens are short-lived signed JWTs that are not tracked; they lapse within
+/// ten minutes. The answer is 200 whether or not the token was known, as the RFC requires.
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let client_id = match authenticate_client(&state, &headers, &form).await {
+        Ok(client_id) => client_id,
+        Err(response) => return response,
+    };
+    let Some(token) = form.token.as_deref().filter(|t| t.len() <= MAX_FIELD_CHARS) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is missing",
+        );
+    };
+    let store = FlowStore::new(state.db().clone());
+    match store.refresh_info(token).await {
+        Ok(Some(info)) if info.client_id == client_id => {
+            if let Err(e) = store.revoke_family(&info.family_id).await {
+                tracing::error!(error = %e, "revocation failed");
+                return unavailable_token();
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "revocation lookup failed");
+            return unavailable_token();
+        }
+    }
+    let mut response = StatusCode::OK.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Introspection (RFC 7662) for authenticated clients: access tokens by signature and expiry,
+/// refresh tokens by their stored state (and only to the client they were issued to).
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let client_id = match authenticate_client(&state, &headers, &form).await {
+        Ok(client_id) => client_id,
+        Err(response) => return response,
+    };
+    let Some(token) = form.token.as_deref().filter(|t| t.len() <= MAX_FIELD_CHARS) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is missing",
+        );
+    };
+    let expected = Expectations::new(issuer(&state)).token_type(ACCESS_TOKEN_TYPE);
+    let body = if let Ok(claims) = state.keys().verify::<AccessTokenClaims>(token, &expected) {
+        json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": claims.scope,
+            "client_id": claims.client_id,
+            "sub": claims.sub,
+            "aud": claims.aud,
+            "iss": claims.iss,
+            "exp": claims.exp,
+            "iat": claims.iat,
+            "jti": claims.jti,
+            "realm": claims.realm,
+            "groups": claims.groups.unwrap_or_default(),
+            "roles": claims.roles.unwrap_or_default(),
+        })
+    } else {
+        let store = FlowStore::new(state.db().clone());
+        match store.refresh_info(token).await {
+            Ok(Some(info)) if info.active && info.client_id == client_id => json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "scope": info.scope,
+                "client_id": info.client_id,
+                "sub": info.subject,
+                "username": info.username,
+                "exp": info.expires_at_ms / 1000,
+                "iss": issuer(&state),
+            }),
+            Ok(_) => json!({ "active": false }),
+            Err(e) => {
+                tracing::error!(error = %e, "introspection lookup failed");
+                return unavailable_token();
+            }
+        }
+    };
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -596,6 +704,9 @@ struct TokenForm {
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
+    /// Revocation and introspection: the token in question (`token_type_hint` is not
+    /// needed: both kinds are recognised).
+    token: Option<String>,
 }
 
 /// Client credentials from `Authorization: Basic` (RFC 6749 2.3.1: each part form-encoded).

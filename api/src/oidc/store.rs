@@ -674,3 +674,63 @@ impl FlowStore {
         Ok(())
     }
 }
+
+/// A refresh token looked up without using it (introspection, revocation).
+#[derive(Debug, Clone)]
+pub struct RefreshInfo {
+    pub family_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub subject: String,
+    pub username: String,
+    pub expires_at_ms: i64,
+    /// Not rotated, not revoked, not expired.
+    pub active: bool,
+}
+
+impl FlowStore {
+    pub async fn refresh_info(&self, token: &str) -> Result<Option<RefreshInfo>, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<i64>,
+        );
+        let row: Option<Row> =
+            match &self.db {
+                Database::Sqlite(pool) => sqlx::query_as(
+                    "SELECT family_id, client_id, scope, identity, expires_at, used_at, revoked_at \
+                     FROM oidc_refresh_tokens WHERE token_hash = ?",
+                )
+                .bind(hash(token))
+                .fetch_optional(pool)
+                .await?,
+                Database::Postgres(pool) => sqlx::query_as(
+                    "SELECT family_id, client_id, scope, identity, expires_at, used_at, revoked_at \
+                     FROM oidc_refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(hash(token))
+                .fetch_optional(pool)
+                .await?,
+            };
+        let Some((family_id, client_id, scope, identity, expires_at_ms, used, revoked)) = row
+        else {
+            return Ok(None);
+        };
+        let identity: Identity = serde_json::from_str(&identity)?;
+        Ok(Some(RefreshInfo {
+            family_id,
+            client_id,
+            scope,
+            subject: identity.subject,
+            username: identity.username,
+            expires_at_ms,
+            active: used.is_none()
+                && revoked.is_none()
+                && expires_at_ms > Utc::now().timestamp_millis(),
+        }))
+    }
+}
