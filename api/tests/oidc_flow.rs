@@ -1103,3 +1103,78 @@ async fn introspection_and_revocation() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn client_credentials_for_services_only() {
+    let server = start().await;
+    let post = |form: Vec<(&'static str, &'static str)>,
+                basic: Option<(&'static str, &'static str)>| {
+        let url = format!("{}/oidc/token", server.base);
+        async move {
+            let mut request = browser().post(url).form(&form);
+            if let Some((id, secret)) = basic {
+                request = request.basic_auth(id, Some(secret));
+            }
+            let response = request.send().await.expect("token");
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let (status, body) = post(
+        vec![
+            ("grant_type", "client_credentials"),
+            ("scope", "audit:read"),
+        ],
+        Some(("portal", "demo-client-secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("id_token").is_none() && body.get("refresh_token").is_none());
+    let introspected: serde_json::Value = browser()
+        .post(format!("{}/oidc/introspect", server.base))
+        .basic_auth("portal", Some("demo-client-secret"))
+        .form(&[("token", body["access_token"].as_str().expect("token"))])
+        .send()
+        .await
+        .expect("introspect")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(introspected["sub"], "client:portal");
+    assert_eq!(introspected["scope"], "audit:read");
+
+    // Public clients have no credentials to present; wrong secrets fail.
+    let (status, body) = post(
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", "demo-app"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    let (status, body) = post(
+        vec![("grant_type", "client_credentials")],
+        Some(("portal", "wrong")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = post(vec![("grant_type", "password")], None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    server.stop().await;
+}

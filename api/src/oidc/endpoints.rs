@@ -70,7 +70,7 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "scopes_supported": ["openid", "profile", "email", "groups"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
         "userinfo_signing_alg_values_supported": ["none"],
@@ -704,6 +704,8 @@ struct TokenForm {
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
+    /// `client_credentials`: the scope asked for.
+    scope: Option<String>,
     /// Revocation and introspection: the token in question (`token_type_hint` is not
     /// needed: both kinds are recognised).
     token: Option<String>,
@@ -742,21 +744,84 @@ async fn token(
     Form(form): Form<TokenForm>,
 ) -> Response {
     let grant = form.grant_type.as_deref();
-    if !matches!(grant, Some("authorization_code" | "refresh_token")) {
+    if !matches!(
+        grant,
+        Some("authorization_code" | "refresh_token" | "client_credentials")
+    ) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "supported: authorization_code, refresh_token",
+            "supported: authorization_code, refresh_token, client_credentials",
         );
     }
     let client_id = match authenticate_client(&state, &headers, &form).await {
         Ok(client_id) => client_id,
         Err(response) => return response,
     };
-    if grant == Some("refresh_token") {
-        refresh(&state, &form, client_id, peer, &headers).await
-    } else {
-        exchange_code(&state, &form, client_id).await
+    match grant {
+        Some("refresh_token") => refresh(&state, &form, client_id, peer, &headers).await,
+        Some("client_credentials") => service_token(&state, &form, &client_id),
+        _ => exchange_code(&state, &form, client_id).await,
+    }
+}
+
+/// `client_credentials`: a confidential client acting for itself (a service), never for a
+/// user. Only an access token; its subject is `client:<id>` in the client's realm.
+fn service_token(state: &AppState, form: &TokenForm, client_id: &str) -> Response {
+    let Some(client) = state.clients().get(client_id) else {
+        return client_failed();
+    };
+    if client.public {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "public clients cannot use client_credentials",
+        );
+    }
+    let scope = form
+        .scope
+        .as_deref()
+        .filter(|s| s.len() <= MAX_FIELD_CHARS)
+        .unwrap_or_default()
+        .to_owned();
+    let now = Utc::now().timestamp();
+    let Ok(jti) = random_token() else {
+        return unavailable_token();
+    };
+    let claims = AccessTokenClaims {
+        iss: issuer(state).to_owned(),
+        sub: format!("client:{client_id}"),
+        aud: client_id.to_owned(),
+        exp: now + i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(600),
+        iat: now,
+        jti,
+        client_id: client_id.to_owned(),
+        scope: scope.clone(),
+        realm: client.realm.clone(),
+        groups: None,
+        roles: None,
+    };
+    match state
+        .keys()
+        .sign_with_type(SigningAlgorithm::Es256, ACCESS_TOKEN_TYPE, &claims)
+    {
+        Ok(access_token) => {
+            let mut response = Json(json!({
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": TOKEN_LIFETIME.as_secs(),
+                "scope": scope,
+            }))
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "signing a service token failed");
+            unavailable_token()
+        }
     }
 }
 
