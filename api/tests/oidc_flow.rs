@@ -1178,3 +1178,45 @@ async fn client_credentials_for_services_only() {
     );
     server.stop().await;
 }
+
+/// The same flow driven by Authlib (Python), a client library nobody here wrote.
+#[tokio::test]
+async fn authlib_completes_the_flow_refresh_and_revocation() {
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import authlib, requests"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        let hint = "python3 -m pip install authlib requests";
+        assert!(
+            !novads_testkit::services_required(),
+            "Authlib is required (NOVADS_REQUIRE_SERVICES=1): {hint}"
+        );
+        eprintln!("skipped: Authlib is not installed (install: {hint})");
+        return;
+    }
+    let server = start().await;
+    let demo = &dev::DEMO_USERS[0];
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oidc_authlib.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([
+            server.base.as_str(),
+            dev::DEMO_CLIENT,
+            &format!("{}/demo/callback", server.base),
+            &format!("{}@demo", demo.username),
+            demo.password,
+        ])
+        .output()
+        .await
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ID token verified against JWKS"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("revocation ok"), "{stdout}");
+    server.stop().await;
+}
