@@ -103,6 +103,31 @@ async fn jwks(State(state): State<AppState>) -> Response {
     response
 }
 
+/// Marks an answer that carries tokens or token state as never cacheable.
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The client and the `token` parameter of a revocation or introspection request.
+async fn client_and_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &TokenForm,
+) -> Result<(String, String), Response> {
+    let client_id = authenticate_client(state, headers, form).await?;
+    match form.token.as_deref().filter(|t| t.len() <= MAX_FIELD_CHARS) {
+        Some(token) => Ok((client_id, token.to_owned())),
+        None => Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is missing",
+        )),
+    }
+}
+
 /// Revocation (RFC 7009). A refresh token revokes its whole family (every token of that
 /// sign-in). Access tokens are short-lived signed JWTs that are not tracked; they lapse within
 /// ten minutes. The answer is 200 whether or not the token was known, as the RFC requires.
@@ -111,17 +136,11 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let client_id = match authenticate_client(&state, &headers, &form).await {
-        Ok(client_id) => client_id,
+    let (client_id, token) = match client_and_token(&state, &headers, &form).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
-    let Some(token) = form.token.as_deref().filter(|t| t.len() <= MAX_FIELD_CHARS) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is missing",
-        );
-    };
+    let token = token.as_str();
     let store = FlowStore::new(state.db().clone());
     match store.refresh_info(token).await {
         Ok(Some(info)) if info.client_id == client_id => {
@@ -136,11 +155,7 @@ async fn revoke(
             return unavailable_token();
         }
     }
-    let mut response = StatusCode::OK.into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    no_store(StatusCode::OK.into_response())
 }
 
 /// Introspection (RFC 7662) for authenticated clients: access tokens by signature and expiry,
@@ -150,17 +165,11 @@ async fn introspect(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let client_id = match authenticate_client(&state, &headers, &form).await {
-        Ok(client_id) => client_id,
+    let (client_id, token) = match client_and_token(&state, &headers, &form).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
-    let Some(token) = form.token.as_deref().filter(|t| t.len() <= MAX_FIELD_CHARS) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is missing",
-        );
-    };
+    let token = token.as_str();
     let expected = Expectations::new(issuer(&state)).token_type(ACCESS_TOKEN_TYPE);
     let body = if let Ok(claims) = state.keys().verify::<AccessTokenClaims>(token, &expected) {
         json!({
@@ -198,11 +207,7 @@ async fn introspect(
             }
         }
     };
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    no_store(Json(body).into_response())
 }
 
 /// RP-initiated logout parameters (OpenID Connect RP-Initiated Logout 1.0 §2).
@@ -805,19 +810,15 @@ fn service_token(state: &AppState, form: &TokenForm, client_id: &str) -> Respons
         .keys()
         .sign_with_type(SigningAlgorithm::Es256, ACCESS_TOKEN_TYPE, &claims)
     {
-        Ok(access_token) => {
-            let mut response = Json(json!({
+        Ok(access_token) => no_store(
+            Json(json!({
                 "access_token": access_token,
                 "token_type": "Bearer",
                 "expires_in": TOKEN_LIFETIME.as_secs(),
                 "scope": scope,
             }))
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+            .into_response(),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "signing a service token failed");
             unavailable_token()
@@ -1159,17 +1160,15 @@ async fn userinfo(
             return bearer_error(StatusCode::UNAUTHORIZED, Some("invalid_token"));
         }
     };
-    let mut response = Json(json!({
-        "sub": claims.sub,
-        "realm": claims.realm,
-        "groups": claims.groups.unwrap_or_default(),
-        "roles": claims.roles.unwrap_or_default(),
-    }))
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    no_store(
+        Json(json!({
+            "sub": claims.sub,
+            "realm": claims.realm,
+            "groups": claims.groups.unwrap_or_default(),
+            "roles": claims.roles.unwrap_or_default(),
+        }))
+        .into_response(),
+    )
 }
 
 fn bearer_error(status: StatusCode, error: Option<&str>) -> Response {
