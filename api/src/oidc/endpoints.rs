@@ -941,17 +941,15 @@ async fn exchange_code(state: &AppState, form: &TokenForm, client_id: String) ->
             );
         }
     }
-    issue_tokens(
-        state,
-        &store,
-        &client_id,
-        &redeemed.identity,
-        &redeemed.scope,
-        redeemed.nonce.clone(),
-        redeemed.auth_time,
-        None,
-    )
-    .await
+    let grant = Grant {
+        client_id: &client_id,
+        identity: &redeemed.identity,
+        scope: &redeemed.scope,
+        nonce: redeemed.nonce.clone(),
+        auth_time: redeemed.auth_time,
+        family: None,
+    };
+    issue_tokens(state, &store, grant).await
 }
 
 /// `refresh_token` grant: rotate the token, re-check the user in their directory, issue new
@@ -1023,31 +1021,40 @@ async fn refresh(
             );
         }
     };
-    issue_tokens(
-        state,
-        &store,
-        &client_id,
-        &identity,
-        &claimed.scope,
-        None,
-        claimed.auth_time,
-        Some(&claimed.family_id),
-    )
-    .await
+    let grant = Grant {
+        client_id: &client_id,
+        identity: &identity,
+        scope: &claimed.scope,
+        nonce: None,
+        auth_time: claimed.auth_time,
+        family: Some(&claimed.family_id),
+    };
+    issue_tokens(state, &store, grant).await
 }
 
 /// Signs the access and ID tokens and issues the next refresh token of the family.
-#[allow(clippy::too_many_arguments)]
-async fn issue_tokens(
-    state: &AppState,
-    store: &FlowStore,
-    client_id: &str,
-    identity: &crate::federation::Identity,
-    scope: &str,
+/// What a set of tokens is issued for.
+struct Grant<'a> {
+    client_id: &'a str,
+    identity: &'a crate::federation::Identity,
+    scope: &'a str,
+    /// Echoed into the ID token (code flow only).
     nonce: Option<String>,
+    /// Unix seconds of the password sign-in.
     auth_time: i64,
-    family: Option<&str>,
-) -> Response {
+    /// The refresh-token family to continue; `None` starts one.
+    family: Option<&'a str>,
+}
+
+async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> Response {
+    let Grant {
+        client_id,
+        identity,
+        scope,
+        nonce,
+        auth_time,
+        family,
+    } = grant;
     let now = Utc::now().timestamp();
     let exp = now + i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(600);
     let Ok(jti) = random_token() else {
