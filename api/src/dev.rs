@@ -125,6 +125,7 @@ pub fn banner(config: &Config, data_dir: &Path) -> String {
          \x20 readiness       {base}/readyz\n\
          \x20 metrics         {base}/metrics\n\
          \x20 OpenID Connect  {base}/.well-known/openid-configuration\n\
+         \x20 demo app        {base}/demo/  (sign in there with a demo user)\n\
          \x20 demo realm      {DEMO_REALM} (built-in directory)\n",
         data_dir.display(),
         config.database,

@@ -58,6 +58,10 @@ async fn start() -> Running {
     let server = Server::from_listener(config, listener)
         .await
         .expect("server");
+    // As `novads dev` runs it: with the demo application.
+    let routes =
+        novads_api::server::router_with(server.state().clone(), novads_api::oidc::demo::routes());
+    let server = server.with_router(routes);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
@@ -1218,5 +1222,69 @@ async fn authlib_completes_the_flow_refresh_and_revocation() {
         "{stdout}"
     );
     assert!(stdout.contains("revocation ok"), "{stdout}");
+    server.stop().await;
+}
+
+/// Issue 4's promise for `novads dev`: a person signs in to the demo application in a browser.
+#[tokio::test]
+async fn the_demo_application_signs_in_through_the_provider() {
+    let server = start().await;
+    let demo = &dev::DEMO_USERS[0];
+    let home = browser()
+        .get(format!("{}/demo/", server.base))
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.status(), 200);
+    assert!(
+        home.text()
+            .await
+            .expect("html")
+            .contains("Sign in with novads")
+    );
+
+    let start_login = browser()
+        .get(format!("{}/demo/login", server.base))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(start_login.status(), 303);
+    let flow_cookie = start_login.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_owned();
+    let authorize = start_login.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let (form, _) = open_login_page(&authorize).await;
+    let response = submit(&server.base, &form, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 303);
+    let callback = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(callback.starts_with(&format!("{}/demo/callback", server.base)));
+
+    let page = browser()
+        .get(&callback)
+        .header("cookie", &flow_cookie)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains("anna@demo") && html.contains("demo:it-admins"),
+        "{html}"
+    );
+    assert!(html.contains("/oidc/logout?id_token_hint="), "{html}");
+
+    // Without the browser's flow cookie the answer is not accepted.
+    let forged = browser().get(&callback).send().await.expect("callback");
+    assert_eq!(forged.status(), 400);
     server.stop().await;
 }

@@ -506,7 +506,18 @@ fn set_cookie(
     value: &str,
     attributes: &str,
 ) {
-    let secure = if issuer(state).starts_with("https://") {
+    set_cookie_on(issuer(state), response, name, value, attributes);
+}
+
+/// [`set_cookie`] for code that has only the issuer.
+pub(crate) fn set_cookie_on(
+    issuer: &str,
+    response: &mut Response,
+    name: &str,
+    value: &str,
+    attributes: &str,
+) {
+    let secure = if issuer.starts_with("https://") {
         "; Secure"
     } else {
         ""
@@ -516,7 +527,8 @@ fn set_cookie(
     }
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of cookie `name` in the request.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -950,6 +962,33 @@ async fn exchange_code(state: &AppState, form: &TokenForm, client_id: String) ->
         family: None,
     };
     issue_tokens(state, &store, grant).await
+}
+
+/// The demo application's token request, answered by the same code as `/oidc/token` for a
+/// public client; returns the ID token.
+pub(crate) async fn token_for_demo(
+    state: &AppState,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Option<String> {
+    let form = TokenForm {
+        grant_type: Some("authorization_code".to_owned()),
+        code: Some(code.to_owned()),
+        redirect_uri: Some(redirect_uri.to_owned()),
+        code_verifier: Some(verifier.to_owned()),
+        client_id: Some(crate::dev::DEMO_CLIENT.to_owned()),
+        ..TokenForm::default()
+    };
+    let response = exchange_code(state, &form, crate::dev::DEMO_CLIENT.to_owned()).await;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    json["id_token"].as_str().map(str::to_owned)
 }
 
 /// `refresh_token` grant: rotate the token, re-check the user in their directory, issue new

@@ -1,6 +1,7 @@
 //! The OpenID Connect provider: signing keys, tokens and the endpoints of DESIGN.md
 //! § Federation endpoints.
 
+pub mod demo;
 pub mod endpoints;
 pub mod jwt;
 pub mod keys;

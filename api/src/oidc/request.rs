@@ -306,10 +306,14 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     if !is_pkce_value(verifier) {
         return false;
     }
-    let digest = digest::digest(&digest::SHA256, verifier.as_bytes());
-    let expected = URL_SAFE_NO_PAD.encode(digest.as_ref());
     // Both values are public once the code is used; constant time is not needed here.
-    expected == challenge
+    s256(verifier) == challenge
+}
+
+/// The S256 challenge of a verifier: base64url(SHA-256(verifier)).
+pub fn s256(verifier: &str) -> String {
+    let digest = digest::digest(&digest::SHA256, verifier.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 #[cfg(test)]
