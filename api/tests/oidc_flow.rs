@@ -308,21 +308,7 @@ async fn confidential_client_authenticates_and_pkce_is_enforced() {
     let server = start().await;
     let token = |form: Vec<(&'static str, String)>, basic: Option<(&'static str, &'static str)>| {
         let url = format!("{}/oidc/token", server.base);
-        async move {
-            let mut request = browser().post(url).form(&form);
-            if let Some((id, secret)) = basic {
-                request = request.basic_auth(id, Some(secret));
-            }
-            let response = request.send().await.expect("token");
-            let status = response.status().as_u16();
-            (
-                status,
-                response
-                    .json::<serde_json::Value>()
-                    .await
-                    .unwrap_or_default(),
-            )
-        }
+        async move { post_form(url, form, basic).await }
     };
     let redirect = urlencode(CONFIDENTIAL_REDIRECT);
     // Without PKCE: allowed for a confidential client, which must authenticate.
@@ -658,17 +644,7 @@ async fn refresh_rotates_detects_reuse_and_cuts_off_leavers() {
     );
     let token = |form: Vec<(&'static str, String)>| {
         let url = format!("{base}/oidc/token");
-        async move {
-            let response = browser().post(url).form(&form).send().await.expect("token");
-            let status = response.status().as_u16();
-            (
-                status,
-                response
-                    .json::<serde_json::Value>()
-                    .await
-                    .unwrap_or_default(),
-            )
-        }
+        async move { post_form(url, form, None).await }
     };
     let sign_in = |user: &'static User| {
         let (authorize, base, redirect) = (authorize.clone(), base.clone(), redirect.clone());
@@ -1034,17 +1010,7 @@ async fn introspection_and_revocation() {
         .to_owned();
     let post = |path: &'static str, form: Vec<(&'static str, String)>| {
         let url = format!("{}{path}", server.base);
-        async move {
-            let response = browser().post(url).form(&form).send().await.expect("post");
-            let status = response.status().as_u16();
-            (
-                status,
-                response
-                    .json::<serde_json::Value>()
-                    .await
-                    .unwrap_or_default(),
-            )
-        }
+        async move { post_form(url, form, None).await }
     };
     let (_, tokens) = post(
         "/oidc/token",
@@ -1114,21 +1080,7 @@ async fn client_credentials_for_services_only() {
     let post = |form: Vec<(&'static str, &'static str)>,
                 basic: Option<(&'static str, &'static str)>| {
         let url = format!("{}/oidc/token", server.base);
-        async move {
-            let mut request = browser().post(url).form(&form);
-            if let Some((id, secret)) = basic {
-                request = request.basic_auth(id, Some(secret));
-            }
-            let response = request.send().await.expect("token");
-            let status = response.status().as_u16();
-            (
-                status,
-                response
-                    .json::<serde_json::Value>()
-                    .await
-                    .unwrap_or_default(),
-            )
-        }
+        async move { post_form(url, form, basic).await }
     };
     let (status, body) = post(
         vec![
@@ -1287,4 +1239,25 @@ async fn the_demo_application_signs_in_through_the_provider() {
     let forged = browser().get(&callback).send().await.expect("callback");
     assert_eq!(forged.status(), 400);
     server.stop().await;
+}
+
+/// POSTs a form (optionally with Basic client credentials); the status and the JSON answer.
+async fn post_form<K: serde::Serialize, V: serde::Serialize>(
+    url: String,
+    form: Vec<(K, V)>,
+    basic: Option<(&str, &str)>,
+) -> (u16, serde_json::Value) {
+    let mut request = browser().post(url).form(&form);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.expect("post");
+    let status = response.status().as_u16();
+    (
+        status,
+        response
+            .json::<serde_json::Value>()
+            .await
+            .unwrap_or_default(),
+    )
 }

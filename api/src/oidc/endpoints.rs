@@ -838,6 +838,11 @@ fn service_token(state: &AppState, form: &TokenForm, client_id: &str) -> Respons
     }
 }
 
+/// The grant (code, refresh token) is not usable by this request.
+fn invalid_grant(description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
+}
+
 fn client_failed() -> Response {
     oauth_error(
         StatusCode::UNAUTHORIZED,
@@ -903,18 +908,10 @@ async fn exchange_code(state: &AppState, form: &TokenForm, client_id: String) ->
         Ok(Redemption::Redeemed(redeemed)) => redeemed,
         Ok(Redemption::AlreadyUsed) => {
             tracing::warn!(client_id = %client_id, "an authorization code was presented twice");
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the code was already used",
-            );
+            return invalid_grant("the code was already used");
         }
         Ok(Redemption::Expired | Redemption::Unknown) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the code is invalid or expired",
-            );
+            return invalid_grant("the code is invalid or expired");
         }
         Err(e) => {
             tracing::error!(error = %e, "code redemption failed");
@@ -922,35 +919,19 @@ async fn exchange_code(state: &AppState, form: &TokenForm, client_id: String) ->
         }
     };
     if redeemed.client_id != client_id {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "the code was issued to another client",
-        );
+        return invalid_grant("the code was issued to another client");
     }
     if form.redirect_uri.as_deref() != Some(redeemed.redirect_uri.as_str()) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "redirect_uri does not match",
-        );
+        return invalid_grant("redirect_uri does not match");
     }
     match (&redeemed.code_challenge, form.code_verifier.as_deref()) {
         (Some(challenge), Some(verifier)) if super::request::pkce_matches(verifier, challenge) => {}
         (None, None) => {}
         (None, Some(_)) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "code_verifier sent but no code_challenge was",
-            );
+            return invalid_grant("code_verifier sent but no code_challenge was");
         }
         _ => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "PKCE verification failed",
-            );
+            return invalid_grant("PKCE verification failed");
         }
     }
     let grant = Grant {
@@ -1013,18 +994,10 @@ async fn refresh(
         Ok(RefreshUse::Reused { family_id }) => {
             tracing::warn!(client_id = %client_id, family = %family_id,
                 "a rotated refresh token was presented again; its family is revoked");
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the refresh token was already used",
-            );
+            return invalid_grant("the refresh token was already used");
         }
         Ok(RefreshUse::Invalid) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the refresh token is invalid, expired or revoked",
-            );
+            return invalid_grant("the refresh token is invalid, expired or revoked");
         }
         Err(e) => {
             tracing::error!(error = %e, "refresh token lookup failed");
@@ -1032,11 +1005,7 @@ async fn refresh(
         }
     };
     if claimed.client_id != client_id {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "the refresh token was issued to another client",
-        );
+        return invalid_grant("the refresh token was issued to another client");
     }
     let user_agent =
         header_str(headers, header::USER_AGENT).map(|ua| ua.chars().take(512).collect());
@@ -1053,11 +1022,7 @@ async fn refresh(
                 tracing::error!(error = %e, "could not revoke a refresh token family");
             }
             tracing::info!(reason = %refused.reason, "refresh refused");
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the user may no longer use this application",
-            );
+            return invalid_grant("the user may no longer use this application");
         }
     };
     let grant = Grant {
