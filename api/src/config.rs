@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
+use crate::oidc::keys::SigningAlgorithm;
+
 /// Largest configuration file we read; anything bigger is a mistake, not a configuration.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -304,6 +306,11 @@ pub struct ClientConfig {
     pub secret_hash: Option<String>,
     #[serde(default)]
     pub public: bool,
+    /// The JWS algorithm of this client's ID tokens (and, for consistency, its access tokens):
+    /// OIDC Dynamic Client Registration's metadata of the same name. ES256 unless the relying
+    /// party accepts only RSA, as some do; unknown names are refused when the file is read.
+    #[serde(default)]
+    pub id_token_signed_response_alg: SigningAlgorithm,
 }
 
 /// One problem in a configuration: where it is and what is wrong.

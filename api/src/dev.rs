@@ -108,6 +108,7 @@ pub fn config(data_dir: &Path, listen: SocketAddr) -> Config {
             post_logout_redirect_uris: vec![format!("{issuer}/demo/")],
             secret_hash: None,
             public: true,
+            id_token_signed_response_alg: Default::default(),
         }],
         lockout: LockoutConfig::default(),
         audit: AuditConfig::default(),

@@ -70,6 +70,7 @@ impl World {
             post_logout_redirect_uris: vec![],
             secret_hash: None,
             public: true,
+            id_token_signed_response_alg: Default::default(),
         };
         let config = Config {
             server: ServerConfig {

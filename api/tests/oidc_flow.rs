@@ -54,6 +54,7 @@ async fn start() -> Running {
         post_logout_redirect_uris: vec![],
         secret_hash: Some(SECRET_HASH.into()),
         public: false,
+        id_token_signed_response_alg: Default::default(),
     });
     let server = Server::from_listener(config, listener)
         .await

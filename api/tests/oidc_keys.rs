@@ -351,6 +351,84 @@ async fn rotation_with_overlap(db: &Database) {
     }
 }
 
+/// A database that holds keys of one algorithm only (made before the provider kept both, or
+/// with the RS256 rows removed by hand) gains the missing algorithm's active and next keys at
+/// the next start, keeps its ES256 keys untouched, and then rotates both.
+async fn missing_algorithm_is_added_at_start(db: &Database) {
+    let keys = SigningKeys::load_or_init(db, &kek()).await.expect("init");
+    let es_active = keys.active_kid(SigningAlgorithm::Es256).expect("active");
+    let es_next = kid_in_state(&keys, SigningAlgorithm::Es256, KeyState::Next);
+    let es_token = keys
+        .sign(SigningAlgorithm::Es256, &id_claims("before"))
+        .expect("signed");
+    assert_eq!(
+        db.execute("DELETE FROM oidc_signing_keys WHERE algorithm = 'RS256'")
+            .await
+            .expect("delete"),
+        2
+    );
+    // A replica that merely reloads has no RS256 key to sign with, and says so.
+    keys.reload(db, &kek()).await.expect("reload");
+    assert!(matches!(
+        keys.sign(SigningAlgorithm::Rs256, &id_claims("s")),
+        Err(KeyError::NoActiveKey {
+            algorithm: SigningAlgorithm::Rs256
+        })
+    ));
+
+    // The next start creates them.
+    let restarted = SigningKeys::load_or_init(db, &kek())
+        .await
+        .expect("restart");
+    let rows = rows(db).await;
+    assert_eq!(rows.len(), 4, "active and next for ES256 and RS256");
+    for algorithm in ["ES256", "RS256"] {
+        assert_eq!(count(&rows, algorithm, "active"), 1);
+        assert_eq!(count(&rows, algorithm, "next"), 1);
+    }
+    assert_eq!(
+        restarted.active_kid(SigningAlgorithm::Es256).as_ref(),
+        Some(&es_active),
+        "the ES256 keys are kept"
+    );
+    assert_eq!(
+        kid_in_state(&restarted, SigningAlgorithm::Es256, KeyState::Next),
+        es_next
+    );
+    let _: IdTokenClaims = restarted
+        .verify(&es_token, &expect_id())
+        .expect("tokens of the kept key verify");
+    let rs_token = restarted
+        .sign(SigningAlgorithm::Rs256, &id_claims("after"))
+        .expect("RS256 signs");
+    assert_eq!(header_of(&rs_token)["alg"], "RS256");
+    let _: IdTokenClaims = restarted.verify(&rs_token, &expect_id()).expect("verifies");
+    let jwks = restarted.jwks();
+    let algs: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["alg"].as_str())
+        .collect();
+    assert_eq!(algs.len(), 4, "{jwks}");
+    assert_eq!(algs.iter().filter(|a| **a == "RS256").count(), 2, "{jwks}");
+
+    // From then on `novads keys rotate` rotates both algorithms together.
+    let report = SigningKeys::rotate(db, &kek(), &fast_policy())
+        .await
+        .expect("rotate");
+    let mut rotated: Vec<SigningAlgorithm> = report.rotated.iter().map(|r| r.algorithm).collect();
+    rotated.sort();
+    assert_eq!(rotated, SigningAlgorithm::ALL.to_vec());
+}
+
+#[tokio::test]
+async fn sqlite_missing_algorithm_is_added_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, db) = sqlite(&dir).await;
+    missing_algorithm_is_added_at_start(&db).await;
+}
+
 /// Replicas starting at once, then rotating at once, against one database.
 async fn concurrent_replicas(url: &str) {
     let mut starts = Vec::new();
@@ -466,6 +544,8 @@ async fn postgres_signing_keys() {
     wrong_kek_fails_clearly(&db).await;
     let (_, db) = postgres(&pg, "keys_rotation").await;
     rotation_with_overlap(&db).await;
+    let (_, db) = postgres(&pg, "keys_missing_algorithm").await;
+    missing_algorithm_is_added_at_start(&db).await;
 }
 
 #[tokio::test]
@@ -593,6 +673,7 @@ async fn access_tokens_round_trip_with_their_own_type() {
         exp: t + 300,
         iat: t,
         jti: "a1b2c3".into(),
+        grant_id: Some("g-1".into()),
         client_id: CLIENT.into(),
         scope: "openid groups".into(),
         realm: "talsi".into(),

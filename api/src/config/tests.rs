@@ -270,6 +270,47 @@ fn client_rules() {
 }
 
 #[test]
+fn clients_choose_es256_or_rs256() {
+    let config = parse(&valid_yaml()).expect("parses");
+    assert_eq!(
+        config.clients[0].id_token_signed_response_alg,
+        SigningAlgorithm::Es256,
+        "ES256 unless a client asks"
+    );
+    let yaml = valid_yaml().replace(
+        "public: true }",
+        "public: true, id_token_signed_response_alg: RS256 }",
+    );
+    let config = parse(&yaml).expect("parses");
+    assert_eq!(config.validate(Mode::Production), vec![]);
+    assert_eq!(
+        config.clients[1].id_token_signed_response_alg,
+        SigningAlgorithm::Rs256
+    );
+    // Anything the provider cannot sign with is refused, naming the key and the choices:
+    // HMAC and `none` never, names in the wrong case neither (JOSE names are case-sensitive).
+    for bad in ["HS256", "none", "PS256", "rs256", "\"\""] {
+        let yaml = valid_yaml().replace(
+            "public: true }",
+            &format!("public: true, id_token_signed_response_alg: {bad} }}"),
+        );
+        assert_one_error(
+            &yaml,
+            &[
+                "clients[1].id_token_signed_response_alg: ",
+                "is not a supported signing algorithm",
+                "ES256 (the default) or RS256",
+            ],
+        );
+    }
+    let yaml = valid_yaml().replace(
+        "public: true }",
+        "public: true, id_token_signed_response_alg: [RS256] }",
+    );
+    assert_one_error(&yaml, &["clients[1].id_token_signed_response_alg"]);
+}
+
+#[test]
 fn issuer_must_be_absolute_https() {
     let yaml = valid_yaml().replace("https://sso.novads.lv", "sso.novads.lv");
     assert_one_error(&yaml, &["server.issuer", "absolute"]);

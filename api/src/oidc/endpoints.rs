@@ -2,7 +2,7 @@
 //! userinfo and the public keys. OAuth endpoints answer errors in the OAuth format (RFC 6749
 //! 5.2, RFC 6750 3) that clients expect, not as problem documents.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -21,7 +21,7 @@ use super::jwt::{ACCESS_TOKEN_TYPE, AccessTokenClaims, IdTokenClaims, at_hash};
 use super::keys::{Expectations, SigningAlgorithm};
 use super::pages::{self, CSS_PATH, Locale, LoginPage};
 use super::request::{AuthorizeParams, ErrorRedirect, RequestError, append_query, validate};
-use super::store::{FlowStore, PendingRequest, Redemption, RefreshUse, random_token};
+use super::store::{FlowStore, PendingRequest, Redemption, RefreshUse, ReplayedCode, random_token};
 use crate::federation::LoginRequest;
 use crate::federation::audit::{AuditEvent, AuditEventKind, AuditReason};
 use crate::server::AppState;
@@ -72,7 +72,9 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256", "RS256"],
+        // Every algorithm always has an active key, and clients choose among them
+        // (`id_token_signed_response_alg`), so every one is listed.
+        "id_token_signing_alg_values_supported": SigningAlgorithm::ALL,
         "userinfo_signing_alg_values_supported": ["none"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -128,9 +130,11 @@ async fn client_and_token(
     }
 }
 
-/// Revocation (RFC 7009). A refresh token revokes its whole family (every token of that
-/// sign-in). Access tokens are short-lived signed JWTs that are not tracked; they lapse within
-/// ten minutes. The answer is 200 whether or not the token was known, as the RFC requires.
+/// Revocation (RFC 7009). A refresh token revokes its whole grant: every refresh and access
+/// token of that sign-in (RFC 7009 2.1 asks for the access tokens too). An access token is
+/// revoked alone, by its `jti`, until it would have expired. Only the client a token was
+/// issued to can revoke it. The answer is 200 whether or not the token was known, as the RFC
+/// requires.
 async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -142,9 +146,20 @@ async fn revoke(
     };
     let token = token.as_str();
     let store = FlowStore::new(state.db().clone());
+    // An access token is recognised by its signature alone, without a database lookup.
+    let expected = Expectations::new(issuer(&state)).token_type(ACCESS_TOKEN_TYPE);
+    if let Ok(claims) = state.keys().verify::<AccessTokenClaims>(token, &expected) {
+        if claims.client_id == client_id
+            && let Err(e) = store.revoke_access_token(&claims.jti, claims.exp).await
+        {
+            tracing::error!(error = %e, "revoking an access token failed");
+            return unavailable_token();
+        }
+        return no_store(StatusCode::OK.into_response());
+    }
     match store.refresh_info(token).await {
         Ok(Some(info)) if info.client_id == client_id => {
-            if let Err(e) = store.revoke_family(&info.family_id).await {
+            if let Err(e) = store.revoke_grant(&info.family_id).await {
                 tracing::error!(error = %e, "revocation failed");
                 return unavailable_token();
             }
@@ -158,8 +173,9 @@ async fn revoke(
     no_store(StatusCode::OK.into_response())
 }
 
-/// Introspection (RFC 7662) for authenticated clients: access tokens by signature and expiry,
-/// refresh tokens by their stored state (and only to the client they were issued to).
+/// Introspection (RFC 7662) for authenticated clients: access tokens by signature, expiry and
+/// revocation, refresh tokens by their stored state (and only to the client they were issued
+/// to).
 async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -172,6 +188,11 @@ async fn introspect(
     let token = token.as_str();
     let expected = Expectations::new(issuer(&state)).token_type(ACCESS_TOKEN_TYPE);
     let body = if let Ok(claims) = state.keys().verify::<AccessTokenClaims>(token, &expected) {
+        match access_token_revoked(&state, &claims).await {
+            Ok(false) => {}
+            Ok(true) => return no_store(Json(json!({ "active": false })).into_response()),
+            Err(response) => return response,
+        }
         json!({
             "active": true,
             "token_type": "Bearer",
@@ -778,7 +799,11 @@ async fn token(
     match grant {
         Some("refresh_token") => refresh(&state, &form, client_id, peer, &headers).await,
         Some("client_credentials") => service_token(&state, &form, &client_id),
-        _ => exchange_code(&state, &form, client_id).await,
+        _ => {
+            let user_agent =
+                header_str(&headers, header::USER_AGENT).map(|ua| ua.chars().take(512).collect());
+            exchange_code(&state, &form, client_id, Some(peer.ip()), user_agent).await
+        }
     }
 }
 
@@ -812,16 +837,18 @@ fn service_token(state: &AppState, form: &TokenForm, client_id: &str) -> Respons
         exp: now + i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(600),
         iat: now,
         jti,
+        grant_id: None,
         client_id: client_id.to_owned(),
         scope: scope.clone(),
         realm: client.realm.clone(),
         groups: None,
         roles: None,
     };
-    match state
-        .keys()
-        .sign_with_type(SigningAlgorithm::Es256, ACCESS_TOKEN_TYPE, &claims)
-    {
+    match state.keys().sign_with_type(
+        client.id_token_signed_response_alg,
+        ACCESS_TOKEN_TYPE,
+        &claims,
+    ) {
         Ok(access_token) => no_store(
             Json(json!({
                 "access_token": access_token,
@@ -895,7 +922,13 @@ async fn authenticate_client(
     Ok(client_id)
 }
 
-async fn exchange_code(state: &AppState, form: &TokenForm, client_id: String) -> Response {
+async fn exchange_code(
+    state: &AppState,
+    form: &TokenForm,
+    client_id: String,
+    source_ip: Option<IpAddr>,
+    user_agent: Option<String>,
+) -> Response {
     let Some(code) = form.code.as_deref().filter(|c| c.len() <= 128) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -906,8 +939,12 @@ async fn exchange_code(state: &AppState, form: &TokenForm, client_id: String) ->
     let store = FlowStore::new(state.db().clone());
     let redeemed = match store.redeem_code(code).await {
         Ok(Redemption::Redeemed(redeemed)) => redeemed,
-        Ok(Redemption::AlreadyUsed) => {
-            tracing::warn!(client_id = %client_id, "an authorization code was presented twice");
+        Ok(Redemption::AlreadyUsed(replayed)) => {
+            // The store has already revoked every token issued from the code: whoever
+            // presented it first may have been the thief (RFC 6749 4.1.2, 10.5).
+            tracing::warn!(client_id = %client_id, issued_to = %replayed.client_id,
+                "an authorization code was presented twice; its tokens are revoked");
+            audit_code_replay(state, &client_id, &replayed, source_ip, user_agent).await;
             return invalid_grant("the code was already used");
         }
         Ok(Redemption::Expired | Redemption::Unknown) => {
@@ -940,9 +977,34 @@ async fn exchange_code(state: &AppState, form: &TokenForm, client_id: String) ->
         scope: &redeemed.scope,
         nonce: redeemed.nonce.clone(),
         auth_time: redeemed.auth_time,
-        family: None,
+        grant_id: &redeemed.grant_id,
     };
     issue_tokens(state, &store, grant).await
+}
+
+/// A replayed code is a refusal in the audit trail: `login_failed` with reason
+/// `invalid_request`, naming the user the code was issued for and the client presenting it.
+/// The answer is a refusal whether or not the row could be written.
+async fn audit_code_replay(
+    state: &AppState,
+    presenting_client: &str,
+    replayed: &ReplayedCode,
+    source_ip: Option<IpAddr>,
+    user_agent: Option<String>,
+) {
+    let mut event = AuditEvent::new(AuditEventKind::LoginFailed);
+    event.reason = Some(AuditReason::InvalidRequest);
+    event.client_id = Some(presenting_client.to_owned());
+    if let Some(identity) = &replayed.identity {
+        event.realm = Some(identity.realm.clone());
+        event.username = Some(identity.username.clone());
+        event.subject = Some(identity.subject.clone());
+    }
+    event.source_ip = source_ip.map(|ip| ip.to_string());
+    event.user_agent = user_agent;
+    if let Err(e) = state.federation().audit().append(event).await {
+        tracing::error!(error = %e, "could not audit a replayed authorization code");
+    }
 }
 
 /// The demo application's token request, answered by the same code as `/oidc/token` for a
@@ -961,7 +1023,8 @@ pub(crate) async fn token_for_demo(
         client_id: Some(crate::dev::DEMO_CLIENT.to_owned()),
         ..TokenForm::default()
     };
-    let response = exchange_code(state, &form, crate::dev::DEMO_CLIENT.to_owned()).await;
+    let response =
+        exchange_code(state, &form, crate::dev::DEMO_CLIENT.to_owned(), None, None).await;
     if !response.status().is_success() {
         return None;
     }
@@ -1018,7 +1081,7 @@ async fn refresh(
         Err(refused) => {
             // The directory no longer vouches for the user (left, disabled, moved out of the
             // trusted group): no token of this sign-in stays usable.
-            if let Err(e) = store.revoke_family(&claimed.family_id).await {
+            if let Err(e) = store.revoke_grant(&claimed.family_id).await {
                 tracing::error!(error = %e, "could not revoke a refresh token family");
             }
             tracing::info!(reason = %refused.reason, "refresh refused");
@@ -1031,12 +1094,11 @@ async fn refresh(
         scope: &claimed.scope,
         nonce: None,
         auth_time: claimed.auth_time,
-        family: Some(&claimed.family_id),
+        grant_id: &claimed.family_id,
     };
     issue_tokens(state, &store, grant).await
 }
 
-/// Signs the access and ID tokens and issues the next refresh token of the family.
 /// What a set of tokens is issued for.
 struct Grant<'a> {
     client_id: &'a str,
@@ -1046,10 +1108,13 @@ struct Grant<'a> {
     nonce: Option<String>,
     /// Unix seconds of the password sign-in.
     auth_time: i64,
-    /// The refresh-token family to continue; `None` starts one.
-    family: Option<&'a str>,
+    /// The grant of the authorization code: the refresh-token family, and the access token's
+    /// `grant_id` claim.
+    grant_id: &'a str,
 }
 
+/// Signs the access and ID tokens with the client's algorithm and issues the next refresh
+/// token of the grant.
 async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> Response {
     let Grant {
         client_id,
@@ -1057,8 +1122,12 @@ async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> 
         scope,
         nonce,
         auth_time,
-        family,
+        grant_id,
     } = grant;
+    let Some(client) = state.clients().get(client_id) else {
+        return client_failed();
+    };
+    let algorithm = client.id_token_signed_response_alg;
     let now = Utc::now().timestamp();
     let exp = now + i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(600);
     let Ok(jti) = random_token() else {
@@ -1072,13 +1141,13 @@ async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> 
         exp,
         iat: now,
         jti,
+        grant_id: Some(grant_id.to_owned()),
         client_id: client_id.to_owned(),
         scope: scope.to_owned(),
         realm: identity.realm.clone(),
         groups: Some(identity.groups.clone()),
         roles: Some(identity.roles.clone()),
     };
-    let algorithm = SigningAlgorithm::Es256;
     let access_token =
         match state
             .keys()
@@ -1123,7 +1192,7 @@ async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> 
         }
     };
     let refresh_token = match store
-        .create_refresh_token(family, client_id, scope, identity, auth_time)
+        .create_refresh_token(grant_id, client_id, scope, identity, auth_time)
         .await
     {
         Ok(token) => token,
@@ -1132,6 +1201,19 @@ async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> 
             return unavailable_token();
         }
     };
+    // A replay of the code (or of a refresh token) may have revoked the grant while these
+    // tokens were made; then none of them leaves the provider.
+    match store.grant_usable(grant_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(client_id = %client_id, "the grant was revoked while tokens were issued");
+            return invalid_grant("the grant was revoked");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "checking a grant failed");
+            return unavailable_token();
+        }
+    }
     let mut response = Json(json!({
         "access_token": access_token,
         "token_type": "Bearer",
@@ -1171,6 +1253,14 @@ async fn userinfo(
             return bearer_error(StatusCode::UNAUTHORIZED, Some("invalid_token"));
         }
     };
+    match access_token_revoked(&state, &claims).await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::info!(jti = %claims.jti, "userinfo refused a revoked token");
+            return bearer_error(StatusCode::UNAUTHORIZED, Some("invalid_token"));
+        }
+        Err(response) => return response,
+    }
     no_store(
         Json(json!({
             "sub": claims.sub,
@@ -1180,6 +1270,21 @@ async fn userinfo(
         }))
         .into_response(),
     )
+}
+
+/// Whether a verified access token was revoked, alone or with its grant. A database error is
+/// the 503 answer to send: a token whose revocation cannot be checked is never honoured.
+async fn access_token_revoked(
+    state: &AppState,
+    claims: &AccessTokenClaims,
+) -> Result<bool, Response> {
+    FlowStore::new(state.db().clone())
+        .access_token_revoked(&claims.jti, claims.grant_id.as_deref())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "access token revocation lookup failed");
+            unavailable_token()
+        })
 }
 
 fn bearer_error(status: StatusCode, error: Option<&str>) -> Response {

@@ -70,6 +70,11 @@ pub struct AccessTokenClaims {
     pub iat: i64,
     /// Unique token id, for revocation and introspection.
     pub jti: String,
+    /// The grant the token belongs to: every token issued from one authorization code (and
+    /// the refreshes that follow it) shares it, so that a replayed code revokes them all.
+    /// Absent on `client_credentials` tokens, which belong to no user's grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
     /// The client the token was issued to.
     pub client_id: String,
     /// Granted scopes, space-separated.

@@ -50,8 +50,8 @@ use base64::alphabet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
@@ -79,10 +79,13 @@ const AES_GCM_TAG_LEN: usize = 16;
 /// Tokens longer than this are refused before any parsing (ours are well under 4 KiB).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 
-/// The JWS algorithms the provider signs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// The JWS algorithms the provider signs with. Each client's tokens are signed with the one
+/// its configuration names (`id_token_signed_response_alg`, ES256 when unset); every algorithm
+/// always has an active key, so any client can be switched without a key ceremony.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum SigningAlgorithm {
-    /// ECDSA with P-256 and SHA-256 (RFC 7518 §3.4): small, fast signatures.
+    /// ECDSA with P-256 and SHA-256 (RFC 7518 §3.4): small, fast signatures. The default.
+    #[default]
     #[serde(rename = "ES256")]
     Es256,
     /// RSASSA-PKCS1-v1_5 with SHA-256: the one algorithm every OpenID Connect client must
@@ -106,6 +109,21 @@ impl SigningAlgorithm {
     /// Parses a JOSE name exactly (JOSE names are case-sensitive).
     pub fn from_jose(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|alg| alg.as_str() == name)
+    }
+}
+
+/// Reads a JOSE name exactly, refusing anything else with a message that lists what is
+/// supported (it ends up as one `clients[N].id_token_signed_response_alg: ...` line).
+impl<'de> Deserialize<'de> for SigningAlgorithm {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::from_jose(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{:?} is not a supported signing algorithm; use ES256 (the default) or RS256 \
+                 (names are case-sensitive)",
+                quoted(&name)
+            ))
+        })
     }
 }
 

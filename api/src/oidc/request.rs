@@ -329,6 +329,7 @@ mod tests {
                 post_logout_redirect_uris: vec![],
                 secret_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
                 public: false,
+                id_token_signed_response_alg: Default::default(),
             },
             ClientConfig {
                 client_id: "cli".into(),
@@ -337,6 +338,7 @@ mod tests {
                 post_logout_redirect_uris: vec![],
                 secret_hash: None,
                 public: true,
+                id_token_signed_response_alg: Default::default(),
             },
         ])
     }

@@ -75,6 +75,9 @@ impl PendingRequest {
 /// A code, once redeemed.
 #[derive(Debug, Clone)]
 pub struct RedeemedCode {
+    /// The grant every token issued from this code belongs to: the refresh-token family id
+    /// and the access tokens' `grant_id` claim, revoked together when the code is replayed.
+    pub grant_id: String,
     pub client_id: String,
     pub redirect_uri: String,
     pub scope: String,
@@ -84,6 +87,19 @@ pub struct RedeemedCode {
     pub auth_time: i64,
 }
 
+/// A code presented a second time, as stored.
+#[derive(Debug, Clone)]
+pub struct ReplayedCode {
+    /// The client the code was issued to (not necessarily the one presenting it again).
+    pub client_id: String,
+    /// The user the code was issued for; `None` when the stored identity is unreadable,
+    /// which must not stop the revocation.
+    pub identity: Option<Identity>,
+    /// The revoked grant; `None` only for a code issued before grants were recorded and
+    /// never redeemed since (no token was issued from it).
+    pub grant_id: Option<String>,
+}
+
 /// What happened when a code was presented.
 #[derive(Debug)]
 pub enum Redemption {
@@ -91,8 +107,8 @@ pub enum Redemption {
     /// Never issued, or expired and swept.
     Unknown,
     Expired,
-    /// Presented before: a replay.
-    AlreadyUsed,
+    /// Presented before: a replay. Every token issued from the code is already revoked.
+    AlreadyUsed(Box<ReplayedCode>),
 }
 
 #[derive(Clone)]
@@ -229,13 +245,17 @@ impl FlowStore {
         auth_time: i64,
     ) -> Result<String, StoreError> {
         let code = random_token()?;
+        // Chosen now, not at the exchange, so that a replay of the code can name the grant
+        // whose tokens it must revoke.
+        let grant_id = random_token()?;
         let now = Utc::now();
         let identity_json = serde_json::to_string(identity)?;
         let sql_sqlite = "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, nonce, \
-            code_challenge, identity, auth_time, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+            code_challenge, identity, auth_time, expires_at, grant_id) \
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let sql_postgres = "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, \
-            nonce, code_challenge, identity, auth_time, expires_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+            nonce, code_challenge, identity, auth_time, expires_at, grant_id) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
         macro_rules! insert {
             ($sql:expr, $pool:expr) => {
                 sqlx::query($sql)
@@ -248,6 +268,7 @@ impl FlowStore {
                     .bind(&identity_json)
                     .bind(auth_time)
                     .bind(now.timestamp_millis() + CODE_LIFETIME_MS)
+                    .bind(&grant_id)
                     .execute($pool)
                     .await
                     .map(|_| ())?
@@ -261,7 +282,9 @@ impl FlowStore {
     }
 
     /// Redeems a code exactly once: the first presentation marks it used in the same
-    /// statement that reads it, so two replicas cannot both redeem it.
+    /// statement that reads it, so two replicas cannot both redeem it. A second presentation
+    /// revokes the code's grant — every token issued from it (RFC 6749 4.1.2) — before it
+    /// returns [`Redemption::AlreadyUsed`].
     pub async fn redeem_code(&self, code: &str) -> Result<Redemption, StoreError> {
         type Row = (
             String,
@@ -272,32 +295,41 @@ impl FlowStore {
             String,
             i64,
             i64,
+            Option<String>,
         );
         let now = Utc::now().timestamp_millis();
         let code_hash = hash(code);
-        let claimed: Option<Row> =
-            match &self.db {
-                Database::Sqlite(pool) => {
-                    sqlx::query_as(
-                        "UPDATE oidc_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL \
+        // Codes issued before grants were recorded get one at redemption, stored with it so
+        // that a replay can still name it.
+        let fallback_grant = random_token()?;
+        let claimed: Option<Row> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_as(
+                    "UPDATE oidc_codes SET used_at = ?, grant_id = COALESCE(grant_id, ?) \
+                     WHERE code_hash = ? AND used_at IS NULL \
                      RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, \
-                     auth_time, expires_at",
-                    )
-                    .bind(now)
-                    .bind(&code_hash)
-                    .fetch_optional(pool)
-                    .await?
-                }
-                Database::Postgres(pool) => sqlx::query_as(
-                    "UPDATE oidc_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
-                     RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, \
-                     auth_time, expires_at",
+                     auth_time, expires_at, grant_id",
                 )
                 .bind(now)
+                .bind(&fallback_grant)
                 .bind(&code_hash)
                 .fetch_optional(pool)
-                .await?,
-            };
+                .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_as(
+                    "UPDATE oidc_codes SET used_at = $1, grant_id = COALESCE(grant_id, $2) \
+                     WHERE code_hash = $3 AND used_at IS NULL \
+                     RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, \
+                     auth_time, expires_at, grant_id",
+                )
+                .bind(now)
+                .bind(&fallback_grant)
+                .bind(&code_hash)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
         let Some((
             client_id,
             redirect_uri,
@@ -307,32 +339,17 @@ impl FlowStore {
             identity,
             auth_time,
             expires_at,
+            grant_id,
         )) = claimed
         else {
-            let exists: Option<i64> = match &self.db {
-                Database::Sqlite(pool) => {
-                    sqlx::query_scalar("SELECT 1 FROM oidc_codes WHERE code_hash = ?")
-                        .bind(&code_hash)
-                        .fetch_optional(pool)
-                        .await?
-                }
-                Database::Postgres(pool) => {
-                    sqlx::query_scalar("SELECT 1::BIGINT FROM oidc_codes WHERE code_hash = $1")
-                        .bind(&code_hash)
-                        .fetch_optional(pool)
-                        .await?
-                }
-            };
-            return Ok(if exists.is_some() {
-                Redemption::AlreadyUsed
-            } else {
-                Redemption::Unknown
-            });
+            return self.replayed_code(&code_hash).await;
         };
         if expires_at <= now {
             return Ok(Redemption::Expired);
         }
+        let grant_id = grant_id.unwrap_or(fallback_grant);
         Ok(Redemption::Redeemed(Box::new(RedeemedCode {
+            grant_id,
             client_id,
             redirect_uri,
             scope,
@@ -343,8 +360,43 @@ impl FlowStore {
         })))
     }
 
-    /// Deletes expired requests, codes and refresh tokens (used codes are kept a while past
-    /// expiry for replay detection; rotated refresh tokens until their family expires).
+    /// A code that could not be claimed: unknown, or a replay whose grant is revoked here.
+    async fn replayed_code(&self, code_hash: &str) -> Result<Redemption, StoreError> {
+        type Row = (String, String, Option<String>);
+        let row: Option<Row> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT client_id, identity, grant_id FROM oidc_codes WHERE code_hash = ?",
+                )
+                .bind(code_hash)
+                .fetch_optional(pool)
+                .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT client_id, identity, grant_id FROM oidc_codes WHERE code_hash = $1",
+                )
+                .bind(code_hash)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        let Some((client_id, identity, grant_id)) = row else {
+            return Ok(Redemption::Unknown);
+        };
+        if let Some(grant_id) = &grant_id {
+            self.revoke_grant(grant_id).await?;
+        }
+        Ok(Redemption::AlreadyUsed(Box::new(ReplayedCode {
+            client_id,
+            identity: serde_json::from_str(&identity).ok(),
+            grant_id,
+        })))
+    }
+
+    /// Deletes expired requests, codes, refresh tokens and revocations (used codes are kept a
+    /// while past expiry for replay detection; rotated refresh tokens until their family
+    /// expires; revocations until no token they name can still be valid).
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         let now = Utc::now().timestamp_millis();
         let mut removed = 0;
@@ -373,6 +425,11 @@ impl FlowStore {
                 .execute(pool)
                 .await?
                 .rows_affected();
+                removed += sqlx::query("DELETE FROM oidc_revocations WHERE expires_at < ?")
+                    .bind(now)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
             }
             Database::Postgres(pool) => {
                 removed +=
@@ -398,6 +455,11 @@ impl FlowStore {
                 .execute(pool)
                 .await?
                 .rows_affected();
+                removed += sqlx::query("DELETE FROM oidc_revocations WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
             }
         }
         Ok(removed)
@@ -430,20 +492,17 @@ pub enum RefreshUse {
 }
 
 impl FlowStore {
-    /// Issues a refresh token in `family_id` (a new family when `None`); returns the token.
+    /// Issues a refresh token in `family_id` (the grant id); returns the token.
     pub async fn create_refresh_token(
         &self,
-        family_id: Option<&str>,
+        family_id: &str,
         client_id: &str,
         scope: &str,
         identity: &Identity,
         auth_time: i64,
     ) -> Result<String, StoreError> {
         let token = random_token()?;
-        let family = match family_id {
-            Some(family) => family.to_owned(),
-            None => random_token()?,
-        };
+        let family = family_id;
         let identity_json = serde_json::to_string(identity)?;
         let expires_at = (auth_time + REFRESH_LIFETIME_SECONDS) * 1000;
         let sqlite = "INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
@@ -454,7 +513,7 @@ impl FlowStore {
             ($sql:expr, $pool:expr) => {
                 sqlx::query($sql)
                     .bind(hash(&token))
-                    .bind(&family)
+                    .bind(family)
                     .bind(client_id)
                     .bind(scope)
                     .bind(&identity_json)
@@ -535,16 +594,24 @@ impl FlowStore {
         };
         match previous {
             Some((family_id, Some(_))) => {
-                self.revoke_family(&family_id).await?;
+                self.revoke_grant(&family_id).await?;
                 Ok(RefreshUse::Reused { family_id })
             }
             _ => Ok(RefreshUse::Invalid),
         }
     }
 
-    /// Revokes every token of a family (reuse detected, or the user was refused).
-    pub async fn revoke_family(&self, family_id: &str) -> Result<(), StoreError> {
+    /// Revokes every token of a grant — its refresh-token family and its access tokens — when
+    /// a code or refresh token is replayed, the user is refused, or the client revokes it.
+    ///
+    /// The revocation is recorded first and the family revoked in a second statement, each
+    /// committed on its own: [`FlowStore::grant_usable`] runs after a new refresh token is
+    /// stored, so either it sees this revocation, or the family update here starts after that
+    /// token was committed and revokes it too. No token of a revoked grant escapes a race.
+    pub async fn revoke_grant(&self, grant_id: &str) -> Result<(), StoreError> {
         let now = Utc::now().timestamp_millis();
+        self.record_revocation(RevokedKind::Grant, grant_id, now + GRANT_REVOCATION_MS)
+            .await?;
         match &self.db {
             Database::Sqlite(pool) => {
                 sqlx::query(
@@ -552,7 +619,7 @@ impl FlowStore {
                      WHERE family_id = ? AND revoked_at IS NULL",
                 )
                 .bind(now)
-                .bind(family_id)
+                .bind(grant_id)
                 .execute(pool)
                 .await?;
             }
@@ -562,7 +629,7 @@ impl FlowStore {
                      WHERE family_id = $2 AND revoked_at IS NULL",
                 )
                 .bind(now)
-                .bind(family_id)
+                .bind(grant_id)
                 .execute(pool)
                 .await?;
             }
@@ -732,5 +799,144 @@ impl FlowStore {
                 && revoked.is_none()
                 && expires_at_ms > Utc::now().timestamp_millis(),
         }))
+    }
+}
+
+/// How long a grant's revocation is remembered, in milliseconds. Every access token of the
+/// grant was issued by a request that started before the revocation (later ones are refused by
+/// [`FlowStore::grant_usable`]), so it was signed at most a request timeout after it, lives a
+/// token lifetime, and is accepted for the verification leeway beyond its `exp`.
+pub const GRANT_REVOCATION_MS: i64 = (super::endpoints::TOKEN_LIFETIME.as_millis()
+    + crate::server::REQUEST_TIMEOUT.as_millis()
+    + super::keys::DEFAULT_LEEWAY.as_millis()) as i64;
+
+/// What a row of `oidc_revocations` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RevokedKind {
+    /// Every token of a grant (see [`RedeemedCode::grant_id`]).
+    Grant,
+    /// One access token, by its `jti`.
+    Token,
+}
+
+impl RevokedKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Grant => "grant",
+            Self::Token => "token",
+        }
+    }
+}
+
+impl FlowStore {
+    /// Records a revocation until `expires_at_ms`; revoking again only ever lengthens it.
+    async fn record_revocation(
+        &self,
+        kind: RevokedKind,
+        id: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO oidc_revocations (kind, id, revoked_at, expires_at) \
+                     VALUES (?, ?, ?, ?) ON CONFLICT (kind, id) \
+                     DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)",
+                )
+                .bind(kind.as_str())
+                .bind(id)
+                .bind(now)
+                .bind(expires_at_ms)
+                .execute(pool)
+                .await?;
+            }
+            Database::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO oidc_revocations (kind, id, revoked_at, expires_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (kind, id) DO UPDATE SET \
+                     expires_at = GREATEST(oidc_revocations.expires_at, EXCLUDED.expires_at)",
+                )
+                .bind(kind.as_str())
+                .bind(id)
+                .bind(now)
+                .bind(expires_at_ms)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes one access token (RFC 7009) until it would have expired anyway.
+    pub async fn revoke_access_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
+        let leeway_ms = i64::try_from(super::keys::DEFAULT_LEEWAY.as_millis()).unwrap_or(0);
+        let expires_at_ms = exp.saturating_mul(1000).saturating_add(leeway_ms);
+        self.record_revocation(RevokedKind::Token, jti, expires_at_ms)
+            .await
+    }
+
+    /// Whether an access token was revoked, by its own `jti` or through its grant: one query
+    /// probing the primary key. Callers treat an error as "revoked" (fail closed).
+    pub async fn access_token_revoked(
+        &self,
+        jti: &str,
+        grant_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        // Tokens without a grant (service tokens, tokens from before grants were recorded)
+        // probe a grant id no grant has: random ids are never empty.
+        let grant_id = grant_id.unwrap_or("");
+        let found: Option<i64> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT 1 FROM oidc_revocations WHERE (kind = 'token' AND id = ?) \
+                     OR (kind = 'grant' AND id = ?) LIMIT 1",
+                )
+                .bind(jti)
+                .bind(grant_id)
+                .fetch_optional(pool)
+                .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT 1::BIGINT FROM oidc_revocations WHERE (kind = 'token' AND id = $1) \
+                     OR (kind = 'grant' AND id = $2) LIMIT 1",
+                )
+                .bind(jti)
+                .bind(grant_id)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        Ok(found.is_some())
+    }
+
+    /// Called after the tokens of a grant are stored and before they are handed out: `false`
+    /// when the grant was revoked meanwhile (a replay racing the exchange or refresh). The
+    /// family is then revoked again, which catches the refresh token just stored, and nothing
+    /// may be returned to the client. See [`FlowStore::revoke_grant`] for why this order is
+    /// safe.
+    pub async fn grant_usable(&self, grant_id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT 1 FROM oidc_revocations WHERE kind = 'grant' AND id = ?")
+                    .bind(grant_id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT 1::BIGINT FROM oidc_revocations WHERE kind = 'grant' AND id = $1",
+                )
+                .bind(grant_id)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        if found.is_some() {
+            self.revoke_grant(grant_id).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
