@@ -361,20 +361,73 @@ fn a_server_image_has_exactly_one_source() {
     );
 }
 
+fn server(spec: Value) -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
+        "metadata": { "name": "web", "namespace": "muni-talsi" },
+        "spec": spec
+    })
+}
+
 #[test]
-fn a_virtual_server_needs_positive_memory() {
-    let server = |memory: Value| {
-        json!({
-            "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
-            "metadata": { "name": "web", "namespace": "muni-talsi" },
-            "spec": { "image": "debian-12", "cpu": 2, "memory": memory }
-        })
-    };
+fn a_virtual_server_within_bounds_passes() {
+    let full = server(json!({
+        "image": "debian-12", "cpu": 2, "memory": "4Gi",
+        "disks": { "systemSize": "40Gi", "data": [ { "name": "data", "size": "100Gi" } ] }
+    }));
     assert_eq!(
-        cel_errors("VirtualServer", &server(json!("4Gi")), None),
+        cel_errors("VirtualServer", &full, None),
         Vec::<String>::new()
     );
-    assert!(!cel_errors("VirtualServer", &server(json!("0")), None).is_empty());
+    let minimal = server(json!({ "image": "debian-12", "cpu": 1, "memory": "256Mi" }));
+    assert_eq!(
+        cel_errors("VirtualServer", &minimal, None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn absurd_memory_and_disk_sizes_are_refused() {
+    for memory in [
+        json!("0"),
+        json!("-4Gi"),
+        json!("100Mi"),
+        json!("2Ti"),
+        json!("lots"),
+    ] {
+        let errors = cel_errors(
+            "VirtualServer",
+            &server(json!({ "image": "debian-12", "cpu": 2, "memory": memory })),
+            None,
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("between 256Mi and 1Ti")),
+            "memory {memory}: {errors:?}"
+        );
+    }
+    for size in [
+        json!("0"),
+        json!("-1Gi"),
+        json!("512Mi"),
+        json!("100Ti"),
+        json!("big"),
+    ] {
+        let errors = cel_errors(
+            "VirtualServer",
+            &server(json!({
+                "image": "debian-12", "cpu": 2, "memory": "4Gi",
+                "disks": { "systemSize": size, "data": [ { "name": "data", "size": size } ] }
+            })),
+            None,
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("systemSize must be"))
+                && errors
+                    .iter()
+                    .any(|e| e.contains("size must be a quantity between 1Gi")),
+            "disk size {size}: {errors:?}"
+        );
+    }
 }
 
 // --- Types --------------------------------------------------------------------------------
@@ -398,4 +451,119 @@ fn defaults_fill_in_what_an_admin_leaves_out() {
         schema["properties"]["spec"]["properties"]["deletionPolicy"]["default"],
         "Retain"
     );
+}
+
+// --- Examples -----------------------------------------------------------------------------
+
+/// The manifests in `examples/` are what the README walks through: each must deserialise into
+/// its Rust type and pass every CEL rule of its CRD.
+#[test]
+fn the_examples_are_valid_resources() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("examples directory") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_none_or(|ext| ext != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("example readable");
+        let object: Value = serde_saphyr::from_str(&text)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let kind = object["kind"].as_str().expect("kind").to_string();
+        match kind.as_str() {
+            "Municipality" => {
+                serde_json::from_value::<novads_crds::Municipality>(object.clone())
+                    .map(drop)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            }
+            "ServerImage" => {
+                serde_json::from_value::<novads_crds::ServerImage>(object.clone())
+                    .map(drop)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            }
+            "VirtualServer" => {
+                serde_json::from_value::<novads_crds::VirtualServer>(object.clone())
+                    .map(drop)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            }
+            other => panic!("{}: unexpected kind {other}", path.display()),
+        }
+        assert_eq!(
+            cel_errors(&kind, &object, None),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
+        checked.push(kind);
+    }
+    checked.sort();
+    assert_eq!(checked, ["Municipality", "ServerImage", "VirtualServer"]);
+}
+
+// --- OpenAPI validation -------------------------------------------------------------------
+
+/// What the API server's OpenAPI validation (types, patterns, ranges, enums) says about an
+/// object, one line per violation.
+fn openapi_errors(kind: &str, object: &Value) -> Vec<String> {
+    let validator = jsonschema::validator_for(&schema_of(&crd(kind))).expect("schema compiles");
+    validator
+        .iter_errors(object)
+        .map(|error| format!("{}: {error}", error.instance_path()))
+        .collect()
+}
+
+fn web_server() -> Value {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/virtualserver-web.yaml"),
+    )
+    .expect("example readable");
+    serde_saphyr::from_str(&text).expect("example parses")
+}
+
+#[test]
+fn the_full_example_server_passes_openapi_validation() {
+    assert_eq!(
+        openapi_errors("VirtualServer", &web_server()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn garbage_in_virtual_server_fields_is_refused_with_the_field_named() {
+    let cases: [(&str, Value, &str); 12] = [
+        ("/spec/cpu", json!(-2), "/spec/cpu"),
+        ("/spec/cpu", json!(4096), "/spec/cpu"),
+        ("/spec/image", json!("Debian 12; rm -rf /"), "/spec/image"),
+        ("/spec/runStrategy", json!("Sometimes"), "/spec/runStrategy"),
+        (
+            "/spec/expose/ports/0/allowedSources/0",
+            json!("ten.twenty/16"),
+            "/spec/expose/ports/0/allowedSources/0",
+        ),
+        ("/spec/expose/ports/0/port", json!(70000), "/spec/expose/ports/0/port"),
+        ("/spec/expose/ports/0/protocol", json!("ICMP"), "/spec/expose/ports/0/protocol"),
+        ("/spec/backup/schedule", json!("every night"), "/spec/backup/schedule"),
+        ("/spec/backup/retention", json!(0), "/spec/backup/retention"),
+        (
+            "/spec/ssh/authorizedKeys/0",
+            json!("not a key\nssh-rsa AAAA injected"),
+            "/spec/ssh/authorizedKeys/0",
+        ),
+        ("/spec/maintenanceWindow/start", json!("25:00"), "/spec/maintenanceWindow/start"),
+        ("/spec/disks/data/0/name", json!("Data Disk"), "/spec/disks/data/0/name"),
+    ];
+    for (pointer, value, expected_path) in cases {
+        let mut server = web_server();
+        *server.pointer_mut(pointer).expect("field exists in the example") = value.clone();
+        let errors = openapi_errors("VirtualServer", &server);
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected_path)),
+            "{pointer} = {value}: {errors:?}"
+        );
+    }
+    let mut nine_disks = web_server();
+    nine_disks["spec"]["disks"]["data"] = json!(
+        (0..9).map(|i| json!({"name": format!("d{i}"), "size": "1Gi"})).collect::<Vec<_>>()
+    );
+    assert!(!openapi_errors("VirtualServer", &nine_disks).is_empty());
 }

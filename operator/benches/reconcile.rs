@@ -37,7 +37,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use novads_crds::{
-    ComplianceSummary, DeletionPolicy, Municipality, MunicipalityQuotas, MunicipalitySpec,
+    ComplianceSummary, DeletionPolicy, Municipality, MunicipalityQuotas, MunicipalitySpec, Phase,
     RunStrategy, SecurityProfile, VirtualServer, VirtualServerSpec, VirtualServerStatus,
 };
 use novads_operator::TenancySettings;
@@ -872,7 +872,7 @@ fn generate_virtual_server(
         0 => RunStrategy::Halted,
         1 => RunStrategy::Manual,
         2 => RunStrategy::RerunOnFailure,
-        _ => RunStrategy::Always,
+        _ => RunStrategy::Running,
     };
     let mut server = VirtualServer::new(
         &name,
@@ -881,6 +881,13 @@ fn generate_virtual_server(
             cpu: 1 + rng.below(8) as i32,
             memory: Quantity(rng.pick(MEMORY).to_string()),
             run_strategy,
+            disks: Default::default(),
+            restart: None,
+            ssh: None,
+            cloud_init: None,
+            expose: None,
+            backup: None,
+            maintenance_window: None,
         },
     );
     let created = 1_705_000_000 + rng.below(10_000_000) as i64;
@@ -924,11 +931,11 @@ fn generate_virtual_server(
         );
     }
     let (phase, ready) = match run_strategy {
-        RunStrategy::Halted => ("Stopped", "False"),
-        _ => ("Running", "True"),
+        RunStrategy::Halted => (Phase::Stopped, "False"),
+        _ => (Phase::Running, "True"),
     };
     server.status = Some(VirtualServerStatus {
-        phase: Some(phase.to_string()),
+        phase: Some(phase),
         conditions: vec![
             Condition {
                 type_: "Ready".to_string(),
@@ -941,7 +948,7 @@ fn generate_virtual_server(
                 .to_string(),
                 message: format!(
                     "VirtualMachine {namespace}/{name} is {}",
-                    phase.to_lowercase()
+                    format!("{phase:?}").to_lowercase()
                 ),
                 last_transition_time: time(created + 300),
                 observed_generation: Some(generation),
@@ -964,6 +971,7 @@ fn generate_virtual_server(
             },
         ],
         observed_generation: Some(generation),
+        ..VirtualServerStatus::default()
     });
     let spec_fields = json!({
         "metadata": {"annotations": server.metadata.annotations, "labels": server.metadata.labels},

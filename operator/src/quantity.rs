@@ -121,6 +121,11 @@ impl Amount {
         Self((self.0 + other.0).min(i128::from(i64::MAX) * 1000))
     }
 
+    /// How much `self` exceeds `other`; zero when it does not.
+    pub fn saturating_sub(self, other: Self) -> Self {
+        Self((self.0 - other.0).max(0))
+    }
+
     /// `self` taken `times` times.
     pub fn times(self, times: i64) -> Self {
         Self((self.0 * i128::from(times)).min(i128::from(i64::MAX) * 1000))
@@ -208,6 +213,16 @@ mod tests {
         assert_eq!(Amount::units(2048).to_cpu_string(), "2048");
         assert_eq!(Amount::milli(2500).to_cpu_string(), "2500m");
         assert_eq!(Amount::default().to_string(), "0");
+    }
+
+    #[test]
+    fn subtracts_down_to_zero() {
+        let over = Amount::parse("68Gi").map(|a| a.saturating_sub(Amount::mebibytes(64 * 1024)));
+        assert_eq!(over.map(|a| a.to_string()), Ok("4Gi".into()));
+        assert_eq!(
+            Amount::units(1).saturating_sub(Amount::units(2)),
+            Amount::default()
+        );
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! What `novads operator` runs: health and metrics endpoints, leader election, and — while
-//! this replica leads — the Municipality controller.
+//! this replica leads — the Municipality and VirtualServer controllers.
+//!
+//! The VirtualServer controller needs KubeVirt's APIs. Without them (a cluster where KubeVirt
+//! is not installed, or not yet) the tenancy controller runs as usual, and the VirtualServer
+//! controller only tells each server so in its status; `/readyz`, the
+//! `novads_operator_kubevirt_available` gauge and the log say it too, and the operator keeps
+//! looking, starting the full controller as soon as KubeVirt appears.
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,31 +20,39 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use futures::future::Shared;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
-use novads_crds::Municipality;
+use novads_crds::{Municipality, ServerImage, VirtualServer};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use crate::leader::{self, Elector, LeaderError, LeaseConfig, LeaseLock, StopSignal};
 use crate::municipality::{self, Context};
 use crate::tenancy::{FIELD_MANAGER, TenancySettings};
+use crate::virtual_server::build::SERVER_LABEL;
+use crate::virtual_server::controller as virtual_server;
 
 /// The `controller` label of the Municipality controller's metrics.
 pub const MUNICIPALITY_CONTROLLER: &str = "municipality";
+/// The `controller` label of the VirtualServer controller's metrics.
+pub const VIRTUAL_SERVER_CONTROLLER: &str = "virtualserver";
+/// How often a leader without KubeVirt looks again whether it has been installed.
+pub const KUBEVIRT_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How `novads operator` runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +69,7 @@ pub struct OperatorOptions {
     /// Leader-election identity; `None` means the pod name (`POD_NAME`) or host name plus a
     /// random suffix.
     pub identity: Option<String>,
-    /// How many Municipalities are reconciled at once.
+    /// How many Municipalities, and separately how many VirtualServers, are reconciled at once.
     pub concurrency: u16,
     /// What every tenancy is built with.
     pub tenancy: TenancySettings,
@@ -101,6 +116,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     duration: HistogramVec,
     leader: IntGauge,
+    kubevirt: IntGauge,
 }
 
 impl Metrics {
@@ -134,19 +150,29 @@ impl Metrics {
             "novads_operator_leader",
             "1 while this replica holds the leader Lease and runs the controllers.",
         )?;
+        let kubevirt = IntGauge::new(
+            "novads_operator_kubevirt_available",
+            "1 while the leader finds KubeVirt's APIs (VirtualMachines, VirtualMachineSnapshots) \
+             and runs the VirtualServer controller on them; 0 when they are missing (or before \
+             this replica led).",
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(kubevirt.clone()))?;
         // Present from the start, so dashboards and rate() see zeros rather than nothing.
-        reconciles.with_label_values(&[MUNICIPALITY_CONTROLLER]);
-        duration.with_label_values(&[MUNICIPALITY_CONTROLLER]);
+        for controller in [MUNICIPALITY_CONTROLLER, VIRTUAL_SERVER_CONTROLLER] {
+            reconciles.with_label_values(&[controller]);
+            duration.with_label_values(&[controller]);
+        }
         Ok(Self {
             registry,
             reconciles,
             errors,
             duration,
             leader,
+            kubevirt,
         })
     }
 
@@ -166,6 +192,10 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    pub fn set_kubevirt_available(&self, available: bool) {
+        self.kubevirt.set(i64::from(available));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -176,11 +206,13 @@ impl Metrics {
     }
 }
 
-/// Whether this replica leads and whether each of its watch caches has listed once.
+/// Whether this replica leads, whether each of its watch caches has listed once, and why
+/// KubeVirt cannot be used, when it cannot.
 #[derive(Debug)]
 pub struct Health {
     leading: AtomicBool,
     synced: Vec<AtomicBool>,
+    kubevirt_missing: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -189,6 +221,7 @@ impl Health {
         Self {
             leading: AtomicBool::new(false),
             synced: (0..caches).map(|_| AtomicBool::new(false)).collect(),
+            kubevirt_missing: Mutex::new(None),
         }
     }
 
@@ -207,15 +240,33 @@ impl Health {
         }
     }
 
-    /// Ready: standing by as a non-leader, or leading with every cache listed.
-    pub fn ready(&self) -> Result<&'static str, &'static str> {
-        if !self.leading.load(Ordering::SeqCst) {
-            Ok("standby")
-        } else if self.synced.iter().all(|c| c.load(Ordering::SeqCst)) {
-            Ok("ready")
-        } else {
-            Err("leading, caches not synced yet")
+    fn mark_unsynced(&self, cache: usize) {
+        if let Some(flag) = self.synced.get(cache) {
+            flag.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// Records why KubeVirt cannot be used (`None`: it can).
+    pub fn set_kubevirt_missing(&self, reason: Option<String>) {
+        if let Ok(mut missing) = self.kubevirt_missing.lock() {
+            *missing = reason;
+        }
+    }
+
+    /// Ready: standing by as a non-leader, or leading with every cache listed. A leader
+    /// without KubeVirt is ready — its tenancy controller works — and says what is missing.
+    pub fn ready(&self) -> Result<String, String> {
+        if !self.leading.load(Ordering::SeqCst) {
+            return Ok("standby".to_string());
+        }
+        if !self.synced.iter().all(|c| c.load(Ordering::SeqCst)) {
+            return Err("leading, caches not synced yet".to_string());
+        }
+        let missing = self.kubevirt_missing.lock().ok().and_then(|m| m.clone());
+        Ok(match missing {
+            None => "ready".to_string(),
+            Some(reason) => format!("ready; virtual servers are not run: {reason}"),
+        })
     }
 }
 
@@ -338,8 +389,16 @@ pub async fn run_with_client(
 }
 
 /// Watch streams whose first complete listing makes a leader ready: Municipalities and the
-/// five child kinds.
-const CACHES: usize = 6;
+/// five child kinds (0–5) for the tenancy controller; VirtualServers, ServerImages,
+/// Municipalities, Services, VirtualMachines, VirtualMachineInstances and
+/// VirtualMachineSnapshots (6–12) for the VirtualServer controller.
+const CACHES: usize = 13;
+const SERVER_CACHE: usize = 6;
+const IMAGE_CACHE: usize = 7;
+const SERVER_MUNICIPALITY_CACHE: usize = 8;
+const SERVICE_CACHE: usize = 9;
+/// The watches of KubeVirt's kinds, absent (and so counted as synced) without KubeVirt.
+const KUBEVIRT_CACHES: [usize; 3] = [10, 11, 12];
 
 /// The Municipalities that own `child` (controller owner references of kind Municipality),
 /// as cluster-scoped references. (kube's `owns` would put the child's namespace into the
@@ -383,13 +442,33 @@ fn child_stream<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    metadata_stream(
+        client,
+        health,
+        index,
+        watcher::Config::default().labels(&child_selector()),
+    )
+}
+
+/// A metadata-only watch of `K` (managedFields dropped, nothing cached): enough to trigger.
+fn metadata_stream<K>(
+    client: &Client,
+    health: &Arc<Health>,
+    index: usize,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    watcher(api, watcher::Config::default().labels(&child_selector()))
+    watcher(api, config)
         .default_backoff()
         .modify(|child: &mut PartialObjectMeta<K>| child.managed_fields_mut().clear())
         .inspect_ok(synced(health, index))
         .touched_objects()
 }
+
+type Stop = Shared<StopSignal>;
 
 async fn run_controllers(
     client: Client,
@@ -399,6 +478,36 @@ async fn run_controllers(
     metrics: Metrics,
     health: Arc<Health>,
     stop: StopSignal,
+) {
+    let stop = stop.shared();
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_string(),
+        instance: Some(identity),
+    };
+    // Side by side: a failing or absent KubeVirt never holds up the tenancies.
+    tokio::join!(
+        run_tenancy_controller(
+            client.clone(),
+            settings,
+            concurrency,
+            reporter.clone(),
+            metrics.clone(),
+            health.clone(),
+            stop.clone(),
+        ),
+        run_virtual_server_controller(client, concurrency, reporter, metrics, health, stop),
+    );
+    tracing::info!("controllers stopped");
+}
+
+async fn run_tenancy_controller(
+    client: Client,
+    settings: TenancySettings,
+    concurrency: u16,
+    reporter: Reporter,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: Stop,
 ) {
     let (reader, writer) = reflector::store::<Municipality>();
     let municipalities = watcher(
@@ -416,10 +525,6 @@ async fn run_controllers(
     let policies = child_stream::<NetworkPolicy>(&client, &health, 4);
     let bindings = child_stream::<RoleBinding>(&client, &health, 5);
 
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.to_string(),
-        instance: Some(identity),
-    };
     let context = Arc::new(Context::new(client, settings, reporter));
     Controller::for_stream(municipalities, reader)
         .watches_stream(namespaces, |child| owning_municipalities(child.meta()))
@@ -437,15 +542,242 @@ async fn run_controllers(
             municipality::error_policy,
             context,
         )
-        .for_each(|result| {
-            match result {
-                Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
-                Err(error) => tracing::warn!(%error, "controller error"),
-            }
-            std::future::ready(())
-        })
+        .for_each(log_result)
         .await;
-    tracing::info!("controllers stopped");
+}
+
+fn log_result<K: Resource, E: std::error::Error>(
+    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>,
+) -> std::future::Ready<()> {
+    match result {
+        Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
+        Err(error) => tracing::warn!(%error, "controller error"),
+    }
+    std::future::ready(())
+}
+
+/// Whether KubeVirt's APIs are served: `Err(reason)` when VirtualMachines or
+/// VirtualMachineSnapshots are missing (404) or forbidden (403). Any other failure counts as
+/// available: the controller's watches and back-off ride out a flaky API server, whereas
+/// calling KubeVirt missing would rewrite every server's status.
+pub async fn probe_kubevirt(client: &Client) -> Result<(), String> {
+    probe::<VirtualMachine>(client).await?;
+    probe::<VirtualMachineSnapshot>(client).await
+}
+
+async fn probe<K>(client: &Client) -> Result<(), String>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let api = Api::<K>::all(client.clone());
+    let what = format!(
+        "{}.{} ({})",
+        K::plural(&()),
+        K::group(&()),
+        K::api_version(&())
+    );
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(format!(
+            "the cluster does not serve {what}; install KubeVirt (with its snapshot API)"
+        )),
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(format!(
+            "the operator may not list {what}; its ClusterRole (charts/novads) lacks the KubeVirt rules"
+        )),
+        Err(error) => {
+            tracing::warn!(%error, what, "cannot tell whether KubeVirt is installed; assuming it is");
+            Ok(())
+        }
+    }
+}
+
+/// Runs the VirtualServer controller until `stop`. Without KubeVirt it runs in a reduced
+/// form that only reports the fact on each server, and looks for KubeVirt every
+/// [`KUBEVIRT_PROBE_INTERVAL`]; when it appears, the full controller replaces the reduced one.
+async fn run_virtual_server_controller(
+    client: Client,
+    concurrency: u16,
+    reporter: Reporter,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: Stop,
+) {
+    loop {
+        let missing = probe_kubevirt(&client).await.err();
+        metrics.set_kubevirt_available(missing.is_none());
+        health.set_kubevirt_missing(missing.clone());
+        let Some(reason) = missing else {
+            tracing::info!("KubeVirt found; running the VirtualServer controller");
+            virtual_server_controller(
+                &client,
+                concurrency,
+                &reporter,
+                &metrics,
+                &health,
+                None,
+                stop,
+            )
+            .await;
+            return;
+        };
+        tracing::error!(
+            %reason,
+            "KubeVirt is not available: VirtualServers are not built, only marked \
+             KubeVirtUnavailable; Municipalities are reconciled as usual"
+        );
+        for cache in KUBEVIRT_CACHES {
+            health.mark_synced(cache);
+        }
+        let reduced = virtual_server_controller(
+            &client,
+            concurrency,
+            &reporter,
+            &metrics,
+            &health,
+            Some(reason),
+            stop.clone(),
+        );
+        let appeared = async {
+            loop {
+                tokio::time::sleep(KUBEVIRT_PROBE_INTERVAL).await;
+                if probe_kubevirt(&client).await.is_ok() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = reduced => return,
+            () = appeared => tracing::info!("KubeVirt appeared; restarting the VirtualServer controller"),
+        }
+        for cache in [
+            SERVER_CACHE,
+            IMAGE_CACHE,
+            SERVER_MUNICIPALITY_CACHE,
+            SERVICE_CACHE,
+        ]
+        .into_iter()
+        .chain(KUBEVIRT_CACHES)
+        {
+            health.mark_unsynced(cache);
+        }
+    }
+}
+
+/// The server of a child that carries the server label (VMIs, snapshots, Services).
+pub fn labelled_server(meta: &ObjectMeta) -> Option<ObjectRef<VirtualServer>> {
+    let name = meta.labels.as_ref()?.get(SERVER_LABEL)?;
+    Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
+}
+
+/// The servers in `namespace`, from the controller's cache.
+pub fn servers_in_namespace(
+    store: &reflector::Store<VirtualServer>,
+    namespace: &str,
+) -> Vec<ObjectRef<VirtualServer>> {
+    store
+        .state_filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+        .iter()
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// The servers installed from ServerImage `image`, from the controller's cache.
+pub fn servers_using_image(
+    store: &reflector::Store<VirtualServer>,
+    image: &str,
+) -> Vec<ObjectRef<VirtualServer>> {
+    store
+        .state_filter(|s| s.spec.image == image)
+        .iter()
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// One run of the VirtualServer controller; `kubevirt_missing` selects the reduced form.
+async fn virtual_server_controller(
+    client: &Client,
+    concurrency: u16,
+    reporter: &Reporter,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+    kubevirt_missing: Option<String>,
+    stop: Stop,
+) {
+    let (reader, writer) = reflector::store::<VirtualServer>();
+    let servers = watcher(
+        Api::<VirtualServer>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|s: &mut VirtualServer| s.managed_fields_mut().clear())
+    .inspect_ok(synced(health, SERVER_CACHE))
+    .reflect(writer)
+    .applied_objects();
+    // Only spec changes of images and municipalities matter (admission reads the spec);
+    // a municipality's status changes with every VM that starts.
+    let images =
+        metadata_stream::<ServerImage>(client, health, IMAGE_CACHE, watcher::Config::default())
+            .predicate_filter(predicates::generation, Default::default());
+    let municipalities = watcher(
+        Api::<Municipality>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|m: &mut Municipality| m.managed_fields_mut().clear())
+    .inspect_ok(synced(health, SERVER_MUNICIPALITY_CACHE))
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let with_label = watcher::Config::default().labels(SERVER_LABEL);
+    let services = metadata_stream::<Service>(client, health, SERVICE_CACHE, with_label.clone());
+
+    let mut context = virtual_server::Context::new(client.clone(), reporter.clone());
+    if let Some(reason) = &kubevirt_missing {
+        context = context.with_kubevirt_unavailable(reason.clone());
+    }
+    let by_image = reader.clone();
+    let by_namespace = reader.clone();
+    let mut controller = Controller::for_stream(servers, reader)
+        .watches_stream(images, move |image| {
+            servers_using_image(&by_image, &image.name_any())
+        })
+        .watches_stream(municipalities, move |municipality| {
+            servers_in_namespace(&by_namespace, &municipality.namespace_name())
+        })
+        .watches_stream(services, |service| labelled_server(service.meta()));
+    if kubevirt_missing.is_none() {
+        let [vms, vmis, snapshots] = KUBEVIRT_CACHES;
+        // VMs carry the server as controller owner; instances and snapshots only its label
+        // (KubeVirt owns instances; retained snapshots have no owner at all).
+        controller = controller
+            .owns_stream(metadata_stream::<VirtualMachine>(
+                client,
+                health,
+                vms,
+                with_label.clone(),
+            ))
+            .watches_stream(
+                metadata_stream::<VirtualMachineInstance>(client, health, vmis, with_label.clone()),
+                |vmi| labelled_server(vmi.meta()),
+            )
+            .watches_stream(
+                metadata_stream::<VirtualMachineSnapshot>(client, health, snapshots, with_label),
+                |snapshot| labelled_server(snapshot.meta()),
+            );
+    }
+    let metrics = metrics.clone();
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(stop)
+        .run(
+            move |object, context| {
+                let metrics = metrics.clone();
+                async move { measured_server(&metrics, object, context).await }
+            },
+            virtual_server::error_policy,
+            Arc::new(context),
+        )
+        .for_each(log_result)
+        .await;
 }
 
 /// [`municipality::reconcile`], recorded in the metrics.
@@ -460,6 +792,25 @@ async fn measured(
         MUNICIPALITY_CONTROLLER,
         started.elapsed(),
         result.as_ref().err().map(municipality::Error::metric_label),
+    );
+    result
+}
+
+/// [`virtual_server::reconcile`], recorded in the metrics.
+async fn measured_server(
+    metrics: &Metrics,
+    object: Arc<VirtualServer>,
+    context: Arc<virtual_server::Context>,
+) -> Result<Action, virtual_server::Error> {
+    let started = Instant::now();
+    let result = virtual_server::reconcile(object, context).await;
+    metrics.observe(
+        VIRTUAL_SERVER_CONTROLLER,
+        started.elapsed(),
+        result
+            .as_ref()
+            .err()
+            .map(virtual_server::Error::metric_label),
     );
     result
 }
@@ -603,5 +954,93 @@ mod tests {
         assert_eq!(refs, vec![ObjectRef::<Municipality>::new("talsi")]);
         assert_eq!(refs[0].namespace, None);
         assert!(owning_municipalities(&ObjectMeta::default()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn readiness_names_what_keeps_virtual_servers_from_running() {
+        let health = Arc::new(Health::new(1));
+        let app = || router(Metrics::new().expect("metrics"), health.clone());
+        health.set_leading(true);
+        health.mark_synced(0);
+        health.set_kubevirt_missing(Some("no virtualmachines.kubevirt.io".into()));
+        // Still ready: the tenancies are reconciled; the body says what is missing.
+        assert_eq!(
+            get_text(app(), "/readyz").await,
+            (
+                StatusCode::OK,
+                "ready; virtual servers are not run: no virtualmachines.kubevirt.io".into()
+            )
+        );
+        health.set_kubevirt_missing(None);
+        assert_eq!(
+            get_text(app(), "/readyz").await,
+            (StatusCode::OK, "ready".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn virtual_server_metrics_exist_from_the_start() {
+        let metrics = Metrics::new().expect("metrics");
+        let text = metrics.render();
+        assert!(text.contains("novads_operator_reconciles_total{controller=\"virtualserver\"} 0"));
+        assert!(text.contains("novads_operator_kubevirt_available 0"));
+        metrics.set_kubevirt_available(true);
+        assert!(
+            metrics
+                .render()
+                .contains("novads_operator_kubevirt_available 1")
+        );
+    }
+
+    fn server(namespace: &str, name: &str, image: &str) -> VirtualServer {
+        let mut server = VirtualServer::new(
+            name,
+            serde_json::from_value(serde_json::json!({
+                "image": image, "cpu": 1, "memory": "1Gi"
+            }))
+            .expect("spec"),
+        );
+        server.metadata.namespace = Some(namespace.into());
+        server
+    }
+
+    #[test]
+    fn children_images_and_municipalities_map_to_their_servers() {
+        let (store, mut writer) = reflector::store::<VirtualServer>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in [
+            server("muni-talsi", "web", "debian-12"),
+            server("muni-talsi", "db", "rocky-9"),
+            server("muni-ventspils", "web", "debian-12"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let sorted = |mut refs: Vec<ObjectRef<VirtualServer>>| {
+            refs.sort_by_key(|r| (r.namespace.clone(), r.name.clone()));
+            refs.into_iter()
+                .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            sorted(servers_using_image(&store, "debian-12")),
+            ["muni-talsi/web", "muni-ventspils/web"]
+        );
+        assert_eq!(
+            sorted(servers_in_namespace(&store, "muni-talsi")),
+            ["muni-talsi/db", "muni-talsi/web"]
+        );
+
+        let labelled = ObjectMeta {
+            name: Some("web-20250602-0200".into()),
+            namespace: Some("muni-talsi".into()),
+            labels: Some([(SERVER_LABEL.to_string(), "web".to_string())].into()),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(
+            labelled_server(&labelled),
+            Some(ObjectRef::new("web").within("muni-talsi"))
+        );
+        assert_eq!(labelled_server(&ObjectMeta::default()), None);
     }
 }

@@ -341,8 +341,9 @@ pub fn build_namespace(municipality: &Municipality, owner: &OwnerReference) -> N
 }
 
 /// ResourceQuota sized from the spec plus the per-server overhead (see [`QuotaPlan`]).
-/// Load balancers and node ports are forbidden: municipalities are reached through the VPN
-/// ranges and the platform ingress only.
+/// One load balancer per virtual server at most (an exposed server's Service, reached from the
+/// municipality's VPN ranges and fenced by its NetworkPolicy); node ports are forbidden, since
+/// they would open a port on every node to every network.
 pub fn build_resource_quota(
     municipality: &Municipality,
     owner: &OwnerReference,
@@ -361,9 +362,9 @@ pub fn build_resource_quota(
             ("limits.memory", memory),
             ("requests.storage", quota.storage.to_string()),
             ("count/virtualmachines.kubevirt.io", servers.clone()),
-            ("count/virtualservers.novads.io", servers),
+            ("count/virtualservers.novads.io", servers.clone()),
             ("pods", pods),
-            ("services.loadbalancers", "0".to_string()),
+            ("services.loadbalancers", servers),
             ("services.nodeports", "0".to_string()),
         ]
         .map(|(k, v)| (k.to_string(), Quantity(v))),

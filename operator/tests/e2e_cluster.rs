@@ -1,16 +1,20 @@
 //! End-to-end against a real cluster (kind/k3d with the CRDs installed: `novads crds |
 //! kubectl apply -f -`). Runs only when KUBECONFIG is set and the cluster answers; otherwise
-//! it says so and passes.
+//! it says so and passes. The VirtualServer scenario also needs KubeVirt and CDI in the
+//! cluster; without KubeVirt it says so and passes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::Reporter;
-use novads_crds::Municipality;
+use novads_crds::{Municipality, ServerImage, VirtualServer};
+use novads_operator::kubevirt::VirtualMachine;
 use novads_operator::municipality::{self, Context};
+use novads_operator::runtime::probe_kubevirt;
 use novads_operator::tenancy::TenancySettings;
+use novads_operator::virtual_server::controller as virtual_server;
 
 async fn cluster() -> Option<kube::Client> {
     std::env::var_os("KUBECONFIG")?;
@@ -95,4 +99,149 @@ async fn a_municipality_becomes_a_tenancy_and_goes_away_with_it() {
         .await
         .expect("get namespace");
     assert!(namespace.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()));
+}
+
+/// Reconciles a VirtualServer like its controller would, until `done` holds or 60 rounds pass.
+async fn reconcile_server_until(
+    api: &Api<VirtualServer>,
+    ctx: &Arc<virtual_server::Context>,
+    name: &str,
+    done: impl Fn(Option<&VirtualServer>) -> bool,
+) {
+    for _ in 0..60 {
+        let current = api.get_opt(name).await.expect("get virtual server");
+        if done(current.as_ref()) {
+            return;
+        }
+        if let Some(current) = current {
+            let _ = virtual_server::reconcile(Arc::new(current), ctx.clone()).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    panic!("virtual server {name} did not converge");
+}
+
+#[tokio::test]
+async fn a_virtual_server_becomes_a_kubevirt_vm_and_goes_away_with_it() {
+    let Some(client) = cluster().await else {
+        println!("skipped: no cluster (set KUBECONFIG to a kind/k3d cluster)");
+        return;
+    };
+    if let Err(reason) = probe_kubevirt(&client).await {
+        println!(
+            "skipped: the cluster has no KubeVirt ({reason}); install KubeVirt and CDI to run \
+             the VirtualServer scenario"
+        );
+        return;
+    }
+    let reporter = Reporter {
+        controller: "novads-operator-e2e".into(),
+        instance: None,
+    };
+    let tenancy = Arc::new(Context::new(
+        client.clone(),
+        TenancySettings::default(),
+        reporter.clone(),
+    ));
+    let servers_ctx = Arc::new(virtual_server::Context::new(client.clone(), reporter));
+
+    // A tenancy to put the server in, and an image to install it from.
+    let municipalities: Api<Municipality> = Api::all(client.clone());
+    let municipality: Municipality = serde_json::from_value(serde_json::json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
+        "metadata": { "name": "e2e-vs" },
+        "spec": {
+            "code": "e2e-vs", "displayName": "E2E virtual servers", "realm": "e2e",
+            "quotas": { "cpu": 4, "memory": "8Gi", "storage": "20Gi", "maxVirtualServers": 2 },
+            "allowedNetworkRanges": ["10.99.0.0/16"],
+            "deletionPolicy": "Delete"
+        }
+    }))
+    .expect("fixture");
+    municipalities
+        .create(&PostParams::default(), &municipality)
+        .await
+        .expect("create municipality");
+    reconcile_until(&municipalities, &tenancy, "e2e-vs", |m| {
+        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await;
+    let images: Api<ServerImage> = Api::all(client.clone());
+    let image: ServerImage = serde_json::from_value(serde_json::json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+        "metadata": { "name": "e2e-cirros" },
+        "spec": {
+            "source": { "registry": "docker://quay.io/kubevirt/cirros-container-disk-demo:latest" },
+            "osFamily": "Linux", "version": "0.6", "supportEnd": "2099-12-31",
+            "lastPatched": "2024-01-01", "minDiskSize": "1Gi", "approved": true
+        }
+    }))
+    .expect("fixture");
+    images
+        .create(&PostParams::default(), &image)
+        .await
+        .expect("create image");
+
+    // A halted server: its VM and disk are created, nothing has to boot.
+    let servers: Api<VirtualServer> = Api::namespaced(client.clone(), "muni-e2e-vs");
+    let server: VirtualServer = serde_json::from_value(serde_json::json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
+        "metadata": { "name": "web" },
+        "spec": {
+            "image": "e2e-cirros", "cpu": 1, "memory": "256Mi", "runStrategy": "Halted",
+            "expose": { "serviceType": "ClusterIP", "ports": [{ "port": 22, "allowedSources": ["10.99.1.0/24"] }] }
+        }
+    }))
+    .expect("fixture");
+    servers
+        .create(&PostParams::default(), &server)
+        .await
+        .expect("create virtual server");
+    reconcile_server_until(&servers, &servers_ctx, "web", |s| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|s| s.phase.is_some() && s.observed_generation.is_some())
+    })
+    .await;
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), "muni-e2e-vs");
+    let vm = vms.get("web").await.expect("the VM exists");
+    assert_eq!(vm.spec.run_strategy.as_deref(), Some("Halted"));
+    assert!(
+        vm.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "VirtualServer" && o.name == "web"),
+        "the VM is owned by its server"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "muni-e2e-vs");
+    assert!(
+        secrets
+            .get_opt("web-cloud-init")
+            .await
+            .expect("get secret")
+            .is_some()
+    );
+
+    // Deleting the server deletes its VM before the finalizer lets it go.
+    servers
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete virtual server");
+    reconcile_server_until(&servers, &servers_ctx, "web", |s| s.is_none()).await;
+    let vm = vms.get_opt("web").await.expect("get VM");
+    assert!(vm.is_none_or(|vm| vm.metadata.deletion_timestamp.is_some()));
+
+    images
+        .delete("e2e-cirros", &DeleteParams::default())
+        .await
+        .expect("delete image");
+    municipalities
+        .delete("e2e-vs", &DeleteParams::default())
+        .await
+        .expect("delete municipality");
+    reconcile_until(&municipalities, &tenancy, "e2e-vs", |m| m.is_none()).await;
 }

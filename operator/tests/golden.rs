@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use novads_operator::TenancySettings;
@@ -95,6 +95,13 @@ fn every_rendered_object_round_trips_through_k8s_openapi_types() {
                 }
                 (Some("rbac.authorization.k8s.io/v1"), Some("RoleBinding")) => {
                     round_trips_as::<RoleBinding>(object)
+                }
+                (Some("v1"), Some("Secret")) => round_trips_as::<Secret>(object),
+                (Some("v1"), Some("Service")) => round_trips_as::<Service>(object),
+                // novads' own KubeVirt types; tests/virtual_server_build.rs validates the same
+                // builders' output against KubeVirt's published schema.
+                (Some("kubevirt.io/v1"), Some("VirtualMachine")) => {
+                    round_trips_as::<novads_operator::kubevirt::VirtualMachine>(object)
                 }
                 other => panic!("{name}: unexpected object {other:?}"),
             }

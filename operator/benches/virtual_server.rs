@@ -1,0 +1,825 @@
+//! The VirtualServer controller at scale: CPU time of the build-and-diff of one converged
+//! server, and how fast 5,000 servers converge from a cold start.
+//!
+//! Run: `cargo bench -p novads-operator --bench virtual_server`. Prints figures; asserts
+//! nothing about speed (only that the converged servers really are no-ops and that the cold
+//! start converges). `NOVADS_BENCH_PASSES` (default 10) sets the timed passes of the first
+//! figure; `NOVADS_BENCH_SERVERS` (default 5000) the number of servers and
+//! `NOVADS_BENCH_MUNICIPALITIES` (default 100) how many namespaces they are spread over (each
+//! reconcile lists its namespace's servers, so fewer namespaces make longer lists).
+//!
+//! What is measured:
+//! - **build + diff**: what a reconcile of a converged server computes between its reads and
+//!   its writes — `controller::plan` (admission against the namespace's siblings and the
+//!   municipality's quota, the four builders, the restart and backup decisions), the four
+//!   server-side apply bodies serialised as kube's `Patch::Apply` does, `status::next_status`
+//!   and the comparison that decides not to write the status. No I/O.
+//! - **cold start**: every server exists (with its namespace, Municipality and ServerImage)
+//!   but nothing was reconciled. `controller::reconcile` runs over all of them, 8 at a time as
+//!   the runtime's default concurrency does, round after round, each server again until one of
+//!   its reconciles changes nothing (resourceVersion unchanged), against an in-process API
+//!   service that answers at once and plays KubeVirt (a new VM runs at once, a snapshot is
+//!   ready at once). The figures include the fake API's own work (decoding requests, encoding
+//!   responses): everything but the network.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use http::{Method, Request, Response};
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::events::Reporter;
+use novads_crds::{Municipality, ServerImage, VirtualServer};
+use novads_operator::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
+use novads_operator::virtual_server::build;
+use novads_operator::virtual_server::controller::{self, Context, FINALIZER, Observations, Plan};
+use novads_operator::virtual_server::status::{self, Observed};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+const CONCURRENCY: usize = 8;
+const WARMUP_PASSES: usize = 2;
+const NOW: &str = "2025-06-02T10:00:00Z";
+
+fn main() {
+    let passes = env_number("NOVADS_BENCH_PASSES", 10);
+    let servers = env_number("NOVADS_BENCH_SERVERS", 5000);
+    let municipalities = env_number("NOVADS_BENCH_MUNICIPALITIES", 100).clamp(1, servers);
+    println!(
+        "VirtualServer benchmark: {servers} servers in {municipalities} municipalities, \
+         {passes} timed passes, {} CPU(s)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let fleet = Fleet::generate(servers, municipalities);
+    build_and_diff(&fleet, passes);
+    cold_start(&fleet);
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now() -> Timestamp {
+    NOW.parse().expect("timestamp")
+}
+
+// ----------------------------------------------------------------------------------------------
+// The generated fleet.
+
+struct Fleet {
+    municipalities: Vec<Municipality>,
+    images: Vec<ServerImage>,
+    /// Per municipality, its servers (without finalizer or status: as created).
+    servers: Vec<Vec<VirtualServer>>,
+}
+
+/// A small deterministic generator (xorshift64*), so every run sees the same objects.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("generated object")
+}
+
+impl Fleet {
+    fn generate(total: usize, count: usize) -> Self {
+        let mut rng = Rng(0x7673_2d62_656e_6368);
+        let images = vec![
+            from_json(json!({
+                "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+                "metadata": { "name": "debian-12", "uid": "uid-debian-12" },
+                "spec": { "source": { "dataSource": { "name": "debian-12", "namespace": "novads-images" } },
+                          "osFamily": "Linux", "version": "12", "supportEnd": "2028-06-30",
+                          "lastPatched": "2025-05-01", "minDiskSize": "20Gi", "approved": true }
+            })),
+            from_json(json!({
+                "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+                "metadata": { "name": "rocky-9", "uid": "uid-rocky-9" },
+                "spec": { "source": { "http": "https://images.example.lv/rocky-9.qcow2" },
+                          "osFamily": "Linux", "version": "9", "supportEnd": "2032-05-31",
+                          "lastPatched": "2025-04-15", "minDiskSize": "10Gi", "approved": true }
+            })),
+            from_json(json!({
+                "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+                "metadata": { "name": "windows-2022", "uid": "uid-windows-2022" },
+                "spec": { "source": { "registry": "docker://registry.example.lv/windows:2022" },
+                          "osFamily": "Windows", "version": "2022", "supportEnd": "2031-10-14",
+                          "lastPatched": "2025-05-13", "minDiskSize": "64Gi", "approved": true }
+            })),
+        ];
+        let mut municipalities = Vec::new();
+        let mut servers = Vec::new();
+        let per = total / count;
+        for m in 0..count {
+            let code = format!("m{m:03}");
+            municipalities.push(from_json(json!({
+                "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
+                "metadata": { "name": code, "uid": format!("uid-{code}"), "generation": 1 },
+                "spec": {
+                    "code": code, "displayName": format!("Municipality {m}"), "realm": code,
+                    "quotas": { "cpu": 1000, "memory": "4Ti", "storage": "200Ti", "maxVirtualServers": 200 },
+                    "allowedNetworkRanges": [network(m, 0, 24)]
+                }
+            })));
+            let servers_here = if m + 1 == count {
+                total - per * (count - 1)
+            } else {
+                per
+            };
+            let list = (0..servers_here)
+                .map(|n| generate_server(&mut rng, m, &code, n))
+                .collect();
+            servers.push(list);
+        }
+        Self {
+            municipalities,
+            images,
+            servers,
+        }
+    }
+
+    fn image(&self, name: &str) -> &ServerImage {
+        self.images
+            .iter()
+            .find(|i| i.metadata.name.as_deref() == Some(name))
+            .expect("image")
+    }
+}
+
+fn generate_server(rng: &mut Rng, m: usize, code: &str, n: usize) -> VirtualServer {
+    let image = ["debian-12", "rocky-9", "windows-2022"][rng.below(3)];
+    let mut spec = json!({
+        "image": image,
+        "cpu": 1 + rng.below(8),
+        "memory": format!("{}Gi", 1 + rng.below(16)),
+        "ssh": { "authorizedKeys": [
+            format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{:040} admin{n}@{code}", rng.next())
+        ] }
+    });
+    let data: Vec<Value> = (0..rng.below(3))
+        .map(
+            |d| json!({ "name": format!("data{d}"), "size": format!("{}Gi", 10 + rng.below(200)) }),
+        )
+        .collect();
+    if !data.is_empty() {
+        spec["disks"] = json!({ "data": data });
+    }
+    if rng.below(3) == 0 {
+        spec["expose"] = json!({ "serviceType": "ClusterIP", "ports": [
+            { "port": 443, "allowedSources": [network(m, 0, 24)] },
+            { "port": 22, "allowedSources": [network(m, 4 * rng.below(64), 30)] }
+        ] });
+    }
+    if rng.below(2) == 0 {
+        spec["backup"] = json!({ "schedule": "0 2 * * *", "retention": 7 });
+    }
+    if rng.below(4) == 0 {
+        spec["maintenanceWindow"] =
+            json!({ "days": ["Sat", "Sun"], "start": "02:00", "durationMinutes": 120 });
+    }
+    let tier = ["web", "db", "files"][n % 3];
+    from_json(json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
+        "metadata": {
+            "name": format!("srv-{n:03}"), "namespace": format!("muni-{code}"),
+            "uid": format!("uid-{code}-{n}"), "generation": 1, "resourceVersion": "1",
+            "creationTimestamp": "2025-01-01T00:00:00Z",
+            "labels": { "app": "municipal", "tier": tier }
+        },
+        "spec": spec
+    }))
+}
+
+/// Municipality `m`'s VPN range `10.x.y.0/24`, or a subnet of it starting at `offset`.
+fn network(m: usize, offset: usize, prefix: u8) -> String {
+    format!("10.{}.{}.{offset}/{prefix}", m / 256 % 256, m % 256)
+}
+
+/// What KubeVirt would show for a server's VM and instance once it runs.
+fn running_vm(vm: &VirtualMachine) -> Value {
+    let mut live = serde_json::to_value(vm).expect("VM JSON");
+    live["metadata"]["uid"] = json!(format!(
+        "uid-vm-{}",
+        vm.metadata.name.as_deref().unwrap_or("")
+    ));
+    live["status"] = json!({ "printableStatus": "Running", "ready": true, "created": true });
+    live
+}
+
+fn running_vmi(vm: &VirtualMachine, index: usize) -> Value {
+    let domain = vm
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .map(|s| serde_json::to_value(&s.domain).expect("domain"))
+        .unwrap_or_else(|| json!({}));
+    let labels = vm
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .map(|m| serde_json::to_value(&m.labels).expect("labels"))
+        .unwrap_or_else(|| json!({}));
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": vm.metadata.name, "namespace": vm.metadata.namespace,
+            "uid": format!("uid-vmi-{index}"), "labels": labels
+        },
+        "spec": { "domain": domain },
+        "status": {
+            "phase": "Running", "nodeName": format!("node-{}", index % 12),
+            "interfaces": [{ "name": "default", "ipAddress": format!("10.244.{}.{}", index / 250, index % 250 + 2) }],
+            "conditions": [{ "type": "Ready", "status": "True" }]
+        }
+    })
+}
+
+// ----------------------------------------------------------------------------------------------
+// Build + diff of converged servers.
+
+struct Case {
+    server: VirtualServer,
+    image: ServerImage,
+    vm: VirtualMachine,
+    vmi: VirtualMachineInstance,
+    snapshots: Vec<VirtualMachineSnapshot>,
+    service: Option<k8s_openapi::api::core::v1::Service>,
+}
+
+fn converged_cases(fleet: &Fleet) -> Vec<(Observations, Vec<Case>)> {
+    let now = now();
+    let mut index = 0;
+    let mut namespaces = Vec::new();
+    for (municipality, servers) in fleet.municipalities.iter().zip(&fleet.servers) {
+        let mut cases = Vec::new();
+        for server in servers {
+            index += 1;
+            let mut server = server.clone();
+            server.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+            let image = fleet.image(&server.spec.image);
+            let size = server
+                .spec
+                .disks
+                .system_size
+                .clone()
+                .unwrap_or_else(|| image.spec.min_disk_size.clone());
+            let vm = build::virtual_machine(&server, image, &size).expect("VM builds");
+            let vmi: VirtualMachineInstance = from_json(running_vmi(&vm, index));
+            let vm: VirtualMachine = from_json(running_vm(&vm));
+            let snapshots = if server.spec.backup.is_some() {
+                let at: Timestamp = "2025-06-02T02:00:00Z".parse().expect("time");
+                let mut snapshot =
+                    serde_json::to_value(build::snapshot(&server, at).expect("snapshot"))
+                        .expect("JSON");
+                snapshot["metadata"]["creationTimestamp"] = json!("2025-06-02T02:00:00Z");
+                snapshot["status"] = json!({ "readyToUse": true, "creationTime": "2025-06-02T02:00:00Z", "phase": "Succeeded" });
+                vec![from_json(snapshot)]
+            } else {
+                Vec::new()
+            };
+            let service = build::service(&server).expect("service").map(|s| {
+                let mut live = serde_json::to_value(s).expect("JSON");
+                live["spec"]["clusterIP"] = json!(format!("10.96.{}.{}", index / 250, index % 250));
+                from_json(live)
+            });
+            let observed = Observed {
+                vm: Some(&vm),
+                vmi: Some(&vmi),
+                snapshots: &snapshots,
+                service: service.as_ref(),
+            };
+            server.status = Some(status::next_status(&server, &observed, &[], now));
+            cases.push(Case {
+                server,
+                image: image.clone(),
+                vm,
+                vmi,
+                snapshots,
+                service,
+            });
+        }
+        let base = Observations {
+            municipality: Some(municipality.clone()),
+            siblings: cases.iter().map(|c| c.server.clone()).collect(),
+            ..Observations::default()
+        };
+        namespaces.push((base, cases));
+    }
+    namespaces
+}
+
+/// What a converged reconcile computes; returns the bytes of the apply bodies (kept alive
+/// through `black_box`).
+fn noop_reconcile(seen: &Observations, case: &Case, now: Timestamp) -> usize {
+    let server = &case.server;
+    let handled = server
+        .status
+        .as_ref()
+        .and_then(|s| s.restart_handled.as_deref());
+    let desired = match controller::plan(server, seen, handled, now) {
+        Plan::Apply(desired) => desired,
+        other => panic!("a converged server is admitted and builds: {other:?}"),
+    };
+    assert!(
+        desired
+            .backup
+            .as_ref()
+            .is_none_or(|b| b.snapshot.is_none() && b.prune.is_empty()),
+        "no backup is due"
+    );
+    let mut bytes = body(&desired.cloud_init) + body(&desired.vm);
+    if let Some(service) = &desired.service {
+        bytes += body(service);
+    }
+    if let Some(policy) = &desired.network_policy {
+        bytes += body(policy);
+    }
+    let next = status::next_status(
+        server,
+        &Observed {
+            vm: seen.vm.as_ref(),
+            vmi: seen.vmi.as_ref(),
+            snapshots: &seen.snapshots,
+            service: seen.service.as_ref(),
+        },
+        &[],
+        now,
+    );
+    assert!(
+        server.status.as_ref() == Some(&next),
+        "a converged server writes no status"
+    );
+    bytes
+}
+
+/// Serialised as kube's `Patch::Apply` does.
+fn body<K: Serialize>(object: &K) -> usize {
+    black_box(serde_json::to_vec(object).expect("serialise")).len()
+}
+
+fn build_and_diff(fleet: &Fleet, passes: usize) {
+    let mut namespaces = converged_cases(fleet);
+    let now = now();
+    let count: usize = namespaces.iter().map(|(_, cases)| cases.len()).sum();
+    let namespaces_count = namespaces.len();
+    let mut wall = Vec::with_capacity(passes * count);
+    let mut cpu = Duration::ZERO;
+    for pass in 0..WARMUP_PASSES + passes {
+        for (seen, cases) in &mut namespaces {
+            for case in cases.iter() {
+                // Not timed: putting this server's observations in place.
+                seen.image = Some(case.image.clone());
+                seen.vm = Some(case.vm.clone());
+                seen.vmi = Some(case.vmi.clone());
+                seen.snapshots = case.snapshots.clone();
+                seen.service = case.service.clone();
+                let cpu_before = process_cpu();
+                let started = Instant::now();
+                black_box(noop_reconcile(seen, case, now));
+                let elapsed = started.elapsed();
+                let used = process_cpu().saturating_sub(cpu_before);
+                if pass >= WARMUP_PASSES {
+                    wall.push(elapsed);
+                    cpu += used;
+                }
+            }
+        }
+    }
+    wall.sort();
+    let n = wall.len().max(1);
+    let mean = wall.iter().sum::<Duration>() / n as u32;
+    let at = |percent: usize| wall[(n * percent / 100).min(n - 1)];
+    println!(
+        "build + diff of a converged VirtualServer ({count} servers, {namespaces_count} per-namespace \
+         sibling lists of ~{} servers): mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs \
+         (wall clock, one thread); process CPU {:.1} µs per server; target < 2000 µs",
+        count / namespaces_count,
+        micros(mean),
+        micros(at(50)),
+        micros(at(99)),
+        micros(wall[n - 1]),
+        micros(cpu / n as u32),
+    );
+}
+
+// ----------------------------------------------------------------------------------------------
+// Cold start against an in-process API.
+
+/// An API server in memory that answers at once and plays KubeVirt.
+#[derive(Default)]
+struct FakeApi {
+    objects: BTreeMap<String, Value>,
+    version: u64,
+    requests: u64,
+}
+
+fn respond(code: u16, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(value).expect("JSON")))
+        .expect("response")
+}
+
+fn status_of(code: u16, reason: &str) -> Value {
+    json!({ "kind": "Status", "apiVersion": "v1", "status": if code < 300 { "Success" } else { "Failure" },
+            "reason": reason, "code": code, "metadata": {} })
+}
+
+/// `patch` merged into `target` (RFC 7386).
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `path` (after `/api/v1` or `/apis/group/version`) names a collection.
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["api", _, rest @ ..] => rest,
+        ["apis", _, _, rest @ ..] => rest,
+        _ => return false,
+    };
+    rest.len() == 1 || (rest.len() == 3 && rest[0] == "namespaces")
+}
+
+impl FakeApi {
+    fn next_version(&mut self) -> String {
+        self.version += 1;
+        self.version.to_string()
+    }
+
+    fn resource_version(&self, path: &str) -> Option<String> {
+        self.objects.get(path).and_then(|o| {
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string)
+        })
+    }
+
+    fn insert(&mut self, path: String, mut object: Value) {
+        object["metadata"]["resourceVersion"] = json!(self.next_version());
+        self.objects.insert(path, object);
+    }
+
+    fn handle(
+        &mut self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        content_type: &str,
+        body: Value,
+    ) -> Response<Body> {
+        self.requests += 1;
+        match *method {
+            Method::GET if is_collection(path) => self.list(path, query),
+            Method::GET => match self.objects.get(path) {
+                Some(object) => respond(200, object),
+                None => respond(404, &status_of(404, "NotFound")),
+            },
+            Method::PATCH => self.patch(path, content_type, body),
+            Method::POST if path.ends_with("/events") => respond(201, &body),
+            Method::POST => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let key = format!("{path}/{name}");
+                if self.objects.contains_key(&key) {
+                    return respond(409, &status_of(409, "AlreadyExists"));
+                }
+                let mut object = body;
+                object["metadata"]["creationTimestamp"] = json!(NOW);
+                // KubeVirt snapshots at once.
+                object["status"] =
+                    json!({ "readyToUse": true, "creationTime": NOW, "phase": "Succeeded" });
+                self.insert(key.clone(), object);
+                respond(201, &self.objects[&key])
+            }
+            Method::PUT => respond(202, &json!({})),
+            Method::DELETE => match self.objects.remove(path) {
+                Some(_) => respond(200, &status_of(200, "Deleted")),
+                None => respond(404, &status_of(404, "NotFound")),
+            },
+            _ => respond(405, &status_of(405, "MethodNotAllowed")),
+        }
+    }
+
+    fn list(&self, path: &str, query: &str) -> Response<Body> {
+        let selector: Vec<(String, String)> = query
+            .split('&')
+            .find_map(|part| part.strip_prefix("labelSelector="))
+            .map(percent_decode)
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let prefix = format!("{path}/");
+        let items: Vec<&Value> = self
+            .objects
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .filter(|(key, _)| !key[prefix.len()..].contains('/'))
+            .map(|(_, object)| object)
+            .filter(|object| {
+                selector
+                    .iter()
+                    .all(|(k, v)| object["metadata"]["labels"][k].as_str() == Some(v.as_str()))
+            })
+            .collect();
+        respond(
+            200,
+            &json!({ "apiVersion": "v1", "kind": "List", "metadata": { "resourceVersion": self.version.to_string() }, "items": items }),
+        )
+    }
+
+    fn patch(&mut self, path: &str, content_type: &str, body: Value) -> Response<Body> {
+        if let Some(owner) = path.strip_suffix("/status") {
+            let Some(object) = self.objects.get_mut(owner) else {
+                return respond(404, &status_of(404, "NotFound"));
+            };
+            merge_patch(object, &json!({ "status": body["status"] }));
+            let object = object.clone();
+            self.insert(owner.to_string(), object);
+            return respond(200, &self.objects[owner]);
+        }
+        if content_type.contains("apply-patch") {
+            let mut object = body;
+            match self.objects.get(path) {
+                Some(existing) => {
+                    object["metadata"]["uid"] = existing["metadata"]["uid"].clone();
+                    object["metadata"]["creationTimestamp"] =
+                        existing["metadata"]["creationTimestamp"].clone();
+                    if let Some(status) = existing.get("status") {
+                        object["status"] = status.clone();
+                    }
+                    // An unchanged apply keeps the resourceVersion.
+                    let mut unchanged = existing.clone();
+                    merge_patch(&mut unchanged, &object);
+                    if unchanged == *existing {
+                        return respond(200, existing);
+                    }
+                }
+                None => {
+                    object["metadata"]["uid"] = json!(format!("uid-{}", self.version + 1));
+                    object["metadata"]["creationTimestamp"] = json!(NOW);
+                    if object["kind"] == "VirtualMachine" {
+                        self.start(path, &object);
+                        object["status"] =
+                            json!({ "printableStatus": "Running", "ready": true, "created": true });
+                    }
+                }
+            }
+            self.insert(path.to_string(), object);
+            return respond(200, &self.objects[path]);
+        }
+        let Some(object) = self.objects.get_mut(path) else {
+            return respond(404, &status_of(404, "NotFound"));
+        };
+        merge_patch(object, &body);
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            meta.remove("resourceVersion");
+        }
+        let object = object.clone();
+        self.insert(path.to_string(), object);
+        respond(200, &self.objects[path])
+    }
+
+    /// KubeVirt starts a new VM at once: its instance runs with the VM's template.
+    fn start(&mut self, vm_path: &str, vm: &Value) {
+        let Ok(vm) = serde_json::from_value::<VirtualMachine>(vm.clone()) else {
+            return;
+        };
+        let index = self.version as usize;
+        let vmi = running_vmi(&vm, index);
+        let path = vm_path.replace("/virtualmachines/", "/virtualmachineinstances/");
+        self.insert(path, vmi);
+    }
+}
+
+fn server_path(namespace: &str, name: &str) -> String {
+    format!("/apis/novads.io/v1alpha1/namespaces/{namespace}/virtualservers/{name}")
+}
+
+fn cold_start(fleet: &Fleet) {
+    let mut api = FakeApi::default();
+    for image in &fleet.images {
+        let name = image.metadata.name.clone().unwrap_or_default();
+        api.insert(
+            format!("/apis/novads.io/v1alpha1/serverimages/{name}"),
+            serde_json::to_value(image).expect("JSON"),
+        );
+    }
+    let mut keys = Vec::new();
+    for (municipality, servers) in fleet.municipalities.iter().zip(&fleet.servers) {
+        let name = municipality.metadata.name.clone().unwrap_or_default();
+        let namespace = municipality.namespace_name();
+        api.insert(
+            format!("/apis/novads.io/v1alpha1/municipalities/{name}"),
+            serde_json::to_value(municipality).expect("JSON"),
+        );
+        api.insert(
+            format!("/api/v1/namespaces/{namespace}"),
+            json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": namespace, "ownerReferences": [{
+                    "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
+                    "name": name, "uid": municipality.metadata.uid, "controller": true
+                }] }
+            }),
+        );
+        for server in servers {
+            let path = server_path(
+                &namespace,
+                &server.metadata.name.clone().unwrap_or_default(),
+            );
+            api.insert(path.clone(), serde_json::to_value(server).expect("JSON"));
+            keys.push(path);
+        }
+    }
+    let api = Arc::new(Mutex::new(api));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let service = {
+            let api = api.clone();
+            tower::service_fn(move |request: Request<Body>| {
+                let api = api.clone();
+                async move {
+                    let method = request.method().clone();
+                    let path = request.uri().path().to_string();
+                    let query = request.uri().query().unwrap_or_default().to_string();
+                    let content_type = request
+                        .headers()
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let bytes = request
+                        .into_body()
+                        .collect_bytes()
+                        .await
+                        .unwrap_or_default();
+                    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let response = match api.lock() {
+                        Ok(mut api) => api.handle(&method, &path, &query, &content_type, body),
+                        Err(_) => respond(500, &status_of(500, "Poisoned")),
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let client = kube::Client::new(service, "default");
+        let reporter = Reporter {
+            controller: "novads-operator".into(),
+            instance: Some("bench".into()),
+        };
+        let fixed = now();
+        let ctx = Arc::new(Context::new(client, reporter).with_clock(move || fixed));
+
+        let cpu_before = process_cpu();
+        let started = Instant::now();
+        let mut pending = keys;
+        let mut rounds = Vec::new();
+        let mut reconciles = 0usize;
+        let mut errors = 0usize;
+        while !pending.is_empty() && rounds.len() < 10 {
+            rounds.push(pending.len());
+            let results: Vec<(String, bool, bool)> = futures::stream::iter(pending)
+                .map(|path| {
+                    let api = api.clone();
+                    let ctx = ctx.clone();
+                    async move {
+                        let (object, before) = {
+                            let api = api.lock().expect("api");
+                            (api.objects[&path].clone(), api.resource_version(&path))
+                        };
+                        let server: VirtualServer = from_json(object);
+                        let result = controller::reconcile(Arc::new(server), ctx).await;
+                        let after = api.lock().expect("api").resource_version(&path);
+                        (path, result.is_err() || before != after, result.is_err())
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            reconciles += results.len();
+            errors += results.iter().filter(|(_, _, failed)| *failed).count();
+            pending = results
+                .into_iter()
+                .filter_map(|(path, changed, _)| changed.then_some(path))
+                .collect();
+        }
+        let wall = started.elapsed();
+        let cpu = process_cpu().saturating_sub(cpu_before);
+        assert!(pending.is_empty(), "converged within 10 rounds: {rounds:?}");
+        let api = api.lock().expect("api");
+        let vms = api
+            .objects
+            .keys()
+            .filter(|k| k.contains("/virtualmachines/"))
+            .count();
+        let snapshots = api
+            .objects
+            .keys()
+            .filter(|k| k.contains("/virtualmachinesnapshots/"))
+            .count();
+        let servers: usize = fleet.servers.iter().map(Vec::len).sum();
+        assert_eq!(vms, servers, "every server has its VM");
+        println!(
+            "cold start of {servers} VirtualServers: converged in {:.2} s ({} reconciles in {} \
+             rounds {rounds:?}, {:.0} reconciles/s, {} API requests, {errors} errors; \
+             {vms} VMs, {snapshots} snapshots); process CPU {:.2} s, {:.0} µs per reconcile \
+             (reconciler + kube client + the fake API), concurrency {CONCURRENCY}",
+            wall.as_secs_f64(),
+            reconciles,
+            rounds.len(),
+            reconciles as f64 / wall.as_secs_f64(),
+            api.requests,
+            cpu.as_secs_f64(),
+            micros(cpu / reconciles.max(1) as u32),
+        );
+    });
+}
+
+// ----------------------------------------------------------------------------------------------
+// Measuring.
+
+/// User + system CPU time of the process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we own; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let timeval = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}

@@ -1,0 +1,1685 @@
+//! The VirtualServer reconciler against a mocked API server (tower-test): every request is
+//! checked in order — method, path and query, body — and answered as the API server would.
+//! Every request is also checked against the operator's ClusterRole in the chart
+//! (charts/novads/templates/rbac-operator.yaml), so a grant the controller needs cannot be
+//! forgotten there.
+//!
+//! At the end, the whole runtime against a fake API server without KubeVirt: the tenancy
+//! controller keeps working, the VirtualServer controller says what is missing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use novads_crds::{ServerImage, VirtualServer};
+use novads_operator::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
+use novads_operator::virtual_server::build;
+use novads_operator::virtual_server::controller::{
+    self, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
+};
+use novads_operator::virtual_server::status::{self, Observed};
+use novads_operator::{OperatorOptions, run_with_client};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tower_test::mock;
+
+// ---------------------------------------------------------------------------------------------
+// The mocked API server
+// ---------------------------------------------------------------------------------------------
+
+type Handle = mock::Handle<Request<Body>, Response<Body>>;
+type Respond = Box<dyn FnOnce(Value) -> (u16, Value) + Send>;
+
+/// One expected request and how the fake API server answers it.
+struct Expect {
+    method: Method,
+    uri: String,
+    respond: Respond,
+}
+
+fn expect(
+    method: Method,
+    uri: &str,
+    respond: impl FnOnce(Value) -> (u16, Value) + Send + 'static,
+) -> Expect {
+    Expect {
+        method,
+        uri: uri.to_string(),
+        respond: Box::new(respond),
+    }
+}
+
+/// Answers the requests in order, asserting each (and that the chart's RBAC allows it);
+/// fails on any request beyond the script. Returns the handle for the next round.
+fn api_server(mut handle: Handle, script: Vec<Expect>) -> JoinHandle<Handle> {
+    tokio::spawn(async move {
+        for (index, step) in script.into_iter().enumerate() {
+            let (request, send) =
+                tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| {
+                        panic!("request {index} ({} {}) never came", step.method, step.uri)
+                    });
+            assert_eq!(
+                (request.method(), request.uri().to_string()),
+                (&step.method, step.uri.clone()),
+                "request {index}"
+            );
+            let content_type = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            assert_rbac_allows(request.method(), &request.uri().to_string(), &content_type);
+            let bytes = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .expect("request body");
+            let body = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("request body is JSON")
+            };
+            let (status, response) = (step.respond)(body);
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(
+                        serde_json::to_vec(&response).expect("response JSON"),
+                    ))
+                    .expect("response"),
+            );
+        }
+        if let Ok(Some((request, _))) =
+            tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await
+        {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+        handle
+    })
+}
+
+/// 2025-06-02 (a Monday) 10:00 UTC.
+const NOW: &str = "2025-06-02T10:00:00Z";
+
+fn at(time: &str) -> Timestamp {
+    time.parse().expect("timestamp")
+}
+
+/// A controller context on a mocked API, reused across reconciles like the real one.
+struct Harness {
+    ctx: Arc<Context>,
+    handle: Option<Handle>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::at(NOW)
+    }
+
+    fn at(now: &str) -> Self {
+        Self::with(|ctx| ctx, now)
+    }
+
+    fn with(configure: impl FnOnce(Context) -> Context, now: &str) -> Self {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let reporter = Reporter {
+            controller: "novads-operator".into(),
+            instance: Some("test".into()),
+        };
+        let now = at(now);
+        let ctx = configure(Context::new(client, reporter).with_clock(move || now));
+        Self {
+            ctx: Arc::new(ctx),
+            handle: Some(handle),
+        }
+    }
+
+    async fn run(&mut self, server: &VirtualServer, script: Vec<Expect>) -> Result<Action, Error> {
+        let handle = self.handle.take().expect("handle");
+        let api = api_server(handle, script);
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            controller::reconcile(Arc::new(server.clone()), self.ctx.clone()),
+        )
+        .await
+        .expect("reconcile finishes");
+        self.handle = Some(api.await.expect("API server script passed"));
+        result
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart's RBAC
+// ---------------------------------------------------------------------------------------------
+
+struct Rule {
+    groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+    names: Vec<String>,
+}
+
+fn operator_rules() -> &'static [Rule] {
+    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/novads/templates/rbac-operator.yaml"
+        );
+        let text = std::fs::read_to_string(path).expect("read the chart's rbac-operator.yaml");
+        // The first document is the ClusterRole; the second (the Lease Role) is templated.
+        let cluster_role = text.split("\n---\n").next().expect("a document");
+        let role: Value = serde_saphyr::from_str(cluster_role).expect("ClusterRole YAML");
+        assert_eq!(role["kind"], "ClusterRole");
+        let strings = |value: &Value| -> Vec<String> {
+            value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|rule| Rule {
+                groups: strings(&rule["apiGroups"]),
+                resources: strings(&rule["resources"]),
+                verbs: strings(&rule["verbs"]),
+                names: strings(&rule["resourceNames"]),
+            })
+            .collect()
+    })
+}
+
+/// (group, resource[/subresource], name, verbs needed) of a request.
+fn authorization(
+    method: &Method,
+    uri: &str,
+    content_type: &str,
+) -> (String, String, String, Vec<&'static str>) {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", _version, rest @ ..] => (String::new(), rest.to_vec()),
+        ["apis", group, _version, rest @ ..] => ((*group).to_string(), rest.to_vec()),
+        _ => panic!("not an API path: {uri}"),
+    };
+    let rest = match rest.as_slice() {
+        ["namespaces", _namespace, rest @ ..] if !rest.is_empty() => rest.to_vec(),
+        other => other.to_vec(),
+    };
+    let (resource, name) = match rest.as_slice() {
+        [resource] => ((*resource).to_string(), String::new()),
+        [resource, name] => ((*resource).to_string(), (*name).to_string()),
+        [resource, name, sub] => (format!("{resource}/{sub}"), (*name).to_string()),
+        _ => panic!("unexpected API path {uri}"),
+    };
+    let verbs = match *method {
+        Method::GET if query.contains("watch=true") => vec!["watch"],
+        Method::GET if name.is_empty() => vec!["list"],
+        Method::GET => vec!["get"],
+        Method::POST => vec!["create"],
+        Method::PUT => vec!["update"],
+        // Server-side apply creates what does not exist yet, which needs `create` too.
+        Method::PATCH if content_type.contains("apply-patch") => vec!["patch", "create"],
+        Method::PATCH => vec!["patch"],
+        Method::DELETE => vec!["delete"],
+        _ => panic!("unexpected method {method}"),
+    };
+    (group, resource, name, verbs)
+}
+
+fn assert_rbac_allows(method: &Method, uri: &str, content_type: &str) {
+    let (group, resource, name, verbs) = authorization(method, uri, content_type);
+    for verb in verbs {
+        let allowed = operator_rules().iter().any(|rule| {
+            rule.groups.contains(&group)
+                && rule.resources.contains(&resource)
+                && rule.verbs.iter().any(|v| v == verb)
+                && (rule.names.is_empty() || rule.names.contains(&name))
+        });
+        assert!(
+            allowed,
+            "the chart's ClusterRole does not allow {verb} on {resource} in group {group:?} \
+             ({method} {uri})"
+        );
+    }
+}
+
+#[test]
+fn the_rbac_check_catches_what_the_chart_does_not_grant() {
+    let (group, resource, name, verbs) = authorization(
+        &Method::PUT,
+        "/apis/subresources.kubevirt.io/v1/namespaces/muni-talsi/virtualmachines/web/restart",
+        "application/json",
+    );
+    assert_eq!(
+        (group.as_str(), resource.as_str(), name.as_str(), verbs),
+        (
+            "subresources.kubevirt.io",
+            "virtualmachines/restart",
+            "web",
+            vec!["update"]
+        )
+    );
+    let result = std::panic::catch_unwind(|| {
+        assert_rbac_allows(&Method::GET, "/api/v1/namespaces/muni-talsi/secrets?", "");
+    });
+    assert!(result.is_err(), "the operator must not list Secrets");
+    let result = std::panic::catch_unwind(|| {
+        assert_rbac_allows(
+            &Method::DELETE,
+            "/apis/kubevirt.io/v1/namespaces/x/virtualmachineinstances/web",
+            "",
+        );
+    });
+    assert!(result.is_err(), "the operator must not delete instances");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+const NS: &str = "/api/v1/namespaces/muni-talsi";
+const MUNICIPALITY: &str = "/apis/novads.io/v1alpha1/municipalities/talsi";
+const IMAGE: &str = "/apis/novads.io/v1alpha1/serverimages/debian-12";
+const SERVERS: &str = "/apis/novads.io/v1alpha1/namespaces/muni-talsi/virtualservers";
+const SERVER: &str = "/apis/novads.io/v1alpha1/namespaces/muni-talsi/virtualservers/web";
+const VM: &str = "/apis/kubevirt.io/v1/namespaces/muni-talsi/virtualmachines/web";
+const VMI: &str = "/apis/kubevirt.io/v1/namespaces/muni-talsi/virtualmachineinstances/web";
+const SNAPSHOTS: &str =
+    "/apis/snapshot.kubevirt.io/v1beta1/namespaces/muni-talsi/virtualmachinesnapshots";
+const SNAPSHOT_SELECTOR: &str =
+    "labelSelector=novads.io%2Fvirtual-server%3Dweb%2Cnovads.io%2Fbackup%3Dscheduled";
+const SERVICE: &str = "/api/v1/namespaces/muni-talsi/services/web";
+const CLOUD_INIT: &str = "/api/v1/namespaces/muni-talsi/secrets/web-cloud-init";
+const POLICY: &str = "/apis/networking.k8s.io/v1/namespaces/muni-talsi/networkpolicies/web-expose";
+const RESTART: &str =
+    "/apis/subresources.kubevirt.io/v1/namespaces/muni-talsi/virtualmachines/web/restart";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/muni-talsi/events?";
+const APPLY: &str = "?&force=true&fieldManager=novads-operator";
+
+fn municipality(max_servers: i32) -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
+        "metadata": { "name": "talsi", "uid": "uid-talsi", "generation": 1 },
+        "spec": {
+            "code": "talsi", "displayName": "Talsu novads", "realm": "talsi",
+            "quotas": { "cpu": 16, "memory": "64Gi", "storage": "2Ti", "maxVirtualServers": max_servers },
+            "allowedNetworkRanges": ["10.20.0.0/16"]
+        }
+    })
+}
+
+fn namespace() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {
+            "name": "muni-talsi",
+            "ownerReferences": [{ "apiVersion": "novads.io/v1alpha1", "kind": "Municipality", "name": "talsi", "uid": "uid-talsi", "controller": true }]
+        }
+    })
+}
+
+fn image() -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+        "metadata": { "name": "debian-12", "uid": "uid-debian-12" },
+        "spec": {
+            "source": { "dataSource": { "name": "debian-12", "namespace": "novads-images" } },
+            "osFamily": "Linux", "version": "12", "supportEnd": "2028-06-30",
+            "lastPatched": "2025-05-01", "minDiskSize": "20Gi", "approved": true
+        }
+    })
+}
+
+fn image_object() -> ServerImage {
+    serde_json::from_value(image()).expect("image")
+}
+
+/// Server `web`, created a month before [`NOW`], with the finalizer.
+fn web(spec: Value) -> VirtualServer {
+    serde_json::from_value(json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
+        "metadata": {
+            "name": "web", "namespace": "muni-talsi", "uid": "uid-web", "generation": 3,
+            "resourceVersion": "10", "creationTimestamp": "2025-05-01T00:00:00Z",
+            "finalizers": [FINALIZER]
+        },
+        "spec": spec
+    }))
+    .expect("server fixture")
+}
+
+fn basic_spec() -> Value {
+    json!({ "image": "debian-12", "cpu": 2, "memory": "4Gi" })
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({ "apiVersion": "v1", "kind": kind, "metadata": { "resourceVersion": "1" }, "items": items })
+}
+
+fn not_found() -> (u16, Value) {
+    api_error(404, "NotFound")
+}
+
+fn api_error(code: u16, reason: &str) -> (u16, Value) {
+    (
+        code,
+        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": format!("{reason} from test") }),
+    )
+}
+
+/// What the API server answers a successful DELETE with (no finalizers left to wait for).
+fn deleted() -> (u16, Value) {
+    (
+        200,
+        json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {} }),
+    )
+}
+
+/// `patch` merged into `target` (RFC 7386, without the removal of nulls).
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+/// A JSON merge patch applied as the API server does: `null` removes.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+fn answer(value: Option<Value>) -> (u16, Value) {
+    value.map_or_else(not_found, |v| (200, v))
+}
+
+/// What the API holds around the server.
+#[derive(Clone)]
+struct World {
+    municipality: Option<Value>,
+    image: Option<Value>,
+    /// Other servers of the namespace.
+    siblings: Vec<Value>,
+    vm: Option<Value>,
+    vmi: Option<Value>,
+    snapshots: Vec<Value>,
+    service: Option<Value>,
+    /// The tenant's user-data Secret, when the server names one.
+    tenant_secret: Option<Option<Value>>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            municipality: Some(municipality(10)),
+            image: Some(image()),
+            siblings: Vec::new(),
+            vm: None,
+            vmi: None,
+            snapshots: Vec::new(),
+            service: None,
+            tenant_secret: None,
+        }
+    }
+
+    /// The reads of one reconcile, in order.
+    fn reads(&self, server: &VirtualServer) -> Vec<Expect> {
+        let mut items = self.siblings.clone();
+        items.push(serde_json::to_value(server).expect("server"));
+        let municipality = self.municipality.clone();
+        let image = self.image.clone();
+        let vm = self.vm.clone();
+        let mut script = vec![
+            expect(Method::GET, NS, |_| (200, namespace())),
+            expect(Method::GET, MUNICIPALITY, move |_| answer(municipality)),
+            expect(Method::GET, IMAGE, move |_| answer(image)),
+            expect(Method::GET, &format!("{SERVERS}?"), move |_| {
+                (200, list("VirtualServerList", items))
+            }),
+            expect(Method::GET, VM, move |_| answer(vm)),
+        ];
+        if self.vm.is_some() {
+            let vmi = self.vmi.clone();
+            let snapshots = self.snapshots.clone();
+            script.push(expect(Method::GET, VMI, move |_| answer(vmi)));
+            script.push(expect(
+                Method::GET,
+                &format!("{SNAPSHOTS}?&{SNAPSHOT_SELECTOR}"),
+                move |_| (200, list("VirtualMachineSnapshotList", snapshots)),
+            ));
+        }
+        let service = self.service.clone();
+        script.push(expect(Method::GET, SERVICE, move |_| answer(service)));
+        if let Some(secret) = self.tenant_secret.clone() {
+            script.push(expect(
+                Method::GET,
+                "/api/v1/namespaces/muni-talsi/secrets/web-user-data",
+                move |_| answer(secret),
+            ));
+        }
+        script
+    }
+}
+
+/// The VM as KubeVirt shows it: what the operator builds, plus a status.
+fn live_vm(server: &VirtualServer, printable: &str) -> Value {
+    let vm = build::virtual_machine(server, &image_object(), &Quantity("20Gi".into()))
+        .expect("VM builds");
+    let mut vm = serde_json::to_value(vm).expect("VM JSON");
+    vm["metadata"]["uid"] = json!("uid-vm");
+    vm["status"] = json!({
+        "printableStatus": printable,
+        "ready": printable == "Running",
+        "created": printable == "Running"
+    });
+    vm
+}
+
+/// A running instance with `cores` vCPUs and `memory` guest memory.
+fn running_vmi(uid: &str, cores: u32, memory: &str) -> Value {
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": "web", "namespace": "muni-talsi", "uid": uid,
+            "labels": { "novads.io/virtual-server": "web" }
+        },
+        "spec": { "domain": { "cpu": { "cores": cores, "sockets": 1, "threads": 1 }, "memory": { "guest": memory }, "devices": {} } },
+        "status": {
+            "phase": "Running", "nodeName": "node-a",
+            "interfaces": [{ "name": "default", "ipAddress": "10.244.1.17", "ipAddresses": ["10.244.1.17"] }],
+            "conditions": [{ "type": "Ready", "status": "True" }]
+        }
+    })
+}
+
+/// A scheduled snapshot taken at `time`, ready or failed.
+fn snapshot(server: &VirtualServer, time: &str, ready: bool) -> Value {
+    let mut snapshot =
+        serde_json::to_value(build::snapshot(server, at(time)).expect("snapshot builds"))
+            .expect("snapshot JSON");
+    snapshot["metadata"]["creationTimestamp"] = json!(time);
+    snapshot["status"] = json!({
+        "readyToUse": ready, "creationTime": time,
+        "phase": if ready { "Succeeded" } else { "InProgress" }
+    });
+    snapshot
+}
+
+/// The server with the status the controller computes for `world` — as after a converged
+/// reconcile, so that the next one writes nothing.
+fn converged(server: &VirtualServer, world: &World) -> VirtualServer {
+    let vm: Option<VirtualMachine> = world
+        .vm
+        .clone()
+        .map(|v| serde_json::from_value(v).expect("vm"));
+    let vmi: Option<VirtualMachineInstance> = world
+        .vmi
+        .clone()
+        .map(|v| serde_json::from_value(v).expect("vmi"));
+    let snapshots: Vec<VirtualMachineSnapshot> = world
+        .snapshots
+        .iter()
+        .map(|s| serde_json::from_value(s.clone()).expect("snapshot"))
+        .collect();
+    let service = world
+        .service
+        .clone()
+        .map(|s| serde_json::from_value(s).expect("service"));
+    let observed = Observed {
+        vm: vm.as_ref(),
+        vmi: vmi.as_ref(),
+        snapshots: &snapshots,
+        service: service.as_ref(),
+    };
+    let mut converged = server.clone();
+    converged.status = Some(status::next_status(server, &observed, &[], at(NOW)));
+    converged
+}
+
+/// Server-side apply of `expected` at `path`; answers with `live` (the object as the API
+/// server holds it, status included) carrying the applied spec, else the body itself.
+fn apply(path: &str, expected: Value, live: Option<Value>) -> Expect {
+    expect(Method::PATCH, &format!("{path}{APPLY}"), move |body| {
+        assert_eq!(body, expected, "apply body of {}", expected["kind"]);
+        let mut response = live.unwrap_or_else(|| json!({}));
+        merge(&mut response, &body);
+        (200, response)
+    })
+}
+
+fn cloud_init_apply(server: &VirtualServer, user_data: Option<&str>) -> Expect {
+    let secret = build::cloud_init_secret(server, user_data).expect("secret builds");
+    apply(
+        CLOUD_INIT,
+        serde_json::to_value(secret).expect("JSON"),
+        None,
+    )
+}
+
+fn vm_apply(
+    server: &VirtualServer,
+    live: Option<Value>,
+    check: impl FnOnce(&Value) + Send + 'static,
+) -> Expect {
+    let vm = build::virtual_machine(server, &image_object(), &Quantity("20Gi".into()))
+        .expect("VM builds");
+    let expected = serde_json::to_value(vm).expect("JSON");
+    check(&expected);
+    apply(VM, expected, live)
+}
+
+fn event(reason: &'static str, type_: &'static str) -> Expect {
+    expect(Method::POST, EVENTS, move |body| {
+        assert_eq!(
+            (body["reason"].as_str(), body["type"].as_str()),
+            (Some(reason), Some(type_)),
+            "{body}"
+        );
+        assert_eq!(body["regarding"]["kind"], "VirtualServer");
+        assert_eq!(body["regarding"]["name"], "web");
+        assert_eq!(body["regarding"]["namespace"], "muni-talsi");
+        (201, body)
+    })
+}
+
+fn status_patch(server: &VirtualServer, check: impl FnOnce(&Value) + Send + 'static) -> Expect {
+    let mut object = serde_json::to_value(server).expect("server JSON");
+    expect(Method::PATCH, &format!("{SERVER}/status?"), move |body| {
+        check(&body["status"]);
+        merge_patch(&mut object, &body);
+        (200, object)
+    })
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn reason_of(status: &Value, type_: &str) -> (String, String) {
+    let c = condition(status, type_);
+    (
+        c["status"].as_str().unwrap_or_default().to_string(),
+        c["reason"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn pair(status: &str, reason: &str) -> (String, String) {
+    (status.to_string(), reason.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn adds_the_finalizer_first_guarded_by_resource_version() {
+    let mut server = web(basic_spec());
+    server.metadata.finalizers = None;
+    let mut harness = Harness::new();
+    let result = harness
+        .run(
+            &server,
+            vec![expect(Method::PATCH, &format!("{SERVER}?"), |body| {
+                assert_eq!(
+                    body,
+                    json!({ "metadata": { "finalizers": [FINALIZER], "resourceVersion": "10" } })
+                );
+                let mut object = serde_json::to_value(web(basic_spec())).expect("JSON");
+                object["metadata"]["finalizers"] = body["metadata"]["finalizers"].clone();
+                (200, object)
+            })],
+        )
+        .await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+}
+
+fn exposed_spec() -> Value {
+    json!({
+        "image": "debian-12", "cpu": 2, "memory": "4Gi",
+        "expose": { "serviceType": "ClusterIP", "ports": [{ "port": 443, "allowedSources": ["10.20.0.0/16"] }] }
+    })
+}
+
+#[tokio::test]
+async fn a_new_server_gets_its_secret_vm_service_and_policy_then_provisions() {
+    let server = web(exposed_spec());
+    let world = World::new();
+    let mut script = world.reads(&server);
+    script.push(cloud_init_apply(&server, None));
+    script.push(vm_apply(&server, None, |vm| {
+        assert_eq!(vm["spec"]["runStrategy"], "Always");
+        assert_eq!(vm["metadata"]["ownerReferences"][0]["uid"], "uid-web");
+    }));
+    let service = build::service(&server).expect("builds").expect("exposed");
+    let mut live_service = serde_json::to_value(&service).expect("JSON");
+    live_service["spec"]["clusterIP"] = json!("10.96.0.10");
+    script.push(apply(
+        SERVICE,
+        serde_json::to_value(&service).expect("JSON"),
+        Some(live_service.clone()),
+    ));
+    let policy = build::network_policy(&server)
+        .expect("builds")
+        .expect("exposed");
+    script.push(apply(
+        POLICY,
+        serde_json::to_value(policy).expect("JSON"),
+        None,
+    ));
+    script.push(event("Created", "Normal"));
+    script.push(status_patch(&server, |status| {
+        // KubeVirt has not looked at the new VM yet.
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(reason_of(status, "Progressing"), pair("True", "Creating"));
+        assert_eq!(reason_of(status, "Degraded"), pair("False", "AsExpected"));
+        assert_eq!(status["externalAddress"], "10.96.0.10");
+        assert_eq!(status["observedGeneration"], 3);
+    }));
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+
+    // KubeVirt starts provisioning the disks: the next reconcile reports it, without events.
+    let mut world = World::new();
+    world.vm = Some(live_vm(&server, "Provisioning"));
+    world.service = Some(live_service);
+    let mut script = world.reads(&server);
+    script.push(cloud_init_apply(&server, None));
+    script.push(vm_apply(&server, world.vm.clone(), |_| {}));
+    script.push(apply(
+        SERVICE,
+        serde_json::to_value(&service).expect("JSON"),
+        world.service.clone(),
+    ));
+    let policy = build::network_policy(&server)
+        .expect("builds")
+        .expect("exposed");
+    script.push(apply(
+        POLICY,
+        serde_json::to_value(policy).expect("JSON"),
+        None,
+    ));
+    script.push(status_patch(&server, |status| {
+        assert_eq!(status["phase"], "Provisioning");
+        assert_eq!(reason_of(status, "Ready"), pair("False", "Provisioning"));
+    }));
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+/// The reads and applies of a converged, unexposed server, then `tail`.
+fn steady(server: &VirtualServer, world: &World, tail: Vec<Expect>) -> Vec<Expect> {
+    let mut script = world.reads(server);
+    script.push(cloud_init_apply(server, None));
+    script.push(vm_apply(server, world.vm.clone(), |_| {}));
+    script.extend(tail);
+    script
+}
+
+fn running_world(server: &VirtualServer) -> World {
+    let mut world = World::new();
+    world.vm = Some(live_vm(server, "Running"));
+    world.vmi = Some(running_vmi("uid-vmi-1", 2, "4Gi"));
+    world
+}
+
+#[tokio::test]
+async fn a_converged_server_is_reapplied_without_status_write_or_event() {
+    let server = web(basic_spec());
+    let world = running_world(&server);
+    let server = converged(&server, &world);
+    assert_eq!(
+        server.status.as_ref().and_then(|s| s.phase),
+        Some(novads_crds::Phase::Running)
+    );
+    let mut harness = Harness::new();
+    let result = harness.run(&server, steady(&server, &world, vec![])).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn stopping_and_starting_reach_the_vm_run_strategy() {
+    let running = web(basic_spec());
+    let world = running_world(&running);
+    let running = converged(&running, &world);
+
+    // Halted: the VM is told, the status follows what KubeVirt reports.
+    let mut halted = running.clone();
+    halted.spec.run_strategy = novads_crds::RunStrategy::Halted;
+    let mut script = world.reads(&halted);
+    script.push(cloud_init_apply(&halted, None));
+    script.push(vm_apply(&halted, world.vm.clone(), |vm| {
+        assert_eq!(vm["spec"]["runStrategy"], "Halted");
+    }));
+    let mut harness = Harness::new();
+    harness.run(&halted, script).await.expect("ok");
+
+    // KubeVirt stopped it: phase Stopped, with an event.
+    let mut stopped_world = World::new();
+    stopped_world.vm = Some(live_vm(&halted, "Stopped"));
+    let mut script = stopped_world.reads(&halted);
+    script.push(cloud_init_apply(&halted, None));
+    script.push(vm_apply(&halted, stopped_world.vm.clone(), |_| {}));
+    script.push(status_patch(&halted, |status| {
+        assert_eq!(status["phase"], "Stopped");
+        assert_eq!(
+            status.get("ip"),
+            Some(&Value::Null),
+            "the address is cleared: {status}"
+        );
+        assert_eq!(status.get("node"), Some(&Value::Null));
+    }));
+    script.push(event("Stopped", "Normal"));
+    harness.run(&halted, script).await.expect("ok");
+
+    // Running again: `Always`.
+    let stopped = converged(&halted, &stopped_world);
+    let mut started = stopped.clone();
+    started.spec.run_strategy = novads_crds::RunStrategy::Running;
+    let mut script = stopped_world.reads(&started);
+    script.push(cloud_init_apply(&started, None));
+    script.push(vm_apply(&started, stopped_world.vm.clone(), |vm| {
+        assert_eq!(vm["spec"]["runStrategy"], "Always");
+    }));
+    script.push(status_patch(&started, |status| {
+        assert_eq!(status["phase"], "Stopped");
+        let message = condition(status, "Ready")["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains("KubeVirt starts it again"), "{message}");
+    }));
+    harness.run(&started, script).await.expect("ok");
+}
+
+#[tokio::test]
+async fn removing_expose_deletes_the_service_and_its_policy() {
+    let server = web(basic_spec());
+    let mut world = running_world(&server);
+    let server = converged(&server, &world);
+    let exposed = web(exposed_spec());
+    world.service = Some(
+        serde_json::to_value(build::service(&exposed).expect("builds").expect("exposed"))
+            .expect("JSON"),
+    );
+    let script = steady(
+        &server,
+        &world,
+        vec![delete(POLICY, false), delete(SERVICE, false)],
+    );
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restarts
+// ---------------------------------------------------------------------------------------------
+
+fn restart_call() -> Expect {
+    expect(Method::PUT, RESTART, |body| {
+        assert_eq!(body, json!({}));
+        (202, json!({}))
+    })
+}
+
+#[tokio::test]
+async fn a_restart_token_restarts_once_and_is_recorded() {
+    let server = web(basic_spec());
+    let world = running_world(&server);
+    let mut server = converged(&server, &world);
+    server.spec.restart = Some("2025-06-02T09:59".into());
+
+    let script = steady(
+        &server,
+        &world,
+        vec![
+            restart_call(),
+            event("Restarted", "Normal"),
+            status_patch(&server, |status| {
+                assert_eq!(status["restartHandled"], "2025-06-02T09:59");
+            }),
+        ],
+    );
+    let mut harness = Harness::new();
+    harness.run(&server, script).await.expect("ok");
+
+    // A watch event may bring the restart (the instance going away) before the cache has the
+    // status: the same token must not restart again.
+    let script = steady(
+        &server,
+        &world,
+        vec![status_patch(&server, |status| {
+            assert_eq!(status["restartHandled"], "2025-06-02T09:59");
+        })],
+    );
+    harness.run(&server, script).await.expect("ok");
+
+    // With the status recorded, the same token is a no-op even for a fresh replica.
+    let mut handled = server.clone();
+    if let Some(status) = handled.status.as_mut() {
+        status.restart_handled = Some("2025-06-02T09:59".into());
+    }
+    let mut fresh = Harness::new();
+    let result = fresh.run(&handled, steady(&handled, &world, vec![])).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn a_resize_waits_for_a_restart_without_token_or_window() {
+    let mut server = web(basic_spec());
+    let world = running_world(&server);
+    server = converged(&server, &world);
+    server.spec.cpu = 4;
+    server.metadata.generation = Some(4);
+    let script = steady(
+        &server,
+        &world,
+        vec![status_patch(&server, |status| {
+            assert_eq!(
+                reason_of(status, "RestartRequired"),
+                pair("True", "ResourcesChanged")
+            );
+            let message = condition(status, "RestartRequired")["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(message.contains("cpu 2 → 4"), "{message}");
+            assert_eq!(status["phase"], "Running");
+        })],
+    );
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(RESYNC),
+        "no restart call"
+    );
+}
+
+#[tokio::test]
+async fn a_resize_restarts_in_the_maintenance_window_only() {
+    let mut server = web(basic_spec());
+    let world = running_world(&server);
+    server = converged(&server, &world);
+    server.spec.cpu = 4;
+    // Opens at 10:05 (NOW is 10:00): wait for it.
+    server.spec.maintenance_window = Some(novads_crds::MaintenanceWindow {
+        days: vec![],
+        start: "10:05".into(),
+        duration_minutes: 60,
+    });
+    let script = steady(
+        &server,
+        &world,
+        vec![status_patch(&server, |status| {
+            assert_eq!(
+                reason_of(status, "RestartRequired"),
+                pair("True", "ResourcesChanged")
+            );
+        })],
+    );
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(Duration::from_secs(5 * 60))
+    );
+
+    // In the window: restarted once.
+    let mut harness = Harness::at("2025-06-02T10:06:00Z");
+    let script = steady(
+        &server,
+        &world,
+        vec![
+            restart_call(),
+            event("Restarted", "Normal"),
+            status_patch(&server, |_| {}),
+        ],
+    );
+    harness.run(&server, script).await.expect("ok");
+    // The old instance is still reported running: not restarted a second time.
+    let script = steady(&server, &world, vec![status_patch(&server, |_| {})]);
+    harness.run(&server, script).await.expect("ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission
+// ---------------------------------------------------------------------------------------------
+
+/// The reads of a refused new server, the status and one Warning per refusal.
+async fn assert_refused(
+    server: &VirtualServer,
+    world: &World,
+    reason: &'static str,
+    message: &'static str,
+) {
+    let mut script = world.reads(server);
+    script.push(status_patch(server, move |status| {
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(reason_of(status, "Degraded"), pair("True", reason));
+        assert_eq!(reason_of(status, "Ready"), pair("False", reason));
+        let text = condition(status, "Degraded")["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.contains(message), "{text}");
+    }));
+    script.push(event(reason, "Warning"));
+    let mut harness = Harness::new();
+    let result = harness.run(server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
+}
+
+#[tokio::test]
+async fn over_quota_is_refused_without_any_vm_request_and_warned_once() {
+    let server = web(basic_spec());
+    let mut world = World::new();
+    world.municipality = Some(municipality(1));
+    let mut older = serde_json::to_value(web(basic_spec())).expect("JSON");
+    older["metadata"]["name"] = json!("db");
+    older["metadata"]["uid"] = json!("uid-db");
+    older["metadata"]["creationTimestamp"] = json!("2025-04-01T00:00:00Z");
+    world.siblings = vec![older];
+    assert_refused(
+        &server,
+        &world,
+        "QuotaExceeded",
+        "servers: 2 requested of 1 allowed",
+    )
+    .await;
+
+    // Looked at again a few minutes later, with the refusal in its status: the same refusal
+    // is neither written again nor warned about again.
+    let (status_tx, status_rx) = std::sync::mpsc::channel();
+    let mut first = world.reads(&server);
+    first.push(status_patch(&server, move |status| {
+        status_tx.send(status.clone()).expect("send");
+    }));
+    first.push(event("QuotaExceeded", "Warning"));
+    let mut harness = Harness::new();
+    harness.run(&server, first).await.expect("ok");
+    let mut refused = server.clone();
+    refused.status =
+        Some(serde_json::from_value(status_rx.recv().expect("status")).expect("status"));
+    let result = harness.run(&refused, world.reads(&refused)).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
+}
+
+#[tokio::test]
+async fn an_unapproved_image_is_refused() {
+    let server = web(basic_spec());
+    let mut world = World::new();
+    let mut unapproved = image();
+    unapproved["spec"]["approved"] = json!(false);
+    world.image = Some(unapproved);
+    assert_refused(&server, &world, "ImageNotApproved", "is not approved").await;
+}
+
+#[tokio::test]
+async fn an_image_out_of_support_is_refused() {
+    let server = web(basic_spec());
+    let mut world = World::new();
+    let mut old = image();
+    old["spec"]["supportEnd"] = json!("2024-06-30");
+    world.image = Some(old);
+    assert_refused(&server, &world, "ImageOutOfSupport", "ended on 2024-06-30").await;
+}
+
+#[tokio::test]
+async fn a_missing_image_is_refused() {
+    let server = web(basic_spec());
+    let mut world = World::new();
+    world.image = None;
+    assert_refused(&server, &world, "ImageNotFound", "does not exist").await;
+}
+
+#[tokio::test]
+async fn a_refused_change_leaves_the_existing_vm_alone() {
+    let server = web(basic_spec());
+    let world = running_world(&server);
+    let mut server = converged(&server, &world);
+    // Far beyond the municipality's 16 CPUs: refused, but the running VM is not touched.
+    server.spec.cpu = 40;
+    let mut script = world.reads(&server);
+    script.push(status_patch(&server, |status| {
+        assert_eq!(status["phase"], "Running");
+        assert_eq!(reason_of(status, "Degraded"), pair("True", "QuotaExceeded"));
+    }));
+    script.push(event("QuotaExceeded", "Warning"));
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
+}
+
+#[tokio::test]
+async fn a_deleted_image_freezes_a_running_server_without_touching_it() {
+    let server = web(basic_spec());
+    let mut world = running_world(&server);
+    let mut server = converged(&server, &world);
+    world.image = None;
+    // A change arrives after the image is gone: it waits, the VM is not applied.
+    server.spec.cpu = 4;
+    let mut script = world.reads(&server);
+    script.push(status_patch(&server, |status| {
+        assert_eq!(status["phase"], "Running");
+        assert_eq!(reason_of(status, "Degraded"), pair("True", "ImageNotFound"));
+        let text = condition(status, "Degraded")["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.contains("no longer exists"), "{text}");
+    }));
+    script.push(event("ImageNotFound", "Warning"));
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
+}
+
+#[tokio::test]
+async fn a_refused_server_keeps_its_backups() {
+    let server = web(backup_spec("Retain"));
+    let mut world = running_world(&server);
+    world.snapshots = vec![snapshot(&server, "2025-06-01T02:00:00Z", true)];
+    let mut server = converged(&server, &world);
+    server.spec.cpu = 40;
+    let mut script = world.reads(&server);
+    script.push(status_patch(&server, |status| {
+        assert_eq!(reason_of(status, "Degraded"), pair("True", "QuotaExceeded"));
+    }));
+    script.push(event("QuotaExceeded", "Warning"));
+    // The VM is not touched, but tonight's snapshot is taken all the same.
+    script.push(expect(Method::POST, &format!("{SNAPSHOTS}?"), |body| {
+        assert_eq!(body["metadata"]["name"], "web-20250602-0200");
+        (201, body)
+    }));
+    script.push(event("BackupStarted", "Normal"));
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
+}
+
+#[tokio::test]
+async fn a_cloud_init_secret_of_another_namespace_is_refused_unread() {
+    let server = web(json!({
+        "image": "debian-12", "cpu": 2, "memory": "4Gi",
+        "cloudInit": { "secretRef": { "name": "stolen", "namespace": "muni-ventspils" } }
+    }));
+    // No GET of the foreign Secret appears in the reads.
+    assert_refused(&server, &World::new(), "ForeignSecret", "muni-ventspils").await;
+}
+
+#[tokio::test]
+async fn tenant_user_data_from_the_own_namespace_goes_into_the_cloud_init_secret() {
+    let server = web(json!({
+        "image": "debian-12", "cpu": 2, "memory": "4Gi",
+        "cloudInit": { "secretRef": { "name": "web-user-data" } }
+    }));
+    let user_data = "#cloud-config\npackages: [nginx]\n";
+    let tenant = Secret {
+        data: Some(BTreeMap::from([(
+            "userdata".to_string(),
+            ByteString(user_data.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    let mut world = World::new();
+    world.tenant_secret = Some(Some(serde_json::to_value(tenant).expect("JSON")));
+    let mut script = world.reads(&server);
+    script.push(cloud_init_apply(&server, Some(user_data)));
+    script.push(vm_apply(&server, None, |_| {}));
+    script.push(event("Created", "Normal"));
+    script.push(status_patch(&server, |_| {}));
+    let mut harness = Harness::new();
+    harness.run(&server, script).await.expect("ok");
+
+    // A missing Secret is a refusal, not an error loop.
+    let mut world = World::new();
+    world.tenant_secret = Some(None);
+    assert_refused(&server, &world, "CloudInitSecretMissing", "does not exist").await;
+
+    // Bytes that are not text (gzip, say) are refused rather than mangled.
+    let binary = Secret {
+        data: Some(BTreeMap::from([(
+            "userdata".to_string(),
+            ByteString(vec![0x1f, 0x8b, 0x08, 0x00, 0xff]),
+        )])),
+        ..Secret::default()
+    };
+    let mut world = World::new();
+    world.tenant_secret = Some(Some(serde_json::to_value(binary).expect("JSON")));
+    assert_refused(&server, &world, "InvalidSpec", "not UTF-8 text").await;
+}
+
+#[tokio::test]
+async fn a_spec_the_builders_refuse_is_degraded_and_backed_off() {
+    // Admission lets a data disk named like the system disk through to the builder.
+    let server = web(json!({
+        "image": "debian-12", "cpu": 2, "memory": "4Gi",
+        "disks": { "data": [{ "name": "system", "size": "10Gi" }] }
+    }));
+    let mut script = World::new().reads(&server);
+    script.push(status_patch(&server, |status| {
+        assert_eq!(reason_of(status, "Degraded"), pair("True", "InvalidSpec"));
+    }));
+    script.push(event("InvalidSpec", "Warning"));
+    let mut harness = Harness::new();
+    let error = harness.run(&server, script).await.expect_err("invalid");
+    assert!(
+        matches!(error, Error::InvalidSpec(ref m) if m.contains("reserved")),
+        "{error}"
+    );
+    assert_eq!(error.metric_label(), "invalid_spec");
+    let action = controller::error_policy(Arc::new(server), &error, harness.ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backups
+// ---------------------------------------------------------------------------------------------
+
+fn backup_spec(on_delete: &str) -> Value {
+    json!({
+        "image": "debian-12", "cpu": 2, "memory": "4Gi",
+        "backup": { "schedule": "0 2 * * *", "retention": 2, "onDelete": on_delete }
+    })
+}
+
+#[tokio::test]
+async fn a_due_backup_is_taken_and_the_oldest_beyond_retention_pruned() {
+    let server = web(backup_spec("Retain"));
+    let mut world = running_world(&server);
+    world.snapshots = vec![
+        snapshot(&server, "2025-05-30T02:00:00Z", true),
+        snapshot(&server, "2025-05-31T02:00:00Z", true),
+        snapshot(&server, "2025-06-01T02:00:00Z", true),
+    ];
+    let server = converged(&server, &world);
+    let expected =
+        serde_json::to_value(build::snapshot(&server, at("2025-06-02T02:00:00Z")).expect("builds"))
+            .expect("JSON");
+    let script = steady(
+        &server,
+        &world,
+        vec![
+            expect(Method::POST, &format!("{SNAPSHOTS}?"), move |body| {
+                assert_eq!(body, expected);
+                assert_eq!(body["metadata"]["name"], "web-20250602-0200");
+                assert_eq!(body["metadata"].get("ownerReferences"), None, "retained");
+                (201, body)
+            }),
+            event("BackupStarted", "Normal"),
+            expect(
+                Method::DELETE,
+                &format!("{SNAPSHOTS}/web-20250530-0200?"),
+                |body| {
+                    assert_eq!(body["propagationPolicy"], "Background");
+                    deleted()
+                },
+            ),
+            event("BackupPruned", "Normal"),
+        ],
+    );
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    // The next slot is tomorrow 02:00, beyond the resync.
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn a_backup_taken_already_is_not_taken_again_and_the_next_slot_is_awaited() {
+    let server = web(backup_spec("Retain"));
+    let mut world = running_world(&server);
+    world.snapshots = vec![snapshot(&server, "2025-06-01T02:00:00Z", true)];
+    let server = converged(&server, &world);
+    // 01:55: the 02:00 slot is five minutes away.
+    let mut harness = Harness::at("2025-06-02T01:55:00Z");
+    let mut early = server.clone();
+    early.status = converged(&server, &world).status;
+    let result = harness.run(&early, steady(&early, &world, vec![])).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(Duration::from_secs(5 * 60))
+    );
+
+    // 02:00 passed; an earlier reconcile created the snapshot already (409): fine.
+    let mut harness = Harness::at("2025-06-02T02:01:00Z");
+    let script = steady(
+        &server,
+        &world,
+        vec![expect(Method::POST, &format!("{SNAPSHOTS}?"), |_| {
+            api_error(409, "AlreadyExists")
+        })],
+    );
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletion
+// ---------------------------------------------------------------------------------------------
+
+fn deleting(mut server: VirtualServer) -> VirtualServer {
+    server.metadata.deletion_timestamp = serde_json::from_value(json!("2025-06-02T09:00:00Z")).ok();
+    server
+}
+
+fn delete(path: &str, gone: bool) -> Expect {
+    expect(Method::DELETE, &format!("{path}?"), move |body| {
+        assert_eq!(body["propagationPolicy"], "Background");
+        if gone { not_found() } else { deleted() }
+    })
+}
+
+fn release_finalizer() -> Expect {
+    expect(Method::PATCH, &format!("{SERVER}?"), |body| {
+        assert_eq!(
+            body,
+            json!({ "metadata": { "finalizers": [], "resourceVersion": "10" } })
+        );
+        let mut object = serde_json::to_value(web(basic_spec())).expect("JSON");
+        object["metadata"]["finalizers"] = json!([]);
+        (200, object)
+    })
+}
+
+#[tokio::test]
+async fn deleting_with_retain_removes_the_server_but_keeps_its_snapshots() {
+    let server = deleting(web(backup_spec("Retain")));
+    let script = vec![
+        delete(VM, false),
+        delete(SERVICE, true),
+        delete(POLICY, true),
+        delete(CLOUD_INIT, false),
+        release_finalizer(),
+    ];
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+}
+
+#[tokio::test]
+async fn deleting_with_delete_also_deletes_the_snapshots() {
+    let server = deleting(web(backup_spec("Delete")));
+    let snapshots = vec![
+        snapshot(&server, "2025-05-31T02:00:00Z", true),
+        snapshot(&server, "2025-06-01T02:00:00Z", true),
+    ];
+    let script = vec![
+        delete(VM, false),
+        delete(SERVICE, true),
+        delete(POLICY, true),
+        delete(CLOUD_INIT, false),
+        expect(
+            Method::GET,
+            &format!("{SNAPSHOTS}?&{SNAPSHOT_SELECTOR}"),
+            move |_| (200, list("VirtualMachineSnapshotList", snapshots)),
+        ),
+        delete(&format!("{SNAPSHOTS}/web-20250531-0200"), false),
+        delete(&format!("{SNAPSHOTS}/web-20250601-0200"), false),
+        event("BackupsDeleted", "Normal"),
+        release_finalizer(),
+    ];
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_server_error_fails_the_reconcile_into_back_off_and_nothing_else() {
+    let server = web(basic_spec());
+    let script = vec![expect(Method::GET, NS, |_| api_error(500, "InternalError"))];
+    let mut harness = Harness::new();
+    let error = harness
+        .run(&server, script)
+        .await
+        .expect_err("server error");
+    assert_eq!(error.metric_label(), "api");
+    let shared = Arc::new(server.clone());
+    let delays: Vec<Action> = (0..8)
+        .map(|_| controller::error_policy(shared.clone(), &error, harness.ctx.clone()))
+        .collect();
+    assert_eq!(delays[0], Action::requeue(Duration::from_secs(5)));
+    assert_eq!(delays[1], Action::requeue(Duration::from_secs(10)));
+    assert_eq!(
+        delays[7],
+        Action::requeue(Duration::from_secs(300)),
+        "capped at 5 minutes"
+    );
+
+    // The next reconcile works, and a success resets the back-off.
+    let world = running_world(&server);
+    let converged = converged(&server, &world);
+    harness
+        .run(&converged, steady(&converged, &world, vec![]))
+        .await
+        .expect("ok");
+    let again = controller::error_policy(shared, &error, harness.ctx.clone());
+    assert_eq!(again, Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_failing_apply_is_reported_as_an_event_and_backed_off() {
+    let server = web(basic_spec());
+    let world = running_world(&server);
+    let server = converged(&server, &world);
+    let mut script = world.reads(&server);
+    script.push(cloud_init_apply(&server, None));
+    script.push(expect(Method::PATCH, &format!("{VM}{APPLY}"), |_| {
+        api_error(500, "InternalError")
+    }));
+    script.push(event("ApplyFailed", "Warning"));
+    let mut harness = Harness::new();
+    let error = harness.run(&server, script).await.expect_err("apply fails");
+    assert_eq!(error.metric_label(), "api");
+}
+
+#[tokio::test]
+async fn without_kubevirt_servers_are_told_so_and_nothing_is_built() {
+    let server = web(basic_spec());
+    let mut harness = Harness::with(
+        |ctx| {
+            ctx.with_kubevirt_unavailable("the cluster does not serve virtualmachines.kubevirt.io")
+        },
+        NOW,
+    );
+    let script = vec![
+        status_patch(&server, |status| {
+            assert_eq!(status["phase"], "Pending");
+            assert_eq!(
+                reason_of(status, "Ready"),
+                pair("False", "KubeVirtUnavailable")
+            );
+            let message = condition(status, "Degraded")["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(message.contains("virtualmachines.kubevirt.io"), "{message}");
+        }),
+        event("KubeVirtUnavailable", "Warning"),
+    ];
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(KUBEVIRT_RECHECK));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runtime without KubeVirt
+// ---------------------------------------------------------------------------------------------
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/novads/leases/novads-operator";
+
+#[derive(Default)]
+struct Fake {
+    kubevirt: bool,
+    lease: Option<Value>,
+    /// (method, uri, accept header, body) of every request, in order.
+    log: Vec<(String, String, String, Value)>,
+    open_watches: Vec<mock::SendResponse<Response<Body>>>,
+}
+
+impl Fake {
+    fn answer(&mut self, method: &str, uri: &str, body: Value) -> Option<(u16, Value)> {
+        let path = uri.split('?').next().unwrap_or_default();
+        let kubevirt_api = path.starts_with("/apis/kubevirt.io/")
+            || path.starts_with("/apis/snapshot.kubevirt.io/");
+        Some(match (method, path) {
+            ("GET", LEASE) => self
+                .lease
+                .clone()
+                .map_or_else(|| api_error(404, "NotFound"), |l| (200, l)),
+            ("POST", "/apis/coordination.k8s.io/v1/namespaces/novads/leases") | ("PUT", LEASE) => {
+                let mut lease = body;
+                lease["metadata"]["resourceVersion"] = json!(format!("{}", self.log.len()));
+                self.lease = Some(lease.clone());
+                (200, lease)
+            }
+            // Without KubeVirt, its groups are simply not served.
+            _ if kubevirt_api && !self.kubevirt => api_error(404, "NotFound"),
+            _ if uri.contains("watch=true") => return None,
+            ("GET", "/apis/novads.io/v1alpha1/virtualservers") => (
+                200,
+                list(
+                    "VirtualServerList",
+                    vec![serde_json::to_value(web(basic_spec())).expect("JSON")],
+                ),
+            ),
+            ("GET", "/apis/novads.io/v1alpha1/municipalities") => {
+                let mut talsi = municipality(10);
+                talsi["metadata"]["finalizers"] = json!(["novads.io/tenancy"]);
+                (200, list("MunicipalityList", vec![talsi]))
+            }
+            // The tenancy's first request fails: its reconcile error shows in the metrics.
+            ("GET", NS) => api_error(500, "InternalError"),
+            ("PATCH", _) if path == format!("{SERVER}/status") => {
+                let mut object = serde_json::to_value(web(basic_spec())).expect("JSON");
+                object["status"] = body["status"].clone();
+                (200, object)
+            }
+            ("POST", "/apis/events.k8s.io/v1/namespaces/muni-talsi/events")
+            | ("POST", "/apis/events.k8s.io/v1/namespaces/default/events") => (201, body),
+            ("GET", _) => (
+                200,
+                json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                    "metadata": { "resourceVersion": "300" }, "items": []
+                }),
+            ),
+            other => panic!("unexpected request {other:?}"),
+        })
+    }
+}
+
+fn fake_client(fake: &Arc<Mutex<Fake>>) -> kube::Client {
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let fake = fake.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            let accept = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let bytes = request.into_body().collect_bytes().await.expect("body");
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let mut fake = fake.lock().expect("fake");
+            fake.log
+                .push((method.clone(), uri.clone(), accept, body.clone()));
+            match fake.answer(&method, &uri, body) {
+                Some((code, body)) => send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&body).expect("JSON")))
+                        .expect("response"),
+                ),
+                None => fake.open_watches.push(send),
+            }
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.get(9..12)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+async fn eventually(addr: SocketAddr, path: &str, check: impl Fn(u16, &str) -> bool) -> String {
+    for _ in 0..200 {
+        if let Some((code, body)) = http_get(addr, path).await
+            && check(code, &body)
+        {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never got there: {:?}", http_get(addr, path).await);
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Runs the operator against `fake` until `done` holds for its metrics, then shuts it down.
+async fn run_operator(
+    fake: &Arc<Mutex<Fake>>,
+    ready: impl Fn(&str) -> bool,
+    metrics: impl Fn(&str) -> bool,
+) -> (String, String) {
+    let addr = free_port();
+    let options = OperatorOptions {
+        metrics_listen: addr,
+        lease_namespace: "novads".into(),
+        identity: Some("operator-0".into()),
+        ..OperatorOptions::default()
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(run_with_client(fake_client(fake), options, async {
+        let _ = shutdown_rx.await;
+    }));
+    let readyz = eventually(addr, "/readyz", |code, body| code == 200 && ready(body)).await;
+    let text = eventually(addr, "/metrics", |_, body| metrics(body)).await;
+    shutdown_tx.send(()).expect("operator running");
+    tokio::time::timeout(Duration::from_secs(15), operator)
+        .await
+        .expect("stops in time")
+        .expect("task")
+        .expect("run succeeds");
+    (readyz, text)
+}
+
+#[tokio::test]
+async fn without_kubevirt_the_tenancy_runs_and_the_gap_is_reported() {
+    let fake = Arc::new(Mutex::new(Fake::default()));
+    let (readyz, metrics) = run_operator(
+        &fake,
+        |body| body.starts_with("ready"),
+        |body| {
+            body.contains(
+                "novads_operator_reconcile_errors_total{controller=\"municipality\",error=\"api\"}",
+            ) && body.contains("novads_operator_reconciles_total{controller=\"virtualserver\"} 1")
+        },
+    )
+    .await;
+    assert!(
+        readyz.contains("virtual servers are not run")
+            && readyz.contains("virtualmachines.kubevirt.io"),
+        "{readyz}"
+    );
+    assert!(
+        metrics.contains("novads_operator_kubevirt_available 0"),
+        "{metrics}"
+    );
+
+    let fake = fake.lock().expect("fake");
+    // The server was told, through its status.
+    let status = fake
+        .log
+        .iter()
+        .find(|(method, uri, _, _)| {
+            method == "PATCH" && uri.starts_with(&format!("{SERVER}/status"))
+        })
+        .map(|(_, _, _, body)| body["status"].clone())
+        .expect("the server's status was written");
+    assert_eq!(
+        reason_of(&status, "Ready"),
+        pair("False", "KubeVirtUnavailable")
+    );
+    // And nothing of KubeVirt's was watched or written.
+    for (method, uri, _, _) in &fake.log {
+        let kubevirt = uri.contains("kubevirt.io/");
+        assert!(
+            !kubevirt || (method == "GET" && uri.contains("limit=1")),
+            "only the probe touches KubeVirt: {method} {uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_kubevirt_its_kinds_are_watched_metadata_only_by_label() {
+    let fake = Arc::new(Mutex::new(Fake {
+        kubevirt: true,
+        ..Fake::default()
+    }));
+    let (readyz, metrics) = run_operator(
+        &fake,
+        |body| body == "ready",
+        |body| body.contains("novads_operator_kubevirt_available 1"),
+    )
+    .await;
+    assert_eq!(readyz, "ready");
+    assert!(metrics.contains("novads_operator_leader 1"), "{metrics}");
+    let fake = fake.lock().expect("fake");
+    for kind in [
+        "/apis/kubevirt.io/v1/virtualmachines?",
+        "/apis/kubevirt.io/v1/virtualmachineinstances?",
+        "/apis/snapshot.kubevirt.io/v1beta1/virtualmachinesnapshots?",
+        "/api/v1/services?",
+    ] {
+        let (_, uri, accept, _) = fake
+            .log
+            .iter()
+            .find(|(_, uri, _, _)| uri.starts_with(kind) && !uri.contains("limit=1"))
+            .unwrap_or_else(|| panic!("no watch of {kind}"));
+        assert!(
+            uri.contains("labelSelector=novads.io%2Fvirtual-server"),
+            "{uri}"
+        );
+        assert!(
+            accept.contains("as=PartialObjectMetadata"),
+            "metadata only: {accept}"
+        );
+    }
+    assert!(
+        fake.log
+            .iter()
+            .any(|(_, uri, _, _)| uri.starts_with("/apis/novads.io/v1alpha1/virtualservers?")),
+        "watches virtual servers"
+    );
+}
