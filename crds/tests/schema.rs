@@ -540,21 +540,43 @@ fn garbage_in_virtual_server_fields_is_refused_with_the_field_named() {
             json!("ten.twenty/16"),
             "/spec/expose/ports/0/allowedSources/0",
         ),
-        ("/spec/expose/ports/0/port", json!(70000), "/spec/expose/ports/0/port"),
-        ("/spec/expose/ports/0/protocol", json!("ICMP"), "/spec/expose/ports/0/protocol"),
-        ("/spec/backup/schedule", json!("every night"), "/spec/backup/schedule"),
+        (
+            "/spec/expose/ports/0/port",
+            json!(70000),
+            "/spec/expose/ports/0/port",
+        ),
+        (
+            "/spec/expose/ports/0/protocol",
+            json!("ICMP"),
+            "/spec/expose/ports/0/protocol",
+        ),
+        (
+            "/spec/backup/schedule",
+            json!("every night"),
+            "/spec/backup/schedule",
+        ),
         ("/spec/backup/retention", json!(0), "/spec/backup/retention"),
         (
             "/spec/ssh/authorizedKeys/0",
             json!("not a key\nssh-rsa AAAA injected"),
             "/spec/ssh/authorizedKeys/0",
         ),
-        ("/spec/maintenanceWindow/start", json!("25:00"), "/spec/maintenanceWindow/start"),
-        ("/spec/disks/data/0/name", json!("Data Disk"), "/spec/disks/data/0/name"),
+        (
+            "/spec/maintenanceWindow/start",
+            json!("25:00"),
+            "/spec/maintenanceWindow/start",
+        ),
+        (
+            "/spec/disks/data/0/name",
+            json!("Data Disk"),
+            "/spec/disks/data/0/name",
+        ),
     ];
     for (pointer, value, expected_path) in cases {
         let mut server = web_server();
-        *server.pointer_mut(pointer).expect("field exists in the example") = value.clone();
+        *server
+            .pointer_mut(pointer)
+            .expect("field exists in the example") = value.clone();
         let errors = openapi_errors("VirtualServer", &server);
         assert!(
             errors.iter().any(|e| e.starts_with(expected_path)),
@@ -563,7 +585,9 @@ fn garbage_in_virtual_server_fields_is_refused_with_the_field_named() {
     }
     let mut nine_disks = web_server();
     nine_disks["spec"]["disks"]["data"] = json!(
-        (0..9).map(|i| json!({"name": format!("d{i}"), "size": "1Gi"})).collect::<Vec<_>>()
+        (0..9)
+            .map(|i| json!({"name": format!("d{i}"), "size": "1Gi"}))
+            .collect::<Vec<_>>()
     );
     assert!(!openapi_errors("VirtualServer", &nine_disks).is_empty());
 }
