@@ -124,6 +124,9 @@ const MEMORY_RANGE: &str = "isQuantity(string(self)) && quantity(string(self)).c
 /// CEL rule bounding a disk size.
 const DISK_RANGE: &str = "isQuantity(string(self)) && quantity(string(self)).compareTo(quantity('1Gi')) >= 0 && quantity(string(self)).compareTo(quantity('64Ti')) <= 0";
 
+/// CEL transition rule: a disk may grow, never shrink (checked only on updates).
+const NO_SHRINK: &str = "!isQuantity(string(oldSelf)) || !isQuantity(string(self)) || quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0";
+
 /// Whether and when a virtual server runs; mapped to the KubeVirt run strategies
 /// (`Running` is KubeVirt's `Always`).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,10 +158,15 @@ impl RunStrategy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerDisks {
-    /// Size of the system disk, at least the image's `minDiskSize` (the default). Growing it
-    /// later is allowed; shrinking is refused.
+    /// Size of the system disk, at least the image's `minDiskSize` (the default). Shrinking is
+    /// refused. A larger size applies to disks created from then on; an existing disk is grown
+    /// by expanding its PersistentVolumeClaim (`<server>-system`) where the storage class
+    /// allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new(DISK_RANGE).message("systemSize must be a quantity between 1Gi and 64Ti, such as 40Gi"))]
+    #[x_kube(
+        validation = kube::core::Rule::new(DISK_RANGE).message("systemSize must be a quantity between 1Gi and 64Ti, such as 40Gi"),
+        validation = kube::core::Rule::new(NO_SHRINK).message("systemSize can grow but not shrink: a disk's data cannot be cut")
+    )]
     pub system_size: Option<Quantity>,
 
     /// Storage class of the system disk; the cluster's default when omitted.
@@ -187,8 +195,11 @@ pub struct DataDisk {
     )]
     pub name: String,
 
-    /// Size between 1Gi and 64Ti, e.g. `100Gi`.
-    #[x_kube(validation = kube::core::Rule::new(DISK_RANGE).message("size must be a quantity between 1Gi and 64Ti, such as 100Gi"))]
+    /// Size between 1Gi and 64Ti, e.g. `100Gi`. It can grow (see `systemSize`), never shrink.
+    #[x_kube(
+        validation = kube::core::Rule::new(DISK_RANGE).message("size must be a quantity between 1Gi and 64Ti, such as 100Gi"),
+        validation = kube::core::Rule::new(NO_SHRINK).message("size can grow but not shrink: a disk's data cannot be cut")
+    )]
     pub size: Quantity,
 
     /// Storage class; the cluster's default when omitted.

@@ -591,3 +591,24 @@ fn garbage_in_virtual_server_fields_is_refused_with_the_field_named() {
     );
     assert!(!openapi_errors("VirtualServer", &nine_disks).is_empty());
 }
+
+#[test]
+fn disks_grow_but_never_shrink() {
+    let with_sizes = |system: &str, data: &str| {
+        server(json!({
+            "image": "debian-12", "cpu": 2, "memory": "4Gi",
+            "disks": { "systemSize": system, "data": [ { "name": "data", "size": data } ] }
+        }))
+    };
+    let old = with_sizes("40Gi", "100Gi");
+    assert_eq!(
+        cel_errors("VirtualServer", &with_sizes("80Gi", "200Gi"), Some(&old)),
+        Vec::<String>::new()
+    );
+    let errors = cel_errors("VirtualServer", &with_sizes("20Gi", "50Gi"), Some(&old));
+    assert!(
+        errors.iter().any(|e| e.contains("systemSize can grow but not shrink"))
+            && errors.iter().any(|e| e.contains("size can grow but not shrink")),
+        "{errors:?}"
+    );
+}
