@@ -607,8 +607,12 @@ fn disks_grow_but_never_shrink() {
     );
     let errors = cel_errors("VirtualServer", &with_sizes("20Gi", "50Gi"), Some(&old));
     assert!(
-        errors.iter().any(|e| e.contains("systemSize can grow but not shrink"))
-            && errors.iter().any(|e| e.contains("size can grow but not shrink")),
+        errors
+            .iter()
+            .any(|e| e.contains("systemSize can grow but not shrink"))
+            && errors
+                .iter()
+                .any(|e| e.contains("size can grow but not shrink")),
         "{errors:?}"
     );
 }
