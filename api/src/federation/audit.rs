@@ -342,8 +342,10 @@ fn chain(last_id: i64, last_hash: String, events: &[&AuditEvent]) -> Vec<AuditRe
 async fn append_batch(db: &Database, events: &[&AuditEvent]) -> Result<Vec<i64>, sqlx::Error> {
     let records = match db {
         Database::Sqlite(pool) => {
-            // IMMEDIATE takes the write lock up front, so two processes on one file cannot
-            // both read the same head.
+            // In turn with this process's other writers (see `sqlite_writer`); IMMEDIATE takes
+            // the write lock up front, so two processes on one file cannot both read the same
+            // head.
+            let _writer = crate::db::sqlite_writer(pool).await;
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             let (last_id, last_hash): (i64, String) =
                 sqlx::query_as("SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1")

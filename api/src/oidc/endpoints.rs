@@ -5,7 +5,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,7 +20,10 @@ use super::jwt::{ACCESS_TOKEN_TYPE, AccessTokenClaims, IdTokenClaims, at_hash};
 use super::keys::{Expectations, SigningAlgorithm};
 use super::pages::{self, CSS_PATH, Locale, LoginPage};
 use super::request::{AuthorizeParams, ErrorRedirect, RequestError, append_query, validate};
-use super::store::{FlowStore, PendingRequest, Redemption, RefreshUse, ReplayedCode, random_token};
+use super::store::{
+    Exchange, FlowStore, PendingRequest, RedeemedCode, RefreshUse, ReplayedCode, Rotation,
+    random_token,
+};
 use crate::federation::LoginRequest;
 use crate::federation::audit::{AuditEvent, AuditEventKind, AuditReason};
 use crate::server::AppState;
@@ -568,7 +570,11 @@ struct LoginQuery {
 }
 
 /// The login page again for a pending request (language switch, reload).
-async fn login_get(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
+async fn login_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     let store = FlowStore::new(state.db().clone());
     let locale = query
         .lang
@@ -586,7 +592,16 @@ async fn login_get(State(state): State<AppState>, Query(query): Query<LoginQuery
         .and_then(Locale::parse)
         .or_else(|| Locale::parse(&pending.locale))
         .unwrap_or(Locale::Lv);
-    match store.renew_csrf(&query.request).await {
+    // The browser's CSRF cookie still matches this request (a reload, a language switch): it
+    // serves again without a write. Otherwise the request gets a new token.
+    let current = cookie(&headers, CSRF_COOKIE)
+        .filter(|csrf| csrf.len() <= 128 && super::store::hash(csrf) == pending.csrf_hash)
+        .map(str::to_owned);
+    let csrf = match current {
+        Some(csrf) => Ok(csrf),
+        None => store.renew_csrf(&query.request).await,
+    };
+    match csrf {
         Ok(csrf) => login_page(
             &state,
             locale,
@@ -659,25 +674,26 @@ async fn login_post(
     };
     match state.federation().login(&attempt).await {
         Ok(identity) => {
-            let code = match store.create_code(&pending, &identity).await {
-                Ok(code) => code,
+            // One transaction: the request ends, the code and the single sign-on session
+            // begin (a new session id at every password sign-in: a planted id is never
+            // adopted).
+            let completed = match store
+                .complete_login(&form.request, &pending, &identity)
+                .await
+            {
+                Ok(Some(completed)) => completed,
+                // The same form was posted twice and the other post already got the code.
+                Ok(None) => return expired(locale),
                 Err(e) => return unavailable(locale, &e),
             };
-            if let Err(e) = store.finish_request(&form.request).await {
-                tracing::warn!(error = %e, "could not remove a finished authorization request");
-            }
-            let mut response = redirect_with_code(&state, &pending, &code);
-            // A new session id at every password sign-in: a planted id is never adopted.
-            match store.create_session(&identity).await {
-                Ok(session_id) => set_cookie(
-                    &state,
-                    &mut response,
-                    SESSION_COOKIE,
-                    &session_id,
-                    "Path=/oidc; HttpOnly; SameSite=Lax",
-                ),
-                Err(e) => tracing::warn!(error = %e, "could not start a single sign-on session"),
-            }
+            let mut response = redirect_with_code(&state, &pending, &completed.code);
+            set_cookie(
+                &state,
+                &mut response,
+                SESSION_COOKIE,
+                &completed.session_id,
+                "Path=/oidc; HttpOnly; SameSite=Lax",
+            );
             response
         }
         Err(refused) if refused.reason == AuditReason::TrustDenied => {
@@ -761,18 +777,6 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
             .map(|(_, v)| v.into_owned())
     };
     Some((decode(id)?, decode(secret)?))
-}
-
-async fn verify_secret(hash: String, secret: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|parsed| {
-            Argon2::default()
-                .verify_password(secret.as_bytes(), &parsed)
-                .is_ok()
-        })
-    })
-    .await
-    .unwrap_or(false)
 }
 
 async fn token(
@@ -912,7 +916,11 @@ async fn authenticate_client(
     };
     match (&client.secret_hash, secret) {
         (Some(hash), Some(secret)) if secret.len() <= MAX_FIELD_CHARS => {
-            if !verify_secret(hash.clone(), secret).await {
+            if !state
+                .clients()
+                .verify_secret(&client_id, hash, secret)
+                .await
+            {
                 return Err(client_failed());
             }
         }
@@ -937,9 +945,33 @@ async fn exchange_code(
         );
     };
     let store = FlowStore::new(state.db().clone());
-    let redeemed = match store.redeem_code(code).await {
-        Ok(Redemption::Redeemed(redeemed)) => redeemed,
-        Ok(Redemption::AlreadyUsed(replayed)) => {
+    // Checked inside the redemption's transaction, so that an accepted code and its refresh
+    // token commit together; a refused code stays used.
+    let check = |redeemed: &RedeemedCode| -> Result<(), &'static str> {
+        if redeemed.client_id != client_id {
+            return Err("the code was issued to another client");
+        }
+        if form.redirect_uri.as_deref() != Some(redeemed.redirect_uri.as_str()) {
+            return Err("redirect_uri does not match");
+        }
+        match (&redeemed.code_challenge, form.code_verifier.as_deref()) {
+            (Some(challenge), Some(verifier))
+                if super::request::pkce_matches(verifier, challenge) =>
+            {
+                Ok(())
+            }
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err("code_verifier sent but no code_challenge was"),
+            _ => Err("PKCE verification failed"),
+        }
+    };
+    let (redeemed, refresh_token) = match store.exchange_code(code, check).await {
+        Ok(Exchange::Issued {
+            redeemed,
+            refresh_token,
+        }) => (redeemed, refresh_token),
+        Ok(Exchange::Refused(description)) => return invalid_grant(description),
+        Ok(Exchange::AlreadyUsed(replayed)) => {
             // The store has already revoked every token issued from the code: whoever
             // presented it first may have been the thief (RFC 6749 4.1.2, 10.5).
             tracing::warn!(client_id = %client_id, issued_to = %replayed.client_id,
@@ -947,7 +979,7 @@ async fn exchange_code(
             audit_code_replay(state, &client_id, &replayed, source_ip, user_agent).await;
             return invalid_grant("the code was already used");
         }
-        Ok(Redemption::Expired | Redemption::Unknown) => {
+        Ok(Exchange::Expired | Exchange::Unknown) => {
             return invalid_grant("the code is invalid or expired");
         }
         Err(e) => {
@@ -955,22 +987,6 @@ async fn exchange_code(
             return unavailable_token();
         }
     };
-    if redeemed.client_id != client_id {
-        return invalid_grant("the code was issued to another client");
-    }
-    if form.redirect_uri.as_deref() != Some(redeemed.redirect_uri.as_str()) {
-        return invalid_grant("redirect_uri does not match");
-    }
-    match (&redeemed.code_challenge, form.code_verifier.as_deref()) {
-        (Some(challenge), Some(verifier)) if super::request::pkce_matches(verifier, challenge) => {}
-        (None, None) => {}
-        (None, Some(_)) => {
-            return invalid_grant("code_verifier sent but no code_challenge was");
-        }
-        _ => {
-            return invalid_grant("PKCE verification failed");
-        }
-    }
     let grant = Grant {
         client_id: &client_id,
         identity: &redeemed.identity,
@@ -979,7 +995,7 @@ async fn exchange_code(
         auth_time: redeemed.auth_time,
         grant_id: &redeemed.grant_id,
     };
-    issue_tokens(state, &store, grant).await
+    issue_tokens(state, &store, grant, refresh_token).await
 }
 
 /// A replayed code is a refusal in the audit trail: `login_failed` with reason
@@ -1052,8 +1068,10 @@ async fn refresh(
         );
     };
     let store = FlowStore::new(state.db().clone());
-    let claimed = match store.use_refresh_token(token).await {
-        Ok(RefreshUse::Claimed(claimed)) => claimed,
+    // Looked at first and used up only after the directory re-check, so that the rotation is
+    // one short write transaction that never waits for the directory.
+    let usable = match store.refresh_token_usable(token).await {
+        Ok(RefreshUse::Usable(usable)) => usable,
         Ok(RefreshUse::Reused { family_id }) => {
             tracing::warn!(client_id = %client_id, family = %family_id,
                 "a rotated refresh token was presented again; its family is revoked");
@@ -1067,36 +1085,63 @@ async fn refresh(
             return unavailable_token();
         }
     };
-    if claimed.client_id != client_id {
+    if usable.client_id != client_id {
         return invalid_grant("the refresh token was issued to another client");
     }
     let user_agent =
         header_str(headers, header::USER_AGENT).map(|ua| ua.chars().take(512).collect());
     let identity = match state
         .federation()
-        .refresh(&claimed.identity, &client_id, Some(peer.ip()), user_agent)
+        .refresh(&usable.identity, &client_id, Some(peer.ip()), user_agent)
         .await
     {
         Ok(identity) => identity,
         Err(refused) => {
             // The directory no longer vouches for the user (left, disabled, moved out of the
             // trusted group): no token of this sign-in stays usable.
-            if let Err(e) = store.revoke_grant(&claimed.family_id).await {
+            if let Err(e) = store.revoke_grant(&usable.family_id).await {
                 tracing::error!(error = %e, "could not revoke a refresh token family");
             }
             tracing::info!(reason = %refused.reason, "refresh refused");
             return invalid_grant("the user may no longer use this application");
         }
     };
+    let refresh_token = match store.rotate_refresh_token(token, &usable, &identity).await {
+        Ok(Rotation::Rotated(successor)) => successor,
+        Ok(Rotation::Reused { family_id }) => {
+            tracing::warn!(client_id = %client_id, family = %family_id,
+                "a refresh token was presented twice at once; its family is revoked");
+            // The directory re-check above was audited as a refresh; the trail must also
+            // show that this one was refused.
+            let mut event = AuditEvent::new(AuditEventKind::RefreshDenied);
+            event.reason = Some(AuditReason::InvalidRequest);
+            event.realm = Some(identity.realm.clone());
+            event.username = Some(identity.username.clone());
+            event.subject = Some(identity.subject.clone());
+            event.client_id = Some(client_id.clone());
+            event.source_ip = Some(peer.ip().to_string());
+            if let Err(e) = state.federation().audit().append(event).await {
+                tracing::error!(error = %e, "could not audit a reused refresh token");
+            }
+            return invalid_grant("the refresh token was already used");
+        }
+        Ok(Rotation::Invalid) => {
+            return invalid_grant("the refresh token is invalid, expired or revoked");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rotating a refresh token failed");
+            return unavailable_token();
+        }
+    };
     let grant = Grant {
         client_id: &client_id,
         identity: &identity,
-        scope: &claimed.scope,
+        scope: &usable.scope,
         nonce: None,
-        auth_time: claimed.auth_time,
-        grant_id: &claimed.family_id,
+        auth_time: usable.auth_time,
+        grant_id: &usable.family_id,
     };
-    issue_tokens(state, &store, grant).await
+    issue_tokens(state, &store, grant, refresh_token).await
 }
 
 /// What a set of tokens is issued for.
@@ -1113,9 +1158,15 @@ struct Grant<'a> {
     grant_id: &'a str,
 }
 
-/// Signs the access and ID tokens with the client's algorithm and issues the next refresh
-/// token of the grant.
-async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> Response {
+/// Signs the access and ID tokens with the client's algorithm and answers with them and
+/// `refresh_token`, the grant's refresh token already stored — unless the grant was revoked
+/// meanwhile.
+async fn issue_tokens(
+    state: &AppState,
+    store: &FlowStore,
+    grant: Grant<'_>,
+    refresh_token: String,
+) -> Response {
     let Grant {
         client_id,
         identity,
@@ -1124,6 +1175,20 @@ async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> 
         auth_time,
         grant_id,
     } = grant;
+    // A replay of the code (or of a refresh token), or a revocation, may have revoked the
+    // grant since the refresh token was stored; then no token leaves the provider. This read
+    // comes after that commit: see [`FlowStore::revoke_grant`] for why the order is safe.
+    match store.grant_usable(grant_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(client_id = %client_id, "the grant was revoked while tokens were issued");
+            return invalid_grant("the grant was revoked");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "checking a grant failed");
+            return unavailable_token();
+        }
+    }
     let Some(client) = state.clients().get(client_id) else {
         return client_failed();
     };
@@ -1191,29 +1256,6 @@ async fn issue_tokens(state: &AppState, store: &FlowStore, grant: Grant<'_>) -> 
             return unavailable_token();
         }
     };
-    let refresh_token = match store
-        .create_refresh_token(grant_id, client_id, scope, identity, auth_time)
-        .await
-    {
-        Ok(token) => token,
-        Err(e) => {
-            tracing::error!(error = %e, "storing a refresh token failed");
-            return unavailable_token();
-        }
-    };
-    // A replay of the code (or of a refresh token) may have revoked the grant while these
-    // tokens were made; then none of them leaves the provider.
-    match store.grant_usable(grant_id).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(client_id = %client_id, "the grant was revoked while tokens were issued");
-            return invalid_grant("the grant was revoked");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "checking a grant failed");
-            return unavailable_token();
-        }
-    }
     let mut response = Json(json!({
         "access_token": access_token,
         "token_type": "Bearer",

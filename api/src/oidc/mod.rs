@@ -7,4 +7,5 @@ pub mod jwt;
 pub mod keys;
 pub mod pages;
 pub mod request;
+pub mod secrets;
 pub mod store;

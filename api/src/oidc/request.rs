@@ -111,6 +111,8 @@ pub fn append_query(uri: &str, params: &[(&str, String)]) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Clients {
     by_id: HashMap<String, ClientConfig>,
+    /// Secrets that verified, so that a confidential client pays argon2 once, not per request.
+    secrets: super::secrets::SecretCache,
 }
 
 impl Clients {
@@ -120,7 +122,14 @@ impl Clients {
                 .iter()
                 .map(|c| (c.client_id.clone(), c.clone()))
                 .collect(),
+            secrets: super::secrets::SecretCache::default(),
         }
+    }
+
+    /// Whether `secret` is the secret of the client `client_id` whose configured hash is
+    /// `hash` (see [`super::secrets`]).
+    pub async fn verify_secret(&self, client_id: &str, hash: &str, secret: String) -> bool {
+        self.secrets.verify(client_id, hash, secret).await.ok()
     }
 
     pub fn get(&self, client_id: &str) -> Option<&ClientConfig> {

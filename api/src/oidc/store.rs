@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 
 use super::request::ValidRequest;
-use crate::db::Database;
+use crate::db::{Database, sqlite_writer};
 use crate::federation::Identity;
 
 /// How long the login page may stay open.
@@ -102,13 +102,186 @@ pub struct ReplayedCode {
 
 /// What happened when a code was presented.
 #[derive(Debug)]
-pub enum Redemption {
-    Redeemed(Box<RedeemedCode>),
+pub enum Exchange<R> {
+    /// Redeemed, and the grant's first refresh token stored.
+    Issued {
+        redeemed: Box<RedeemedCode>,
+        refresh_token: String,
+    },
+    /// Redeemed (and so used up), but refused by the caller's check; nothing was issued.
+    Refused(R),
     /// Never issued, or expired and swept.
     Unknown,
     Expired,
     /// Presented before: a replay. Every token issued from the code is already revoked.
     AlreadyUsed(Box<ReplayedCode>),
+}
+
+/// What finishing a password sign-in stored.
+#[derive(Debug)]
+pub struct CompletedLogin {
+    pub code: String,
+    /// The single sign-on session's cookie value.
+    pub session_id: String,
+}
+
+/// A code about to be stored.
+struct NewCode {
+    code: String,
+    code_hash: String,
+    client_id: String,
+    redirect_uri: String,
+    scope: String,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    identity_json: String,
+    auth_time: i64,
+    expires_at: i64,
+    /// Chosen now, not at the exchange, so that a replay of the code can name the grant
+    /// whose tokens it must revoke.
+    grant_id: String,
+}
+
+impl NewCode {
+    fn new(
+        request: &PendingRequest,
+        identity: &Identity,
+        auth_time: i64,
+    ) -> Result<Self, StoreError> {
+        let code = random_token()?;
+        Ok(Self {
+            code_hash: hash(&code),
+            code,
+            client_id: request.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            scope: request.scope.clone(),
+            nonce: request.nonce.clone(),
+            code_challenge: request.code_challenge.clone(),
+            identity_json: serde_json::to_string(identity)?,
+            auth_time,
+            expires_at: Utc::now().timestamp_millis() + CODE_LIFETIME_MS,
+            grant_id: random_token()?,
+        })
+    }
+}
+
+const INSERT_CODE_SQLITE: &str = "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, \
+    scope, nonce, code_challenge, identity, auth_time, expires_at, grant_id) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_CODE_POSTGRES: &str = "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, \
+    scope, nonce, code_challenge, identity, auth_time, expires_at, grant_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Inserts a [`NewCode`] through a pool or a transaction.
+macro_rules! insert_code {
+    ($sql:expr, $executor:expr, $row:expr) => {
+        sqlx::query($sql)
+            .bind(&$row.code_hash)
+            .bind(&$row.client_id)
+            .bind(&$row.redirect_uri)
+            .bind(&$row.scope)
+            .bind(&$row.nonce)
+            .bind(&$row.code_challenge)
+            .bind(&$row.identity_json)
+            .bind($row.auth_time)
+            .bind($row.expires_at)
+            .bind(&$row.grant_id)
+            .execute($executor)
+            .await
+            .map(|_| ())
+    };
+}
+
+/// A single sign-on session about to be stored.
+struct NewSession {
+    id: String,
+    id_hash: String,
+    identity_json: String,
+    auth_time: i64,
+    now_ms: i64,
+}
+
+impl NewSession {
+    /// A new id every sign-in, so a planted session id is never adopted.
+    fn new(identity: &Identity) -> Result<Self, StoreError> {
+        let id = random_token()?;
+        let now = Utc::now();
+        Ok(Self {
+            id_hash: hash(&id),
+            id,
+            identity_json: serde_json::to_string(identity)?,
+            auth_time: now.timestamp(),
+            now_ms: now.timestamp_millis(),
+        })
+    }
+}
+
+const INSERT_SESSION_SQLITE: &str = "INSERT INTO oidc_sessions (id_hash, identity, auth_time, \
+    last_seen, expires_at) VALUES (?, ?, ?, ?, ?)";
+macro_rules! insert_session {
+    ($sql:expr, $executor:expr, $row:expr) => {
+        sqlx::query($sql)
+            .bind(&$row.id_hash)
+            .bind(&$row.identity_json)
+            .bind($row.auth_time)
+            .bind($row.now_ms)
+            .bind($row.now_ms + SESSION_ABSOLUTE_MS)
+            .execute($executor)
+            .await
+            .map(|_| ())
+    };
+}
+
+/// A refresh token about to be stored.
+struct NewRefresh {
+    token: String,
+    token_hash: String,
+    family_id: String,
+    client_id: String,
+    scope: String,
+    identity_json: String,
+    auth_time: i64,
+    expires_at: i64,
+}
+
+impl NewRefresh {
+    fn new(
+        family_id: &str,
+        client_id: &str,
+        scope: &str,
+        identity: &Identity,
+        auth_time: i64,
+    ) -> Result<Self, StoreError> {
+        let token = random_token()?;
+        Ok(Self {
+            token_hash: hash(&token),
+            token,
+            family_id: family_id.to_owned(),
+            client_id: client_id.to_owned(),
+            scope: scope.to_owned(),
+            identity_json: serde_json::to_string(identity)?,
+            auth_time,
+            expires_at: (auth_time + REFRESH_LIFETIME_SECONDS) * 1000,
+        })
+    }
+}
+
+const INSERT_REFRESH_SQLITE: &str = "INSERT INTO oidc_refresh_tokens (token_hash, family_id, \
+    client_id, scope, identity, auth_time, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+macro_rules! insert_refresh {
+    ($sql:expr, $executor:expr, $row:expr) => {
+        sqlx::query($sql)
+            .bind(&$row.token_hash)
+            .bind(&$row.family_id)
+            .bind(&$row.client_id)
+            .bind(&$row.scope)
+            .bind(&$row.identity_json)
+            .bind($row.auth_time)
+            .bind($row.expires_at)
+            .execute($executor)
+            .await
+            .map(|_| ())
+    };
 }
 
 #[derive(Clone)]
@@ -155,7 +328,10 @@ impl FlowStore {
             };
         }
         match &self.db {
-            Database::Sqlite(pool) => insert!(sql_sqlite, pool),
+            Database::Sqlite(pool) => {
+                let _writer = sqlite_writer(pool).await;
+                insert!(sql_sqlite, pool)
+            }
             Database::Postgres(pool) => insert!(sql_postgres, pool),
         };
         Ok((id, csrf))
@@ -227,16 +403,6 @@ impl FlowStore {
         Ok(())
     }
 
-    /// Issues a code for a signed-in user; returns the code.
-    pub async fn create_code(
-        &self,
-        request: &PendingRequest,
-        identity: &Identity,
-    ) -> Result<String, StoreError> {
-        self.create_code_at(request, identity, Utc::now().timestamp())
-            .await
-    }
-
     /// Issues a code whose password sign-in happened at `auth_time` (unix seconds).
     pub async fn create_code_at(
         &self,
@@ -244,48 +410,111 @@ impl FlowStore {
         identity: &Identity,
         auth_time: i64,
     ) -> Result<String, StoreError> {
-        let code = random_token()?;
-        // Chosen now, not at the exchange, so that a replay of the code can name the grant
-        // whose tokens it must revoke.
-        let grant_id = random_token()?;
-        let now = Utc::now();
-        let identity_json = serde_json::to_string(identity)?;
-        let sql_sqlite = "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, nonce, \
-            code_challenge, identity, auth_time, expires_at, grant_id) \
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        let sql_postgres = "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, \
-            nonce, code_challenge, identity, auth_time, expires_at, grant_id) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        macro_rules! insert {
-            ($sql:expr, $pool:expr) => {
-                sqlx::query($sql)
-                    .bind(hash(&code))
-                    .bind(&request.client_id)
-                    .bind(&request.redirect_uri)
-                    .bind(&request.scope)
-                    .bind(&request.nonce)
-                    .bind(&request.code_challenge)
-                    .bind(&identity_json)
-                    .bind(auth_time)
-                    .bind(now.timestamp_millis() + CODE_LIFETIME_MS)
-                    .bind(&grant_id)
-                    .execute($pool)
-                    .await
-                    .map(|_| ())?
-            };
-        }
+        let row = NewCode::new(request, identity, auth_time)?;
         match &self.db {
-            Database::Sqlite(pool) => insert!(sql_sqlite, pool),
-            Database::Postgres(pool) => insert!(sql_postgres, pool),
+            Database::Sqlite(pool) => insert_code!(INSERT_CODE_SQLITE, pool, row)?,
+            Database::Postgres(pool) => insert_code!(INSERT_CODE_POSTGRES, pool, row)?,
         };
-        Ok(code)
+        Ok(row.code)
     }
 
-    /// Redeems a code exactly once: the first presentation marks it used in the same
-    /// statement that reads it, so two replicas cannot both redeem it. A second presentation
-    /// revokes the code's grant — every token issued from it (RFC 6749 4.1.2) — before it
-    /// returns [`Redemption::AlreadyUsed`].
-    pub async fn redeem_code(&self, code: &str) -> Result<Redemption, StoreError> {
+    /// Finishes a password sign-in in one transaction — one synchronous commit instead of
+    /// three: ends the pending request, issues the code and starts the single sign-on session.
+    /// `None` when the request was already finished (the form posted twice): then nothing is
+    /// issued, so one request never yields two codes.
+    pub async fn complete_login(
+        &self,
+        request_id: &str,
+        pending: &PendingRequest,
+        identity: &Identity,
+    ) -> Result<Option<CompletedLogin>, StoreError> {
+        let code = NewCode::new(pending, identity, Utc::now().timestamp())?;
+        let session = NewSession::new(identity)?;
+        let request_hash = hash(request_id);
+        macro_rules! run {
+            ($tx:expr, $delete:expr, $code_sql:expr, $session_sql:expr) => {{
+                let mut tx = $tx;
+                let finished = sqlx::query($delete)
+                    .bind(&request_hash)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if finished == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                insert_code!($code_sql, &mut *tx, code)?;
+                insert_session!($session_sql, &mut *tx, session)?;
+                tx.commit().await?;
+            }};
+        }
+        match &self.db {
+            // IMMEDIATE takes the write lock up front: the transaction only writes.
+            Database::Sqlite(pool) => {
+                let _writer = sqlite_writer(pool).await;
+                run!(
+                    pool.begin_with("BEGIN IMMEDIATE").await?,
+                    "DELETE FROM oidc_authorization_requests WHERE id = ?",
+                    INSERT_CODE_SQLITE,
+                    INSERT_SESSION_SQLITE
+                )
+            }
+            // One statement: one round trip and one commit, atomic as a transaction; the code
+            // and the session are inserted only when the request was still pending.
+            Database::Postgres(pool) => {
+                let started = sqlx::query(
+                    "WITH finished AS (DELETE FROM oidc_authorization_requests WHERE id = $1 \
+                     RETURNING 1), \
+                     code AS (INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, \
+                     nonce, code_challenge, identity, auth_time, expires_at, grant_id) \
+                     SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM finished) \
+                     INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, \
+                     expires_at) SELECT $12, $13, $14, $15, $16 FROM finished",
+                )
+                .bind(&request_hash)
+                .bind(&code.code_hash)
+                .bind(&code.client_id)
+                .bind(&code.redirect_uri)
+                .bind(&code.scope)
+                .bind(&code.nonce)
+                .bind(&code.code_challenge)
+                .bind(&code.identity_json)
+                .bind(code.auth_time)
+                .bind(code.expires_at)
+                .bind(&code.grant_id)
+                .bind(&session.id_hash)
+                .bind(&session.identity_json)
+                .bind(session.auth_time)
+                .bind(session.now_ms)
+                .bind(session.now_ms + SESSION_ABSOLUTE_MS)
+                .execute(pool)
+                .await?
+                .rows_affected();
+                if started == 0 {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(CompletedLogin {
+            code: code.code,
+            session_id: session.id,
+        }))
+    }
+
+    /// Redeems a code exactly once and, when `check` accepts it, stores the grant's first
+    /// refresh token in the same transaction (one synchronous commit).
+    ///
+    /// The first presentation marks the code used in the same statement that reads it, so two
+    /// replicas cannot both redeem it; a code refused by `check` (wrong client, redirect URI or
+    /// PKCE verifier) or expired stays used. A second presentation revokes the code's grant —
+    /// every token issued from it (RFC 6749 4.1.2) — before it returns
+    /// [`Exchange::AlreadyUsed`]. Because the claim and the refresh token commit together, a
+    /// replay that sees the code used also sees the refresh token and revokes it.
+    pub async fn exchange_code<R>(
+        &self,
+        code: &str,
+        check: impl FnOnce(&RedeemedCode) -> Result<(), R>,
+    ) -> Result<Exchange<R>, StoreError> {
         type Row = (
             String,
             String,
@@ -302,66 +531,170 @@ impl FlowStore {
         // Codes issued before grants were recorded get one at redemption, stored with it so
         // that a replay can still name it.
         let fallback_grant = random_token()?;
-        let claimed: Option<Row> = match &self.db {
+        macro_rules! run {
+            ($tx:expr, $claim:expr, $refresh_sql:expr) => {{
+                let mut tx = $tx;
+                let claimed: Option<Row> = sqlx::query_as($claim)
+                    .bind(now)
+                    .bind(&fallback_grant)
+                    .bind(&code_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some((
+                    client_id,
+                    redirect_uri,
+                    scope,
+                    nonce,
+                    code_challenge,
+                    identity,
+                    auth_time,
+                    expires_at,
+                    grant_id,
+                )) = claimed
+                else {
+                    tx.rollback().await?;
+                    return self.replayed_code(&code_hash).await;
+                };
+                if expires_at <= now {
+                    tx.commit().await?;
+                    return Ok(Exchange::Expired);
+                }
+                let identity = match serde_json::from_str(&identity) {
+                    Ok(identity) => identity,
+                    Err(e) => {
+                        // The code stays used: an unreadable code is not retried.
+                        tx.commit().await?;
+                        return Err(e.into());
+                    }
+                };
+                let redeemed = RedeemedCode {
+                    grant_id: grant_id.unwrap_or(fallback_grant),
+                    client_id,
+                    redirect_uri,
+                    scope,
+                    nonce,
+                    code_challenge,
+                    identity,
+                    auth_time,
+                };
+                if let Err(refusal) = check(&redeemed) {
+                    tx.commit().await?;
+                    return Ok(Exchange::Refused(refusal));
+                }
+                let refresh = NewRefresh::new(
+                    &redeemed.grant_id,
+                    &redeemed.client_id,
+                    &redeemed.scope,
+                    &redeemed.identity,
+                    redeemed.auth_time,
+                )?;
+                insert_refresh!($refresh_sql, &mut *tx, refresh)?;
+                tx.commit().await?;
+                Ok(Exchange::Issued {
+                    redeemed: Box::new(redeemed),
+                    refresh_token: refresh.token,
+                })
+            }};
+        }
+        match &self.db {
             Database::Sqlite(pool) => {
-                sqlx::query_as(
+                let _writer = sqlite_writer(pool).await;
+                run!(
+                    pool.begin_with("BEGIN IMMEDIATE").await?,
                     "UPDATE oidc_codes SET used_at = ?, grant_id = COALESCE(grant_id, ?) \
                      WHERE code_hash = ? AND used_at IS NULL \
-                     RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, \
-                     auth_time, expires_at, grant_id",
+                     RETURNING client_id, redirect_uri, scope, nonce, code_challenge, \
+                     identity, auth_time, expires_at, grant_id",
+                    INSERT_REFRESH_SQLITE
                 )
-                .bind(now)
-                .bind(&fallback_grant)
-                .bind(&code_hash)
-                .fetch_optional(pool)
-                .await?
             }
+            // One statement, so one round trip and one commit. The refresh token is inserted
+            // with the claim (unless the code expired), before `check` has run; a refused code
+            // gets its refresh token revoked at once below. Its value never left this function,
+            // so nobody could present it meanwhile.
             Database::Postgres(pool) => {
-                sqlx::query_as(
-                    "UPDATE oidc_codes SET used_at = $1, grant_id = COALESCE(grant_id, $2) \
-                     WHERE code_hash = $3 AND used_at IS NULL \
+                let refresh = random_token()?;
+                let refresh_hash = hash(&refresh);
+                let claimed: Option<Row> = sqlx::query_as(
+                    "WITH claimed AS (UPDATE oidc_codes SET used_at = $1, \
+                     grant_id = COALESCE(grant_id, $2) WHERE code_hash = $3 AND used_at IS NULL \
                      RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, \
-                     auth_time, expires_at, grant_id",
+                     auth_time, expires_at, grant_id), \
+                     issued AS (INSERT INTO oidc_refresh_tokens (token_hash, family_id, \
+                     client_id, scope, identity, auth_time, expires_at) \
+                     SELECT $4, grant_id, client_id, scope, identity, auth_time, \
+                     (auth_time + $5) * 1000 FROM claimed WHERE expires_at > $1) \
+                     SELECT client_id, redirect_uri, scope, nonce, code_challenge, identity, \
+                     auth_time, expires_at, grant_id FROM claimed",
                 )
                 .bind(now)
                 .bind(&fallback_grant)
                 .bind(&code_hash)
+                .bind(&refresh_hash)
+                .bind(REFRESH_LIFETIME_SECONDS)
                 .fetch_optional(pool)
-                .await?
+                .await?;
+                let Some((
+                    client_id,
+                    redirect_uri,
+                    scope,
+                    nonce,
+                    code_challenge,
+                    identity,
+                    auth_time,
+                    expires_at,
+                    grant_id,
+                )) = claimed
+                else {
+                    return self.replayed_code(&code_hash).await;
+                };
+                if expires_at <= now {
+                    return Ok(Exchange::Expired);
+                }
+                let revoke_unused = || async {
+                    let revoked = sqlx::query(
+                        "UPDATE oidc_refresh_tokens SET revoked_at = $1 WHERE token_hash = $2",
+                    )
+                    .bind(now)
+                    .bind(&refresh_hash)
+                    .execute(pool)
+                    .await;
+                    if let Err(e) = revoked {
+                        // Never handed out, so still unusable; only the row lingers until swept.
+                        tracing::warn!(error = %e, "could not revoke an unissued refresh token");
+                    }
+                };
+                let identity = match serde_json::from_str(&identity) {
+                    Ok(identity) => identity,
+                    Err(e) => {
+                        revoke_unused().await;
+                        return Err(e.into());
+                    }
+                };
+                let redeemed = RedeemedCode {
+                    grant_id: grant_id.unwrap_or(fallback_grant),
+                    client_id,
+                    redirect_uri,
+                    scope,
+                    nonce,
+                    code_challenge,
+                    identity,
+                    auth_time,
+                };
+                if let Err(refusal) = check(&redeemed) {
+                    revoke_unused().await;
+                    return Ok(Exchange::Refused(refusal));
+                }
+                Ok(Exchange::Issued {
+                    redeemed: Box::new(redeemed),
+                    refresh_token: refresh,
+                })
             }
-        };
-        let Some((
-            client_id,
-            redirect_uri,
-            scope,
-            nonce,
-            code_challenge,
-            identity,
-            auth_time,
-            expires_at,
-            grant_id,
-        )) = claimed
-        else {
-            return self.replayed_code(&code_hash).await;
-        };
-        if expires_at <= now {
-            return Ok(Redemption::Expired);
         }
-        let grant_id = grant_id.unwrap_or(fallback_grant);
-        Ok(Redemption::Redeemed(Box::new(RedeemedCode {
-            grant_id,
-            client_id,
-            redirect_uri,
-            scope,
-            nonce,
-            code_challenge,
-            identity: serde_json::from_str(&identity)?,
-            auth_time,
-        })))
     }
 
     /// A code that could not be claimed: unknown, or a replay whose grant is revoked here.
-    async fn replayed_code(&self, code_hash: &str) -> Result<Redemption, StoreError> {
+    async fn replayed_code<R>(&self, code_hash: &str) -> Result<Exchange<R>, StoreError> {
         type Row = (String, String, Option<String>);
         let row: Option<Row> = match &self.db {
             Database::Sqlite(pool) => {
@@ -382,12 +715,12 @@ impl FlowStore {
             }
         };
         let Some((client_id, identity, grant_id)) = row else {
-            return Ok(Redemption::Unknown);
+            return Ok(Exchange::Unknown);
         };
         if let Some(grant_id) = &grant_id {
             self.revoke_grant(grant_id).await?;
         }
-        Ok(Redemption::AlreadyUsed(Box::new(ReplayedCode {
+        Ok(Exchange::AlreadyUsed(Box::new(ReplayedCode {
             client_id,
             identity: serde_json::from_str(&identity).ok(),
             grant_id,
@@ -469,9 +802,9 @@ impl FlowStore {
 /// How long a sign-in can be kept alive by refreshing, counted from the password sign-in.
 pub const REFRESH_LIFETIME_SECONDS: i64 = 12 * 60 * 60;
 
-/// A refresh token as stored, once claimed for rotation.
+/// A refresh token as stored, usable for rotation (not yet claimed).
 #[derive(Debug, Clone)]
-pub struct ClaimedRefresh {
+pub struct UsableRefresh {
     pub family_id: String,
     pub client_id: String,
     pub scope: String,
@@ -482,7 +815,7 @@ pub struct ClaimedRefresh {
 /// What happened when a refresh token was presented.
 #[derive(Debug)]
 pub enum RefreshUse {
-    Claimed(Box<ClaimedRefresh>),
+    Usable(Box<UsableRefresh>),
     /// Already rotated: a copy is in someone else's hands. The family is now revoked.
     Reused {
         family_id: String,
@@ -491,114 +824,156 @@ pub enum RefreshUse {
     Invalid,
 }
 
+/// What rotating a refresh token did.
+#[derive(Debug)]
+pub enum Rotation {
+    /// The presented token is used up; this is its successor.
+    Rotated(String),
+    /// Rotated by a concurrent request meanwhile: the family is now revoked.
+    Reused { family_id: String },
+    /// Revoked or expired meanwhile.
+    Invalid,
+}
+
 impl FlowStore {
-    /// Issues a refresh token in `family_id` (the grant id); returns the token.
-    pub async fn create_refresh_token(
-        &self,
-        family_id: &str,
-        client_id: &str,
-        scope: &str,
-        identity: &Identity,
-        auth_time: i64,
-    ) -> Result<String, StoreError> {
-        let token = random_token()?;
-        let family = family_id;
-        let identity_json = serde_json::to_string(identity)?;
-        let expires_at = (auth_time + REFRESH_LIFETIME_SECONDS) * 1000;
-        let sqlite = "INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
-            identity, auth_time, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
-        let postgres = "INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
-            identity, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        macro_rules! insert {
-            ($sql:expr, $pool:expr) => {
-                sqlx::query($sql)
-                    .bind(hash(&token))
-                    .bind(family)
-                    .bind(client_id)
-                    .bind(scope)
-                    .bind(&identity_json)
-                    .bind(auth_time)
-                    .bind(expires_at)
-                    .execute($pool)
-                    .await
-                    .map(|_| ())?
-            };
+    /// Looks at a presented refresh token without using it up, so that the directory can be
+    /// asked (slow, over the network) before the rotation's one short write transaction. A
+    /// rotated token presented again revokes its whole family here.
+    pub async fn refresh_token_usable(&self, token: &str) -> Result<RefreshUse, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+        );
+        let token_hash = hash(token);
+        let sql_sqlite = "SELECT family_id, client_id, scope, identity, auth_time, expires_at, \
+            used_at, revoked_at FROM oidc_refresh_tokens WHERE token_hash = ?";
+        let sql_postgres = "SELECT family_id, client_id, scope, identity, auth_time, expires_at, \
+            used_at, revoked_at FROM oidc_refresh_tokens WHERE token_hash = $1";
+        let row: Option<Row> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_as(sql_sqlite)
+                    .bind(&token_hash)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_as(sql_postgres)
+                    .bind(&token_hash)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        let Some((family_id, client_id, scope, identity, auth_time, expires_at, used, revoked)) =
+            row
+        else {
+            return Ok(RefreshUse::Invalid);
+        };
+        if used.is_some() {
+            self.revoke_grant(&family_id).await?;
+            return Ok(RefreshUse::Reused { family_id });
         }
-        match &self.db {
-            Database::Sqlite(pool) => insert!(sqlite, pool),
-            Database::Postgres(pool) => insert!(postgres, pool),
+        if revoked.is_some() || expires_at <= Utc::now().timestamp_millis() {
+            return Ok(RefreshUse::Invalid);
         }
-        Ok(token)
+        Ok(RefreshUse::Usable(Box::new(UsableRefresh {
+            family_id,
+            client_id,
+            scope,
+            identity: serde_json::from_str(&identity)?,
+            auth_time,
+        })))
     }
 
-    /// Claims a refresh token for rotation, exactly once. A token presented a second time
-    /// revokes its whole family.
-    pub async fn use_refresh_token(&self, token: &str) -> Result<RefreshUse, StoreError> {
-        type Row = (String, String, String, String, i64, i64);
+    /// Uses up `token` and stores its successor for `identity` (as the directory describes
+    /// the user now), in one transaction: one synchronous commit per refresh, and a token is
+    /// never used up without its successor or the other way round. The claim is the same
+    /// single statement as ever (`used_at IS NULL`), so of two concurrent presentations only
+    /// one rotates; the other is a reuse and revokes the family.
+    pub async fn rotate_refresh_token(
+        &self,
+        token: &str,
+        usable: &UsableRefresh,
+        identity: &Identity,
+    ) -> Result<Rotation, StoreError> {
         let now = Utc::now().timestamp_millis();
         let token_hash = hash(token);
-        let claimed: Option<Row> = match &self.db {
+        let successor = NewRefresh::new(
+            &usable.family_id,
+            &usable.client_id,
+            &usable.scope,
+            identity,
+            usable.auth_time,
+        )?;
+        macro_rules! run {
+            ($tx:expr, $claim:expr, $insert:expr) => {{
+                let mut tx = $tx;
+                let claimed = sqlx::query($claim)
+                    .bind(now)
+                    .bind(&token_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if claimed == 0 {
+                    tx.rollback().await?;
+                    false
+                } else {
+                    insert_refresh!($insert, &mut *tx, successor)?;
+                    tx.commit().await?;
+                    true
+                }
+            }};
+        }
+        let rotated = match &self.db {
             Database::Sqlite(pool) => {
-                sqlx::query_as(
+                let _writer = sqlite_writer(pool).await;
+                run!(
+                    pool.begin_with("BEGIN IMMEDIATE").await?,
                     "UPDATE oidc_refresh_tokens SET used_at = ? WHERE token_hash = ? \
-                     AND used_at IS NULL AND revoked_at IS NULL \
-                     RETURNING family_id, client_id, scope, identity, auth_time, expires_at",
+                     AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?",
+                    INSERT_REFRESH_SQLITE
+                )
+            }
+            // One statement, so one round trip and one commit: the successor is inserted only
+            // when the claim matched, and a statement is atomic. (SQLite has no UPDATE inside
+            // WITH; its transaction costs no round trips.)
+            Database::Postgres(pool) => {
+                let claimed = sqlx::query(
+                    "WITH claimed AS (UPDATE oidc_refresh_tokens SET used_at = $1 \
+                     WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL \
+                     AND expires_at > $1 RETURNING family_id) \
+                     INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
+                     identity, auth_time, expires_at) \
+                     SELECT $3, family_id, $4, $5, $6, $7, $8 FROM claimed",
                 )
                 .bind(now)
                 .bind(&token_hash)
-                .fetch_optional(pool)
+                .bind(&successor.token_hash)
+                .bind(&successor.client_id)
+                .bind(&successor.scope)
+                .bind(&successor.identity_json)
+                .bind(successor.auth_time)
+                .bind(successor.expires_at)
+                .execute(pool)
                 .await?
-            }
-            Database::Postgres(pool) => {
-                sqlx::query_as(
-                    "UPDATE oidc_refresh_tokens SET used_at = $1 WHERE token_hash = $2 \
-                     AND used_at IS NULL AND revoked_at IS NULL \
-                     RETURNING family_id, client_id, scope, identity, auth_time, expires_at",
-                )
-                .bind(now)
-                .bind(&token_hash)
-                .fetch_optional(pool)
-                .await?
+                .rows_affected();
+                claimed == 1
             }
         };
-        if let Some((family_id, client_id, scope, identity, auth_time, expires_at)) = claimed {
-            if expires_at <= now {
-                return Ok(RefreshUse::Invalid);
-            }
-            return Ok(RefreshUse::Claimed(Box::new(ClaimedRefresh {
-                family_id,
-                client_id,
-                scope,
-                identity: serde_json::from_str(&identity)?,
-                auth_time,
-            })));
+        if rotated {
+            return Ok(Rotation::Rotated(successor.token));
         }
-        // Not claimable: find out whether it is a replay of a rotated token.
-        let previous: Option<(String, Option<i64>)> = match &self.db {
-            Database::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT family_id, used_at FROM oidc_refresh_tokens WHERE token_hash = ?",
-                )
-                .bind(&token_hash)
-                .fetch_optional(pool)
-                .await?
-            }
-            Database::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT family_id, used_at FROM oidc_refresh_tokens WHERE token_hash = $1",
-                )
-                .bind(&token_hash)
-                .fetch_optional(pool)
-                .await?
-            }
-        };
-        match previous {
-            Some((family_id, Some(_))) => {
-                self.revoke_grant(&family_id).await?;
-                Ok(RefreshUse::Reused { family_id })
-            }
-            _ => Ok(RefreshUse::Invalid),
-        }
+        // Not claimable any more: a concurrent rotation (a reuse) or a revocation.
+        Ok(match self.refresh_token_usable(token).await? {
+            RefreshUse::Reused { family_id } => Rotation::Reused { family_id },
+            RefreshUse::Usable(_) | RefreshUse::Invalid => Rotation::Invalid,
+        })
     }
 
     /// Revokes every token of a grant — its refresh-token family and its access tokens — when
@@ -651,36 +1026,6 @@ pub struct Session {
 }
 
 impl FlowStore {
-    /// Starts a session for a password sign-in; returns the cookie value (a new id every
-    /// sign-in, so a planted session id is never adopted).
-    pub async fn create_session(&self, identity: &Identity) -> Result<String, StoreError> {
-        let id = random_token()?;
-        let now = Utc::now();
-        let identity_json = serde_json::to_string(identity)?;
-        let sqlite = "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, \
-            expires_at) VALUES (?, ?, ?, ?, ?)";
-        let postgres = "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, \
-            expires_at) VALUES ($1, $2, $3, $4, $5)";
-        macro_rules! insert {
-            ($sql:expr, $pool:expr) => {
-                sqlx::query($sql)
-                    .bind(hash(&id))
-                    .bind(&identity_json)
-                    .bind(now.timestamp())
-                    .bind(now.timestamp_millis())
-                    .bind(now.timestamp_millis() + SESSION_ABSOLUTE_MS)
-                    .execute($pool)
-                    .await
-                    .map(|_| ())?
-            };
-        }
-        match &self.db {
-            Database::Sqlite(pool) => insert!(sqlite, pool),
-            Database::Postgres(pool) => insert!(postgres, pool),
-        }
-        Ok(id)
-    }
-
     /// The live session behind a cookie, touching its idle timer.
     pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let now = Utc::now().timestamp_millis();
@@ -938,5 +1283,152 @@ impl FlowStore {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (FlowStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("novads.db").display());
+        let db = Database::open(&url, None).await.expect("database");
+        (FlowStore::new(db), dir)
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            subject: "talsi:jana".into(),
+            realm: "talsi".into(),
+            username: "jana@talsi".into(),
+            email: None,
+            name: None,
+            groups: Vec::new(),
+            roles: Vec::new(),
+            trust: None,
+            directory: None,
+            audit_id: 1,
+        }
+    }
+
+    fn request() -> ValidRequest {
+        ValidRequest {
+            client_id: "app".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            scope: "openid".into(),
+            state: None,
+            nonce: None,
+            code_challenge: None,
+            login_hint: None,
+            prompt_none: false,
+            prompt_login: false,
+            max_age: None,
+        }
+    }
+
+    /// A signed-in user's code, through the same path as the login form.
+    async fn code(store: &FlowStore) -> String {
+        let (id, _) = store
+            .create_request(&request(), "lv")
+            .await
+            .expect("request");
+        let pending = store.request(&id).await.expect("read").expect("pending");
+        let completed = store
+            .complete_login(&id, &pending, &identity())
+            .await
+            .expect("complete")
+            .expect("first post completes");
+        assert!(
+            store
+                .complete_login(&id, &pending, &identity())
+                .await
+                .expect("complete again")
+                .is_none(),
+            "a finished request issues no second code"
+        );
+        assert!(
+            store
+                .session(&completed.session_id)
+                .await
+                .expect("session")
+                .is_some()
+        );
+        completed.code
+    }
+
+    fn accept(_: &RedeemedCode) -> Result<(), &'static str> {
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_code_is_exchanged_once_and_its_replay_revokes_the_refresh_token() {
+        let (store, _dir) = store().await;
+        let code = code(&store).await;
+        let Exchange::Issued { refresh_token, .. } =
+            store.exchange_code(&code, accept).await.expect("exchange")
+        else {
+            panic!("the first exchange issues");
+        };
+        assert!(matches!(
+            store.refresh_token_usable(&refresh_token).await,
+            Ok(RefreshUse::Usable(_))
+        ));
+        assert!(matches!(
+            store.exchange_code(&code, accept).await,
+            Ok(Exchange::AlreadyUsed(_))
+        ));
+        assert!(matches!(
+            store.refresh_token_usable(&refresh_token).await,
+            Ok(RefreshUse::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refused_code_is_used_up_and_stores_no_refresh_token() {
+        let (store, _dir) = store().await;
+        let code = code(&store).await;
+        let refused = store
+            .exchange_code(&code, |_| Err("PKCE verification failed"))
+            .await;
+        assert!(matches!(
+            refused,
+            Ok(Exchange::Refused("PKCE verification failed"))
+        ));
+        assert!(matches!(
+            store.exchange_code(&code, accept).await,
+            Ok(Exchange::AlreadyUsed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_rotates_once_and_a_second_rotation_revokes_the_family() {
+        let (store, _dir) = store().await;
+        let code = code(&store).await;
+        let Ok(Exchange::Issued { refresh_token, .. }) = store.exchange_code(&code, accept).await
+        else {
+            panic!("the exchange issues");
+        };
+        let Ok(RefreshUse::Usable(usable)) = store.refresh_token_usable(&refresh_token).await
+        else {
+            panic!("usable");
+        };
+        let Ok(Rotation::Rotated(successor)) = store
+            .rotate_refresh_token(&refresh_token, &usable, &identity())
+            .await
+        else {
+            panic!("the first rotation succeeds");
+        };
+        // A second presentation that had looked before the first rotation (a race).
+        assert!(matches!(
+            store
+                .rotate_refresh_token(&refresh_token, &usable, &identity())
+                .await,
+            Ok(Rotation::Reused { .. })
+        ));
+        assert!(matches!(
+            store.refresh_token_usable(&successor).await,
+            Ok(RefreshUse::Invalid)
+        ));
     }
 }
