@@ -12,6 +12,7 @@ pub mod kubevirt;
 pub mod leader;
 pub mod municipality;
 pub mod quantity;
+pub mod reconcile;
 pub mod render;
 pub mod runtime;
 pub mod tenancy;

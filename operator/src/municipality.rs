@@ -2,18 +2,17 @@
 //! functions ([`next_status`], [`decide_cleanup`], [`backoff`]); the async functions only
 //! carry them out against the API.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{
     DeletionPolicy, Municipality, MunicipalityStatus, MunicipalityUsage, VirtualServer,
@@ -22,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::reconcile::{self, FailureCounts, backoff, condition};
 use crate::tenancy::{self, FIELD_MANAGER, SpecProblem, Tenancy, TenancySettings};
 
 /// Finalizer that keeps a Municipality until its tenancy is gone (or refuses, see
@@ -61,7 +61,7 @@ pub struct Context {
     pub settings: TenancySettings,
     pub recorder: Recorder,
     /// Consecutive failures per Municipality, for the error policy's back-off.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: FailureCounts,
 }
 
 impl Context {
@@ -70,38 +70,14 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
-            failures: Mutex::default(),
+            failures: FailureCounts::default(),
         }
     }
-
-    fn record_success(&self, name: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(name);
-        }
-    }
-
-    fn record_failure(&self, name: &str) -> u32 {
-        match self.failures.lock() {
-            Ok(mut failures) => {
-                let count = failures.entry(name.to_string()).or_insert(0);
-                *count = count.saturating_add(1);
-                *count
-            }
-            // A poisoned lock only loses back-off history; fall back to a long wait.
-            Err(_) => 8,
-        }
-    }
-}
-
-/// Requeue delay after the `failures`-th consecutive failure: 5 s doubling to at most 5 min.
-pub fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(6);
-    Duration::from_secs(5 * 2u64.pow(exponent)).min(Duration::from_secs(300))
 }
 
 /// The controller's error policy: back off per object, never a hot loop.
 pub fn error_policy(municipality: Arc<Municipality>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.record_failure(&municipality.name_any());
+    let failures = ctx.failures.record_failure(&municipality.name_any());
     let delay = backoff(failures);
     tracing::warn!(municipality = %municipality.name_any(), %error, failures, ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -125,7 +101,7 @@ pub async fn reconcile(
         apply(&municipality, &ctx).await
     };
     if result.is_ok() {
-        ctx.record_success(&name);
+        ctx.failures.record_success(&name);
     }
     result
 }
@@ -215,31 +191,6 @@ impl Outcome {
     }
 }
 
-fn condition(
-    previous: &[Condition],
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    // The transition time moves only when the status does (API conventions); keeping it makes
-    // an unchanged status an exact no-op, so status writes do not retrigger the controller.
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message,
-        last_transition_time,
-        observed_generation: generation,
-    }
-}
-
 /// The status a reconcile outcome leads to.
 pub fn next_status(
     municipality: &Municipality,
@@ -326,21 +277,8 @@ async fn publish(
     action: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: action.to_string(),
-        secondary: None,
-    };
-    // An event is a courtesy to the admin; failing to record one must not fail the reconcile.
-    if let Err(error) = ctx
-        .recorder
-        .publish(&event, &municipality.object_ref(&()))
-        .await
-    {
-        tracing::warn!(%error, reason, "cannot publish event");
-    }
+    let object = municipality.object_ref(&());
+    reconcile::publish(&ctx.recorder, &object, type_, reason, action, note).await;
 }
 
 async fn apply(municipality: &Municipality, ctx: &Context) -> Result<Action, Error> {

@@ -18,7 +18,7 @@ use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{
     Backup, Municipality, Phase, ServerImage, SnapshotDeletion, VirtualServer, VirtualServerStatus,
@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
-use crate::municipality::backoff;
+use crate::reconcile::{self, FailureCounts, backoff};
 use crate::tenancy::FIELD_MANAGER;
 use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
@@ -105,7 +105,7 @@ pub struct Context {
     kubevirt_unavailable: Option<String>,
     clock: Clock,
     /// Consecutive failures per server (`namespace/name`), for the error policy's back-off.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: FailureCounts,
     restarts: Mutex<HashMap<String, RestartMemo>>,
 }
 
@@ -116,7 +116,7 @@ impl Context {
             client,
             kubevirt_unavailable: None,
             clock: Arc::new(Timestamp::now),
-            failures: Mutex::default(),
+            failures: FailureCounts::default(),
             restarts: Mutex::default(),
         }
     }
@@ -142,24 +142,6 @@ impl Context {
 
     fn now(&self) -> Timestamp {
         (self.clock)()
-    }
-
-    fn record_success(&self, key: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
-        }
-    }
-
-    fn record_failure(&self, key: &str) -> u32 {
-        match self.failures.lock() {
-            Ok(mut failures) => {
-                let count = failures.entry(key.to_string()).or_insert(0);
-                *count = count.saturating_add(1);
-                *count
-            }
-            // A poisoned lock only loses back-off history; fall back to a long wait.
-            Err(_) => 8,
-        }
     }
 
     fn restart_memo(&self, key: &str) -> RestartMemo {
@@ -194,7 +176,7 @@ fn key(server: &VirtualServer) -> String {
 /// The controller's error policy: back off per server (5 s doubling to 5 min), never a hot
 /// loop.
 pub fn error_policy(server: Arc<VirtualServer>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.record_failure(&key(&server));
+    let failures = ctx.failures.record_failure(&key(&server));
     let delay = backoff(failures);
     tracing::warn!(server = %key(&server), %error, failures, ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -221,7 +203,7 @@ pub async fn reconcile(server: Arc<VirtualServer>, ctx: Arc<Context>) -> Result<
         apply(&server, &ctx).await
     };
     if result.is_ok() {
-        ctx.record_success(&key(&server));
+        ctx.failures.record_success(&key(&server));
     }
     result
 }
@@ -1032,17 +1014,8 @@ async fn publish(
     action: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: action.to_string(),
-        secondary: None,
-    };
-    // An event is a courtesy to the admin; failing to record one must not fail the reconcile.
-    if let Err(error) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
-        tracing::warn!(%error, reason, "cannot publish event");
-    }
+    let object = server.object_ref(&());
+    reconcile::publish(&ctx.recorder, &object, type_, reason, action, note).await;
 }
 
 async fn apply_namespaced<K>(

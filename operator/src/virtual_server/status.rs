@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use novads_crds::{GuestOs, Phase, RunStrategy, VirtualServer, VirtualServerStatus};
 
@@ -17,6 +17,7 @@ use crate::kubevirt::{
     KubeVirtCondition, VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot,
 };
 use crate::quantity::Amount;
+use crate::reconcile::condition;
 
 /// Condition types of a VirtualServer.
 pub const READY: &str = "Ready";
@@ -707,31 +708,6 @@ fn running_message(vmi: Option<&VirtualMachineInstance>) -> String {
     match node(vmi) {
         Some(node) => format!("the server runs on node {node}"),
         None => "the server runs".to_string(),
-    }
-}
-
-fn condition(
-    previous: &[Condition],
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    // The transition time moves only when the status does (API conventions); keeping it makes
-    // an unchanged status an exact no-op, so status writes do not retrigger the controller.
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message,
-        last_transition_time,
-        observed_generation: generation,
     }
 }
 

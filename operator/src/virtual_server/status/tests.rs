@@ -1,3 +1,4 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use novads_crds::MaintenanceWindow;
 use serde_json::{Value, json};
 
