@@ -158,10 +158,10 @@ impl RunStrategy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerDisks {
-    /// Size of the system disk, at least the image's `minDiskSize` (the default). Shrinking is
-    /// refused. A larger size applies to disks created from then on; an existing disk is grown
-    /// by expanding its PersistentVolumeClaim (`<server>-system`) where the storage class
-    /// allows it.
+    /// Size of the system disk, at least the image's `minDiskSize` (the default). It can grow:
+    /// the operator expands the disk's PersistentVolumeClaim (the storage class must allow
+    /// expansion; the guest then grows its file system, as cloud images do at boot). Shrinking
+    /// is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(
         validation = kube::core::Rule::new(DISK_RANGE).message("systemSize must be a quantity between 1Gi and 64Ti, such as 40Gi"),

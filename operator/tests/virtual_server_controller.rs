@@ -310,6 +310,7 @@ const SNAPSHOTS: &str =
 const SNAPSHOT_SELECTOR: &str =
     "labelSelector=novads.io%2Fvirtual-server%3Dweb%2Cnovads.io%2Fbackup%3Dscheduled";
 const SERVICE: &str = "/api/v1/namespaces/muni-talsi/services/web";
+const CLAIMS: &str = "/api/v1/namespaces/muni-talsi/persistentvolumeclaims";
 const CLOUD_INIT: &str = "/api/v1/namespaces/muni-talsi/secrets/web-cloud-init";
 const POLICY: &str = "/apis/networking.k8s.io/v1/namespaces/muni-talsi/networkpolicies/web-expose";
 const RESTART: &str =
@@ -1108,6 +1109,84 @@ async fn a_deleted_image_freezes_a_running_server_without_touching_it() {
     let mut harness = Harness::new();
     let result = harness.run(&server, script).await;
     assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
+}
+
+#[tokio::test]
+async fn a_grown_disk_expands_its_claim() {
+    let server = web(basic_spec());
+    let world = running_world(&server);
+    let mut grown = converged(&server, &world);
+    grown.spec.disks.system_size = Some(Quantity("40Gi".into()));
+    let mut script = world.reads(&grown);
+    script.push(cloud_init_apply(&grown, None));
+    let vm = build::virtual_machine(&grown, &image_object(), &Quantity("40Gi".into()))
+        .expect("VM builds");
+    script.push(apply(
+        VM,
+        serde_json::to_value(vm).expect("JSON"),
+        world.vm.clone(),
+    ));
+    script.push(expect(
+        Method::PATCH,
+        &format!("{CLAIMS}/web-system?&fieldManager=novads-operator"),
+        |body| {
+            assert_eq!(
+                body,
+                json!({"spec": {"resources": {"requests": {"storage": "40Gi"}}}})
+            );
+            (200, body)
+        },
+    ));
+    script.push(event("DiskGrown", "Normal"));
+    let mut harness = Harness::new();
+    harness.run(&grown, script).await.expect("ok");
+}
+
+#[tokio::test]
+async fn a_claim_that_cannot_grow_is_warned_about_and_the_rest_goes_on() {
+    let server = web(basic_spec());
+    let world = running_world(&server);
+    let mut grown = converged(&server, &world);
+    grown.spec.disks.system_size = Some(Quantity("40Gi".into()));
+    let mut script = world.reads(&grown);
+    script.push(cloud_init_apply(&grown, None));
+    let vm = build::virtual_machine(&grown, &image_object(), &Quantity("40Gi".into()))
+        .expect("VM builds");
+    script.push(apply(
+        VM,
+        serde_json::to_value(vm).expect("JSON"),
+        world.vm.clone(),
+    ));
+    script.push(expect(
+        Method::PATCH,
+        &format!("{CLAIMS}/web-system?&fieldManager=novads-operator"),
+        |_| api_error(403, "Forbidden"),
+    ));
+    script.push(event("DiskNotGrown", "Warning"));
+    let mut harness = Harness::new();
+    harness.run(&grown, script).await.expect("ok");
+}
+
+#[test]
+fn only_disks_that_grew_are_expanded() {
+    let server = web(basic_spec());
+    let live: VirtualMachine =
+        build::virtual_machine(&server, &image_object(), &Quantity("20Gi".into()))
+            .expect("VM builds");
+    let same = live.clone();
+    assert_eq!(controller::disk_growth(Some(&live), &same), Vec::new());
+    assert_eq!(controller::disk_growth(None, &same), Vec::new());
+    let mut bigger = server.clone();
+    bigger.spec.disks.system_size = Some(Quantity("21474836481".into()));
+    let wanted = build::virtual_machine(&bigger, &image_object(), &Quantity("21474836481".into()))
+        .expect("VM builds");
+    let growth = controller::disk_growth(Some(&live), &wanted);
+    assert_eq!(growth.len(), 1, "{growth:?}");
+    assert_eq!(growth[0].claim, "web-system");
+    // 20Gi written in bytes is the same size: nothing to do.
+    let equal = build::virtual_machine(&bigger, &image_object(), &Quantity("21474836480".into()))
+        .expect("VM builds");
+    assert_eq!(controller::disk_growth(Some(&live), &equal), Vec::new());
 }
 
 #[tokio::test]

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -27,7 +28,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
+use crate::kubevirt::{
+    DataVolumeTemplateSpec, VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot,
+};
+use crate::quantity::Amount;
 use crate::reconcile::{self, FailureCounts, backoff};
 use crate::tenancy::FIELD_MANAGER;
 use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
@@ -460,6 +464,8 @@ pub struct Desired {
     pub network_policy: Option<NetworkPolicy>,
     /// `expose` was removed while its Service exists: delete the Service and NetworkPolicy.
     pub unexpose: bool,
+    /// Disks whose spec size grew past the size they were created with.
+    pub grow: Vec<DiskGrowth>,
     /// Why the running instance differs from the spec, if it does.
     pub restart_required: Option<String>,
     pub restart: RestartDecision,
@@ -468,6 +474,56 @@ pub struct Desired {
     /// When the server needs looking at again without any change: the next backup, the next
     /// maintenance window opening for a pending restart, or the resync.
     pub wake: Timestamp,
+}
+
+/// A disk to grow in place: its PersistentVolumeClaim (CDI names it after the DataVolume)
+/// and the size it should now request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskGrowth {
+    pub claim: String,
+    pub size: Quantity,
+}
+
+/// The disks of the live VM whose desired size is larger than their template's. KubeVirt never
+/// resizes a DataVolume created from a template, so a grown disk is expanded through its
+/// claim; comparing templates (not claims) needs no extra read in the steady state.
+pub fn disk_growth(live: Option<&VirtualMachine>, desired: &VirtualMachine) -> Vec<DiskGrowth> {
+    fn size(template: &DataVolumeTemplateSpec) -> Option<&Quantity> {
+        template
+            .spec
+            .storage
+            .as_ref()?
+            .resources
+            .as_ref()?
+            .requests
+            .get("storage")
+    }
+    let Some(live) = live else {
+        return Vec::new();
+    };
+    desired
+        .spec
+        .data_volume_templates
+        .iter()
+        .filter_map(|wanted| {
+            let name = wanted.metadata.name.as_deref()?;
+            let had = live
+                .spec
+                .data_volume_templates
+                .iter()
+                .find(|t| t.metadata.name.as_deref() == Some(name))
+                .and_then(size)?;
+            let want = size(wanted)?;
+            let grows = match (Amount::parse(&want.0), Amount::parse(&had.0)) {
+                (Ok(want), Ok(had)) => want > had,
+                _ => false,
+            };
+            grows.then(|| DiskGrowth {
+                claim: name.to_string(),
+                size: want.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The backup work of a reconcile.
@@ -564,6 +620,7 @@ pub fn plan(
     }
 
     Plan::Apply(Box::new(Desired {
+        grow: disk_growth(seen.vm.as_ref(), &vm),
         unexpose: service.is_none() && seen.service.is_some(),
         cloud_init,
         vm,
@@ -781,6 +838,9 @@ async fn carry_out(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     apply_namespaced(ctx, &ns, &desired.cloud_init, &params).await?;
     let vm = apply_namespaced(ctx, &ns, &desired.vm, &params).await?;
+    for growth in &desired.grow {
+        grow_disk(server, ctx, &ns, growth).await;
+    }
     let service = match &desired.service {
         Some(service) => Some(apply_namespaced(ctx, &ns, service, &params).await?),
         None => None,
@@ -871,6 +931,36 @@ async fn carry_out(
         publish(ctx, server, type_, reason, "Observe", note).await;
     }
     Ok(Action::requeue(requeue_after(now, desired.wake)))
+}
+
+/// Asks for a larger claim. A storage class without expansion refuses; that is the platform's
+/// choice, so it is told in an Event rather than retried.
+async fn grow_disk(server: &VirtualServer, ctx: &Context, ns: &str, growth: &DiskGrowth) {
+    let patch = json!({ "spec": { "resources": { "requests": { "storage": growth.size } } } });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    let result = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .patch(&growth.claim, &params, &Patch::Merge(&patch))
+        .await;
+    let (type_, reason, note) = match result {
+        Ok(_) => (
+            EventType::Normal,
+            "DiskGrown",
+            format!("Expanding disk {} to {}", growth.claim, growth.size.0),
+        ),
+        Err(error) => (
+            EventType::Warning,
+            "DiskNotGrown",
+            format!(
+                "Cannot expand disk {} to {}: {error} (the storage class may not allow \
+                 expansion)",
+                growth.claim, growth.size.0
+            ),
+        ),
+    };
+    publish(ctx, server, type_, reason, "Resize", note).await;
 }
 
 /// Takes the due snapshot and prunes beyond retention.
