@@ -114,8 +114,7 @@ fn municipalities(ctx: &Context) -> Api<Municipality> {
     Api::all(ctx.client.clone())
 }
 
-/// Adds the finalizer with a merge patch carrying the observed resourceVersion, so a
-/// concurrent change makes it fail (409) rather than overwrite other finalizers.
+/// Adds the finalizer (see [`reconcile::patch_finalizers`]).
 async fn add_finalizer(municipality: &Municipality, ctx: &Context) -> Result<Action, Error> {
     let mut finalizers = municipality.finalizers().to_vec();
     finalizers.push(FINALIZER.to_string());
@@ -129,19 +128,7 @@ async fn patch_finalizers(
     ctx: &Context,
     finalizers: Vec<String>,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": municipality.resource_version(),
-        }
-    });
-    municipalities(ctx)
-        .patch(
-            &municipality.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+    reconcile::patch_finalizers(&municipalities(ctx), municipality, finalizers).await?;
     Ok(())
 }
 

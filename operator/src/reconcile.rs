@@ -1,13 +1,19 @@
 //! What every controller of the operator does the same way: back off per object after
-//! failures, publish Events that never fail a reconcile, and keep conditions' transition times.
+//! failures, publish Events that never fail a reconcile, keep conditions' transition times,
+//! and patch finalizers without overwriting anyone else's.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 /// Requeue delay after the `failures`-th consecutive failure: 5 s doubling to at most 5 min.
 pub fn backoff(failures: u32) -> Duration {
@@ -87,4 +93,29 @@ pub fn condition(
         last_transition_time,
         observed_generation: generation,
     }
+}
+
+/// Sets `object`'s finalizers with a merge patch carrying the observed resourceVersion, so a
+/// concurrent change makes it fail (409) rather than overwrite other controllers' finalizers.
+pub async fn patch_finalizers<K>(
+    api: &Api<K>,
+    object: &K,
+    finalizers: Vec<String>,
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": object.resource_version(),
+        }
+    });
+    api.patch(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }

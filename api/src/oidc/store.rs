@@ -731,69 +731,49 @@ impl FlowStore {
     /// while past expiry for replay detection; rotated refresh tokens until their family
     /// expires; revocations until no token they name can still be valid).
     pub async fn sweep(&self) -> Result<u64, StoreError> {
+        // (SQLite, PostgreSQL) statement, and how long after expiry a row is still kept: a
+        // used code stays one lifetime longer so that its replay is still recognised.
+        const SWEEPS: [(&str, &str, i64); 5] = [
+            (
+                "DELETE FROM oidc_authorization_requests WHERE expires_at < ?",
+                "DELETE FROM oidc_authorization_requests WHERE expires_at < $1",
+                0,
+            ),
+            (
+                "DELETE FROM oidc_codes WHERE expires_at < ?",
+                "DELETE FROM oidc_codes WHERE expires_at < $1",
+                CODE_LIFETIME_MS,
+            ),
+            (
+                "DELETE FROM oidc_refresh_tokens WHERE expires_at < ?",
+                "DELETE FROM oidc_refresh_tokens WHERE expires_at < $1",
+                0,
+            ),
+            (
+                "DELETE FROM oidc_sessions WHERE expires_at < ? OR ended_at IS NOT NULL",
+                "DELETE FROM oidc_sessions WHERE expires_at < $1 OR ended_at IS NOT NULL",
+                0,
+            ),
+            (
+                "DELETE FROM oidc_revocations WHERE expires_at < ?",
+                "DELETE FROM oidc_revocations WHERE expires_at < $1",
+                0,
+            ),
+        ];
         let now = Utc::now().timestamp_millis();
         let mut removed = 0;
-        match &self.db {
-            Database::Sqlite(pool) => {
-                removed +=
-                    sqlx::query("DELETE FROM oidc_authorization_requests WHERE expires_at < ?")
-                        .bind(now)
-                        .execute(pool)
-                        .await?
-                        .rows_affected();
-                removed += sqlx::query("DELETE FROM oidc_codes WHERE expires_at < ?")
-                    .bind(now - CODE_LIFETIME_MS)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
-                removed += sqlx::query("DELETE FROM oidc_refresh_tokens WHERE expires_at < ?")
-                    .bind(now)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
-                removed += sqlx::query(
-                    "DELETE FROM oidc_sessions WHERE expires_at < ? OR ended_at IS NOT NULL",
-                )
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected();
-                removed += sqlx::query("DELETE FROM oidc_revocations WHERE expires_at < ?")
-                    .bind(now)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
-            }
-            Database::Postgres(pool) => {
-                removed +=
-                    sqlx::query("DELETE FROM oidc_authorization_requests WHERE expires_at < $1")
-                        .bind(now)
-                        .execute(pool)
-                        .await?
-                        .rows_affected();
-                removed += sqlx::query("DELETE FROM oidc_codes WHERE expires_at < $1")
-                    .bind(now - CODE_LIFETIME_MS)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
-                removed += sqlx::query("DELETE FROM oidc_refresh_tokens WHERE expires_at < $1")
-                    .bind(now)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
-                removed += sqlx::query(
-                    "DELETE FROM oidc_sessions WHERE expires_at < $1 OR ended_at IS NOT NULL",
-                )
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected();
-                removed += sqlx::query("DELETE FROM oidc_revocations WHERE expires_at < $1")
-                    .bind(now)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
-            }
+        for (sqlite, postgres, kept) in SWEEPS {
+            let cutoff = now - kept;
+            removed += match &self.db {
+                Database::Sqlite(pool) => {
+                    let done = sqlx::query(sqlite).bind(cutoff).execute(pool).await?;
+                    done.rows_affected()
+                }
+                Database::Postgres(pool) => {
+                    let done = sqlx::query(postgres).bind(cutoff).execute(pool).await?;
+                    done.rows_affected()
+                }
+            };
         }
         Ok(removed)
     }

@@ -226,8 +226,7 @@ fn servers(ctx: &Context, namespace: &str) -> Api<VirtualServer> {
     Api::namespaced(ctx.client.clone(), namespace)
 }
 
-/// Adds the finalizer with a merge patch carrying the observed resourceVersion, so a
-/// concurrent change makes it fail (409) rather than overwrite other finalizers.
+/// Adds the finalizer (see [`reconcile::patch_finalizers`]).
 async fn add_finalizer(server: &VirtualServer, ctx: &Context) -> Result<Action, Error> {
     let mut finalizers = server.finalizers().to_vec();
     finalizers.push(FINALIZER.to_string());
@@ -241,19 +240,7 @@ async fn patch_finalizers(
     ctx: &Context,
     finalizers: Vec<String>,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": server.resource_version(),
-        }
-    });
-    servers(ctx, &namespace(server)?)
-        .patch(
-            &server.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+    reconcile::patch_finalizers(&servers(ctx, &namespace(server)?), server, finalizers).await?;
     Ok(())
 }
 
