@@ -8,7 +8,6 @@
 //! controller keeps working, the VirtualServer controller says what is missing.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -29,9 +28,11 @@ use novads_operator::virtual_server::controller::{
 use novads_operator::virtual_server::status::{self, Observed};
 use novads_operator::{OperatorOptions, run_with_client};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tower_test::mock;
+
+mod support;
+use support::{eventually, free_port};
 
 // ---------------------------------------------------------------------------------------------
 // The mocked API server
@@ -1615,34 +1616,6 @@ fn fake_client(fake: &Arc<Mutex<Fake>>) -> kube::Client {
         }
     });
     kube::Client::new(service, "default")
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.get(9..12)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_string();
-    Some((code, body))
-}
-
-async fn eventually(addr: SocketAddr, path: &str, check: impl Fn(u16, &str) -> bool) -> String {
-    for _ in 0..200 {
-        if let Some((code, body)) = http_get(addr, path).await
-            && check(code, &body)
-        {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path} never got there: {:?}", http_get(addr, path).await);
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
 }
 
 /// Runs the operator against `fake` until `done` holds for its metrics, then shuts it down.
