@@ -2,14 +2,13 @@
 //! driven by `tests/browser_login.py` (Selenium), against a novads built as `novads dev` builds
 //! it. Screenshots are kept in `target/test-artifacts/` for a person to look at.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use novads_api::config::Config;
 use novads_api::dev;
-use novads_api::server::Server;
-use tokio::sync::oneshot;
+
+mod support;
+use support::{Running, start_dev};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -27,58 +26,22 @@ const SCREENSHOTS: [&str; 4] = [
     "demo-signed-in.png",
 ];
 
-struct Running {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), novads_api::server::ServeError>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = self.task.await;
-    }
-}
-
 /// `novads` as `novads dev` runs it (demo realm, demo application), plus [`TEST_CLIENT`].
 async fn start() -> Running {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let base = format!("http://{addr}");
-    let mut config: Config = dev::config(&data, addr);
-    // Copied from the demo client, so it stays a valid public client whatever fields are added.
-    let mut client = config
-        .clients
-        .iter()
-        .find(|c| c.client_id == dev::DEMO_CLIENT)
-        .expect("demo client")
-        .clone();
-    client.client_id = TEST_CLIENT.into();
-    client.redirect_uris = vec![format!("{base}/demo/")];
-    config.clients.push(client);
-    let server = Server::from_listener(config, listener)
-        .await
-        .expect("server");
-    let routes =
-        novads_api::server::router_with(server.state().clone(), novads_api::oidc::demo::routes());
-    let server = server.with_router(routes);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        base,
-        stop: Some(stop),
-        task,
-        _dir: dir,
-    }
+    start_dev(|config, base| {
+        // Copied from the demo client, so it stays a valid public client whatever fields are
+        // added.
+        let mut client = config
+            .clients
+            .iter()
+            .find(|c| c.client_id == dev::DEMO_CLIENT)
+            .expect("demo client")
+            .clone();
+        client.client_id = TEST_CLIENT.into();
+        client.redirect_uris = vec![format!("{base}/demo/")];
+        config.clients.push(client);
+    })
+    .await
 }
 
 /// What is missing for the browser test, if anything.

@@ -2,11 +2,8 @@
 //! library (the `openidconnect` crate) against a running novads, plus the attacks a provider
 //! must withstand.
 
-use std::net::SocketAddr;
-
-use novads_api::config::{ClientConfig, Config};
+use novads_api::config::ClientConfig;
 use novads_api::dev;
-use novads_api::server::Server;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
     CoreUserInfoClaims,
@@ -15,64 +12,29 @@ use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
-use tokio::sync::oneshot;
+
+mod support;
+use support::{Running, start_dev};
 
 /// `demo-client-secret`, argon2id.
 const SECRET_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$0zRucgKNwySQRxoit2ER+w$iDkVZbdhJA9fQrzaNsG0gIjqer7wb69X+sWub423aug";
 const CONFIDENTIAL_REDIRECT: &str = "https://portal.demo.lv/cb";
 
-struct Running {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), novads_api::server::ServeError>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = self.task.await;
-    }
-}
-
-/// `novads` on the dev configuration (demo realm, public client `demo-app`) plus a
-/// confidential client `portal`.
+/// `novads` on the dev configuration (demo realm, public client `demo-app`, demo application)
+/// plus a confidential client `portal`.
 async fn start() -> Running {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let mut config: Config = dev::config(&data, addr);
-    config.clients.push(ClientConfig {
-        client_id: "portal".into(),
-        realm: dev::DEMO_REALM.into(),
-        redirect_uris: vec![CONFIDENTIAL_REDIRECT.into()],
-        post_logout_redirect_uris: vec![],
-        secret_hash: Some(SECRET_HASH.into()),
-        public: false,
-        id_token_signed_response_alg: Default::default(),
-    });
-    let server = Server::from_listener(config, listener)
-        .await
-        .expect("server");
-    // As `novads dev` runs it: with the demo application.
-    let routes =
-        novads_api::server::router_with(server.state().clone(), novads_api::oidc::demo::routes());
-    let server = server.with_router(routes);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        base: format!("http://{addr}"),
-        stop: Some(stop),
-        task,
-        _dir: dir,
-    }
+    start_dev(|config, _| {
+        config.clients.push(ClientConfig {
+            client_id: "portal".into(),
+            realm: dev::DEMO_REALM.into(),
+            redirect_uris: vec![CONFIDENTIAL_REDIRECT.into()],
+            post_logout_redirect_uris: vec![],
+            secret_hash: Some(SECRET_HASH.into()),
+            public: false,
+            id_token_signed_response_alg: Default::default(),
+        });
+    })
+    .await
 }
 
 /// The HTTP client the OIDC library talks through (no redirects followed).
@@ -562,49 +524,30 @@ async fn trusted_realm_users_reach_a_trusting_realms_application() {
 /// client-service staff (as operators). Returns the server and its database URL.
 async fn start_with_talsi(ldap: &novads_testkit::Slapd) -> (Running, String) {
     let m = novads_testkit::Municipality::Talsi;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let mut config = dev::config(&data, addr);
-    config.realms.push(novads_api::config::RealmConfig {
-        name: "talsi".into(),
-        display_name: None,
-        ldap: Some(novads_api::config::LdapConfig {
-            insecure: true,
-            bind_dn: Some(m.service_dn().into()),
-            bind_password: Some(m.service_password().into()),
-            timeout_seconds: 2,
-            pool_size: 2,
-            ..novads_api::config::LdapConfig::new(vec![ldap.url()], m.people_base())
-        }),
-        static_directory: None,
-    });
-    config.trusts.push(novads_api::config::TrustConfig {
-        trusting: dev::DEMO_REALM.into(),
-        trusted: "talsi".into(),
-        groups: vec!["vpvkac-staff".into()],
-        roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
-    });
-    let db_url = config.database.clone();
-    let server = Server::from_listener(config, listener)
-        .await
-        .expect("server");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    (
-        Running {
-            base: format!("http://{addr}"),
-            stop: Some(stop),
-            task,
-            _dir: dir,
-        },
-        db_url,
-    )
+    let server = start_dev(|config, _| {
+        config.realms.push(novads_api::config::RealmConfig {
+            name: "talsi".into(),
+            display_name: None,
+            ldap: Some(novads_api::config::LdapConfig {
+                insecure: true,
+                bind_dn: Some(m.service_dn().into()),
+                bind_password: Some(m.service_password().into()),
+                timeout_seconds: 2,
+                pool_size: 2,
+                ..novads_api::config::LdapConfig::new(vec![ldap.url()], m.people_base())
+            }),
+            static_directory: None,
+        });
+        config.trusts.push(novads_api::config::TrustConfig {
+            trusting: dev::DEMO_REALM.into(),
+            trusted: "talsi".into(),
+            groups: vec!["vpvkac-staff".into()],
+            roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
+        });
+    })
+    .await;
+    let db_url = server.config.database.clone();
+    (server, db_url)
 }
 
 async fn audit_events(db_url: &str) -> Vec<serde_json::Value> {
@@ -982,11 +925,7 @@ async fn logout_ends_the_session_for_every_application() {
     );
 
     // Both logouts are in the audit trail.
-    let rows = audit_events(&format!(
-        "sqlite://{}/novads.db",
-        server._dir.path().display()
-    ))
-    .await;
+    let rows = audit_events(&server.config.database).await;
     let logouts: Vec<&serde_json::Value> = rows.iter().filter(|r| r["event"] == "logout").collect();
     assert_eq!(logouts.len(), 2, "{rows:?}");
     assert_eq!(logouts[0]["username"], "anna@demo");

@@ -3,16 +3,15 @@
 //! `openidconnect` crate); and revocation — a replayed authorization code revokes every token
 //! issued from it, and RFC 7009 revokes single access tokens — on SQLite and PostgreSQL.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use novads_api::config::{ClientConfig, Config};
+use novads_api::config::ClientConfig;
 use novads_api::db::Database;
 use novads_api::dev;
 use novads_api::oidc::keys::{KeyPolicy, SigningAlgorithm, SigningKeys};
-use novads_api::server::{AppState, Server, load_key_encryption_key};
+use novads_api::server::load_key_encryption_key;
 use novads_testkit::Postgres;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
@@ -22,7 +21,9 @@ use openidconnect::{
     PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+
+mod support;
+use support::{Running, start_dev};
 
 /// `demo-client-secret`, argon2id.
 const SECRET_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$0zRucgKNwySQRxoit2ER+w$iDkVZbdhJA9fQrzaNsG0gIjqer7wb69X+sWub423aug";
@@ -37,73 +38,33 @@ const PORTAL_SECRET: &str = "demo-client-secret";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-struct Running {
-    base: String,
-    state: AppState,
-    config: Config,
-    db_url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), novads_api::server::ServeError>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = self.task.await;
-    }
-}
-
 /// `novads` on the dev configuration (demo realm, public ES256 client `demo-app`) plus the
 /// RS256 client and `portal`; on `database` when given (PostgreSQL), else SQLite.
 async fn start(database: Option<String>) -> Running {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let mut config: Config = dev::config(&data, addr);
-    if let Some(url) = database {
-        config.database = url;
-    }
-    config.clients.push(ClientConfig {
-        client_id: RS256_CLIENT.into(),
-        realm: dev::DEMO_REALM.into(),
-        redirect_uris: vec![RS256_REDIRECT.into()],
-        post_logout_redirect_uris: vec![],
-        secret_hash: None,
-        public: true,
-        id_token_signed_response_alg: SigningAlgorithm::Rs256,
-    });
-    config.clients.push(ClientConfig {
-        client_id: PORTAL.into(),
-        realm: dev::DEMO_REALM.into(),
-        redirect_uris: vec!["https://portal.demo.lv/cb".into()],
-        post_logout_redirect_uris: vec![],
-        secret_hash: Some(SECRET_HASH.into()),
-        public: false,
-        id_token_signed_response_alg: SigningAlgorithm::Es256,
-    });
-    let server = Server::from_listener(config.clone(), listener)
-        .await
-        .expect("server");
-    let state = server.state().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        base: format!("http://{addr}"),
-        state,
-        db_url: config.database.clone(),
-        config,
-        stop: Some(stop),
-        task,
-        _dir: dir,
-    }
+    start_dev(|config, _| {
+        if let Some(url) = database {
+            config.database = url;
+        }
+        config.clients.push(ClientConfig {
+            client_id: RS256_CLIENT.into(),
+            realm: dev::DEMO_REALM.into(),
+            redirect_uris: vec![RS256_REDIRECT.into()],
+            post_logout_redirect_uris: vec![],
+            secret_hash: None,
+            public: true,
+            id_token_signed_response_alg: SigningAlgorithm::Rs256,
+        });
+        config.clients.push(ClientConfig {
+            client_id: PORTAL.into(),
+            realm: dev::DEMO_REALM.into(),
+            redirect_uris: vec!["https://portal.demo.lv/cb".into()],
+            post_logout_redirect_uris: vec![],
+            secret_hash: Some(SECRET_HASH.into()),
+            public: false,
+            id_token_signed_response_alg: SigningAlgorithm::Es256,
+        });
+    })
+    .await
 }
 
 fn browser() -> reqwest::Client {
@@ -588,7 +549,7 @@ async fn replayed_code_revokes_its_tokens(server: &Running) {
     assert_eq!(userinfo(base, &bystander.access).await.status(), 200);
     assert!(active(base, &bystander.refresh).await);
 
-    let events = audit_events(&server.db_url).await;
+    let events = audit_events(&server.config.database).await;
     let replay = events.last().expect("audited");
     assert_eq!(replay["event"], "login_failed", "{replay}");
     assert_eq!(replay["reason"], "invalid_request", "{replay}");

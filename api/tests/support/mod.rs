@@ -1,0 +1,65 @@
+//! Starting `novads` the way `novads dev` runs it, for the HTTP-level tests.
+
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use novads_api::config::Config;
+use novads_api::dev;
+use novads_api::server::{AppState, ServeError, Server};
+use tokio::sync::oneshot;
+
+/// A server running on a loopback port until [`Running::stop`].
+pub struct Running {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub state: AppState,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Shuts the server down and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// `novads` on the dev configuration (demo realm, public client `demo-app`, the demo
+/// application at `/demo/`) in a fresh data directory, after `adjust` changed the
+/// configuration; `adjust` also gets the server's base URL.
+pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dev::prepare_data_dir(dir.path()).expect("data dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let base = format!("http://{addr}");
+    let mut config: Config = dev::config(&data, addr);
+    adjust(&mut config, &base);
+    let server = Server::from_listener(config.clone(), listener)
+        .await
+        .expect("server");
+    let state = server.state().clone();
+    let routes = novads_api::server::router_with(state.clone(), novads_api::oidc::demo::routes());
+    let server = server.with_router(routes);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        base,
+        state,
+        config,
+        stop: Some(stop),
+        task,
+        _dir: dir,
+    }
+}
