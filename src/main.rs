@@ -68,8 +68,15 @@ enum Command {
     /// Print the objects the operator would apply for the given Municipality (and ServerImage /
     /// VirtualServer) manifests, as YAML — the same functions the controller uses.
     Render {
-        /// Manifest files (multi-document YAML); `-` reads standard input.
-        #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+        /// Manifest files (multi-document YAML), as many as needed after one `-f` or with `-f`
+        /// repeated; `-` reads standard input.
+        #[arg(
+            short = 'f',
+            long = "filename",
+            value_name = "FILE",
+            required = true,
+            num_args = 1..
+        )]
         files: Vec<PathBuf>,
     },
 }

@@ -461,6 +461,30 @@ async fn render_previews_a_municipality_and_refuses_garbage() {
     assert_clean_failure(&out, 2, "/nonexistent.yaml");
 }
 
+/// The README's walkthrough: `novads render -f examples/*.yaml` (one `-f`, several files).
+#[tokio::test]
+async fn render_takes_the_examples_after_one_flag() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let files = [
+        "municipality-talsi.yaml",
+        "serverimage-debian-12.yaml",
+        "virtualserver-web.yaml",
+    ]
+    .map(|name| root.join(name).to_str().expect("utf-8").to_string());
+    let mut args = vec!["render", "-f"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&args).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for kind in ["Namespace", "VirtualMachine", "Service", "Secret"] {
+        assert!(
+            out.stdout.contains(&format!("kind: {kind}\n")),
+            "{kind}: {}",
+            out.stdout
+        );
+    }
+    assert!(out.stdout.contains("name: web-expose"), "{}", out.stdout);
+}
+
 #[tokio::test]
 async fn operator_without_a_cluster_says_why() {
     let home = tempfile::tempdir().expect("tempdir");
