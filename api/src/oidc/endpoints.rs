@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::jwt::{ACCESS_TOKEN_TYPE, AccessTokenClaims, IdTokenClaims, at_hash};
-use super::keys::{Expectations, SigningAlgorithm};
+use super::keys::{Expectations, KeyError, SigningAlgorithm};
 use super::pages::{self, CSS_PATH, Locale, LoginPage};
 use super::request::{AuthorizeParams, ErrorRedirect, RequestError, append_query, validate};
 use super::store::{
@@ -149,8 +149,7 @@ async fn revoke(
     let token = token.as_str();
     let store = FlowStore::new(state.db().clone());
     // An access token is recognised by its signature alone, without a database lookup.
-    let expected = Expectations::new(issuer(&state)).token_type(ACCESS_TOKEN_TYPE);
-    if let Ok(claims) = state.keys().verify::<AccessTokenClaims>(token, &expected) {
+    if let Ok(claims) = verify_access_token(&state, token) {
         if claims.client_id == client_id
             && let Err(e) = store.revoke_access_token(&claims.jti, claims.exp).await
         {
@@ -188,8 +187,7 @@ async fn introspect(
         Err(response) => return response,
     };
     let token = token.as_str();
-    let expected = Expectations::new(issuer(&state)).token_type(ACCESS_TOKEN_TYPE);
-    let body = if let Ok(claims) = state.keys().verify::<AccessTokenClaims>(token, &expected) {
+    let body = if let Ok(claims) = verify_access_token(&state, token) {
         match access_token_revoked(&state, &claims).await {
             Ok(false) => {}
             Ok(true) => return no_store(Json(json!({ "active": false })).into_response()),
@@ -1287,8 +1285,7 @@ async fn userinfo(
     let Some(token) = from_header.map(str::to_owned).or(from_body) else {
         return bearer_error(StatusCode::UNAUTHORIZED, None);
     };
-    let expected = Expectations::new(issuer(&state)).token_type(ACCESS_TOKEN_TYPE);
-    let claims: AccessTokenClaims = match state.keys().verify(&token, &expected) {
+    let claims = match verify_access_token(&state, &token) {
         Ok(claims) => claims,
         Err(e) => {
             tracing::info!(error = %e, "userinfo refused a token");
@@ -1312,6 +1309,13 @@ async fn userinfo(
         }))
         .into_response(),
     )
+}
+
+/// The claims of one of this provider's access tokens: signature, issuer, type and expiry
+/// checked (revocation is [`access_token_revoked`]'s question).
+fn verify_access_token(state: &AppState, token: &str) -> Result<AccessTokenClaims, KeyError> {
+    let expected = Expectations::new(issuer(state)).token_type(ACCESS_TOKEN_TYPE);
+    state.keys().verify(token, &expected)
 }
 
 /// Whether a verified access token was revoked, alone or with its grant. A database error is
