@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Response;
 use kube::client::Body;
 use novads_operator::municipality::FINALIZER;
 use novads_operator::{OperatorOptions, run_with_client};
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tower_test::mock;
 
 mod support;
-use support::{eventually, free_port};
+use support::{FakeApi, eventually, fake_client, free_port};
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/novads/leases/novads-operator";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/novads/leases?";
@@ -95,36 +95,22 @@ impl Fake {
     }
 }
 
-fn client(fake: &Arc<Mutex<Fake>>) -> kube::Client {
-    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let fake = fake.clone();
-    tokio::spawn(async move {
-        while let Some((request, send)) = handle.next_request().await {
-            let method = request.method().to_string();
-            let uri = request.uri().to_string();
-            let accept = request
-                .headers()
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let bytes = request.into_body().collect_bytes().await.expect("body");
-            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let mut fake = fake.lock().expect("fake");
-            fake.log
-                .push((method.clone(), uri.clone(), accept, body.clone()));
-            match fake.answer(&method, &uri, body) {
-                Some((code, body)) => send.send_response(
-                    Response::builder()
-                        .status(code)
-                        .body(Body::from(serde_json::to_vec(&body).expect("JSON")))
-                        .expect("response"),
-                ),
-                None => fake.open_watches.push(send),
-            }
-        }
-    });
-    kube::Client::new(service, "default")
+impl FakeApi for Fake {
+    fn request(
+        &mut self,
+        method: &str,
+        uri: &str,
+        accept: &str,
+        body: Value,
+    ) -> Option<(u16, Value)> {
+        self.log
+            .push((method.into(), uri.into(), accept.into(), body.clone()));
+        self.answer(method, uri, body)
+    }
+
+    fn hold(&mut self, open: mock::SendResponse<Response<Body>>) {
+        self.open_watches.push(open);
+    }
 }
 
 #[tokio::test]
@@ -138,7 +124,7 @@ async fn leads_watches_reconciles_with_metrics_and_releases_on_shutdown() {
         ..OperatorOptions::default()
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(run_with_client(client(&fake), options, async {
+    let operator = tokio::spawn(run_with_client(fake_client(&fake), options, async {
         let _ = shutdown_rx.await;
     }));
 

@@ -1,10 +1,15 @@
-//! Helpers shared by the operator's integration tests that run the whole operator: its HTTP
-//! endpoints are polled over a real socket.
+//! Helpers shared by the operator's integration tests that run the whole operator against a
+//! fake API server and poll its HTTP endpoints over a real socket.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_test::mock;
 
 /// One HTTP/1.1 GET; `None` while nothing listens or the answer is not HTTP.
 async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -35,4 +40,49 @@ pub async fn eventually(addr: SocketAddr, path: &str, check: impl Fn(u16, &str) 
 pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
+}
+
+/// A fake API server that runs the whole operator against itself.
+pub trait FakeApi: Send + 'static {
+    /// Records one request and answers it, or returns `None` to keep it open (a watch).
+    fn request(
+        &mut self,
+        method: &str,
+        uri: &str,
+        accept: &str,
+        body: Value,
+    ) -> Option<(u16, Value)>;
+    /// Keeps an unanswered request open until the fake is dropped.
+    fn hold(&mut self, open: mock::SendResponse<Response<Body>>);
+}
+
+/// A kube client whose every request `fake` answers.
+pub fn fake_client<F: FakeApi>(fake: &Arc<Mutex<F>>) -> kube::Client {
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let fake = fake.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            let accept = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let bytes = request.into_body().collect_bytes().await.expect("body");
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let mut fake = fake.lock().expect("fake");
+            match fake.request(&method, &uri, &accept, body) {
+                Some((code, body)) => send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&body).expect("JSON")))
+                        .expect("response"),
+                ),
+                None => fake.hold(send),
+            }
+        }
+    });
+    kube::Client::new(service, "default")
 }
