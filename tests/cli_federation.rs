@@ -182,3 +182,53 @@ async fn realm_test_then_export_and_verify_the_trail() {
         verify.stderr
     );
 }
+
+/// A user name typed by an attacker lands in the audit trail; opened from a CSV export in a
+/// spreadsheet it must stay text, never run as a formula.
+#[tokio::test]
+async fn csv_export_neutralises_formulas_typed_as_user_names() {
+    let Some(ldap) = Slapd::start_tls(Municipality::Talsi).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &ldap);
+    let config = config.to_str().expect("utf-8");
+    for hostile in [
+        "=cmd|' /c calc'!a0@talsi",
+        "+1+1@talsi",
+        "-2+3@talsi",
+        "@sum(1)@talsi",
+    ] {
+        let refused = novads(
+            &["realm", "test", "-c", config, "--", hostile],
+            "whatever\n",
+        )
+        .await;
+        assert_eq!(refused.code, Some(1), "{hostile}: {}", refused.stderr);
+    }
+
+    let csv = novads(&["audit", "export", "-c", config, "--format", "csv"], "").await;
+    assert_eq!(csv.code, Some(0), "{}", csv.stderr);
+    // No cell here holds a comma or a quote, so splitting on commas reads the CSV exactly.
+    let usernames: Vec<&str> = csv
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(4).expect("username column"))
+        .collect();
+    assert_eq!(
+        usernames,
+        [
+            "'=cmd|' /c calc'!a0@talsi",
+            "'+1+1@talsi",
+            "'-2+3@talsi",
+            "'@sum(1)@talsi"
+        ]
+    );
+
+    // JSON lines keep the exact text: they are read by programs, not spreadsheets.
+    let jsonl = novads(&["audit", "export", "-c", config], "").await;
+    let first: serde_json::Value =
+        serde_json::from_str(jsonl.stdout.lines().next().expect("a row")).expect("JSON");
+    assert_eq!(first["username"], "=cmd|' /c calc'!a0@talsi");
+}

@@ -508,7 +508,7 @@ enum Sink<'a> {
 impl Sink<'_> {
     fn write(&mut self, row: &AuditRecord) -> Result<(), ExportError> {
         match self {
-            Self::Csv(writer) => writer.serialize(row)?,
+            Self::Csv(writer) => writer.write_record(csv_cells(row).iter().map(|c| c.as_ref()))?,
             Self::Jsonl(out, line) => {
                 line.clear();
                 serde_json::to_writer(&mut *line, row)?;
@@ -525,6 +525,41 @@ impl Sink<'_> {
             Self::Jsonl(out, _) => out.flush()?,
         }
         Ok(())
+    }
+}
+
+/// One CSV row of `row`, in the order of `columns!()`, with every text cell neutralised.
+fn csv_cells(row: &AuditRecord) -> [std::borrow::Cow<'_, str>; 14] {
+    let text = neutralise_csv_cell;
+    fn optional(s: &Option<String>) -> std::borrow::Cow<'_, str> {
+        neutralise_csv_cell(s.as_deref().unwrap_or(""))
+    }
+    [
+        row.id.to_string().into(),
+        text(&row.at),
+        text(&row.event),
+        optional(&row.realm),
+        optional(&row.username),
+        optional(&row.subject),
+        optional(&row.client_id),
+        optional(&row.source_ip),
+        optional(&row.user_agent),
+        optional(&row.reason),
+        optional(&row.directory),
+        row.latency_ms.to_string().into(),
+        text(&row.prev_hash),
+        text(&row.hash),
+    ]
+}
+
+/// A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab, CR first) gets a
+/// leading `'`, so that a user name or user agent typed by an attacker stays text when a
+/// security officer opens the export (OWASP "CSV injection"). JSON lines are left as they are.
+pub fn neutralise_csv_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
     }
 }
 
