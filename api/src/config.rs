@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-use crate::oidc::keys::SigningAlgorithm;
+use crate::oidc::algorithm::SigningAlgorithm;
 
 /// Largest configuration file we read; anything bigger is a mistake, not a configuration.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;

@@ -24,9 +24,9 @@
 //! # Replicas
 //!
 //! Each replica holds an in-memory snapshot of the keys. After a rotation by any replica the
-//! others pick it up with [`SigningKeys::reload`], which the endpoint layer calls at least every
-//! [`RELOAD_INTERVAL`]; the retirement grace covers a replica that signs with a key that was
-//! retired a moment ago.
+//! others pick it up with [`SigningKeys::reload`], which the server calls every
+//! [`KEY_RELOAD_INTERVAL`]; the retirement grace covers a replica that signs with a key that
+//! was retired a moment ago.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,23 +50,15 @@ use base64::alphabet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
+pub use super::algorithm::SigningAlgorithm;
+use crate::config::ServerConfig;
 use crate::db::Database;
-
-/// Longest lifetime of a JWT this provider signs: access and ID tokens live at most an hour
-/// (refresh tokens are opaque, not JWTs).
-pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 60);
-
-/// How often every replica should call [`SigningKeys::reload`]. The default retirement grace
-/// is ten times this, so a replica that missed a few reloads still signs with a published key.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Clock skew tolerated on `exp` and `nbf` when verifying.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+use crate::lifetimes::{KEY_RELOAD_INTERVAL, MAX_TOKEN_LIFETIME, VERIFY_LEEWAY};
 
 /// RS256 modulus size. 2048 bits is what every relying party accepts and is rated adequate
 /// until 2030; raising it later only affects keys created after the change.
@@ -78,60 +70,6 @@ const AES_GCM_TAG_LEN: usize = 16;
 
 /// Tokens longer than this are refused before any parsing (ours are well under 4 KiB).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
-
-/// The JWS algorithms the provider signs with. Each client's tokens are signed with the one
-/// its configuration names (`id_token_signed_response_alg`, ES256 when unset); every algorithm
-/// always has an active key, so any client can be switched without a key ceremony.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum SigningAlgorithm {
-    /// ECDSA with P-256 and SHA-256 (RFC 7518 §3.4): small, fast signatures. The default.
-    #[default]
-    #[serde(rename = "ES256")]
-    Es256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256: the one algorithm every OpenID Connect client must
-    /// support (OIDC Core §15.1).
-    #[serde(rename = "RS256")]
-    Rs256,
-}
-
-impl SigningAlgorithm {
-    /// Every supported algorithm, e.g. for `id_token_signing_alg_values_supported`.
-    pub const ALL: [Self; 2] = [Self::Es256, Self::Rs256];
-
-    /// The JOSE name (`ES256`, `RS256`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Es256 => "ES256",
-            Self::Rs256 => "RS256",
-        }
-    }
-
-    /// Parses a JOSE name exactly (JOSE names are case-sensitive).
-    pub fn from_jose(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|alg| alg.as_str() == name)
-    }
-}
-
-/// Reads a JOSE name exactly, refusing anything else with a message that lists what is
-/// supported (it ends up as one `clients[N].id_token_signed_response_alg: ...` line).
-impl<'de> Deserialize<'de> for SigningAlgorithm {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        Self::from_jose(&name).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "{:?} is not a supported signing algorithm; use ES256 (the default) or RS256 \
-                 (names are case-sensitive)",
-                quoted(&name)
-            ))
-        })
-    }
-}
-
-impl fmt::Display for SigningAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Where a key is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -372,6 +310,19 @@ impl KeyEncryptionKey {
             value.trim().as_bytes(),
             &format!("environment variable {var}"),
         )
+    }
+
+    /// The key the server configuration names: a file, or an environment variable
+    /// (`NOVADS_KEY_ENCRYPTION_KEY` unless another is named).
+    pub fn configured(server: &ServerConfig) -> Result<Self, KeyError> {
+        match (
+            &server.key_encryption_key_file,
+            &server.key_encryption_key_env,
+        ) {
+            (Some(path), _) => Self::from_file(path),
+            (None, Some(var)) => Self::from_env(var),
+            (None, None) => Self::from_env("NOVADS_KEY_ENCRYPTION_KEY"),
+        }
     }
 
     /// Reads the key at `path`, or creates it there (mode 0600) when the file does not exist —
@@ -1018,8 +969,8 @@ pub struct KeyPolicy {
 impl Default for KeyPolicy {
     fn default() -> Self {
         Self {
-            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
-            retirement_grace: RELOAD_INTERVAL * 10,
+            max_token_lifetime: MAX_TOKEN_LIFETIME,
+            retirement_grace: KEY_RELOAD_INTERVAL * 10,
             min_next_age: Duration::from_secs(24 * 60 * 60),
         }
     }
@@ -1238,7 +1189,7 @@ impl Expectations {
             issuer: issuer.into(),
             audience: None,
             token_type: Some("JWT".to_owned()),
-            leeway: DEFAULT_LEEWAY,
+            leeway: VERIFY_LEEWAY,
         }
     }
 

@@ -9,11 +9,10 @@ use chrono::Utc;
 use super::request::ValidRequest;
 use crate::db::{Database, sqlite_writer};
 use crate::federation::Identity;
-
-/// How long the login page may stay open.
-pub const REQUEST_LIFETIME_MS: i64 = 10 * 60 * 1000;
-/// How long a code may wait for its exchange (OAuth recommends at most 10 minutes).
-pub const CODE_LIFETIME_MS: i64 = 60 * 1000;
+use crate::lifetimes::{
+    AUTHORIZATION_REQUEST_LIFETIME, CODE_LIFETIME, GRANT_REVOCATION, REFRESH_LIFETIME,
+    SESSION_ABSOLUTE, SESSION_IDLE, VERIFY_LEEWAY, millis, seconds,
+};
 
 /// 32 random bytes, base64url: an unguessable handle.
 pub fn random_token() -> Result<String, StoreError> {
@@ -159,7 +158,7 @@ impl NewCode {
             code_challenge: request.code_challenge.clone(),
             identity_json: serde_json::to_string(identity)?,
             auth_time,
-            expires_at: Utc::now().timestamp_millis() + CODE_LIFETIME_MS,
+            expires_at: Utc::now().timestamp_millis() + millis(CODE_LIFETIME),
             grant_id: random_token()?,
         })
     }
@@ -225,7 +224,7 @@ macro_rules! insert_session {
             .bind(&$row.identity_json)
             .bind($row.auth_time)
             .bind($row.now_ms)
-            .bind($row.now_ms + SESSION_ABSOLUTE_MS)
+            .bind($row.now_ms + millis(SESSION_ABSOLUTE))
             .execute($executor)
             .await
             .map(|_| ())
@@ -261,7 +260,7 @@ impl NewRefresh {
             scope: scope.to_owned(),
             identity_json: serde_json::to_string(identity)?,
             auth_time,
-            expires_at: (auth_time + REFRESH_LIFETIME_SECONDS) * 1000,
+            expires_at: (auth_time + seconds(REFRESH_LIFETIME)) * 1000,
         })
     }
 }
@@ -302,7 +301,7 @@ impl FlowStore {
     ) -> Result<(String, String), StoreError> {
         let id = random_token()?;
         let csrf = random_token()?;
-        let expires_at = Utc::now().timestamp_millis() + REQUEST_LIFETIME_MS;
+        let expires_at = Utc::now().timestamp_millis() + millis(AUTHORIZATION_REQUEST_LIFETIME);
         let sql_sqlite = "INSERT INTO oidc_authorization_requests (id, client_id, redirect_uri, \
             scope, state, nonce, code_challenge, csrf_hash, locale, expires_at) \
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
@@ -486,7 +485,7 @@ impl FlowStore {
                 .bind(&session.identity_json)
                 .bind(session.auth_time)
                 .bind(session.now_ms)
-                .bind(session.now_ms + SESSION_ABSOLUTE_MS)
+                .bind(session.now_ms + millis(SESSION_ABSOLUTE))
                 .execute(pool)
                 .await?
                 .rows_affected();
@@ -631,7 +630,7 @@ impl FlowStore {
                 .bind(&fallback_grant)
                 .bind(&code_hash)
                 .bind(&refresh_hash)
-                .bind(REFRESH_LIFETIME_SECONDS)
+                .bind(seconds(REFRESH_LIFETIME))
                 .fetch_optional(pool)
                 .await?;
                 let Some((
@@ -742,7 +741,7 @@ impl FlowStore {
             (
                 "DELETE FROM oidc_codes WHERE expires_at < ?",
                 "DELETE FROM oidc_codes WHERE expires_at < $1",
-                CODE_LIFETIME_MS,
+                millis(CODE_LIFETIME),
             ),
             (
                 "DELETE FROM oidc_refresh_tokens WHERE expires_at < ?",
@@ -778,9 +777,6 @@ impl FlowStore {
         Ok(removed)
     }
 }
-
-/// How long a sign-in can be kept alive by refreshing, counted from the password sign-in.
-pub const REFRESH_LIFETIME_SECONDS: i64 = 12 * 60 * 60;
 
 /// A refresh token as stored, usable for rotation (not yet claimed).
 #[derive(Debug, Clone)]
@@ -965,7 +961,7 @@ impl FlowStore {
     /// token was committed and revokes it too. No token of a revoked grant escapes a race.
     pub async fn revoke_grant(&self, grant_id: &str) -> Result<(), StoreError> {
         let now = Utc::now().timestamp_millis();
-        self.record_revocation(RevokedKind::Grant, grant_id, now + GRANT_REVOCATION_MS)
+        self.record_revocation(RevokedKind::Grant, grant_id, now + millis(GRANT_REVOCATION))
             .await?;
         match &self.db {
             Database::Sqlite(pool) => {
@@ -993,11 +989,6 @@ impl FlowStore {
     }
 }
 
-/// A session ends this long after the last use.
-pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
-/// ... and at the latest this long after the password sign-in.
-pub const SESSION_ABSOLUTE_MS: i64 = 12 * 60 * 60 * 1000;
-
 /// A live single sign-on session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -1009,7 +1000,7 @@ impl FlowStore {
     /// The live session behind a cookie, touching its idle timer.
     pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let now = Utc::now().timestamp_millis();
-        let idle_floor = now - SESSION_IDLE_MS;
+        let idle_floor = now - millis(SESSION_IDLE);
         let row: Option<(String, i64)> =
             match &self.db {
                 Database::Sqlite(pool) => sqlx::query_as(
@@ -1127,14 +1118,6 @@ impl FlowStore {
     }
 }
 
-/// How long a grant's revocation is remembered, in milliseconds. Every access token of the
-/// grant was issued by a request that started before the revocation (later ones are refused by
-/// [`FlowStore::grant_usable`]), so it was signed at most a request timeout after it, lives a
-/// token lifetime, and is accepted for the verification leeway beyond its `exp`.
-pub const GRANT_REVOCATION_MS: i64 = (super::endpoints::TOKEN_LIFETIME.as_millis()
-    + crate::server::REQUEST_TIMEOUT.as_millis()
-    + super::keys::DEFAULT_LEEWAY.as_millis()) as i64;
-
 /// What a row of `oidc_revocations` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RevokedKind {
@@ -1195,7 +1178,7 @@ impl FlowStore {
 
     /// Revokes one access token (RFC 7009) until it would have expired anyway.
     pub async fn revoke_access_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
-        let leeway_ms = i64::try_from(super::keys::DEFAULT_LEEWAY.as_millis()).unwrap_or(0);
+        let leeway_ms = millis(VERIFY_LEEWAY);
         let expires_at_ms = exp.saturating_mul(1000).saturating_add(leeway_ms);
         self.record_revocation(RevokedKind::Token, jti, expires_at_ms)
             .await

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use novads_api::config::Config;
 use novads_api::dev;
-use novads_api::server::{AppState, ServeError, Server};
+use novads_api::server::{ServeError, Server};
+use novads_api::state::AppState;
 use tokio::sync::oneshot;
 
 /// A server running on a loopback port until [`Running::stop`].
@@ -48,7 +49,7 @@ pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
         .await
         .expect("server");
     let state = server.state().clone();
-    let routes = novads_api::server::router_with(state.clone(), novads_api::oidc::demo::routes());
+    let routes = novads_api::server::router_with(state.clone(), novads_api::dev::demo::routes());
     let server = server.with_router(routes);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
