@@ -6,7 +6,7 @@
 //! # One SQL text for both backends
 //!
 //! sqlx's SQLite driver binds `$1`, `$2`, ... as PostgreSQL does, so a statement is written
-//! once and run on either pool with [`on_pool!`] (reads) or [`on_write!`] (writes, inside
+//! once and run on either pool with `on_pool!` (reads) or `on_write!` (writes, inside
 //! [`Database::begin_write`]); the macros expand the same code once per backend, because the
 //! two pools are different types. Where the dialects really differ, the store says so with
 //! [`Backend::pick`] or a `match` on the backend, next to the reason.
@@ -86,7 +86,7 @@ async fn sqlite_writer(pool: &SqlitePool) -> tokio::sync::OwnedMutexGuard<()> {
     gate.lock_owned().await
 }
 
-/// A write in progress: on SQLite this process's write turn ([`sqlite_writer`]) and a
+/// A write in progress: on SQLite this process's write turn (`sqlite_writer`) and a
 /// `BEGIN IMMEDIATE` transaction, so that no write ever waits inside SQLite's busy handler or
 /// fails to upgrade a read lock; on PostgreSQL a transaction, or for [`WriteScope::Statement`]
 /// a connection that runs one self-contained statement (atomic on its own, without the
@@ -115,7 +115,7 @@ pub enum WriteScope {
 }
 
 impl Write {
-    /// The SQLite connection of the write (for [`on_write!`]).
+    /// The SQLite connection of the write (for `on_write!`).
     pub fn sqlite<'t>(tx: &'t mut Transaction<'static, Sqlite>) -> &'t mut SqliteConnection {
         tx
     }
@@ -140,7 +140,7 @@ impl Write {
 }
 
 impl PgWrite {
-    /// The PostgreSQL connection of the write (for [`on_write!`]).
+    /// The PostgreSQL connection of the write (for `on_write!`).
     pub fn connection(&mut self) -> &mut PgConnection {
         match self {
             Self::Transaction(tx) => tx,

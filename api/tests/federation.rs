@@ -19,7 +19,7 @@ use novads_testkit::fixtures::{kuldiga, talsi, ventspils};
 use novads_testkit::{Municipality, Postgres, Slapd, User};
 use support::each_backend;
 
-/// Three directories, configured as DESIGN.md describes them.
+/// Three directories, configured as docs/configuration.md describes them.
 struct World {
     talsi: Slapd,
     ventspils: Slapd,

@@ -1,4 +1,4 @@
-//! The configuration file of `novads serve` (DESIGN.md § Configuration).
+//! The configuration file of `novads serve` (docs/configuration.md).
 //!
 //! Loading runs in three steps so that each can be tested on its own:
 //! 1. [`parse`] turns YAML text into typed [`Config`] (pure; unknown keys, wrong types and

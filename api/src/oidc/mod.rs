@@ -1,5 +1,5 @@
-//! The OpenID Connect provider: signing keys, tokens and the endpoints of DESIGN.md
-//! § Federation endpoints.
+//! The OpenID Connect provider: signing keys, tokens, sign-in state and the endpoints listed
+//! in docs/configuration.md § Endpoints.
 
 pub mod algorithm;
 pub mod bearer;

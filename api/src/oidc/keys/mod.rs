@@ -25,8 +25,8 @@
 //!
 //! Each replica holds an in-memory snapshot of the keys. After a rotation by any replica the
 //! others pick it up with [`SigningKeys::reload`], which the server calls every
-//! [`KEY_RELOAD_INTERVAL`]; the retirement grace covers a replica that signs with a key that
-//! was retired a moment ago.
+//! [`KEY_RELOAD_INTERVAL`](crate::lifetimes::KEY_RELOAD_INTERVAL); the retirement grace
+//! covers a replica that signs with a key that was retired a moment ago.
 
 use std::collections::BTreeMap;
 use std::fmt;

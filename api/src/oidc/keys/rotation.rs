@@ -37,7 +37,7 @@ impl Default for KeyPolicy {
     }
 }
 
-/// What [`SigningKeys::rotate`] did.
+/// What [`SigningKeys::rotate`](super::SigningKeys::rotate) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RotationReport {
     pub rotated: Vec<Rotated>,

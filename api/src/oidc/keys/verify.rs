@@ -14,7 +14,7 @@ use crate::lifetimes::VERIFY_LEEWAY;
 /// Tokens longer than this are refused before any parsing (ours are well under 4 KiB).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 
-/// What [`SigningKeys::verify`] checks besides the signature.
+/// What [`SigningKeys::verify`](super::SigningKeys::verify) checks besides the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expectations {
     /// Required `iss`.
@@ -89,7 +89,7 @@ pub(super) fn numeric_date(
     }
 }
 
-/// The whole check of [`SigningKeys::verify`] at a given time; returns the claims.
+/// The whole check of [`SigningKeys::verify`](super::SigningKeys::verify) at a given time; returns the claims.
 pub(super) fn verify_at(
     snapshot: &Snapshot,
     token: &str,
