@@ -401,7 +401,7 @@ async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> 
         .map_err(CliError::Serve)?;
     // The demo application exists in dev only.
     let routes =
-        novads_api::server::router_with(server.state().clone(), novads_api::oidc::demo::routes());
+        novads_api::server::router_with(server.state().clone(), novads_api::dev::demo::routes());
     let server = server.with_router(routes);
     let mut banner = dev::banner(server.state().config(), &data_dir);
     // The operator joins in when a cluster is configured; otherwise say so plainly.

@@ -11,7 +11,7 @@ use crate::db::{Database, DbError};
 use crate::federation::audit::{self, ExportFilter, ExportFormat, Verification};
 use crate::federation::setup::{self, SetupError};
 use crate::federation::{LoginRequest, engine::TrustUsed};
-use crate::oidc::keys::{KeyError, KeyPolicy, SigningKeys};
+use crate::oidc::keys::{KeyEncryptionKey, KeyError, KeyPolicy, SigningKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -114,7 +114,7 @@ pub async fn audit_verify(config_path: &Path) -> Result<Verification, CommandErr
 /// have fetched it before it signs.
 pub async fn keys_rotate(config_path: &Path, now: bool) -> Result<Value, CommandError> {
     let (config, db) = open(config_path).await?;
-    let kek = crate::server::load_key_encryption_key(&config)?;
+    let kek = KeyEncryptionKey::configured(&config.server)?;
     // Creates the first keys if this installation has none yet.
     SigningKeys::load_or_init(&db, &kek).await?;
     let mut policy = KeyPolicy::default();

@@ -2,6 +2,14 @@
 //!
 //! The URL scheme picks the backend. Each backend has its own migrations in
 //! `api/migrations/<backend>/`; both must leave the same schema version behind.
+//!
+//! # One SQL text for both backends
+//!
+//! sqlx's SQLite driver binds `$1`, `$2`, ... as PostgreSQL does, so a statement is written
+//! once and run on either pool with `on_pool!` (reads) or `on_write!` (writes, inside
+//! [`Database::begin_write`]); the macros expand the same code once per backend, because the
+//! two pools are different types. Where the dialects really differ, the store says so with
+//! [`Backend::pick`] or a `match` on the backend, next to the reason.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,10 +18,13 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::config::redact_url;
 
@@ -61,7 +72,7 @@ pub enum DbError {
 /// wait and stretches the tail latency. Queueing on a fair async lock instead hands the write
 /// turn on as soon as a commit finishes, in arrival order. Durability is unchanged; writers in
 /// other processes (the CLI) still meet the busy timeout as before.
-pub async fn sqlite_writer(pool: &SqlitePool) -> tokio::sync::OwnedMutexGuard<()> {
+async fn sqlite_writer(pool: &SqlitePool) -> tokio::sync::OwnedMutexGuard<()> {
     type Gates = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
     static GATES: LazyLock<Gates> = LazyLock::new(Gates::default);
     let path = pool.connect_options().get_filename().to_path_buf();
@@ -74,6 +85,99 @@ pub async fn sqlite_writer(pool: &SqlitePool) -> tokio::sync::OwnedMutexGuard<()
     };
     gate.lock_owned().await
 }
+
+/// A write in progress: on SQLite this process's write turn (`sqlite_writer`) and a
+/// `BEGIN IMMEDIATE` transaction, so that no write ever waits inside SQLite's busy handler or
+/// fails to upgrade a read lock; on PostgreSQL a transaction, or for [`WriteScope::Statement`]
+/// a connection that runs one self-contained statement (atomic on its own, without the
+/// round trips of `BEGIN` and `COMMIT`). Dropped without [`Write::commit`], it rolls back.
+pub enum Write {
+    Sqlite {
+        tx: Transaction<'static, Sqlite>,
+        _turn: tokio::sync::OwnedMutexGuard<()>,
+    },
+    Postgres(PgWrite),
+}
+
+/// The PostgreSQL side of a [`Write`].
+pub enum PgWrite {
+    Transaction(Transaction<'static, Postgres>),
+    Statement(PoolConnection<Postgres>),
+}
+
+/// How much a [`Write`] will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteScope {
+    /// Several statements that must commit together.
+    Transaction,
+    /// One statement, atomic by itself.
+    Statement,
+}
+
+impl Write {
+    /// The SQLite connection of the write (for `on_write!`).
+    pub fn sqlite<'t>(tx: &'t mut Transaction<'static, Sqlite>) -> &'t mut SqliteConnection {
+        tx
+    }
+
+    /// Abandons the write (and on SQLite then hands the write turn on).
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite { tx, _turn } => tx.rollback().await,
+            Self::Postgres(PgWrite::Transaction(tx)) => tx.rollback().await,
+            Self::Postgres(PgWrite::Statement(_)) => Ok(()),
+        }
+    }
+
+    /// Commits (and on SQLite then hands the write turn on).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite { tx, _turn } => tx.commit().await,
+            Self::Postgres(PgWrite::Transaction(tx)) => tx.commit().await,
+            Self::Postgres(PgWrite::Statement(_)) => Ok(()),
+        }
+    }
+}
+
+impl PgWrite {
+    /// The PostgreSQL connection of the write (for `on_write!`).
+    pub fn connection(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Transaction(tx) => tx,
+            Self::Statement(conn) => conn,
+        }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the database's pool: the same code, and so the same SQL
+/// text, compiled for each backend.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite($pool) => $body,
+            $crate::db::Database::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Runs `$body` with `$conn` bound to the connection of a [`Write`] (use `&mut *$conn` as the
+/// executor of each statement): the same code, and so the same SQL text, for each backend.
+macro_rules! on_write {
+    ($write:expr, |$conn:ident| $body:expr) => {
+        match $write {
+            $crate::db::Write::Sqlite { tx, .. } => {
+                let $conn = $crate::db::Write::sqlite(tx);
+                $body
+            }
+            $crate::db::Write::Postgres(pg) => {
+                let $conn = pg.connection();
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_write;
 
 /// Which engine a [`Database`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +202,14 @@ impl Backend {
         match self {
             Self::Sqlite => &SQLITE_MIGRATIONS,
             Self::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The one of two SQL texts for this backend, where the dialects differ.
+    pub fn pick(self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self {
+            Self::Sqlite => sqlite,
+            Self::Postgres => postgres,
         }
     }
 
@@ -194,6 +306,24 @@ impl Database {
         match self {
             Self::Sqlite(_) => Backend::Sqlite,
             Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Starts a write (see [`Write`]). Every write goes through here, so that on SQLite each
+    /// one waits for this process's write turn and holds the file's write lock from its first
+    /// statement.
+    pub async fn begin_write(&self, scope: WriteScope) -> Result<Write, sqlx::Error> {
+        match self {
+            Self::Sqlite(pool) => {
+                // The turn first, then a connection: never hold a connection while queueing.
+                let turn = sqlite_writer(pool).await;
+                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(Write::Sqlite { tx, _turn: turn })
+            }
+            Self::Postgres(pool) => Ok(Write::Postgres(match scope {
+                WriteScope::Transaction => PgWrite::Transaction(pool.begin().await?),
+                WriteScope::Statement => PgWrite::Statement(pool.acquire().await?),
+            })),
         }
     }
 

@@ -1,7 +1,17 @@
 //! `novads serve`: the admin API, federated sign-on and metrics of the novads platform.
 //!
 //! The crate is a thin I/O shell ([`server`], [`db`]) around parts that decide without I/O
-//! ([`config`] validation, [`error`] rendering).
+//! ([`config`] validation, [`error`] rendering). Read it bottom-up by layer; a module only
+//! uses modules of its own layer or below:
+//!
+//! 1. [`config`] (with [`oidc::algorithm`]) and [`lifetimes`]: values, depending on nothing.
+//! 2. [`db`]: the pools, migrations and the seam that runs one SQL text on either backend.
+//! 3. [`federation`] (directories, trusts, lockout, audit trail) and the provider's stores
+//!    and crypto: [`oidc::keys`], [`oidc::store`], [`oidc::request`], [`oidc::jwt`].
+//! 4. [`state`]: what every handler reaches, built once.
+//! 5. The HTTP faces: [`oidc::endpoints`] with [`oidc::bearer`] and [`oidc::error`], then
+//!    [`server`] (routes, middleware, background tasks), [`commands`] (the CLI's work) and
+//!    [`dev`] (`novads dev` and its demo application, on top of the provider).
 
 pub mod commands;
 pub mod config;
@@ -9,7 +19,9 @@ pub mod db;
 pub mod dev;
 pub mod error;
 pub mod federation;
+pub mod lifetimes;
 pub mod metrics;
 pub mod oidc;
 pub mod server;
+pub mod state;
 pub mod telemetry;

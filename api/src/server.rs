@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -21,18 +20,14 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::config::{Config, redact_url};
 use crate::db::{Database, DbError};
 use crate::error::{ApiError, Problem};
-use crate::federation::Federation;
 use crate::federation::setup::{self, SetupError};
+use crate::lifetimes::{KEY_RELOAD_INTERVAL, READINESS_TIMEOUT, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::oidc::keys::{KeyEncryptionKey, KeyError, SigningKeys};
-use crate::oidc::request::Clients;
+use crate::state::AppState;
 
 /// Largest request body any endpoint accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// A request still running after this long is answered with 503.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Readiness must answer quickly even when the database hangs.
-const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -52,68 +47,6 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Shared>,
-}
-
-struct Shared {
-    config: Config,
-    db: Database,
-    metrics: Metrics,
-    federation: Federation,
-    keys: SigningKeys,
-    clients: Clients,
-}
-
-impl AppState {
-    pub fn new(
-        config: Config,
-        db: Database,
-        metrics: Metrics,
-        federation: Federation,
-        keys: SigningKeys,
-    ) -> Self {
-        Self {
-            inner: Arc::new(Shared {
-                clients: Clients::new(&config.clients),
-                config,
-                db,
-                metrics,
-                federation,
-                keys,
-            }),
-        }
-    }
-
-    /// The registered applications.
-    pub fn clients(&self) -> &Clients {
-        &self.inner.clients
-    }
-
-    /// The token-signing keys.
-    pub fn keys(&self) -> &SigningKeys {
-        &self.inner.keys
-    }
-
-    pub fn federation(&self) -> &Federation {
-        &self.inner.federation
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.inner.config
-    }
-
-    pub fn db(&self) -> &Database {
-        &self.inner.db
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
 }
 
 /// Every route of the service, with the middleware every request passes through.
@@ -318,7 +251,7 @@ impl Server {
         let db = Database::open_configured(&config).await?;
         let metrics = Metrics::new()?;
         let federation = setup::build(&config, db.clone(), metrics.registry())?;
-        let kek = load_key_encryption_key(&config)?;
+        let kek = KeyEncryptionKey::configured(&config.server)?;
         let keys = SigningKeys::load_or_init(&db, &kek).await?;
         let mut background = Vec::new();
         if let Some(days) = config.audit.retention_days {
@@ -331,7 +264,7 @@ impl Server {
         let state = AppState::new(config, db, metrics, federation, keys);
         background.push(tokio::spawn(probe_directories(state.clone())));
         background.push(tokio::spawn(reload_keys(state.clone(), kek)));
-        background.push(tokio::spawn(sweep_flows(state.db().clone())));
+        background.push(tokio::spawn(sweep_flows(state.clone())));
         Ok(Self {
             listener,
             router: router(state.clone()),
@@ -393,22 +326,9 @@ impl Server {
     }
 }
 
-/// The key that encrypts signing keys at rest, from the file or variable the configuration
-/// names.
-pub fn load_key_encryption_key(config: &Config) -> Result<KeyEncryptionKey, KeyError> {
-    match (
-        &config.server.key_encryption_key_file,
-        &config.server.key_encryption_key_env,
-    ) {
-        (Some(path), _) => KeyEncryptionKey::from_file(path),
-        (None, Some(var)) => KeyEncryptionKey::from_env(var),
-        (None, None) => KeyEncryptionKey::from_env("NOVADS_KEY_ENCRYPTION_KEY"),
-    }
-}
-
 /// Picks up rotations made by another replica or `novads keys rotate`.
 async fn reload_keys(state: AppState, kek: KeyEncryptionKey) {
-    let mut tick = tokio::time::interval(crate::oidc::keys::RELOAD_INTERVAL);
+    let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
@@ -419,12 +339,11 @@ async fn reload_keys(state: AppState, kek: KeyEncryptionKey) {
 }
 
 /// Removes expired authorization requests and codes every five minutes.
-async fn sweep_flows(db: Database) {
-    let store = crate::oidc::store::FlowStore::new(db);
+async fn sweep_flows(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
     loop {
         tick.tick().await;
-        if let Err(e) = store.sweep().await {
+        if let Err(e) = state.flows().sweep().await {
             tracing::warn!(error = %e, "sweeping expired sign-in state failed");
         }
     }

@@ -2,6 +2,8 @@
 //! (LDAPS, StartTLS, and failover from a dead URL), trusts between them, lockout counted in a
 //! real database, and the audit trail on SQLite and PostgreSQL.
 
+mod support;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -15,8 +17,9 @@ use novads_api::federation::lockout::account_key;
 use novads_api::federation::{Federation, LoginRefused, LoginRequest, setup};
 use novads_testkit::fixtures::{kuldiga, talsi, ventspils};
 use novads_testkit::{Municipality, Postgres, Slapd, User};
+use support::each_backend;
 
-/// Three directories, configured as DESIGN.md describes them.
+/// Three directories, configured as docs/configuration.md describes them.
 struct World {
     talsi: Slapd,
     ventspils: Slapd,
@@ -625,19 +628,8 @@ async fn groups_by_search_and_disabled_filter() {
 
 #[tokio::test]
 async fn tampering_names_the_first_broken_row() {
-    for backend in ["sqlite", "postgres"] {
-        let pg;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = if backend == "sqlite" {
-            format!("sqlite://{}/novads.db", dir.path().display())
-        } else {
-            let Some(started) = Postgres::start().await else {
-                continue;
-            };
-            pg = started;
-            pg.create_database("tamper").await
-        };
-        let db = Database::open(&url, None).await.expect("open");
+    each_backend(|db| async move {
+        let backend = db.backend();
         let log = audit::AuditLog::start(db.clone());
         for i in 0..20 {
             let mut event = audit::AuditEvent::new(audit::AuditEventKind::LoginFailed);
@@ -656,7 +648,7 @@ async fn tampering_names_the_first_broken_row() {
                 .expect_err("append-only")
                 .to_string()
                 .contains("append-only"),
-            "{backend}"
+            "{backend:?}"
         );
 
         // Someone with direct database access edits row 7 anyway.
@@ -672,7 +664,7 @@ async fn tampering_names_the_first_broken_row() {
             .expect("tamper");
         let verification = audit::verify(&db).await.expect("verify");
         let broken = verification.first_broken.expect("tampering detected");
-        assert_eq!(broken.id, 7, "{backend}: {broken:?}");
+        assert_eq!(broken.id, 7, "{backend:?}: {broken:?}");
         assert_eq!(verification.rows_checked, 6);
         assert!(broken.problem.contains("changed"), "{broken:?}");
 
@@ -688,12 +680,13 @@ async fn tampering_names_the_first_broken_row() {
             .expect("verify")
             .first_broken
             .expect("truncation detected");
-        assert_eq!(broken.id, 18, "{backend}: {broken:?}");
+        assert_eq!(broken.id, 18, "{backend:?}: {broken:?}");
         assert!(
             broken.problem.contains("removed from the end"),
             "{broken:?}"
         );
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -747,19 +740,8 @@ async fn replicas_share_lockout_counters_and_one_audit_chain() {
 
 #[tokio::test]
 async fn pruning_keeps_the_chain_verifiable() {
-    for backend in ["sqlite", "postgres"] {
-        let pg;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = if backend == "sqlite" {
-            format!("sqlite://{}/novads.db", dir.path().display())
-        } else {
-            let Some(started) = Postgres::start().await else {
-                continue;
-            };
-            pg = started;
-            pg.create_database("prune").await
-        };
-        let db = Database::open(&url, None).await.expect("open");
+    each_backend(|db| async move {
+        let backend = db.backend();
         let log = audit::AuditLog::start(db.clone());
         let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
             .expect("time")
@@ -775,10 +757,10 @@ async fn pruning_keeps_the_chain_verifiable() {
             .expect("time")
             .to_utc();
         let pruned = audit::prune(&db, cutoff).await.expect("prune");
-        assert_eq!(pruned.rows, 6, "{backend}");
+        assert_eq!(pruned.rows, 6, "{backend:?}");
         assert_eq!(pruned.through_id, Some(6));
         let verification = audit::verify(&db).await.expect("verify");
-        assert_eq!(verification.first_broken, None, "{backend}");
+        assert_eq!(verification.first_broken, None, "{backend:?}");
         assert_eq!(verification.rows_checked, 4);
         // Appending continues the same chain.
         log.append(audit::AuditEvent::new(audit::AuditEventKind::Logout))
@@ -791,7 +773,8 @@ async fn pruning_keeps_the_chain_verifiable() {
         );
         // Nothing older remains; pruning again is a no-op.
         assert_eq!(audit::prune(&db, cutoff).await.expect("prune").rows, 0);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

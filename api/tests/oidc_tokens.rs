@@ -10,8 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use novads_api::config::ClientConfig;
 use novads_api::db::Database;
 use novads_api::dev;
-use novads_api::oidc::keys::{KeyPolicy, SigningAlgorithm, SigningKeys};
-use novads_api::server::load_key_encryption_key;
+use novads_api::oidc::keys::{KeyEncryptionKey, KeyPolicy, SigningAlgorithm, SigningKeys};
 use novads_testkit::Postgres;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
@@ -366,7 +365,7 @@ async fn each_client_gets_tokens_signed_with_its_algorithm() {
 
     // `novads keys rotate` rotates both algorithms at once; after the reload the RS256 client
     // signs with the former next key, and tokens of the retired keys keep working.
-    let kek = load_key_encryption_key(&server.config).expect("kek");
+    let kek = KeyEncryptionKey::configured(&server.config.server).expect("kek");
     let policy = KeyPolicy {
         min_next_age: Duration::ZERO,
         ..KeyPolicy::default()

@@ -35,7 +35,7 @@ struct TestServer {
 }
 
 impl TestServer {
-    async fn start(database: &str, extra: Option<Router<novads_api::server::AppState>>) -> Self {
+    async fn start(database: &str, extra: Option<Router<novads_api::state::AppState>>) -> Self {
         let server = Server::bind(config_for(database))
             .await
             .expect("server starts");

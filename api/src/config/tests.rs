@@ -83,7 +83,7 @@ fn the_reference_configuration_is_valid() {
 
 #[test]
 fn the_design_document_example_parses() {
-    // The example of DESIGN.md § Configuration, with files replaced by environment references.
+    // The example of docs/configuration.md, with files replaced by environment references.
     let yaml = valid_yaml().replace(
         "bind_password_env: NOVADS_TEST_NEVER_SET",
         "bind_password_file: /run/secrets/talsi\n      ca_file: /etc/novads/talsi-ca.pem",

@@ -18,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::Database;
+use crate::db::{Backend, Database, WriteScope, on_pool, on_write};
 
 /// `prev_hash` of the first row.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -340,62 +340,31 @@ fn chain(last_id: i64, last_hash: String, events: &[&AuditEvent]) -> Vec<AuditRe
 
 /// Appends `events` in one transaction, chained after the current head. Returns their ids.
 async fn append_batch(db: &Database, events: &[&AuditEvent]) -> Result<Vec<i64>, sqlx::Error> {
-    let records = match db {
-        Database::Sqlite(pool) => {
-            // In turn with this process's other writers (see `sqlite_writer`); IMMEDIATE takes
-            // the write lock up front, so two processes on one file cannot both read the same
-            // head.
-            let _writer = crate::db::sqlite_writer(pool).await;
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let (last_id, last_hash): (i64, String) =
-                sqlx::query_as("SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let records = chain(last_id, last_hash, events);
-            if !records.is_empty() {
-                insert_rows::<sqlx::Sqlite>(&records)
-                    .build()
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(last) = records.last() {
-                sqlx::query("UPDATE audit_chain_head SET last_id = ?, last_hash = ? WHERE id = 1")
-                    .bind(last.id)
-                    .bind(&last.hash)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            records
+    // Replicas must append one batch after another: PostgreSQL locks the head row; on SQLite
+    // the write transaction (`BEGIN IMMEDIATE`) already holds the file's write lock, and SQLite
+    // has no `FOR UPDATE`.
+    let read_head = db.backend().pick(
+        "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1",
+        "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1 FOR UPDATE",
+    );
+    let mut write = db.begin_write(WriteScope::Transaction).await?;
+    let records = on_write!(&mut write, |conn| {
+        let (last_id, last_hash): (i64, String) =
+            sqlx::query_as(read_head).fetch_one(&mut *conn).await?;
+        let records = chain(last_id, last_hash, events);
+        if !records.is_empty() {
+            insert_rows(&records).build().execute(&mut *conn).await?;
         }
-        Database::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            // The row lock makes replicas append one batch after another.
-            let (last_id, last_hash): (i64, String) = sqlx::query_as(
-                "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1 FOR UPDATE",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            let records = chain(last_id, last_hash, events);
-            if !records.is_empty() {
-                insert_rows::<sqlx::Postgres>(&records)
-                    .build()
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(last) = records.last() {
-                sqlx::query(
-                    "UPDATE audit_chain_head SET last_id = $1, last_hash = $2 WHERE id = 1",
-                )
+        if let Some(last) = records.last() {
+            sqlx::query("UPDATE audit_chain_head SET last_id = $1, last_hash = $2 WHERE id = 1")
                 .bind(last.id)
                 .bind(&last.hash)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-            }
-            tx.commit().await?;
-            records
         }
-    };
+        records
+    });
+    write.commit().await?;
     Ok(records.iter().map(|r| r.id).collect())
 }
 
@@ -410,43 +379,22 @@ async fn page(
 ) -> Result<Vec<AuditRecord>, sqlx::Error> {
     let since = filter.since.map(format_time);
     let until = filter.until.map(format_time);
-    match db {
-        Database::Sqlite(pool) => {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM audit_events WHERE id > ? \
-                 AND (? IS NULL OR at >= ?) AND (? IS NULL OR at < ?) AND (? IS NULL OR realm = ?) \
-                 ORDER BY id LIMIT ?"
-            ))
-            .bind(after)
-            .bind(&since)
-            .bind(&since)
-            .bind(&until)
-            .bind(&until)
-            .bind(&filter.realm)
-            .bind(&filter.realm)
-            .bind(PAGE)
-            .fetch_all(pool)
-            .await
-        }
-        Database::Postgres(pool) => {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM audit_events WHERE id > $1 \
-                 AND ($2::TEXT IS NULL OR at >= $2) AND ($3::TEXT IS NULL OR at < $3) \
-                 AND ($4::TEXT IS NULL OR realm = $4) ORDER BY id LIMIT $5"
-            ))
-            .bind(after)
-            .bind(&since)
-            .bind(&until)
-            .bind(&filter.realm)
-            .bind(PAGE)
-            .fetch_all(pool)
-            .await
-        }
-    }
+    on_pool!(db, |pool| {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_events WHERE id > $1 \
+             AND (CAST($2 AS TEXT) IS NULL OR at >= $2) AND (CAST($3 AS TEXT) IS NULL OR at < $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR realm = $4) ORDER BY id LIMIT $5"
+        ))
+        .bind(after)
+        .bind(&since)
+        .bind(&until)
+        .bind(&filter.realm)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await
+    })
 }
 
 /// Which rows to export. Times compare as the stored RFC 3339 text, which sorts correctly
@@ -653,19 +601,14 @@ pub async fn verify(db: &Database) -> Result<Verification, sqlx::Error> {
 
 async fn chain_head(db: &Database) -> Result<(i64, String), sqlx::Error> {
     let sql = "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1";
-    match db {
-        Database::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await,
-        Database::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await,
-    }
+    on_pool!(db, |pool| sqlx::query_as(sql).fetch_one(pool).await)
 }
 
 async fn latest_checkpoint(db: &Database) -> Result<(i64, String), sqlx::Error> {
     let sql =
         "SELECT through_id, through_hash FROM audit_checkpoints ORDER BY through_id DESC LIMIT 1";
-    let found: Option<(i64, String)> = match db {
-        Database::Sqlite(pool) => sqlx::query_as(sql).fetch_optional(pool).await?,
-        Database::Postgres(pool) => sqlx::query_as(sql).fetch_optional(pool).await?,
-    };
+    let found: Option<(i64, String)> =
+        on_pool!(db, |pool| sqlx::query_as(sql).fetch_optional(pool).await?);
     Ok(found.unwrap_or((0, GENESIS_HASH.to_owned())))
 }
 
@@ -683,83 +626,57 @@ pub struct Pruned {
 pub async fn prune(db: &Database, before: DateTime<Utc>) -> Result<Pruned, sqlx::Error> {
     let cutoff = format_time(before);
     let pruned_at = format_time(Utc::now());
-    match db {
-        Database::Sqlite(pool) => {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let last: Option<(i64, String)> = sqlx::query_as(
-                "SELECT id, hash FROM audit_events WHERE at < ? ORDER BY id DESC LIMIT 1",
-            )
-            .bind(&cutoff)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((through_id, through_hash)) = last else {
-                return Ok(Pruned {
-                    rows: 0,
-                    through_id: None,
-                });
-            };
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (pruned_at, through_id, through_hash) VALUES (?, ?, ?)",
-            )
-            .bind(&pruned_at)
-            .bind(through_id)
-            .bind(&through_hash)
-            .execute(&mut *tx)
-            .await?;
-            let rows = sqlx::query("DELETE FROM audit_events WHERE id <= ?")
-                .bind(through_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(Pruned {
-                rows,
-                through_id: Some(through_id),
-            })
-        }
-        Database::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            // Serialise with appenders so the checkpoint cannot race a new row.
+    let postgres = db.backend() == Backend::Postgres;
+    let mut write = db.begin_write(WriteScope::Transaction).await?;
+    let pruned = on_write!(&mut write, |conn| {
+        if postgres {
+            // Serialise with appenders so the checkpoint cannot race a new row (on SQLite the
+            // write transaction already excludes them).
             sqlx::query("SELECT last_id FROM audit_chain_head WHERE id = 1 FOR UPDATE")
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-            let last: Option<(i64, String)> = sqlx::query_as(
-                "SELECT id, hash FROM audit_events WHERE at < $1 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(&cutoff)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((through_id, through_hash)) = last else {
-                return Ok(Pruned {
-                    rows: 0,
-                    through_id: None,
-                });
-            };
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (pruned_at, through_id, through_hash) \
-                 VALUES ($1, $2, $3)",
-            )
-            .bind(&pruned_at)
-            .bind(through_id)
-            .bind(&through_hash)
-            .execute(&mut *tx)
-            .await?;
-            // The append-only trigger lets exactly this transaction delete.
-            sqlx::query("SELECT set_config('novads.audit_prune', 'on', true)")
-                .execute(&mut *tx)
-                .await?;
-            let rows = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
-                .bind(through_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(Pruned {
-                rows,
-                through_id: Some(through_id),
-            })
         }
-    }
+        let last: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, hash FROM audit_events WHERE at < $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&cutoff)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match last {
+            None => Pruned {
+                rows: 0,
+                through_id: None,
+            },
+            Some((through_id, through_hash)) => {
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (pruned_at, through_id, through_hash) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(&pruned_at)
+                .bind(through_id)
+                .bind(&through_hash)
+                .execute(&mut *conn)
+                .await?;
+                if postgres {
+                    // The append-only trigger lets exactly this transaction delete.
+                    sqlx::query("SELECT set_config('novads.audit_prune', 'on', true)")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                let rows = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+                    .bind(through_id)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                Pruned {
+                    rows,
+                    through_id: Some(through_id),
+                }
+            }
+        }
+    });
+    write.commit().await?;
+    Ok(pruned)
 }
 
 /// Prunes once an hour by `retention_days`, for as long as the server runs.

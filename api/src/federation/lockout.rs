@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::db::Database;
+use crate::db::{Database, WriteScope, on_pool, on_write};
 
 /// Tunables, with the defaults the national password rules suggest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,24 +138,15 @@ impl LockoutStore {
 
     /// Reads a counter.
     pub async fn get(&self, key: &str) -> Result<Option<Counter>, sqlx::Error> {
-        let row: Option<(i64, i64, Option<i64>)> =
-            match &self.db {
-                Database::Sqlite(pool) => sqlx::query_as(
-                    "SELECT failures, window_start, locked_until FROM login_throttle WHERE key = ?",
-                )
-                .bind(key)
-                .fetch_optional(pool)
-                .await?,
-                Database::Postgres(pool) => {
-                    sqlx::query_as(
-                        "SELECT failures::BIGINT, window_start, locked_until FROM login_throttle \
-                     WHERE key = $1",
-                    )
-                    .bind(key)
-                    .fetch_optional(pool)
-                    .await?
-                }
-            };
+        let row: Option<(i64, i64, Option<i64>)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT CAST(failures AS BIGINT), window_start, locked_until FROM login_throttle \
+                 WHERE key = $1",
+            )
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(
             row.map(|(failures, window_start_ms, locked_until_ms)| Counter {
                 failures: u32::try_from(failures).unwrap_or(u32::MAX),
@@ -177,49 +168,31 @@ impl LockoutStore {
         let lock_at = i64::from(lock_at.unwrap_or(u32::MAX));
         let lock_until = now_ms.saturating_add(self.policy.lock_ms());
         // A window that has passed starts over at 1; reaching lock_at sets locked_until.
-        let (failures, window_start_ms, locked_until_ms): (i64, i64, Option<i64>) = match &self.db
-        {
-            Database::Sqlite(pool) => {
-                sqlx::query_as(
-                    "INSERT INTO login_throttle (key, failures, window_start, locked_until) \
-                     VALUES (?1, 1, ?2, CASE WHEN 1 >= ?4 THEN ?5 END) \
-                     ON CONFLICT (key) DO UPDATE SET \
-                       failures = CASE WHEN window_start < ?3 THEN 1 ELSE failures + 1 END, \
-                       locked_until = CASE \
-                         WHEN (CASE WHEN window_start < ?3 THEN 1 ELSE failures + 1 END) >= ?4 \
-                         THEN ?5 ELSE locked_until END, \
-                       window_start = CASE WHEN window_start < ?3 THEN ?2 ELSE window_start END \
-                     RETURNING failures, window_start, locked_until",
-                )
-                .bind(key)
-                .bind(now_ms)
-                .bind(window_floor)
-                .bind(lock_at)
-                .bind(lock_until)
-                .fetch_one(pool)
-                .await?
-            }
-            Database::Postgres(pool) => {
+        let mut write = self.db.begin_write(WriteScope::Statement).await?;
+        let (failures, window_start_ms, locked_until_ms): (i64, i64, Option<i64>) = on_write!(
+            &mut write,
+            |conn| {
                 sqlx::query_as(
                     "INSERT INTO login_throttle AS t (key, failures, window_start, locked_until) \
-                     VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $5::BIGINT END) \
+                     VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN CAST($5 AS BIGINT) END) \
                      ON CONFLICT (key) DO UPDATE SET \
                        failures = CASE WHEN t.window_start < $3 THEN 1 ELSE t.failures + 1 END, \
                        locked_until = CASE \
                          WHEN (CASE WHEN t.window_start < $3 THEN 1 ELSE t.failures + 1 END) >= $4 \
-                         THEN $5::BIGINT ELSE t.locked_until END, \
+                         THEN CAST($5 AS BIGINT) ELSE t.locked_until END, \
                        window_start = CASE WHEN t.window_start < $3 THEN $2 ELSE t.window_start END \
-                     RETURNING failures::BIGINT, window_start, locked_until",
+                     RETURNING CAST(failures AS BIGINT), window_start, locked_until",
                 )
                 .bind(key)
                 .bind(now_ms)
                 .bind(window_floor)
                 .bind(lock_at)
                 .bind(lock_until)
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await?
             }
-        };
+        );
+        write.commit().await?;
         Ok(Counter {
             failures: u32::try_from(failures).unwrap_or(u32::MAX),
             window_start_ms,
@@ -229,21 +202,14 @@ impl LockoutStore {
 
     /// Forgets a counter (an account after a successful sign-in).
     pub async fn clear(&self, key: &str) -> Result<(), sqlx::Error> {
-        match &self.db {
-            Database::Sqlite(pool) => {
-                sqlx::query("DELETE FROM login_throttle WHERE key = ?")
-                    .bind(key)
-                    .execute(pool)
-                    .await?;
-            }
-            Database::Postgres(pool) => {
-                sqlx::query("DELETE FROM login_throttle WHERE key = $1")
-                    .bind(key)
-                    .execute(pool)
-                    .await?;
-            }
-        }
-        Ok(())
+        let mut write = self.db.begin_write(WriteScope::Statement).await?;
+        on_write!(&mut write, |conn| {
+            sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+        });
+        write.commit().await
     }
 }
 

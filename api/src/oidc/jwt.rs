@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use super::keys::SigningAlgorithm;
+use super::algorithm::SigningAlgorithm;
 
 /// The `typ` header of access tokens (RFC 9068 §2.1); ID tokens carry `JWT`.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";

@@ -1,8 +1,10 @@
-//! The OpenID Connect provider: signing keys, tokens and the endpoints of DESIGN.md
-//! § Federation endpoints.
+//! The OpenID Connect provider: signing keys, tokens, sign-in state and the endpoints listed
+//! in docs/configuration.md § Endpoints.
 
-pub mod demo;
+pub mod algorithm;
+pub mod bearer;
 pub mod endpoints;
+pub mod error;
 pub mod jwt;
 pub mod keys;
 pub mod pages;

@@ -204,6 +204,47 @@ pub fn message_page(status: StatusCode, locale: Locale, title: &str, message: &s
     )
 }
 
+/// Why a sign-in page cannot go on, answered as an error page in the person's language.
+/// Handlers of the pages return `Result<Response, PageError>` and refuse with `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageError {
+    /// The sign-in request is unknown, finished or expired.
+    Expired(Locale),
+    /// The form does not carry this browser's CSRF token.
+    Forbidden(Locale),
+    /// The request is malformed; the message says how.
+    BadRequest(Locale, String),
+    /// Storage failed; logged where it happened ([`PageError::unavailable`]).
+    Unavailable(Locale),
+}
+
+impl PageError {
+    /// A storage failure: logged here, the person sees only that sign-in is unavailable.
+    pub fn unavailable(locale: Locale, error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "sign-in storage unavailable");
+        Self::Unavailable(locale)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Expired(locale) => error_page(StatusCode::GONE, locale, locale.text().expired),
+            Self::Forbidden(locale) => {
+                error_page(StatusCode::FORBIDDEN, locale, locale.text().expired)
+            }
+            Self::BadRequest(locale, message) => {
+                error_page(StatusCode::BAD_REQUEST, locale, &message)
+            }
+            Self::Unavailable(locale) => error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                locale,
+                "Sign-in is temporarily unavailable.",
+            ),
+        }
+    }
+}
+
 /// The stylesheet: plain, readable, large targets, visible focus.
 pub const STYLESHEET: &str = "\
 body{font-family:system-ui,sans-serif;background:#f4f6f8;color:#1b1f24;margin:0}\

@@ -6,8 +6,11 @@
 use std::net::SocketAddr;
 
 use novads_api::config::Config;
+use novads_api::db::Database;
 use novads_api::dev;
-use novads_api::server::{AppState, ServeError, Server};
+use novads_api::server::{ServeError, Server};
+use novads_api::state::AppState;
+use novads_testkit::Postgres;
 use tokio::sync::oneshot;
 
 /// A server running on a loopback port until [`Running::stop`].
@@ -48,7 +51,7 @@ pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
         .await
         .expect("server");
     let state = server.state().clone();
-    let routes = novads_api::server::router_with(state.clone(), novads_api::oidc::demo::routes());
+    let routes = novads_api::server::router_with(state.clone(), novads_api::dev::demo::routes());
     let server = server.with_router(routes);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
@@ -62,4 +65,28 @@ pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
         task,
         _dir: dir,
     }
+}
+
+/// Runs `body` on a fresh SQLite database, then on a fresh database of a throwaway PostgreSQL
+/// cluster (skipped when PostgreSQL is not installed, unless `NOVADS_REQUIRE_SERVICES=1`), so
+/// that every store statement is exercised on both backends. `db.backend()` names the one in
+/// use for assertion messages.
+pub async fn each_backend<F, Fut>(body: F)
+where
+    F: Fn(Database) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("novads.db").display());
+    let db = Database::open(&url, None).await.expect("SQLite opens");
+    body(db.clone()).await;
+    db.close().await;
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let db = Database::open(&pg.fresh_database().await, None)
+        .await
+        .expect("PostgreSQL opens");
+    body(db.clone()).await;
+    db.close().await;
 }

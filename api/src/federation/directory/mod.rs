@@ -5,6 +5,7 @@
 //! the user's password?" (sign-in) and "does this user still exist, and in which groups?"
 //! (token refresh), with a failure that says exactly why for the audit trail.
 
+mod entry_cache;
 pub mod ldap;
 pub mod static_users;
 

@@ -3,6 +3,8 @@
 //! No file is needed: a data directory holds the SQLite database, and a built-in `demo` realm
 //! with demo users and a demo client stands in for a municipality's directory.
 
+pub mod demo;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

@@ -10,14 +10,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::endpoints::{cookie, set_cookie_on, token_for_demo};
-use super::jwt::IdTokenClaims;
-use super::keys::Expectations;
-use super::pages::{self, CSS_PATH, Locale};
-use super::request::append_query;
-use super::store::random_token;
-use crate::dev::DEMO_CLIENT;
-use crate::server::AppState;
+use super::DEMO_CLIENT;
+use crate::oidc::endpoints::cookies::{cookie, set_cookie};
+use crate::oidc::endpoints::token::{CodeRedemption, exchange_code};
+use crate::oidc::jwt::IdTokenClaims;
+use crate::oidc::keys::Expectations;
+use crate::oidc::pages::{self, CSS_PATH, Locale};
+use crate::oidc::request::{append_query, s256};
+use crate::oidc::store::random_token;
+use crate::state::AppState;
 
 const FLOW_COOKIE: &str = "novads_demo_flow";
 
@@ -43,15 +44,6 @@ struct DemoPage<'a> {
     user: Option<SignedIn>,
 }
 
-fn issuer(state: &AppState) -> String {
-    state
-        .config()
-        .server
-        .issuer
-        .trim_end_matches('/')
-        .to_owned()
-}
-
 async fn home() -> Response {
     pages::html(
         StatusCode::OK,
@@ -67,8 +59,8 @@ async fn login(State(state): State<AppState>) -> Response {
     let (Ok(flow_state), Ok(verifier)) = (random_token(), random_token()) else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let challenge = super::request::s256(&verifier);
-    let iss = issuer(&state);
+    let challenge = s256(&verifier);
+    let iss = state.issuer();
     let location = append_query(
         &format!("{iss}/oidc/authorize"),
         &[
@@ -82,8 +74,8 @@ async fn login(State(state): State<AppState>) -> Response {
         ],
     );
     let mut response = Redirect::to(&location).into_response();
-    set_cookie_on(
-        &iss,
+    set_cookie(
+        iss,
         &mut response,
         FLOW_COOKIE,
         &format!("{flow_state}.{verifier}"),
@@ -119,13 +111,25 @@ async fn callback(
     let Some(code) = callback.code else {
         return refused("The sign-in answer has no code.");
     };
-    let iss = issuer(&state);
-    let Some(id_token) =
-        token_for_demo(&state, &code, &format!("{iss}/demo/callback"), verifier).await
+    let iss = state.issuer();
+    // The token endpoint's own code, for a public client without a secret.
+    let redirect_uri = format!("{iss}/demo/callback");
+    let redemption = CodeRedemption {
+        client_id: DEMO_CLIENT.to_owned(),
+        code: Some(&code),
+        redirect_uri: Some(&redirect_uri),
+        code_verifier: Some(verifier),
+        source_ip: None,
+        user_agent: None,
+    };
+    let Some(id_token) = exchange_code(&state, redemption)
+        .await
+        .ok()
+        .and_then(|tokens| tokens.id_token)
     else {
         return refused("The code could not be exchanged for tokens.");
     };
-    let expected = Expectations::new(iss.clone()).audience(DEMO_CLIENT);
+    let expected = Expectations::new(iss).audience(DEMO_CLIENT);
     let Ok(claims) = state.keys().verify::<IdTokenClaims>(&id_token, &expected) else {
         return refused("The ID token did not verify.");
     };

@@ -1,0 +1,178 @@
+//! The authorization endpoint (OIDC Core §3.1.2): checks the request, answers at once from a
+//! live single sign-on session, or stores the request and shows the login form.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+
+use super::cookies::{SESSION_COOKIE, cookie};
+use super::login::login_page;
+use super::{header_str, user_agent};
+use crate::federation::audit::AuditReason;
+use crate::oidc::pages::{Locale, PageError};
+use crate::oidc::request::{
+    AuthorizeParams, ErrorRedirect, RequestError, ValidRequest, append_query, validate,
+};
+use crate::oidc::store::PendingRequest;
+use crate::state::AppState;
+
+pub(super) async fn authorize_get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<AuthorizeParams>,
+) -> Result<Response, PageError> {
+    authorize(state, peer, headers, params).await
+}
+
+pub(super) async fn authorize_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(params): Form<AuthorizeParams>,
+) -> Result<Response, PageError> {
+    authorize(state, peer, headers, params).await
+}
+
+async fn authorize(
+    state: AppState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    params: AuthorizeParams,
+) -> Result<Response, PageError> {
+    let locale = Locale::negotiate(
+        params.ui_locales.as_deref(),
+        header_str(&headers, header::ACCEPT_LANGUAGE),
+    );
+    let request = match validate(&params, state.clients()) {
+        Ok(request) => request,
+        Err(RequestError::Page(message)) => return Err(PageError::BadRequest(locale, message)),
+        Err(RequestError::Redirect(redirect)) => {
+            return Ok(Redirect::to(&redirect.location(state.issuer())).into_response());
+        }
+    };
+    // Single sign-on: a live session answers without the password, unless the client asks
+    // for a fresh one (`prompt=login`, or `max_age` passed).
+    if !request.prompt_login
+        && let Some(session_id) = cookie(&headers, SESSION_COOKIE)
+        && let Some(answer) =
+            answer_from_session(&state, &request, session_id, locale, peer, &headers).await?
+    {
+        return Ok(answer);
+    }
+    if request.prompt_none {
+        return Ok(error_to_client(
+            &state,
+            &request,
+            "login_required",
+            "the user is not signed in",
+        ));
+    }
+    let (id, csrf) = state
+        .flows()
+        .create_request(&request, locale.as_str())
+        .await
+        .map_err(|e| PageError::unavailable(locale, &e))?;
+    Ok(login_page(
+        &state,
+        locale,
+        &request.client_id,
+        &id,
+        &csrf,
+        request.login_hint.as_deref().unwrap_or(""),
+        None,
+    ))
+}
+
+/// The answer of a live, fresh-enough session whose user the directory still vouches for:
+/// a code, or `access_denied` when the client's realm does not trust the user's. `None` when
+/// the password is needed.
+async fn answer_from_session(
+    state: &AppState,
+    request: &ValidRequest,
+    session_id: &str,
+    locale: Locale,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Option<Response>, PageError> {
+    let store = state.flows();
+    let session = store
+        .session(session_id)
+        .await
+        .map_err(|e| PageError::unavailable(locale, &e))?;
+    let fresh_enough = |auth_time: i64| {
+        request.max_age.is_none_or(|max_age| {
+            let age = Utc::now().timestamp().saturating_sub(auth_time);
+            u64::try_from(age).unwrap_or(0) <= max_age
+        })
+    };
+    let Some(session) = session.filter(|s| fresh_enough(s.auth_time)) else {
+        return Ok(None);
+    };
+    let resumed = state
+        .federation()
+        .resume_session(
+            &session.identity,
+            &request.client_id,
+            Some(peer.ip()),
+            user_agent(headers),
+        )
+        .await;
+    match resumed {
+        Ok(identity) => {
+            let pending = PendingRequest::from_valid(request, locale.as_str());
+            let code = store
+                .create_code_at(&pending, &identity, session.auth_time)
+                .await
+                .map_err(|e| PageError::unavailable(locale, &e))?;
+            Ok(Some(redirect_with_code(state, &pending, &code)))
+        }
+        Err(refused) if refused.reason == AuditReason::TrustDenied => Ok(Some(error_to_client(
+            state,
+            request,
+            "access_denied",
+            "the user's municipality is not trusted by this application",
+        ))),
+        Err(_) => {
+            // The directory no longer vouches for the user: the session is over.
+            if let Err(e) = store.end_session(session_id).await {
+                tracing::warn!(error = %e, "could not end a session");
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// An error sent back to the client's redirect URI (OIDC Core 3.1.2.6).
+fn error_to_client(
+    state: &AppState,
+    request: &ValidRequest,
+    error: &'static str,
+    description: &str,
+) -> Response {
+    let redirect = ErrorRedirect {
+        redirect_uri: request.redirect_uri.clone(),
+        error,
+        description: description.to_owned(),
+        state: request.state.clone(),
+    };
+    Redirect::to(&redirect.location(state.issuer())).into_response()
+}
+
+/// The successful answer: back to the client with the code.
+pub(super) fn redirect_with_code(
+    state: &AppState,
+    pending: &PendingRequest,
+    code: &str,
+) -> Response {
+    let mut params = vec![("code", code.to_owned())];
+    if let Some(s) = &pending.state {
+        params.push(("state", s.clone()));
+    }
+    params.push(("iss", state.issuer().to_owned()));
+    // 303: the browser follows with GET, never re-posting the password form.
+    Redirect::to(&append_query(&pending.redirect_uri, &params)).into_response()
+}

@@ -1,0 +1,209 @@
+//! The login form of a stored authorization request: shown again (reload, language switch)
+//! and posted, which signs the person in through the federation and answers with a code.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::MAX_FIELD_CHARS;
+use super::authorize::redirect_with_code;
+use super::cookies::{CSRF_COOKIE, SESSION_COOKIE, cookie, set_cookie};
+use super::user_agent;
+use crate::federation::LoginRequest;
+use crate::federation::audit::AuditReason;
+use crate::lifetimes::AUTHORIZATION_REQUEST_LIFETIME;
+use crate::oidc::pages::{self, CSS_PATH, Locale, LoginPage, PageError};
+use crate::oidc::request::{ErrorRedirect, append_query};
+use crate::oidc::store::hash;
+use crate::state::AppState;
+
+/// Request ids and CSRF tokens are 43 characters; anything much longer is not one.
+const MAX_HANDLE_CHARS: usize = 128;
+
+/// The login form, with its CSRF cookie.
+pub(super) fn login_page(
+    state: &AppState,
+    locale: Locale,
+    client_id: &str,
+    request_id: &str,
+    csrf: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let other = match locale {
+        Locale::Lv => Locale::En,
+        Locale::En => Locale::Lv,
+    };
+    let switch_href = append_query(
+        "http://x/oidc/login",
+        &[
+            ("request", request_id.to_owned()),
+            ("lang", other.as_str().to_owned()),
+        ],
+    )
+    .trim_start_matches("http://x")
+    .to_owned();
+    let mut response = pages::html(
+        StatusCode::OK,
+        &LoginPage {
+            text: locale.text(),
+            css_path: CSS_PATH,
+            action: "/oidc/login",
+            client_id,
+            request_id,
+            csrf,
+            username,
+            error,
+            switch_href: &switch_href,
+        },
+    );
+    set_cookie(
+        state.issuer(),
+        &mut response,
+        CSRF_COOKIE,
+        csrf,
+        &format!(
+            "Path=/oidc; HttpOnly; SameSite=Strict; Max-Age={}",
+            AUTHORIZATION_REQUEST_LIFETIME.as_secs()
+        ),
+    );
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginQuery {
+    request: String,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+/// The login page again for a pending request (language switch, reload).
+pub(super) async fn login_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Result<Response, PageError> {
+    let store = state.flows();
+    let asked = query.lang.as_deref().and_then(Locale::parse);
+    let locale = asked.unwrap_or(Locale::Lv);
+    let pending = store
+        .request(&query.request)
+        .await
+        .map_err(|e| PageError::unavailable(locale, &e))?
+        .ok_or(PageError::Expired(locale))?;
+    let locale = asked
+        .or_else(|| Locale::parse(&pending.locale))
+        .unwrap_or(Locale::Lv);
+    // The browser's CSRF cookie still matches this request (a reload, a language switch): it
+    // serves again without a write. Otherwise the request gets a new token.
+    let current = cookie(&headers, CSRF_COOKIE)
+        .filter(|csrf| csrf.len() <= MAX_HANDLE_CHARS && hash(csrf) == pending.csrf_hash)
+        .map(str::to_owned);
+    let csrf = match current {
+        Some(csrf) => csrf,
+        None => store
+            .renew_csrf(&query.request)
+            .await
+            .map_err(|e| PageError::unavailable(locale, &e))?,
+    };
+    Ok(login_page(
+        &state,
+        locale,
+        &pending.client_id,
+        &query.request,
+        &csrf,
+        "",
+        None,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginForm {
+    request: String,
+    csrf: String,
+    username: String,
+    password: String,
+}
+
+pub(super) async fn login_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, PageError> {
+    let store = state.flows();
+    if form.request.len() > MAX_HANDLE_CHARS || form.csrf.len() > MAX_HANDLE_CHARS {
+        return Err(PageError::Expired(Locale::Lv));
+    }
+    let pending = store
+        .request(&form.request)
+        .await
+        .map_err(|e| PageError::unavailable(Locale::Lv, &e))?
+        .ok_or(PageError::Expired(Locale::Lv))?;
+    let locale = Locale::parse(&pending.locale).unwrap_or(Locale::Lv);
+    // Double submit: the token in the form must be the one in our cookie and the one this
+    // request was issued with, so another site cannot post a login of its choosing.
+    let csrf_ok = cookie(&headers, CSRF_COOKIE) == Some(form.csrf.as_str())
+        && hash(&form.csrf) == pending.csrf_hash;
+    if !csrf_ok {
+        return Err(PageError::Forbidden(locale));
+    }
+    let too_long = form.username.len() > MAX_FIELD_CHARS || form.password.len() > MAX_FIELD_CHARS;
+    let attempt = LoginRequest {
+        username: form.username.chars().take(MAX_FIELD_CHARS).collect(),
+        password: if too_long {
+            String::new()
+        } else {
+            form.password.clone()
+        },
+        client_id: Some(pending.client_id.clone()),
+        source_ip: Some(peer.ip()),
+        user_agent: user_agent(&headers),
+    };
+    match state.federation().login(&attempt).await {
+        Ok(identity) => {
+            // One transaction: the request ends, the code and the single sign-on session
+            // begin (a new session id at every password sign-in: a planted id is never
+            // adopted). `None`: the same form was posted twice and the other post already
+            // got the code.
+            let completed = store
+                .complete_login(&form.request, &pending, &identity)
+                .await
+                .map_err(|e| PageError::unavailable(locale, &e))?
+                .ok_or(PageError::Expired(locale))?;
+            let mut response = redirect_with_code(&state, &pending, &completed.code);
+            set_cookie(
+                state.issuer(),
+                &mut response,
+                SESSION_COOKIE,
+                &completed.session_id,
+                "Path=/oidc; HttpOnly; SameSite=Lax",
+            );
+            Ok(response)
+        }
+        Err(refused) if refused.reason == AuditReason::TrustDenied => {
+            // The user is who they say, but this application's realm does not accept them:
+            // the application is told, as OIDC Core 3.1.2.6 describes.
+            let _ = store.finish_request(&form.request).await;
+            let redirect = ErrorRedirect {
+                redirect_uri: pending.redirect_uri.clone(),
+                error: "access_denied",
+                description: "the user's municipality is not trusted by this application".into(),
+                state: pending.state.clone(),
+            };
+            Ok(Redirect::to(&redirect.location(state.issuer())).into_response())
+        }
+        Err(_) => Ok(login_page(
+            &state,
+            locale,
+            &pending.client_id,
+            &form.request,
+            &form.csrf,
+            &attempt.username,
+            Some(locale.text().wrong_credentials),
+        )),
+    }
+}

@@ -1,0 +1,103 @@
+//! `oidc_sessions`: single sign-on sessions, which answer later authorization requests
+//! without the password until they idle out, reach their absolute end, or are ended.
+
+use chrono::Utc;
+
+use super::{FlowStore, StoreError, hash, random_token};
+use crate::db::{WriteScope, on_write};
+use crate::federation::Identity;
+use crate::lifetimes::{SESSION_IDLE, millis};
+
+/// A live single sign-on session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub identity: Identity,
+    pub auth_time: i64,
+}
+
+/// A single sign-on session about to be stored.
+pub(super) struct NewSession {
+    pub id: String,
+    pub id_hash: String,
+    pub identity_json: String,
+    pub auth_time: i64,
+    pub now_ms: i64,
+}
+
+impl NewSession {
+    /// A new id every sign-in, so a planted session id is never adopted.
+    pub fn new(identity: &Identity) -> Result<Self, StoreError> {
+        let id = random_token()?;
+        let now = Utc::now();
+        Ok(Self {
+            id_hash: hash(&id),
+            id,
+            identity_json: serde_json::to_string(identity)?,
+            auth_time: now.timestamp(),
+            now_ms: now.timestamp_millis(),
+        })
+    }
+}
+
+/// Inserts a [`NewSession`] through a connection of either backend.
+macro_rules! insert_session {
+    ($executor:expr, $row:expr) => {
+        sqlx::query(
+            "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&$row.id_hash)
+        .bind(&$row.identity_json)
+        .bind($row.auth_time)
+        .bind($row.now_ms)
+        .bind($row.now_ms + $crate::lifetimes::millis($crate::lifetimes::SESSION_ABSOLUTE))
+        .execute($executor)
+        .await
+        .map(|_| ())
+    };
+}
+pub(super) use insert_session;
+
+impl FlowStore {
+    /// The live session behind a cookie, touching its idle timer.
+    pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let idle_floor = now - millis(SESSION_IDLE);
+        let mut write = self.db.begin_write(WriteScope::Statement).await?;
+        let row: Option<(String, i64)> = on_write!(&mut write, |conn| {
+            sqlx::query_as(
+                "UPDATE oidc_sessions SET last_seen = $1 WHERE id_hash = $2 \
+                 AND ended_at IS NULL AND expires_at > $1 AND last_seen > $3 \
+                 RETURNING identity, auth_time",
+            )
+            .bind(now)
+            .bind(hash(id))
+            .bind(idle_floor)
+            .fetch_optional(&mut *conn)
+            .await?
+        });
+        write.commit().await?;
+        match row {
+            Some((identity, auth_time)) => Ok(Some(Session {
+                identity: serde_json::from_str(&identity)?,
+                auth_time,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends a session (logout, or the directory no longer vouches for the user).
+    pub async fn end_session(&self, id: &str) -> Result<(), StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let mut write = self.db.begin_write(WriteScope::Statement).await?;
+        on_write!(&mut write, |conn| {
+            sqlx::query("UPDATE oidc_sessions SET ended_at = $1 WHERE id_hash = $2")
+                .bind(now)
+                .bind(hash(id))
+                .execute(&mut *conn)
+                .await?;
+        });
+        write.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! What every handler can reach: the configuration and the stores and services built from it,
+//! once at start-up and shared by every request.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::federation::Federation;
+use crate::metrics::Metrics;
+use crate::oidc::keys::SigningKeys;
+use crate::oidc::request::Clients;
+use crate::oidc::store::FlowStore;
+
+/// The shared state of the server; cheap to clone (one reference count).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    /// The configured issuer without a trailing slash, as tokens and discovery carry it.
+    issuer: String,
+    db: Database,
+    metrics: Metrics,
+    federation: Federation,
+    keys: SigningKeys,
+    clients: Clients,
+    flows: FlowStore,
+}
+
+impl AppState {
+    pub fn new(
+        config: Config,
+        db: Database,
+        metrics: Metrics,
+        federation: Federation,
+        keys: SigningKeys,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                issuer: config.server.issuer.trim_end_matches('/').to_owned(),
+                clients: Clients::new(&config.clients),
+                flows: FlowStore::new(db.clone()),
+                config,
+                db,
+                metrics,
+                federation,
+                keys,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The issuer URL exactly as tokens and the discovery document carry it.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Sign-in through the municipalities' directories, with lockout and audit.
+    pub fn federation(&self) -> &Federation {
+        &self.inner.federation
+    }
+
+    /// The token-signing keys.
+    pub fn keys(&self) -> &SigningKeys {
+        &self.inner.keys
+    }
+
+    /// The registered applications.
+    pub fn clients(&self) -> &Clients {
+        &self.inner.clients
+    }
+
+    /// Sign-in state in the database: requests, codes, sessions, refresh tokens, revocations.
+    pub fn flows(&self) -> &FlowStore {
+        &self.inner.flows
+    }
+}

@@ -1,0 +1,415 @@
+//! Every function of the sign-in and lockout stores, on SQLite and on PostgreSQL.
+
+mod support;
+
+use novads_api::federation::Identity;
+use novads_api::federation::lockout::{LockoutPolicy, LockoutStore};
+use novads_api::oidc::request::ValidRequest;
+use novads_api::oidc::store::{
+    Exchange, FlowStore, PendingRequest, RedeemedCode, RefreshUse, Rotation, hash,
+};
+use support::each_backend;
+
+fn identity() -> Identity {
+    Identity {
+        subject: "talsi:jana".into(),
+        realm: "talsi".into(),
+        username: "jana@talsi".into(),
+        email: None,
+        name: None,
+        groups: vec!["talsi:staff".into()],
+        roles: Vec::new(),
+        trust: None,
+        directory: None,
+        audit_id: 1,
+    }
+}
+
+fn request() -> ValidRequest {
+    ValidRequest {
+        client_id: "app".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        scope: "openid".into(),
+        state: Some("s".into()),
+        nonce: Some("n".into()),
+        code_challenge: None,
+        login_hint: None,
+        prompt_none: false,
+        prompt_login: false,
+        max_age: None,
+    }
+}
+
+fn accept(_: &RedeemedCode) -> Result<(), &'static str> {
+    Ok(())
+}
+
+/// A code and the grant's first refresh token, through the same path as the login form.
+async fn signed_in(store: &FlowStore) -> (String, String) {
+    let (id, _) = store
+        .create_request(&request(), "lv")
+        .await
+        .expect("request");
+    let pending = store.request(&id).await.expect("read").expect("pending");
+    let completed = store
+        .complete_login(&id, &pending, &identity())
+        .await
+        .expect("complete")
+        .expect("completes");
+    let Ok(Exchange::Issued { refresh_token, .. }) =
+        store.exchange_code(&completed.code, accept).await
+    else {
+        panic!("the code is exchanged");
+    };
+    (completed.session_id, refresh_token)
+}
+
+#[tokio::test]
+async fn authorization_requests_are_stored_renewed_and_finished() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = FlowStore::new(db.clone());
+        let (id, csrf) = store
+            .create_request(&request(), "en")
+            .await
+            .expect("create");
+        let pending = store.request(&id).await.expect("read").expect("pending");
+        assert_eq!(pending.client_id, "app", "{backend:?}");
+        assert_eq!(pending.state.as_deref(), Some("s"));
+        assert_eq!(pending.locale, "en");
+        assert_eq!(pending.csrf_hash, hash(&csrf));
+        assert!(store.request("unknown").await.expect("read").is_none());
+
+        let renewed = store.renew_csrf(&id).await.expect("renew");
+        assert_ne!(renewed, csrf);
+        let pending = store.request(&id).await.expect("read").expect("pending");
+        assert_eq!(pending.csrf_hash, hash(&renewed), "{backend:?}");
+
+        store.finish_request(&id).await.expect("finish");
+        assert!(
+            store.request(&id).await.expect("read").is_none(),
+            "{backend:?}"
+        );
+
+        // An expired request is not served, and the sweep removes it.
+        let (expired, _) = store
+            .create_request(&request(), "lv")
+            .await
+            .expect("create");
+        db.execute("UPDATE oidc_authorization_requests SET expires_at = 0")
+            .await
+            .expect("expire");
+        assert!(store.request(&expired).await.expect("read").is_none());
+        assert!(store.sweep().await.expect("sweep") >= 1, "{backend:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sign_in_yields_one_code_and_a_session_until_it_ends() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = FlowStore::new(db);
+        let (id, _) = store
+            .create_request(&request(), "lv")
+            .await
+            .expect("create");
+        let pending = store.request(&id).await.expect("read").expect("pending");
+        let completed = store
+            .complete_login(&id, &pending, &identity())
+            .await
+            .expect("complete")
+            .expect("the first post completes");
+        assert!(
+            store
+                .complete_login(&id, &pending, &identity())
+                .await
+                .expect("complete again")
+                .is_none(),
+            "{backend:?}: a finished request issues no second code"
+        );
+        let session = store
+            .session(&completed.session_id)
+            .await
+            .expect("session")
+            .expect("live");
+        assert_eq!(session.identity.subject, "talsi:jana", "{backend:?}");
+        assert!(store.session("unknown").await.expect("session").is_none());
+
+        store.end_session(&completed.session_id).await.expect("end");
+        assert!(
+            store
+                .session(&completed.session_id)
+                .await
+                .expect("session")
+                .is_none(),
+            "{backend:?}: an ended session answers nothing"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_code_is_redeemed_once_and_its_replay_revokes_the_grant() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = FlowStore::new(db.clone());
+        let pending = PendingRequest::from_valid(&request(), "lv");
+        // A single sign-on answer: the password sign-in was a while ago.
+        let auth_time = chrono::Utc::now().timestamp() - 600;
+        let code = store
+            .create_code_at(&pending, &identity(), auth_time)
+            .await
+            .expect("code");
+        let Ok(Exchange::Issued {
+            redeemed,
+            refresh_token,
+        }) = store.exchange_code(&code, accept).await
+        else {
+            panic!("{backend:?}: the first exchange issues");
+        };
+        assert_eq!(redeemed.auth_time, auth_time);
+        assert_eq!(redeemed.nonce.as_deref(), Some("n"));
+        assert!(matches!(
+            store.refresh_token_usable(&refresh_token).await,
+            Ok(RefreshUse::Usable(_))
+        ));
+        let Ok(Exchange::AlreadyUsed(replayed)) = store.exchange_code(&code, accept).await else {
+            panic!("{backend:?}: the second exchange is a replay");
+        };
+        assert_eq!(
+            replayed.grant_id.as_deref(),
+            Some(redeemed.grant_id.as_str())
+        );
+        assert!(matches!(
+            store.refresh_token_usable(&refresh_token).await,
+            Ok(RefreshUse::Invalid)
+        ));
+        assert!(!store.grant_usable(&redeemed.grant_id).await.expect("grant"));
+
+        // A refused code is used up and issues nothing.
+        let refused = store
+            .create_code_at(&pending, &identity(), auth_time)
+            .await
+            .expect("code");
+        assert!(matches!(
+            store.exchange_code(&refused, |_| Err("PKCE")).await,
+            Ok(Exchange::Refused("PKCE"))
+        ));
+        assert!(matches!(
+            store.exchange_code(&refused, accept).await,
+            Ok(Exchange::AlreadyUsed(_))
+        ));
+
+        assert!(matches!(
+            store.exchange_code("never-issued", accept).await,
+            Ok(Exchange::Unknown)
+        ));
+        let expired = store
+            .create_code_at(&pending, &identity(), auth_time)
+            .await
+            .expect("code");
+        db.execute("UPDATE oidc_codes SET expires_at = 0 WHERE used_at IS NULL")
+            .await
+            .expect("expire");
+        assert!(
+            matches!(
+                store.exchange_code(&expired, accept).await,
+                Ok(Exchange::Expired)
+            ),
+            "{backend:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = FlowStore::new(db);
+        let (_, refresh_token) = signed_in(&store).await;
+        let info = store
+            .refresh_info(&refresh_token)
+            .await
+            .expect("info")
+            .expect("known");
+        assert!(info.active, "{backend:?}");
+        assert_eq!(
+            (info.client_id.as_str(), info.username.as_str()),
+            ("app", "jana@talsi")
+        );
+        assert!(store.refresh_info("unknown").await.expect("info").is_none());
+
+        let Ok(RefreshUse::Usable(usable)) = store.refresh_token_usable(&refresh_token).await
+        else {
+            panic!("{backend:?}: usable");
+        };
+        let Ok(Rotation::Rotated(successor)) = store
+            .rotate_refresh_token(&refresh_token, &usable, &identity())
+            .await
+        else {
+            panic!("{backend:?}: the first rotation succeeds");
+        };
+        let rotated = store
+            .refresh_info(&refresh_token)
+            .await
+            .expect("info")
+            .expect("known");
+        assert!(!rotated.active, "{backend:?}: a rotated token is inactive");
+        // A second presentation that had looked before the first rotation (a race).
+        assert!(matches!(
+            store
+                .rotate_refresh_token(&refresh_token, &usable, &identity())
+                .await,
+            Ok(Rotation::Reused { .. })
+        ));
+        assert!(
+            matches!(
+                store.refresh_token_usable(&successor).await,
+                Ok(RefreshUse::Invalid)
+            ),
+            "{backend:?}: the reuse revoked the whole family"
+        );
+        // A rotated token presented again is recognised as a reuse.
+        assert!(matches!(
+            store.refresh_token_usable(&refresh_token).await,
+            Ok(RefreshUse::Reused { .. })
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revocations_name_tokens_and_grants_and_only_lengthen() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = FlowStore::new(db.clone());
+        assert!(
+            !store
+                .access_token_revoked("jti-1", None)
+                .await
+                .expect("probe")
+        );
+        let exp = chrono::Utc::now().timestamp() + 600;
+        store
+            .revoke_access_token("jti-1", exp)
+            .await
+            .expect("revoke");
+        // Revoking again (even with an earlier expiry) keeps the revocation.
+        store
+            .revoke_access_token("jti-1", exp - 300)
+            .await
+            .expect("again");
+        assert!(
+            store
+                .access_token_revoked("jti-1", None)
+                .await
+                .expect("probe"),
+            "{backend:?}"
+        );
+        assert!(
+            !store
+                .access_token_revoked("jti-2", None)
+                .await
+                .expect("probe")
+        );
+
+        let (_, refresh_token) = signed_in(&store).await;
+        let info = store
+            .refresh_info(&refresh_token)
+            .await
+            .expect("info")
+            .expect("known");
+        assert!(store.grant_usable(&info.family_id).await.expect("grant"));
+        store
+            .revoke_grant(&info.family_id)
+            .await
+            .expect("revoke grant");
+        store
+            .revoke_grant(&info.family_id)
+            .await
+            .expect("revoke again");
+        assert!(
+            store
+                .access_token_revoked("jti-3", Some(&info.family_id))
+                .await
+                .expect("probe"),
+            "{backend:?}: a grant's revocation covers its access tokens"
+        );
+        assert!(!store.grant_usable(&info.family_id).await.expect("grant"));
+        assert!(matches!(
+            store.refresh_token_usable(&refresh_token).await,
+            Ok(RefreshUse::Invalid)
+        ));
+
+        // Past their expiry, revocations are swept.
+        db.execute("UPDATE oidc_revocations SET expires_at = 0")
+            .await
+            .expect("expire");
+        assert!(store.sweep().await.expect("sweep") >= 2, "{backend:?}");
+        assert!(
+            !store
+                .access_token_revoked("jti-1", None)
+                .await
+                .expect("probe")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn lockout_counters_count_lock_and_clear() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = LockoutStore::new(db, LockoutPolicy::default());
+        let now = chrono::Utc::now().timestamp_millis();
+        assert!(
+            store
+                .get("account:talsi:jana")
+                .await
+                .expect("get")
+                .is_none()
+        );
+        for expected in 1..=2 {
+            let counter = store
+                .record_failure("account:talsi:jana", now, Some(3))
+                .await
+                .expect("count");
+            assert_eq!(counter.failures, expected, "{backend:?}");
+            assert_eq!(counter.locked_until_ms, None);
+        }
+        let locked = store
+            .record_failure("account:talsi:jana", now, Some(3))
+            .await
+            .expect("count");
+        assert_eq!(locked.failures, 3);
+        assert!(
+            locked.locked_until_ms.is_some_and(|until| until > now),
+            "{backend:?}"
+        );
+        // A source key never locks.
+        let source = store
+            .record_failure("source:192.0.2.1", now, None)
+            .await
+            .expect("count");
+        assert_eq!(source.locked_until_ms, None);
+
+        let read = store
+            .get("account:talsi:jana")
+            .await
+            .expect("get")
+            .expect("counted");
+        assert_eq!(read.failures, 3);
+        store.clear("account:talsi:jana").await.expect("clear");
+        assert!(
+            store
+                .get("account:talsi:jana")
+                .await
+                .expect("get")
+                .is_none(),
+            "{backend:?}"
+        );
+    })
+    .await;
+}
