@@ -41,8 +41,8 @@ use novads_crds::{
     RunStrategy, SecurityProfile, VirtualServer, VirtualServerSpec, VirtualServerStatus,
 };
 use novads_operator::TenancySettings;
-use novads_operator::municipality::{self, FINALIZER, Outcome};
-use novads_operator::tenancy::{self, Tenancy};
+use novads_operator::municipality::build::{self as tenancy, Tenancy};
+use novads_operator::municipality::controller::{self as municipality, FINALIZER, Outcome};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -190,7 +190,7 @@ fn noop_reconcile(case: &Case, settings: &TenancySettings, existing: &Namespace)
         &Outcome::Ready { usage },
         &Time(Timestamp::now()),
     );
-    let write_status = status != Some(&next);
+    let write_status = municipality::status_changed(status, &next);
     assert!(
         !changed && !write_status,
         "{}: not a no-op",
@@ -450,7 +450,7 @@ fn kib_to_mib(kib: u64) -> f64 {
 // Generating the objects.
 
 /// What the watcher does to an object before it is cached: decoded from the JSON the API
-/// server sends (managedFields included), then managedFields cleared as `runtime.rs` does.
+/// server sends (managedFields included), then managedFields cleared as `operator/src/watch.rs` does.
 /// Returns the object and its JSON size as listed and as cached.
 fn as_watched<K>(object: &K) -> (K, usize, usize)
 where

@@ -595,7 +595,8 @@ impl FakeApi {
             let Some(object) = self.objects.get_mut(owner) else {
                 return respond(404, &status_of(404, "NotFound"));
             };
-            merge_patch(object, &json!({ "status": body["status"] }));
+            // A status apply by its only writer: the applied status is the whole status.
+            object["status"] = body["status"].clone();
             let object = object.clone();
             self.insert(owner.to_string(), object);
             return respond(200, &self.objects[owner]);

@@ -1,13 +1,16 @@
 //! Kubernetes controllers of novads: municipal tenancies and their virtual servers.
 //!
-//! Pure "desired state" functions decide; thin kube I/O carries the decisions out:
-//! [`tenancy`] and [`municipality`] for Municipalities; [`virtual_server`] (admission,
-//! builders, schedules, status — all pure — and its
-//! [`controller`](virtual_server::controller)) for VirtualServers on KubeVirt ([`kubevirt`]
-//! types). [`render`] prints what the tenancy controller would apply. [`runtime::run`] is what
-//! `novads operator` runs: leader election ([`leader`]), health and metrics endpoints, and
-//! both controllers while this replica leads.
+//! Pure "desired state" functions decide; thin kube I/O carries the decisions out. Each
+//! resource has one folder with the same rooms: [`municipality`] (`build`, `controller`,
+//! `watch`) and [`virtual_server`] (`admission`, `build`, `schedule`, `status` — all pure —
+//! and `controller`, `watch`). What both controllers share: [`reconcile`] (field manager,
+//! labels, applies, deletes, status writes, back-off, Events, conditions) and [`watch`]
+//! (watch streams, metrics around reconciles). [`runtime::run`] is what `novads operator`
+//! runs: the [`health`] and metrics endpoints, leader election ([`leader`]), and both
+//! controllers while this replica leads. [`render`] prints what the controllers would apply;
+//! [`kubevirt`] holds KubeVirt's types, [`quantity`] Kubernetes quantities as numbers.
 
+pub mod health;
 pub mod kubevirt;
 pub mod leader;
 pub mod municipality;
@@ -15,9 +18,10 @@ pub mod quantity;
 pub mod reconcile;
 pub mod render;
 pub mod runtime;
-pub mod tenancy;
 pub mod virtual_server;
+pub mod watch;
 
+pub use municipality::build::TenancySettings;
+pub use reconcile::FIELD_MANAGER;
 pub use render::{RenderError, render, render_with};
 pub use runtime::{OperatorError, OperatorOptions, run, run_with_client};
-pub use tenancy::{FIELD_MANAGER, TenancySettings};

@@ -1,19 +1,125 @@
-//! What every controller of the operator does the same way: back off per object after
-//! failures, publish Events that never fail a reconcile, keep conditions' transition times,
-//! and patch finalizers without overwriting anyone else's.
+//! What every controller of the operator does the same way: who it says it is (field manager,
+//! labels), how it writes (server-side apply, deletes that tolerate absence, finalizer and
+//! status writes), back off per object after failures, publish Events that never fail a
+//! reconcile, and keep conditions' transition times.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+
+/// Field manager of every server-side apply the operator makes, and the `managed-by` label
+/// of everything it creates.
+pub const FIELD_MANAGER: &str = "novads-operator";
+/// Label naming who manages an object (value [`FIELD_MANAGER`] on the operator's objects).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Label naming the application an object belongs to (value `novads`).
+pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+/// Label naming the municipality (its code) on everything the operator creates for it.
+pub const MUNICIPALITY_LABEL: &str = "novads.io/municipality";
+
+/// The labels every object the operator creates carries.
+pub fn managed_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string()),
+        (PART_OF_LABEL.to_string(), "novads".to_string()),
+    ])
+}
+
+/// Label selector of every object the operator creates.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}")
+}
+
+/// Server-side applies a cluster-scoped `object`, forced: the operator owns these fields.
+pub async fn apply<K>(client: &Client, object: &K) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    Api::<K>::all(client.clone())
+        .patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
+        .await
+}
+
+/// Server-side applies `object` in `namespace`, forced, and returns it as the API server
+/// holds it (status included).
+pub async fn apply_namespaced<K>(
+    client: &Client,
+    namespace: &str,
+    object: &K,
+) -> Result<K, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
+        .await
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Writes the status subresource of `object` with a server-side apply under [`FIELD_MANAGER`]
+/// (forced): the one way both controllers write status.
+///
+/// Server-side apply rather than a merge patch, because a status can have more than one
+/// writer: a Municipality's `status.compliance` belongs to the security monitor (field manager
+/// `novads-monitor`). An apply names its writer; the API server keeps each manager's fields
+/// apart, never touches a field the apply leaves out, and removes a field the operator stops
+/// setting unless another manager owns it. A merge patch would need a diff against the cached
+/// status (explicit `null`s for removed fields), which a stale cache gets wrong and which
+/// would erase other writers' fields too. So callers leave out what is not theirs, and skip
+/// the write when nothing changed (an unchanged status is never written, so status writes do
+/// not retrigger the controller).
+pub async fn apply_status<K, S>(api: &Api<K>, object: &K, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    S: Serialize,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&object.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Deletes an object in the background; one that is already gone is fine.
+pub async fn delete_namespaced<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
 
 /// Requeue delay after the `failures`-th consecutive failure: 5 s doubling to at most 5 min.
 pub fn backoff(failures: u32) -> Duration {

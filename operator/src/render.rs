@@ -8,8 +8,8 @@ use kube::ResourceExt;
 use novads_crds::{Municipality, ServerImage, VirtualServer};
 use serde_json::Value;
 
+use crate::municipality::build::{TenancySettings, describe_problems, plan_tenancy};
 use crate::quantity::Amount;
-use crate::tenancy::{self, TenancySettings};
 use crate::virtual_server::build::{self, BuildError};
 
 /// The uid a Municipality or VirtualServer read from a file gets when it has none (objects from
@@ -92,14 +92,13 @@ pub fn render_with(documents: &str, settings: &TenancySettings) -> Result<String
                 if municipality.metadata.uid.is_none() {
                     municipality.metadata.uid = Some(PLACEHOLDER_UID.to_string());
                 }
-                let tenancy =
-                    tenancy::plan_tenancy(&municipality, settings).map_err(|problems| {
-                        RenderError::Spec {
-                            document,
-                            name: name.clone(),
-                            problems: tenancy::describe_problems(&problems),
-                        }
-                    })?;
+                let tenancy = plan_tenancy(&municipality, settings).map_err(|problems| {
+                    RenderError::Spec {
+                        document,
+                        name: name.clone(),
+                        problems: describe_problems(&problems),
+                    }
+                })?;
                 let objects = tenancy
                     .to_values()
                     .map_err(|e| RenderError::Output(e.to_string()))?;

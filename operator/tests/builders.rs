@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use novads_operator::TenancySettings;
-use novads_operator::tenancy::{self, SpecProblem};
+use novads_operator::municipality::build::{self as tenancy, SpecProblem};
 
 fn talsi() -> novads_crds::Municipality {
     let mut municipality: novads_crds::Municipality = serde_saphyr::from_str(

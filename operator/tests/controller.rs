@@ -1,94 +1,23 @@
-//! The Municipality reconciler against a mocked API server (tower-test): every request is
-//! checked in order — method, path and query, body — and answered as the API server would.
+//! The Municipality reconciler against a mocked API server (the kit in `support/`): every
+//! request is checked in order — method, path and query, body, and the chart's RBAC — and
+//! answered as the API server would.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response};
-use kube::client::Body;
+use http::Method;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
 use novads_crds::Municipality;
-use novads_operator::municipality::{self, Context, Error, FINALIZER};
-use novads_operator::tenancy::{self, TenancySettings};
+use novads_operator::municipality::build::{self as tenancy, TenancySettings};
+use novads_operator::municipality::controller::{self as municipality, Context, Error, FINALIZER};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tower_test::mock;
 
-type Respond = Box<dyn FnOnce(Value) -> (u16, Value) + Send>;
+mod support;
+use support::{Expect, Handle, api_error, api_server, condition, expect, mocked_client, not_found};
 
-/// One expected request and how the fake API server answers it.
-struct Expect {
-    method: Method,
-    uri: String,
-    respond: Respond,
-}
-
-fn expect(
-    method: Method,
-    uri: &str,
-    respond: impl FnOnce(Value) -> (u16, Value) + Send + 'static,
-) -> Expect {
-    Expect {
-        method,
-        uri: uri.to_string(),
-        respond: Box::new(respond),
-    }
-}
-
-/// Answers the requests in order, asserting each; fails on any request beyond the script.
-fn api_server(
-    mut handle: mock::Handle<Request<Body>, Response<Body>>,
-    script: Vec<Expect>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        for (index, step) in script.into_iter().enumerate() {
-            let (request, send) =
-                tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| {
-                        panic!("request {index} ({} {}) never came", step.method, step.uri)
-                    });
-            assert_eq!(
-                request.method(),
-                step.method,
-                "request {index}: {}",
-                request.uri()
-            );
-            assert_eq!(request.uri().to_string(), step.uri, "request {index}");
-            let bytes = request
-                .into_body()
-                .collect_bytes()
-                .await
-                .expect("request body");
-            let body = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).expect("request body is JSON")
-            };
-            let (status, response) = (step.respond)(body);
-            send.send_response(
-                Response::builder()
-                    .status(status)
-                    .body(Body::from(
-                        serde_json::to_vec(&response).expect("response JSON"),
-                    ))
-                    .expect("response"),
-            );
-        }
-        if let Ok(Some((request, _))) =
-            tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await
-        {
-            panic!("unexpected request {} {}", request.method(), request.uri());
-        }
-    })
-}
-
-fn context() -> (Arc<Context>, mock::Handle<Request<Body>, Response<Body>>) {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+fn context() -> (Arc<Context>, Handle) {
+    let (client, handle) = mocked_client();
     let reporter = Reporter {
         controller: "novads-operator".into(),
         instance: Some("test".into()),
@@ -143,13 +72,6 @@ const MUNICIPALITY: &str = "/apis/novads.io/v1alpha1/municipalities/talsi";
 const APPLY: &str = "?&force=true&fieldManager=novads-operator";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events?";
 const NAMESPACE: &str = "/api/v1/namespaces/muni-talsi";
-
-fn not_found() -> (u16, Value) {
-    (
-        404,
-        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" }),
-    )
-}
 
 fn our_namespace(labels: Value) -> Value {
     json!({
@@ -215,6 +137,8 @@ fn status_patch(check: impl FnOnce(&Value) + Send + 'static) -> Expect {
         move |body| {
             assert_eq!(body["apiVersion"], "novads.io/v1alpha1");
             assert_eq!(body["kind"], "Municipality");
+            // The monitor's field: never in the operator's apply, so never the operator's.
+            assert_eq!(body["status"].get("compliance"), None, "{body}");
             check(&body["status"]);
             // The API server answers with the whole object.
             let mut object = serde_json::to_value(talsi()).expect("object");
@@ -229,13 +153,6 @@ fn with_finalizers(patch: &Value) -> Value {
     let mut object = serde_json::to_value(talsi()).expect("object");
     object["metadata"]["finalizers"] = patch["metadata"]["finalizers"].clone();
     object
-}
-
-fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
 #[tokio::test]
@@ -307,6 +224,50 @@ async fn a_converged_municipality_is_reapplied_without_status_write_or_event() {
     assert_eq!(result.expect("ok"), Action::requeue(municipality::RESYNC));
 }
 
+/// What the security monitor last wrote into the status (under its own field manager).
+fn with_compliance(mut municipality: Municipality) -> Municipality {
+    let compliance = serde_json::from_value(json!({
+        "passed": 41, "failed": 2, "warnings": 3, "lastEvaluated": "2025-01-01T06:00:00Z"
+    }))
+    .expect("compliance");
+    if let Some(status) = municipality.status.as_mut() {
+        status.compliance = Some(compliance);
+    }
+    municipality
+}
+
+#[tokio::test]
+async fn the_status_apply_leaves_the_monitors_compliance_alone() {
+    let used = json!({ "count/virtualmachines.kubevirt.io": "3" });
+    // A new generation: the status must be written, the monitor's summary is in it.
+    let mut municipality = with_compliance(converged(&talsi(), used.clone()));
+    municipality.metadata.generation = Some(3);
+    let mut script = vec![expect(Method::GET, NAMESPACE, |_| {
+        (200, our_namespace(json!({})))
+    })];
+    script.extend(applies(&municipality, used));
+    script.push(status_patch(|status| {
+        assert_eq!(status["observedGeneration"], 3);
+        assert_eq!(status.get("compliance"), None, "{status}");
+    }));
+    script.push(event("TenancyApplied", "Normal"));
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(municipality::RESYNC));
+}
+
+#[tokio::test]
+async fn the_monitors_compliance_does_not_make_a_converged_status_differ() {
+    let used = json!({ "count/virtualmachines.kubevirt.io": "3" });
+    let municipality = with_compliance(converged(&talsi(), used.clone()));
+    let mut script = vec![expect(Method::GET, NAMESPACE, |_| {
+        (200, our_namespace(json!({})))
+    })];
+    script.extend(applies(&municipality, used));
+    // No status write, no event.
+    let (result, _) = run(&municipality, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(municipality::RESYNC));
+}
+
 #[tokio::test]
 async fn drift_is_repaired_by_reapplying_the_desired_labels() {
     let used = json!({ "count/virtualmachines.kubevirt.io": "3" });
@@ -374,13 +335,6 @@ async fn a_namespace_owned_by_another_municipality_is_a_code_conflict() {
     assert!(
         matches!(result, Err(Error::InvalidSpec(message)) if message.contains("Municipality talsi-old"))
     );
-}
-
-fn api_error(code: u16, reason: &str) -> (u16, Value) {
-    (
-        code,
-        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": format!("{reason} from test") }),
-    )
 }
 
 #[tokio::test]

@@ -11,10 +11,10 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::Reporter;
 use novads_crds::{Municipality, ServerImage, VirtualServer};
 use novads_operator::kubevirt::VirtualMachine;
-use novads_operator::municipality::{self, Context};
-use novads_operator::runtime::probe_kubevirt;
-use novads_operator::tenancy::TenancySettings;
+use novads_operator::municipality::build::TenancySettings;
+use novads_operator::municipality::controller::{self as municipality, Context};
 use novads_operator::virtual_server::controller as virtual_server;
+use novads_operator::virtual_server::watch::probe_kubevirt;
 
 async fn cluster() -> Option<kube::Client> {
     std::env::var_os("KUBECONFIG")?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Response;
 use kube::client::Body;
-use novads_operator::municipality::FINALIZER;
+use novads_operator::municipality::controller::FINALIZER;
 use novads_operator::{OperatorOptions, run_with_client};
 use serde_json::{Value, json};
 use tower_test::mock;

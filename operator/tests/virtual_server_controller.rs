@@ -1,6 +1,6 @@
-//! The VirtualServer reconciler against a mocked API server (tower-test): every request is
-//! checked in order — method, path and query, body — and answered as the API server would.
-//! Every request is also checked against the operator's ClusterRole in the chart
+//! The VirtualServer reconciler against a mocked API server (the kit in `support/`): every
+//! request is checked in order — method, path and query, body — and answered as the API
+//! server would. Every request is also checked against the operator's RBAC in the chart
 //! (charts/novads/templates/rbac-operator.yaml), so a grant the controller needs cannot be
 //! forgotten there.
 //!
@@ -8,10 +8,10 @@
 //! controller keeps working, the VirtualServer controller says what is missing.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -28,91 +28,18 @@ use novads_operator::virtual_server::controller::{
 use novads_operator::virtual_server::status::{self, Observed};
 use novads_operator::{OperatorOptions, run_with_client};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tower_test::mock;
 
 mod support;
-use support::{FakeApi, eventually, fake_client, free_port};
+use support::rbac::{assert_allowed, authorization};
+use support::{
+    Expect, FakeApi, Handle, api_error, api_server, condition, eventually, expect, fake_client,
+    free_port, mocked_client, not_found,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The mocked API server
 // ---------------------------------------------------------------------------------------------
-
-type Handle = mock::Handle<Request<Body>, Response<Body>>;
-type Respond = Box<dyn FnOnce(Value) -> (u16, Value) + Send>;
-
-/// One expected request and how the fake API server answers it.
-struct Expect {
-    method: Method,
-    uri: String,
-    respond: Respond,
-}
-
-fn expect(
-    method: Method,
-    uri: &str,
-    respond: impl FnOnce(Value) -> (u16, Value) + Send + 'static,
-) -> Expect {
-    Expect {
-        method,
-        uri: uri.to_string(),
-        respond: Box::new(respond),
-    }
-}
-
-/// Answers the requests in order, asserting each (and that the chart's RBAC allows it);
-/// fails on any request beyond the script. Returns the handle for the next round.
-fn api_server(mut handle: Handle, script: Vec<Expect>) -> JoinHandle<Handle> {
-    tokio::spawn(async move {
-        for (index, step) in script.into_iter().enumerate() {
-            let (request, send) =
-                tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| {
-                        panic!("request {index} ({} {}) never came", step.method, step.uri)
-                    });
-            assert_eq!(
-                (request.method(), request.uri().to_string()),
-                (&step.method, step.uri.clone()),
-                "request {index}"
-            );
-            let content_type = request
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            assert_rbac_allows(request.method(), &request.uri().to_string(), &content_type);
-            let bytes = request
-                .into_body()
-                .collect_bytes()
-                .await
-                .expect("request body");
-            let body = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).expect("request body is JSON")
-            };
-            let (status, response) = (step.respond)(body);
-            send.send_response(
-                Response::builder()
-                    .status(status)
-                    .body(Body::from(
-                        serde_json::to_vec(&response).expect("response JSON"),
-                    ))
-                    .expect("response"),
-            );
-        }
-        if let Ok(Some((request, _))) =
-            tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await
-        {
-            panic!("unexpected request {} {}", request.method(), request.uri());
-        }
-        handle
-    })
-}
 
 /// 2025-06-02 (a Monday) 10:00 UTC.
 const NOW: &str = "2025-06-02T10:00:00Z";
@@ -137,8 +64,7 @@ impl Harness {
     }
 
     fn with(configure: impl FnOnce(Context) -> Context, now: &str) -> Self {
-        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
+        let (client, handle) = mocked_client();
         let reporter = Reporter {
             controller: "novads-operator".into(),
             instance: Some("test".into()),
@@ -169,102 +95,6 @@ impl Harness {
 // The chart's RBAC
 // ---------------------------------------------------------------------------------------------
 
-struct Rule {
-    groups: Vec<String>,
-    resources: Vec<String>,
-    verbs: Vec<String>,
-    names: Vec<String>,
-}
-
-fn operator_rules() -> &'static [Rule] {
-    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
-    RULES.get_or_init(|| {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../charts/novads/templates/rbac-operator.yaml"
-        );
-        let text = std::fs::read_to_string(path).expect("read the chart's rbac-operator.yaml");
-        // The first document is the ClusterRole; the second (the Lease Role) is templated.
-        let cluster_role = text.split("\n---\n").next().expect("a document");
-        let role: Value = serde_saphyr::from_str(cluster_role).expect("ClusterRole YAML");
-        assert_eq!(role["kind"], "ClusterRole");
-        let strings = |value: &Value| -> Vec<String> {
-            value
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        };
-        role["rules"]
-            .as_array()
-            .expect("rules")
-            .iter()
-            .map(|rule| Rule {
-                groups: strings(&rule["apiGroups"]),
-                resources: strings(&rule["resources"]),
-                verbs: strings(&rule["verbs"]),
-                names: strings(&rule["resourceNames"]),
-            })
-            .collect()
-    })
-}
-
-/// (group, resource[/subresource], name, verbs needed) of a request.
-fn authorization(
-    method: &Method,
-    uri: &str,
-    content_type: &str,
-) -> (String, String, String, Vec<&'static str>) {
-    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (group, rest) = match segments.as_slice() {
-        ["api", _version, rest @ ..] => (String::new(), rest.to_vec()),
-        ["apis", group, _version, rest @ ..] => ((*group).to_string(), rest.to_vec()),
-        _ => panic!("not an API path: {uri}"),
-    };
-    let rest = match rest.as_slice() {
-        ["namespaces", _namespace, rest @ ..] if !rest.is_empty() => rest.to_vec(),
-        other => other.to_vec(),
-    };
-    let (resource, name) = match rest.as_slice() {
-        [resource] => ((*resource).to_string(), String::new()),
-        [resource, name] => ((*resource).to_string(), (*name).to_string()),
-        [resource, name, sub] => (format!("{resource}/{sub}"), (*name).to_string()),
-        _ => panic!("unexpected API path {uri}"),
-    };
-    let verbs = match *method {
-        Method::GET if query.contains("watch=true") => vec!["watch"],
-        Method::GET if name.is_empty() => vec!["list"],
-        Method::GET => vec!["get"],
-        Method::POST => vec!["create"],
-        Method::PUT => vec!["update"],
-        // Server-side apply creates what does not exist yet, which needs `create` too.
-        Method::PATCH if content_type.contains("apply-patch") => vec!["patch", "create"],
-        Method::PATCH => vec!["patch"],
-        Method::DELETE => vec!["delete"],
-        _ => panic!("unexpected method {method}"),
-    };
-    (group, resource, name, verbs)
-}
-
-fn assert_rbac_allows(method: &Method, uri: &str, content_type: &str) {
-    let (group, resource, name, verbs) = authorization(method, uri, content_type);
-    for verb in verbs {
-        let allowed = operator_rules().iter().any(|rule| {
-            rule.groups.contains(&group)
-                && rule.resources.contains(&resource)
-                && rule.verbs.iter().any(|v| v == verb)
-                && (rule.names.is_empty() || rule.names.contains(&name))
-        });
-        assert!(
-            allowed,
-            "the chart's ClusterRole does not allow {verb} on {resource} in group {group:?} \
-             ({method} {uri})"
-        );
-    }
-}
-
 #[test]
 fn the_rbac_check_catches_what_the_chart_does_not_grant() {
     let (group, resource, name, verbs) = authorization(
@@ -282,11 +112,11 @@ fn the_rbac_check_catches_what_the_chart_does_not_grant() {
         )
     );
     let result = std::panic::catch_unwind(|| {
-        assert_rbac_allows(&Method::GET, "/api/v1/namespaces/muni-talsi/secrets?", "");
+        assert_allowed(&Method::GET, "/api/v1/namespaces/muni-talsi/secrets?", "");
     });
     assert!(result.is_err(), "the operator must not list Secrets");
     let result = std::panic::catch_unwind(|| {
-        assert_rbac_allows(
+        assert_allowed(
             &Method::DELETE,
             "/apis/kubevirt.io/v1/namespaces/x/virtualmachineinstances/web",
             "",
@@ -379,17 +209,6 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
     json!({ "apiVersion": "v1", "kind": kind, "metadata": { "resourceVersion": "1" }, "items": items })
 }
 
-fn not_found() -> (u16, Value) {
-    api_error(404, "NotFound")
-}
-
-fn api_error(code: u16, reason: &str) -> (u16, Value) {
-    (
-        code,
-        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": format!("{reason} from test") }),
-    )
-}
-
 /// What the API server answers a successful DELETE with (no finalizers left to wait for).
 fn deleted() -> (u16, Value) {
     (
@@ -404,22 +223,6 @@ fn merge(target: &mut Value, patch: &Value) {
         (Value::Object(target), Value::Object(patch)) => {
             for (key, value) in patch {
                 merge(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-        (target, patch) => *target = patch.clone(),
-    }
-}
-
-/// A JSON merge patch applied as the API server does: `null` removes.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => {
-            for (key, value) in patch {
-                if value.is_null() {
-                    target.remove(key);
-                } else {
-                    merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-                }
             }
         }
         (target, patch) => *target = patch.clone(),
@@ -619,20 +422,23 @@ fn event(reason: &'static str, type_: &'static str) -> Expect {
     })
 }
 
+/// The status apply; the API server answers with the object carrying the applied status
+/// (the operator is its only writer, so the applied status is the whole status).
 fn status_patch(server: &VirtualServer, check: impl FnOnce(&Value) + Send + 'static) -> Expect {
     let mut object = serde_json::to_value(server).expect("server JSON");
-    expect(Method::PATCH, &format!("{SERVER}/status?"), move |body| {
-        check(&body["status"]);
-        merge_patch(&mut object, &body);
-        (200, object)
-    })
-}
-
-fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+    expect(
+        Method::PATCH,
+        &format!("{SERVER}/status{APPLY}"),
+        move |body| {
+            assert_eq!(
+                (body["apiVersion"].as_str(), body["kind"].as_str()),
+                (Some("novads.io/v1alpha1"), Some("VirtualServer"))
+            );
+            check(&body["status"]);
+            object["status"] = body["status"].clone();
+            (200, object)
+        },
+    )
 }
 
 fn reason_of(status: &Value, type_: &str) -> (String, String) {
@@ -802,12 +608,10 @@ async fn stopping_and_starting_reach_the_vm_run_strategy() {
     script.push(vm_apply(&halted, stopped_world.vm.clone(), |_| {}));
     script.push(status_patch(&halted, |status| {
         assert_eq!(status["phase"], "Stopped");
-        assert_eq!(
-            status.get("ip"),
-            Some(&Value::Null),
-            "the address is cleared: {status}"
-        );
-        assert_eq!(status.get("node"), Some(&Value::Null));
+        // Left out of the apply, so the API server removes the address and node the
+        // operator applied before.
+        assert_eq!(status.get("ip"), None, "the address is cleared: {status}");
+        assert_eq!(status.get("node"), None);
     }));
     script.push(event("Stopped", "Normal"));
     harness.run(&halted, script).await.expect("ok");

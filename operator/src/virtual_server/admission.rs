@@ -14,8 +14,8 @@ use k8s_openapi::jiff::civil::Date;
 use novads_crds::{Municipality, Phase, ServerImage, VirtualServer, VirtualServerSpec};
 
 use super::schedule;
+use crate::municipality::build::{describe_problems, plan_quota};
 use crate::quantity::{Amount, QuantityError};
-use crate::tenancy;
 
 /// The condition / event reasons of a refusal (CamelCase, API conventions).
 pub mod reason {
@@ -591,14 +591,14 @@ fn check_quota(
     usage: &Usage,
     refusals: &mut Vec<Refusal>,
 ) {
-    let quota = match tenancy::plan_quota(municipality) {
+    let quota = match plan_quota(municipality) {
         Ok(quota) => quota,
         Err(problems) => {
             refusals.push(Refusal::new(
                 reason::QUOTA_EXCEEDED,
                 format!(
                     "the municipality's quota cannot be read ({}); no server is admitted until the Municipality is fixed",
-                    tenancy::describe_problems(&problems)
+                    describe_problems(&problems)
                 ),
             ));
             return;

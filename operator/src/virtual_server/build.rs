@@ -4,6 +4,10 @@
 //! Every builder checks the names it derives against Kubernetes' limits and refuses with a
 //! [`BuildError`] rather than truncating: a silently shortened name could collide with another
 //! server's objects.
+//!
+//! Longer than 800 lines on purpose: one short section per object a server becomes (the
+//! cloud-init Secret, the VirtualMachine with its disks, the Service and NetworkPolicy, the
+//! snapshot), all built on the same naming checks, labels and owner reference at the top.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,7 +35,7 @@ use crate::kubevirt::{
     VirtualMachineInstanceSpec, VirtualMachineInstanceTemplateSpec, VirtualMachineSnapshot,
     VirtualMachineSnapshotSpec, VirtualMachineSpec, Volume,
 };
-use crate::tenancy::{FIELD_MANAGER, MUNICIPALITY_LABEL};
+use crate::reconcile::{MUNICIPALITY_LABEL, managed_labels};
 
 /// Label naming the server on everything the operator creates for it. The Service and the
 /// NetworkPolicy select the virt-launcher pod by it.
@@ -238,20 +242,11 @@ pub fn municipality_code(server: &VirtualServer) -> Result<&str, BuildError> {
 /// Without a municipality namespace the municipality label is left out; every builder refuses
 /// such a server anyway.
 pub fn labels(server: &VirtualServer) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            FIELD_MANAGER.to_string(),
-        ),
-        (
-            "app.kubernetes.io/part-of".to_string(),
-            "novads".to_string(),
-        ),
-        (
-            SERVER_LABEL.to_string(),
-            server.metadata.name.clone().unwrap_or_default(),
-        ),
-    ]);
+    let mut labels = managed_labels();
+    labels.insert(
+        SERVER_LABEL.to_string(),
+        server.metadata.name.clone().unwrap_or_default(),
+    );
     if let Ok(code) = municipality_code(server) {
         labels.insert(MUNICIPALITY_LABEL.to_string(), code.to_string());
     }

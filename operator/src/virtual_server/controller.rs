@@ -5,35 +5,34 @@
 //! [`build`] (the objects), [`schedule`] (backups, maintenance windows) and [`status`] (phase,
 //! conditions, restarts) — gathered by [`plan`], itself pure. The rest of this file reads what
 //! they need from the API, carries the plan out and reports it (status, Events).
+//!
+//! Longer than 800 lines on purpose: it is one reconcile, read top-down in four sections —
+//! observing, deciding (pure), carrying the plan out, deleting — and each section only makes
+//! sense next to the others; the pure decisions themselves live in the modules above.
 
 use std::collections::HashMap;
-use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{
     Backup, Municipality, Phase, ServerImage, SnapshotDeletion, VirtualServer, VirtualServerStatus,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::kubevirt::{
     DataVolumeTemplateSpec, VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot,
 };
 use crate::quantity::Amount;
-use crate::reconcile::{self, FailureCounts, backoff};
-use crate::tenancy::FIELD_MANAGER;
+use crate::reconcile::{self, FIELD_MANAGER, FailureCounts, backoff};
 use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
@@ -69,8 +68,6 @@ pub enum Error {
     InvalidSpec(String),
     #[error("cannot build the restart request: {0}")]
     Request(#[from] http::Error),
-    #[error("cannot encode the status: {0}")]
-    Encode(#[from] serde_json::Error),
     #[error("the object lacks {0}")]
     IncompleteObject(&'static str),
 }
@@ -82,7 +79,7 @@ impl Error {
             Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Self::Kube(_) => "api",
             Self::InvalidSpec(_) | Self::IncompleteObject(_) => "invalid_spec",
-            Self::Request(_) | Self::Encode(_) => "internal",
+            Self::Request(_) => "internal",
         }
     }
 }
@@ -696,34 +693,6 @@ pub fn requeue_after(now: Timestamp, at: Timestamp) -> Duration {
     delay.clamp(MIN_REQUEUE, RESYNC)
 }
 
-/// The merge patch from `old` to `new` status: `new` as JSON, with `null` for every field
-/// `old` had and `new` lacks (a merge patch keeps what it does not mention). Lists are
-/// replaced whole.
-pub fn status_patch(
-    old: Option<&VirtualServerStatus>,
-    new: &VirtualServerStatus,
-) -> Result<Value, serde_json::Error> {
-    let mut status = serde_json::to_value(new)?;
-    if let Some(old) = old {
-        null_removed(&serde_json::to_value(old)?, &mut status);
-    }
-    Ok(json!({ "status": status }))
-}
-
-fn null_removed(old: &Value, new: &mut Value) {
-    let (Value::Object(old), Value::Object(new)) = (old, new) else {
-        return;
-    };
-    for (key, old_value) in old {
-        match new.get_mut(key) {
-            Some(new_value) => null_removed(old_value, new_value),
-            None => {
-                new.insert(key.clone(), Value::Null);
-            }
-        }
-    }
-}
-
 /// The Event worth telling the admin about a phase change, if any: `(warning, reason, note)`.
 pub fn phase_event(
     current: &VirtualServerStatus,
@@ -822,23 +791,28 @@ async fn carry_out(
 ) -> Result<Action, Error> {
     let ns = namespace(server)?;
     let key = key(server);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    apply_namespaced(ctx, &ns, &desired.cloud_init, &params).await?;
-    let vm = apply_namespaced(ctx, &ns, &desired.vm, &params).await?;
+    let client = &ctx.client;
+    reconcile::apply_namespaced(client, &ns, &desired.cloud_init).await?;
+    let vm = reconcile::apply_namespaced(client, &ns, &desired.vm).await?;
     for growth in &desired.grow {
         grow_disk(server, ctx, &ns, growth).await;
     }
     let service = match &desired.service {
-        Some(service) => Some(apply_namespaced(ctx, &ns, service, &params).await?),
+        Some(service) => Some(reconcile::apply_namespaced(client, &ns, service).await?),
         None => None,
     };
     if let Some(policy) = &desired.network_policy {
-        apply_namespaced(ctx, &ns, policy, &params).await?;
+        reconcile::apply_namespaced(client, &ns, policy).await?;
     }
     if desired.unexpose {
         // The policy first, so that after a failure the Service still marks the work left.
-        delete_opt::<NetworkPolicy>(ctx, &ns, &network_policy_name(server)).await?;
-        delete_opt::<Service>(ctx, &ns, &service_name(server)).await?;
+        reconcile::delete_namespaced::<NetworkPolicy>(
+            &ctx.client,
+            &ns,
+            &network_policy_name(server),
+        )
+        .await?;
+        reconcile::delete_namespaced::<Service>(&ctx.client, &ns, &service_name(server)).await?;
     }
     if seen.vm.is_none() {
         let note = format!(
@@ -978,7 +952,7 @@ async fn take_backups(
         }
     }
     for name in &backup.prune {
-        delete_opt::<VirtualMachineSnapshot>(ctx, &ns, name).await?;
+        reconcile::delete_namespaced::<VirtualMachineSnapshot>(&ctx.client, &ns, name).await?;
     }
     if !backup.prune.is_empty() {
         let note = format!(
@@ -1062,8 +1036,8 @@ fn already_reported(status: &VirtualServerStatus, message: &str) -> bool {
         .any(|c| c.type_ == status::DEGRADED && c.status == "True" && c.message.contains(message))
 }
 
-/// Merge-patches the status subresource when it changed; an unchanged status is not written,
-/// so status writes never retrigger the controller.
+/// Writes the status (see [`reconcile::apply_status`]) when it changed; an unchanged status
+/// is not written, so status writes never retrigger the controller.
 async fn write_status(
     server: &VirtualServer,
     ctx: &Context,
@@ -1072,14 +1046,7 @@ async fn write_status(
     if server.status.as_ref() == Some(next) {
         return Ok(());
     }
-    let patch = status_patch(server.status.as_ref(), next)?;
-    servers(ctx, &namespace(server)?)
-        .patch_status(
-            &server.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+    reconcile::apply_status(&servers(ctx, &namespace(server)?), server, next).await?;
     Ok(())
 }
 
@@ -1093,41 +1060,6 @@ async fn publish(
 ) {
     let object = server.object_ref(&());
     reconcile::publish(&ctx.recorder, &object, type_, reason, action, note).await;
-}
-
-async fn apply_namespaced<K>(
-    ctx: &Context,
-    ns: &str,
-    object: &K,
-    params: &PatchParams,
-) -> Result<K, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(api
-        .patch(&object.name_any(), params, &Patch::Apply(object))
-        .await?)
-}
-
-/// Deletes an object in the background; one that is already gone is fine.
-async fn delete_opt<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// The Service of an exposed server is named like the server (see [`build::service`]).
@@ -1154,10 +1086,12 @@ async fn cleanup(server: &VirtualServer, ctx: &Context) -> Result<Action, Error>
     let name = server.name_any();
     // The VM takes its DataVolumes with it (they are owned by the VM). Without KubeVirt the
     // delete answers 404, which counts as gone.
-    delete_opt::<VirtualMachine>(ctx, &ns, &name).await?;
-    delete_opt::<Service>(ctx, &ns, &service_name(server)).await?;
-    delete_opt::<NetworkPolicy>(ctx, &ns, &network_policy_name(server)).await?;
-    delete_opt::<Secret>(ctx, &ns, &cloud_init_secret_name(server)).await?;
+    reconcile::delete_namespaced::<VirtualMachine>(&ctx.client, &ns, &name).await?;
+    reconcile::delete_namespaced::<Service>(&ctx.client, &ns, &service_name(server)).await?;
+    reconcile::delete_namespaced::<NetworkPolicy>(&ctx.client, &ns, &network_policy_name(server))
+        .await?;
+    reconcile::delete_namespaced::<Secret>(&ctx.client, &ns, &cloud_init_secret_name(server))
+        .await?;
     let delete_snapshots = server
         .spec
         .backup
@@ -1171,7 +1105,12 @@ async fn cleanup(server: &VirtualServer, ctx: &Context) -> Result<Action, Error>
             Err(error) => return Err(error),
         };
         for snapshot in &snapshots {
-            delete_opt::<VirtualMachineSnapshot>(ctx, &ns, &snapshot.name_any()).await?;
+            reconcile::delete_namespaced::<VirtualMachineSnapshot>(
+                &ctx.client,
+                &ns,
+                &snapshot.name_any(),
+            )
+            .await?;
         }
         if !snapshots.is_empty() {
             let note = format!("Deleted {} snapshot(s) with the server", snapshots.len());

@@ -1,8 +1,14 @@
 //! Virtual servers: a `VirtualServer` becomes a KubeVirt VirtualMachine with its disks,
 //! cloud-init Secret, Service, NetworkPolicy and scheduled snapshots.
+//!
+//! The pure rooms decide: [`admission`] (may the server run at all), [`build`] (the objects),
+//! [`schedule`] (backups, maintenance windows), [`status`] (phase, conditions, restarts);
+//! [`controller`] reconciles one server with them, [`watch`] runs the controller on its
+//! watches.
 
 pub mod admission;
 pub mod build;
 pub mod controller;
 pub mod schedule;
 pub mod status;
+pub mod watch;

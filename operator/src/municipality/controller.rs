@@ -1,28 +1,23 @@
 //! The tenancy controller: reconciles each `Municipality` into its tenancy. Decisions are pure
-//! functions ([`next_status`], [`decide_cleanup`], [`backoff`]); the async functions only
-//! carry them out against the API.
+//! functions ([`build`](super::build) for the objects, [`next_status`], [`status_changed`],
+//! [`decide_cleanup`], [`backoff`]); the async functions only carry them out against the API.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{
     DeletionPolicy, Municipality, MunicipalityStatus, MunicipalityUsage, VirtualServer,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::json;
 
+use super::build::{self, SpecProblem, Tenancy, TenancySettings};
 use crate::reconcile::{self, FailureCounts, backoff, condition};
-use crate::tenancy::{self, FIELD_MANAGER, SpecProblem, Tenancy, TenancySettings};
 
 /// Finalizer that keeps a Municipality until its tenancy is gone (or refuses, see
 /// [`decide_cleanup`]).
@@ -178,7 +173,9 @@ impl Outcome {
     }
 }
 
-/// The status a reconcile outcome leads to.
+/// The status a reconcile outcome leads to: the part the operator writes. `compliance` is
+/// left out (always `None`): the security monitor writes it under its own field manager, and
+/// the operator's status apply must neither overwrite it with a cached copy nor take it over.
 pub fn next_status(
     municipality: &Municipality,
     outcome: &Outcome,
@@ -199,7 +196,7 @@ pub fn next_status(
     MunicipalityStatus {
         namespace: Some(namespace),
         usage,
-        compliance: previous.compliance.clone(),
+        compliance: None,
         conditions: vec![
             condition(
                 &previous.conditions,
@@ -232,27 +229,38 @@ fn is_ready(municipality: &Municipality) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
+/// Whether `next` differs from the operator's part of `current` (everything but the
+/// monitor's `compliance`), i.e. whether the status must be written.
+pub fn status_changed(current: Option<&MunicipalityStatus>, next: &MunicipalityStatus) -> bool {
+    let Some(current) = current else {
+        return true;
+    };
+    // Destructured, so that a field added to the status cannot be forgotten here.
+    let MunicipalityStatus {
+        namespace,
+        usage,
+        compliance: _,
+        conditions,
+        observed_generation,
+    } = current;
+    *namespace != next.namespace
+        || *usage != next.usage
+        || *conditions != next.conditions
+        || *observed_generation != next.observed_generation
+}
+
+/// Writes the status an outcome leads to (see [`reconcile::apply_status`]), unless it is
+/// unchanged: no write, no watch event.
 async fn patch_status(
     municipality: &Municipality,
     ctx: &Context,
     outcome: &Outcome,
 ) -> Result<(), Error> {
     let status = next_status(municipality, outcome, &Time(Timestamp::now()));
-    if municipality.status.as_ref() == Some(&status) {
-        return Ok(()); // nothing changed: no write, no watch event
+    if !status_changed(municipality.status.as_ref(), &status) {
+        return Ok(());
     }
-    let patch = json!({
-        "apiVersion": "novads.io/v1alpha1",
-        "kind": "Municipality",
-        "status": status,
-    });
-    municipalities(ctx)
-        .patch_status(
-            &municipality.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    reconcile::apply_status(&municipalities(ctx), municipality, &status).await?;
     Ok(())
 }
 
@@ -271,8 +279,8 @@ async fn publish(
 async fn apply(municipality: &Municipality, ctx: &Context) -> Result<Action, Error> {
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let existing = namespaces.get_opt(&municipality.namespace_name()).await?;
-    let plan = tenancy::plan_tenancy(municipality, &ctx.settings).and_then(|tenancy| {
-        match tenancy::namespace_conflict(municipality, existing.as_ref()) {
+    let plan = build::plan_tenancy(municipality, &ctx.settings).and_then(|tenancy| {
+        match build::namespace_conflict(municipality, existing.as_ref()) {
             Some(conflict) => Err(vec![conflict]),
             None => Ok(tenancy),
         }
@@ -338,7 +346,7 @@ async fn refuse_spec(
     problems: &[SpecProblem],
 ) -> Result<Action, Error> {
     let reason = problems.first().map_or("InvalidSpec", SpecProblem::reason);
-    let message = tenancy::describe_problems(problems);
+    let message = build::describe_problems(problems);
     let outcome = Outcome::InvalidSpec {
         reason,
         message: message.clone(),
@@ -359,40 +367,18 @@ async fn refuse_spec(
 /// Applies every child with server-side apply (force: the operator owns these fields) and
 /// returns the ResourceQuota as the API server sees it (its status holds the usage).
 async fn apply_tenancy(ctx: &Context, tenancy: &Tenancy) -> Result<ResourceQuota, Error> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let namespace_name = tenancy.namespace.name_any();
-    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    namespaces
-        .patch(&namespace_name, &params, &Patch::Apply(&tenancy.namespace))
-        .await?;
-    let quota = apply_namespaced(ctx, &namespace_name, &tenancy.resource_quota, &params).await?;
-    apply_namespaced(ctx, &namespace_name, &tenancy.limit_range, &params).await?;
+    let client = &ctx.client;
+    let namespace = tenancy.namespace.name_any();
+    reconcile::apply(client, &tenancy.namespace).await?;
+    let quota = reconcile::apply_namespaced(client, &namespace, &tenancy.resource_quota).await?;
+    reconcile::apply_namespaced(client, &namespace, &tenancy.limit_range).await?;
     for policy in &tenancy.network_policies {
-        apply_namespaced(ctx, &namespace_name, policy, &params).await?;
+        reconcile::apply_namespaced(client, &namespace, policy).await?;
     }
     for binding in &tenancy.role_bindings {
-        apply_namespaced(ctx, &namespace_name, binding, &params).await?;
+        reconcile::apply_namespaced(client, &namespace, binding).await?;
     }
     Ok(quota)
-}
-
-async fn apply_namespaced<K>(
-    ctx: &Context,
-    namespace: &str,
-    object: &K,
-    params: &PatchParams,
-) -> Result<K, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(api
-        .patch(&object.name_any(), params, &Patch::Apply(object))
-        .await?)
 }
 
 /// Usage as the ResourceQuota counts it.
@@ -444,7 +430,7 @@ async fn cleanup(municipality: &Municipality, ctx: &Context) -> Result<Action, E
     let existing = namespaces
         .get_opt(&namespace_name)
         .await?
-        .filter(|ns| tenancy::namespace_conflict(municipality, Some(ns)).is_none());
+        .filter(|ns| build::namespace_conflict(municipality, Some(ns)).is_none());
     let virtual_servers = match &existing {
         Some(ns) if ns.metadata.deletion_timestamp.is_none() => {
             let servers: Api<VirtualServer> = Api::namespaced(ctx.client.clone(), &namespace_name);

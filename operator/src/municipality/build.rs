@@ -1,6 +1,7 @@
 //! The desired state of a municipality's tenancy: pure functions from a `Municipality` (and the
 //! operator's settings) to the exact objects the operator applies. No I/O happens here; the
-//! controller applies these objects and `render` prints them.
+//! [controller](super::controller) applies these objects and [`render`](crate::render) prints
+//! them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,15 +22,12 @@ use kube::Resource;
 use novads_crds::Municipality;
 
 use crate::quantity::{Amount, QuantityError};
+use crate::reconcile::{MUNICIPALITY_LABEL, managed_labels};
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "novads-operator";
 /// ClusterRole (shipped by the chart) bound to a municipality's admin groups.
 pub const ADMIN_CLUSTER_ROLE: &str = "novads-municipality-admin";
 /// ClusterRole (shipped by the chart) bound to a municipality's viewer groups.
 pub const VIEWER_CLUSTER_ROLE: &str = "novads-municipality-viewer";
-/// Label naming the municipality (its code) on everything the operator creates.
-pub const MUNICIPALITY_LABEL: &str = "novads.io/municipality";
 /// Label carrying the municipality's security profile on its namespace.
 pub const SECURITY_PROFILE_LABEL: &str = "novads.io/security-profile";
 
@@ -278,20 +276,12 @@ pub fn parse_network_ranges(ranges: &[String]) -> Result<Vec<IpNet>, Vec<SpecPro
 }
 
 fn labels(municipality: &Municipality) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            FIELD_MANAGER.to_string(),
-        ),
-        (
-            "app.kubernetes.io/part-of".to_string(),
-            "novads".to_string(),
-        ),
-        (
-            MUNICIPALITY_LABEL.to_string(),
-            municipality.spec.code.clone(),
-        ),
-    ])
+    let mut labels = managed_labels();
+    labels.insert(
+        MUNICIPALITY_LABEL.to_string(),
+        municipality.spec.code.clone(),
+    );
+    labels
 }
 
 fn child_meta(municipality: &Municipality, owner: &OwnerReference, name: &str) -> ObjectMeta {
