@@ -38,6 +38,11 @@ enum Command {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, env = config::ENV_LISTEN, default_value = dev::DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Also run the operator against the current context of this kubeconfig. Without it,
+        /// the operator runs only when KUBECONFIG is set (its first file); `~/.kube/config` is
+        /// never used on its own, so `novads dev` cannot change a cluster nobody named.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Serve the admin API, federation endpoints and metrics as the configuration file says.
     Serve {
@@ -253,7 +258,11 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Dev { data_dir, listen } => run_dev(data_dir, listen).await,
+        Command::Dev {
+            data_dir,
+            listen,
+            kubeconfig,
+        } => run_dev(data_dir, listen, kubeconfig.or_else(kubeconfig_from_env)).await,
         Command::Serve { config } => {
             let shutdown = shutdown_signal();
             let config = config::load(&config, Mode::Production).map_err(CliError::Config)?;
@@ -380,7 +389,11 @@ fn read_password(user: &str) -> Result<String, CliError> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> {
+async fn run_dev(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    kubeconfig: Option<PathBuf>,
+) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
     let data_dir =
         dev::prepare_data_dir(&data_dir).map_err(|e| CliError::DataDir(data_dir.clone(), e))?;
@@ -405,8 +418,17 @@ async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> 
     let server = server.with_router(routes);
     let mut banner = dev::banner(server.state().config(), &data_dir);
     // The operator joins in when a cluster is configured; otherwise say so plainly.
-    let (operator_stop, operator) = match kubeconfig() {
-        Some(path) => {
+    // The cluster is resolved before anything is served, so a broken kubeconfig fails clearly.
+    let cluster = match &kubeconfig {
+        Some(path) => Some(
+            novads_operator::client_from_kubeconfig(path)
+                .await
+                .map_err(|e| CliError::Input(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let (operator_stop, operator) = match (cluster, kubeconfig) {
+        (Some((client, target)), Some(path)) => {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let options = novads_operator::OperatorOptions {
                 metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -416,19 +438,21 @@ async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> 
                 let stopped = async move {
                     let _ = stopped.await;
                 };
-                if let Err(e) = novads_operator::run(options, stopped).await {
+                if let Err(e) = novads_operator::run_with_client(client, options, stopped).await {
                     tracing::error!(error = %e, "the operator stopped");
                 }
             });
             banner.push_str(&format!(
-                "  operator        running against the cluster of {}\n",
+                "  operator        running against {} (context {}, from {})\n",
+                target.server,
+                target.context.as_deref().unwrap_or("none"),
                 path.display()
             ));
             (Some(stop), Some(task))
         }
-        None => {
+        _ => {
             banner.push_str(
-                "  operator        not started: no kubeconfig (set KUBECONFIG to run it against a cluster)\n",
+                "  operator        not started: no kubeconfig (set KUBECONFIG or pass --kubeconfig to run it against a cluster)\n",
             );
             (None, None)
         }
@@ -448,13 +472,9 @@ async fn run_dev(data_dir: PathBuf, listen: SocketAddr) -> Result<(), CliError> 
     served
 }
 
-/// The kubeconfig `novads dev` would use: `$KUBECONFIG` (first entry) or `~/.kube/config`.
-fn kubeconfig() -> Option<PathBuf> {
-    let from_env = std::env::var_os("KUBECONFIG")
+/// The kubeconfig `novads dev` uses when none is passed: the first file of `$KUBECONFIG`.
+fn kubeconfig_from_env() -> Option<PathBuf> {
+    std::env::var_os("KUBECONFIG")
         .and_then(|v| std::env::split_paths(&v).next())
-        .filter(|p| !p.as_os_str().is_empty());
-    let path = from_env.or_else(|| {
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"))
-    })?;
-    path.is_file().then_some(path)
+        .filter(|p| !p.as_os_str().is_empty())
 }

@@ -504,3 +504,111 @@ async fn operator_without_a_cluster_says_why() {
         "{stderr}"
     );
 }
+
+/// A kubeconfig whose only context points at a port nothing listens on.
+fn write_kubeconfig(path: &Path) {
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(
+        path,
+        "apiVersion: v1\nkind: Config\n\
+         clusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\n\
+         contexts:\n- name: test-ctx\n  context: {cluster: test, user: test}\n\
+         current-context: test-ctx\n\
+         users:\n- name: test\n  user: {token: not-a-real-token}\n",
+    )
+    .expect("kubeconfig");
+}
+
+/// Starts `novads dev` with `extra` arguments and `HOME` set to `home`; returns the process and
+/// its banner up to "Press Ctrl-C".
+async fn dev_banner(home: &Path, extra: &[&str]) -> (Running, String) {
+    let mut child = novads()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(home.join("data"))
+        .args(extra)
+        .env("HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn novads dev");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut banner = String::new();
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.starts_with("Press Ctrl-C") {
+                return banner;
+            }
+        }
+        panic!("novads dev exited during its banner:\n{banner}");
+    })
+    .await
+    .expect("banner within 30 s");
+    let base = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("health"))
+        .expect("health URL")
+        .trim()
+        .trim_end_matches("/healthz")
+        .to_owned();
+    (Running { child, base }, banner)
+}
+
+/// `~/.kube/config` may name a production cluster: `novads dev` must not touch it unless told.
+#[tokio::test]
+async fn dev_never_starts_the_operator_from_the_home_kubeconfig() {
+    let home = tempfile::tempdir().expect("tempdir");
+    write_kubeconfig(&home.path().join(".kube").join("config"));
+    let (running, banner) = dev_banner(home.path(), &[]).await;
+    assert!(
+        banner.contains("operator        not started: no kubeconfig"),
+        "{banner}"
+    );
+    assert_eq!(terminate(running).await, Some(0));
+}
+
+#[tokio::test]
+async fn dev_runs_the_operator_against_the_named_kubeconfig_and_says_which() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = home.path().join("cluster.yaml");
+    write_kubeconfig(&kubeconfig);
+    let path = kubeconfig.to_str().expect("utf-8");
+    let (running, banner) = dev_banner(home.path(), &["--kubeconfig", path]).await;
+    let line = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("operator"))
+        .expect("an operator line");
+    assert!(
+        line.contains("running against https://127.0.0.1:1")
+            && line.contains("context test-ctx")
+            && line.contains(path),
+        "{banner}"
+    );
+    // An unreachable cluster does not stop the sign-in service.
+    let health = reqwest::get(format!("{}/healthz", running.base))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    assert_eq!(terminate(running).await, Some(0));
+}
+
+#[tokio::test]
+async fn dev_refuses_a_kubeconfig_it_cannot_read() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let broken = home.path().join("broken.yaml");
+    std::fs::write(&broken, "clusters: [ {").expect("write");
+    let data = home.path().join("data");
+    let out = run(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--kubeconfig",
+        broken.to_str().expect("utf-8"),
+    ])
+    .await;
+    assert_clean_failure(&out, 2, "cannot use the kubeconfig");
+}

@@ -24,4 +24,6 @@ pub mod watch;
 pub use municipality::build::TenancySettings;
 pub use reconcile::FIELD_MANAGER;
 pub use render::{RenderError, render, render_with};
-pub use runtime::{OperatorError, OperatorOptions, run, run_with_client};
+pub use runtime::{
+    ClusterTarget, OperatorError, OperatorOptions, client_from_kubeconfig, run, run_with_client,
+};

@@ -61,6 +61,12 @@ impl Default for OperatorOptions {
 pub enum OperatorError {
     #[error("cannot configure the Kubernetes client (in-cluster config or KUBECONFIG): {0}")]
     Client(#[source] kube::Error),
+    #[error("cannot use the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
     #[error("cannot listen on {addr} for health and metrics: {source}")]
     Listen {
         addr: SocketAddr,
@@ -83,6 +89,38 @@ pub async fn run(
 ) -> Result<(), OperatorError> {
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     run_with_client(client, options, shutdown).await
+}
+
+/// The cluster a kubeconfig file names, for telling a person which cluster they are about to
+/// change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTarget {
+    /// The kubeconfig's current context, if it names one.
+    pub context: Option<String>,
+    /// The API server's URL.
+    pub server: String,
+}
+
+/// A client for the current context of the kubeconfig at `path` (only that file: `novads dev`
+/// must never pick up a cluster the person did not name), and the cluster it reaches.
+pub async fn client_from_kubeconfig(
+    path: &std::path::Path,
+) -> Result<(Client, ClusterTarget), OperatorError> {
+    let failed = |source| OperatorError::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(failed)?;
+    let context = kubeconfig.current_context.clone();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(failed)?;
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(OperatorError::Client)?;
+    Ok((client, ClusterTarget { context, server }))
 }
 
 /// [`run`] with a given client: serves health and metrics, campaigns for the Lease, runs the
