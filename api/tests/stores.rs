@@ -1,8 +1,11 @@
-//! Every function of the sign-in and lockout stores, on SQLite and on PostgreSQL.
+//! Every function of the sign-in, lockout and audit stores, on SQLite and on PostgreSQL.
 
 mod support;
 
 use novads_api::federation::Identity;
+use novads_api::federation::audit::{
+    self, AuditEvent, AuditEventKind, AuditLog, ExportFilter, ExportFormat,
+};
 use novads_api::federation::lockout::{LockoutPolicy, LockoutStore};
 use novads_api::oidc::request::ValidRequest;
 use novads_api::oidc::store::{
@@ -408,6 +411,54 @@ async fn lockout_counters_count_lock_and_clear() {
                 .await
                 .expect("get")
                 .is_none(),
+            "{backend:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let log = AuditLog::start(db.clone());
+        let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+            .expect("time")
+            .to_utc();
+        for (i, realm) in ["talsi", "ventspils", "talsi", "kuldiga"]
+            .iter()
+            .enumerate()
+        {
+            let mut event = AuditEvent::new(AuditEventKind::LoginSucceeded);
+            event.realm = Some((*realm).to_owned());
+            event.at = old + chrono::Duration::days(i64::try_from(i).expect("small"));
+            log.append(event).await.expect("append");
+        }
+        let exported = |filter: ExportFilter| {
+            let db = db.clone();
+            async move {
+                let mut out = Vec::new();
+                audit::export(&db, &filter, ExportFormat::Jsonl, &mut out)
+                    .await
+                    .expect("export")
+            }
+        };
+        assert_eq!(exported(ExportFilter::default()).await, 4, "{backend:?}");
+        let talsi = ExportFilter {
+            realm: Some("talsi".into()),
+            ..ExportFilter::default()
+        };
+        assert_eq!(exported(talsi).await, 2, "{backend:?}");
+        let window = ExportFilter {
+            since: Some(old + chrono::Duration::days(1)),
+            until: Some(old + chrono::Duration::days(3)),
+            realm: None,
+        };
+        assert_eq!(exported(window).await, 2, "{backend:?}");
+        let verification = audit::verify(&db).await.expect("verify");
+        assert_eq!(
+            (verification.first_broken, verification.rows_checked),
+            (None, 4),
             "{backend:?}"
         );
     })

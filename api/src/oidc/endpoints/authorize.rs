@@ -9,13 +9,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 
 use super::cookies::{SESSION_COOKIE, cookie};
-use super::login::login_page;
-use super::{header_str, user_agent};
+use super::http::{header_str, user_agent};
+use super::login::{login_page, redirect_with_code};
 use crate::federation::audit::AuditReason;
 use crate::oidc::pages::{Locale, PageError};
-use crate::oidc::request::{
-    AuthorizeParams, ErrorRedirect, RequestError, ValidRequest, append_query, validate,
-};
+use crate::oidc::request::{AuthorizeParams, ErrorRedirect, RequestError, ValidRequest, validate};
 use crate::oidc::store::PendingRequest;
 use crate::state::AppState;
 
@@ -160,19 +158,4 @@ fn error_to_client(
         state: request.state.clone(),
     };
     Redirect::to(&redirect.location(state.issuer())).into_response()
-}
-
-/// The successful answer: back to the client with the code.
-pub(super) fn redirect_with_code(
-    state: &AppState,
-    pending: &PendingRequest,
-    code: &str,
-) -> Response {
-    let mut params = vec![("code", code.to_owned())];
-    if let Some(s) = &pending.state {
-        params.push(("state", s.clone()));
-    }
-    params.push(("iss", state.issuer().to_owned()));
-    // 303: the browser follows with GET, never re-posting the password form.
-    Redirect::to(&append_query(&pending.redirect_uri, &params)).into_response()
 }

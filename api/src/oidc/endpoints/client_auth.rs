@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-use super::{MAX_FIELD_CHARS, header_str};
+use super::http::{MAX_FIELD_CHARS, header_str};
 use crate::oidc::error::OAuthError;
 use crate::state::AppState;
 

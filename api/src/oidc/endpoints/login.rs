@@ -8,16 +8,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::MAX_FIELD_CHARS;
-use super::authorize::redirect_with_code;
 use super::cookies::{CSRF_COOKIE, SESSION_COOKIE, cookie, set_cookie};
-use super::user_agent;
+use super::http::MAX_FIELD_CHARS;
+use super::http::user_agent;
 use crate::federation::LoginRequest;
 use crate::federation::audit::AuditReason;
 use crate::lifetimes::AUTHORIZATION_REQUEST_LIFETIME;
 use crate::oidc::pages::{self, CSS_PATH, Locale, LoginPage, PageError};
 use crate::oidc::request::{ErrorRedirect, append_query};
-use crate::oidc::store::hash;
+use crate::oidc::store::{PendingRequest, hash};
 use crate::state::AppState;
 
 /// Request ids and CSRF tokens are 43 characters; anything much longer is not one.
@@ -206,4 +205,19 @@ pub(super) async fn login_post(
             Some(locale.text().wrong_credentials),
         )),
     }
+}
+
+/// The successful answer: back to the client with the code.
+pub(super) fn redirect_with_code(
+    state: &AppState,
+    pending: &PendingRequest,
+    code: &str,
+) -> Response {
+    let mut params = vec![("code", code.to_owned())];
+    if let Some(s) = &pending.state {
+        params.push(("state", s.clone()));
+    }
+    params.push(("iss", state.issuer().to_owned()));
+    // 303: the browser follows with GET, never re-posting the password form.
+    Redirect::to(&append_query(&pending.redirect_uri, &params)).into_response()
 }

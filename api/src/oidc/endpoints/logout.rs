@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::cookies::{SESSION_COOKIE, cookie, set_cookie};
-use super::{header_str, user_agent};
+use super::http::{header_str, user_agent};
 use crate::federation::audit::{AuditEvent, AuditEventKind};
 use crate::lifetimes::LOGOUT_HINT_LEEWAY;
 use crate::oidc::jwt::IdTokenClaims;

@@ -9,6 +9,7 @@ mod authorize;
 mod client_auth;
 pub mod cookies;
 mod discovery;
+mod http;
 mod login;
 mod logout;
 mod revocation;
@@ -16,17 +17,10 @@ pub mod token;
 mod userinfo;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::pages::CSS_PATH;
 use crate::state::AppState;
-
-/// Fields longer than this are refused before any work is done.
-const MAX_FIELD_CHARS: usize = 4096;
-/// At most this much of a `User-Agent` goes into the audit trail.
-const MAX_USER_AGENT_CHARS: usize = 512;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -52,22 +46,4 @@ pub fn routes() -> Router<AppState> {
         .route("/oidc/revoke", post(revocation::revoke))
         .route("/oidc/introspect", post(revocation::introspect))
         .route(CSS_PATH, get(discovery::stylesheet))
-}
-
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The `User-Agent` as the audit trail records it.
-fn user_agent(headers: &HeaderMap) -> Option<String> {
-    header_str(headers, header::USER_AGENT)
-        .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect())
-}
-
-/// Marks an answer that carries tokens or token state as never cacheable.
-fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

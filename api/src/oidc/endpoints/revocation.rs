@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::client_auth::{TokenForm, client_and_token};
-use super::no_store;
+use super::http::no_store;
 use crate::oidc::bearer::{self, BearerRefusal};
 use crate::oidc::error::{OAuthError, OrUnavailable};
 use crate::state::AppState;

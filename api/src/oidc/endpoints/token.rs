@@ -11,7 +11,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::client_auth::{TokenForm, authenticate_client};
-use super::{MAX_FIELD_CHARS, user_agent};
+use super::http::{MAX_FIELD_CHARS, user_agent};
 use crate::federation::Identity;
 use crate::federation::audit::{AuditEvent, AuditEventKind, AuditReason};
 use crate::lifetimes::{TOKEN_LIFETIME, seconds};

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::no_store;
+use super::http::no_store;
 use crate::oidc::bearer::{self, BearerRefusal};
 use crate::oidc::error::OAuthError;
 use crate::state::AppState;

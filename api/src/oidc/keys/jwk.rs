@@ -1,7 +1,8 @@
 //! Key material: public keys as JWKs (with RFC 7638 thumbprints) and the private keys that
 //! sign, for each supported algorithm.
 
-use super::{KeyError, SigningAlgorithm};
+use super::error::KeyError;
+use crate::oidc::algorithm::SigningAlgorithm;
 use aws_lc_rs::digest::{self, SHA256};
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use aws_lc_rs::rand::SystemRandom;

@@ -13,7 +13,7 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use zeroize::Zeroizing;
 
-use super::KeyError;
+use super::error::KeyError;
 use crate::config::ServerConfig;
 
 /// First byte of a sealed private key; a new format gets a new number.

@@ -30,7 +30,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use base64::Engine as _;
@@ -43,245 +42,29 @@ use serde_json::{Value, json};
 pub use super::algorithm::SigningAlgorithm;
 use crate::db::{Database, Write, WriteScope};
 
+mod error;
 mod jwk;
 mod kek;
 mod rotation;
+mod snapshot;
+mod state;
 mod store;
 #[cfg(test)]
 mod tests;
 mod verify;
 
-use jwk::{PublicKey, Signer};
+pub use error::{KeyError, TokenError};
 pub use kek::KeyEncryptionKey;
 use rotation::plan_rotation;
 pub use rotation::{KeyPolicy, Postponed, Rotated, RotationReport};
+use snapshot::Snapshot;
+pub use state::KeyState;
 use store::{
-    KeyRow, NewKey, apply_postgres, apply_sqlite, delete_expired_postgres, delete_expired_sqlite,
-    ensure_keys, fetch_postgres, fetch_rows, fetch_sqlite, format_time, parse_time,
+    NewKey, apply_postgres, apply_sqlite, delete_expired_postgres, delete_expired_sqlite,
+    ensure_keys, fetch_postgres, fetch_rows, fetch_sqlite, format_time,
 };
 pub use verify::Expectations;
 use verify::verify_at;
-
-/// Where a key is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyState {
-    /// Published, not yet signing.
-    Next,
-    /// Published and signing.
-    Active,
-    /// Published until `not_after` so that tokens it signed still verify.
-    Retired,
-}
-
-impl KeyState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Next => "next",
-            Self::Active => "active",
-            Self::Retired => "retired",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [Self::Next, Self::Active, Self::Retired]
-            .into_iter()
-            .find(|state| state.as_str() == s)
-    }
-}
-
-impl fmt::Display for KeyState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Something wrong with the signing keys, their storage or their key-encryption key.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("key-encryption key: cannot read {path}: {source}")]
-    KekRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("key-encryption key: cannot create {path}: {source}")]
-    KekCreate {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("key-encryption key: environment variable {var} is not set (or not UTF-8)")]
-    KekEnvMissing { var: String },
-    #[error(
-        "key-encryption key from {origin} is not a 256-bit key: expected exactly 32 raw bytes, \
-         64 hex digits, or base64 of 32 bytes"
-    )]
-    KekFormat { origin: String },
-    #[error(
-        "signing key {kid} was encrypted with key-encryption key {stored}, but the configured \
-         key-encryption key is {configured}; configure the key-encryption key the signing keys \
-         were created with"
-    )]
-    WrongKek {
-        kid: String,
-        stored: String,
-        configured: String,
-    },
-    #[error(
-        "signing key {kid}: the private key does not decrypt with key-encryption key {kek_id}; \
-         either the key-encryption key is wrong or the database row was altered"
-    )]
-    Decrypt { kid: String, kek_id: String },
-    #[error("signing key {kid} in the database is unusable: {reason}")]
-    CorruptKey { kid: String, reason: String },
-    #[error(
-        "signing keys: no active {algorithm} key is loaded; novads creates it when it starts \
-         against this database"
-    )]
-    NoActiveKey { algorithm: SigningAlgorithm },
-    #[error(
-        "signing keys: {algorithm} has no {state} key although novads created one; the \
-         oidc_signing_keys table was changed by hand"
-    )]
-    MissingKey {
-        algorithm: SigningAlgorithm,
-        state: KeyState,
-    },
-    #[error("signing keys: the cryptographic library failed while {0}")]
-    Crypto(&'static str),
-    #[error("signing keys: token claims must serialise to a JSON object ({0})")]
-    Claims(String),
-    #[error("signing keys: database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The token presented to [`SigningKeys::verify`] is not acceptable: answer the client
-    /// `invalid_token`, never a server error.
-    #[error("invalid token: {0}")]
-    InvalidToken(#[from] TokenError),
-}
-
-impl KeyError {
-    /// Whether this is the caller's bad token rather than a fault of the provider.
-    pub fn is_invalid_token(&self) -> bool {
-        matches!(self, Self::InvalidToken(_))
-    }
-}
-
-/// Why a token was refused. Texts quoting the token are truncated: they come from the client.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("malformed token: {0}")]
-    Malformed(&'static str),
-    #[error("token algorithm {0:?} is not accepted (only ES256 and RS256 are)")]
-    UnsupportedAlgorithm(String),
-    #[error("token names no signing key (kid)")]
-    MissingKeyId,
-    #[error("token names signing key {0:?}, which this provider does not publish")]
-    UnknownKey(String),
-    #[error("token says {token} but signing key {kid} is an {key} key")]
-    AlgorithmMismatch {
-        kid: String,
-        token: SigningAlgorithm,
-        key: SigningAlgorithm,
-    },
-    #[error("token signature is invalid")]
-    BadSignature,
-    #[error("token type is {found:?}, expected {expected:?}")]
-    WrongType {
-        expected: String,
-        found: Option<String>,
-    },
-    #[error("token has critical header parameters this provider does not understand")]
-    CriticalHeader,
-    #[error("token has expired")]
-    Expired,
-    #[error("token is not valid yet")]
-    NotYetValid,
-    #[error("token lacks the {0} claim or it has the wrong type")]
-    MissingClaim(&'static str),
-    #[error("token was issued by {0:?}, not by this provider")]
-    WrongIssuer(String),
-    #[error("token is not meant for {0:?}")]
-    WrongAudience(String),
-    #[error("token claims do not have the expected shape: {0}")]
-    Claims(String),
-}
-
-/// At most this much of a client-supplied string goes into an error message.
-fn quoted(s: &str) -> String {
-    s.chars().take(80).collect()
-}
-
-/// A published key, as a replica holds it.
-struct Published {
-    kid: String,
-    state: KeyState,
-    not_after: Option<DateTime<Utc>>,
-    public: PublicKey,
-}
-
-impl Published {
-    fn is_published_at(&self, now: DateTime<Utc>) -> bool {
-        self.not_after.is_none_or(|until| now < until)
-    }
-}
-
-/// What one load of the table produced; replaced whole by [`SigningKeys::reload`].
-#[derive(Default)]
-struct Snapshot {
-    keys: Vec<Published>,
-    signers: BTreeMap<SigningAlgorithm, (String, Signer)>,
-}
-
-impl Snapshot {
-    /// Decrypts the active and next keys (next too, so a damaged one is noticed before it is
-    /// due to sign) and checks every row's kid and JWK. Retired keys' private halves are never
-    /// decrypted: they no longer sign.
-    fn build(
-        rows: &[KeyRow],
-        kek: &KeyEncryptionKey,
-        now: DateTime<Utc>,
-    ) -> Result<Self, KeyError> {
-        let mut snapshot = Self::default();
-        for row in rows {
-            let algorithm = row.algorithm()?;
-            let state = row.state()?;
-            let not_after = match (&row.not_after, state) {
-                (Some(text), KeyState::Retired) => Some(parse_time(row, text)?),
-                (None, KeyState::Retired) => return Err(row.corrupt("retired without not_after")),
-                _ => None,
-            };
-            let jwk: Value = serde_json::from_str(&row.public_jwk)
-                .map_err(|e| row.corrupt(format!("the public JWK is not JSON ({e})")))?;
-            let public = PublicKey::from_jwk(&jwk)
-                .filter(|public| public.algorithm() == algorithm)
-                .ok_or_else(|| row.corrupt(format!("the public JWK is not an {algorithm} key")))?;
-            if public.thumbprint() != row.kid {
-                return Err(row.corrupt("the kid is not the thumbprint of the public JWK"));
-            }
-            if state != KeyState::Retired {
-                row.check_kek(kek)?;
-                let pkcs8 = kek.open(&row.kid, &row.private_key)?;
-                let signer = Signer::from_pkcs8(algorithm, &pkcs8).map_err(|e| row.corrupt(e))?;
-                if signer.public_key().as_ref() != Some(&public) {
-                    return Err(row.corrupt("the private key does not match the public JWK"));
-                }
-                if state == KeyState::Active {
-                    snapshot
-                        .signers
-                        .insert(algorithm, (row.kid.clone(), signer));
-                }
-            }
-            let published = Published {
-                kid: row.kid.clone(),
-                state,
-                not_after,
-                public,
-            };
-            if published.is_published_at(now) {
-                snapshot.keys.push(published);
-            }
-        }
-        Ok(snapshot)
-    }
-}
 
 /// A key as [`SigningKeys::keys`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

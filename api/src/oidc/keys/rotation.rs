@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::error::KeyError;
 use super::kek::KeyEncryptionKey;
+use super::state::KeyState;
 use super::store::{Change, KeyRow, NewKey, chrono_duration, format_time, parse_time};
-use super::{KeyError, KeyState, SigningAlgorithm};
 use crate::lifetimes::{KEY_RELOAD_INTERVAL, MAX_TOKEN_LIFETIME};
+use crate::oidc::algorithm::SigningAlgorithm;
 
 /// Timing of rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::error::KeyError;
 use super::jwk::Signer;
 use super::kek::KeyEncryptionKey;
-use super::{KeyError, KeyState, SigningAlgorithm};
+use super::state::KeyState;
 use crate::db::{Database, Write, WriteScope};
+use crate::oidc::algorithm::SigningAlgorithm;
 
 /// A row of `oidc_signing_keys`.
 #[derive(Debug, Clone)]

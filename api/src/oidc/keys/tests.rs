@@ -1,4 +1,6 @@
+use super::jwk::{PublicKey, Signer};
 use super::kek::{SEALED_VERSION, encode_hex};
+use super::snapshot::Published;
 use super::verify::same_media_type;
 use super::*;
 

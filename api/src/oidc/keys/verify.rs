@@ -8,8 +8,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::{SigningAlgorithm, Snapshot, TokenError, quoted};
+use super::error::{TokenError, quoted};
+use super::snapshot::Snapshot;
 use crate::lifetimes::VERIFY_LEEWAY;
+use crate::oidc::algorithm::SigningAlgorithm;
 
 /// Tokens longer than this are refused before any parsing (ours are well under 4 KiB).
 const MAX_TOKEN_LEN: usize = 16 * 1024;

@@ -3,9 +3,9 @@
 
 use chrono::Utc;
 
+use super::flow_store::{FlowStore, StoreError, hash, random_token};
 use super::refresh_tokens::{NewRefresh, insert_refresh};
 use super::requests::PendingRequest;
-use super::{FlowStore, StoreError, hash, random_token};
 use crate::db::{Database, WriteScope, on_pool, on_write};
 use crate::federation::Identity;
 use crate::lifetimes::{CODE_LIFETIME, REFRESH_LIFETIME, millis, seconds};

@@ -3,102 +3,23 @@
 //! revocations, one file per table. Only hashes of the random handles are stored.
 //!
 //! Every statement is one SQL text for both backends (see [`crate::db`]); every write goes
-//! through [`Database::begin_write`]. The PostgreSQL paths of the three hot writes (finishing
-//! a sign-in, redeeming a code, rotating a refresh token) are single statements with
-//! data-modifying CTEs instead of transactions — one round trip and one commit each — which
-//! SQLite cannot express (it has no `UPDATE` or `DELETE` inside `WITH`).
+//! through [`Database::begin_write`](crate::db::Database::begin_write). The PostgreSQL paths
+//! of the three hot writes (finishing a sign-in, redeeming a code, rotating a refresh token)
+//! are single statements with data-modifying CTEs instead of transactions — one round trip and
+//! one commit each — which SQLite cannot express (it has no `UPDATE` or `DELETE` inside
+//! `WITH`). The portable transaction beside each is the one SQLite runs.
 
 mod codes;
+mod flow_store;
 mod refresh_tokens;
 mod requests;
 mod revocations;
 mod sessions;
-
-use aws_lc_rs::{digest, rand};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
+mod sign_in;
 
 pub use codes::{Exchange, RedeemedCode, ReplayedCode};
+pub use flow_store::{FlowStore, StoreError, hash, random_token};
 pub use refresh_tokens::{RefreshInfo, RefreshUse, Rotation, UsableRefresh};
-pub use requests::{CompletedLogin, PendingRequest};
+pub use requests::PendingRequest;
 pub use sessions::Session;
-
-use crate::db::{Database, WriteScope, on_write};
-use crate::lifetimes::{CODE_LIFETIME, millis};
-
-/// 32 random bytes, base64url: an unguessable handle.
-pub fn random_token() -> Result<String, StoreError> {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes).map_err(|_| StoreError::Random)?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// SHA-256, hex: how handles are stored, so a database reader cannot use them.
-pub fn hash(token: &str) -> String {
-    digest::digest(&digest::SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("no randomness available")]
-    Random,
-    #[error("stored identity is unreadable: {0}")]
-    Identity(#[from] serde_json::Error),
-}
-
-/// The sign-in state of the database. Cheap to clone (the pool is shared).
-#[derive(Clone)]
-pub struct FlowStore {
-    db: Database,
-}
-
-impl FlowStore {
-    pub fn new(db: Database) -> Self {
-        Self { db }
-    }
-
-    /// Deletes expired requests, codes, refresh tokens, sessions and revocations (used codes
-    /// are kept a while past expiry for replay detection; rotated refresh tokens until their
-    /// family expires; revocations until no token they name can still be valid).
-    pub async fn sweep(&self) -> Result<u64, StoreError> {
-        // Each statement, and how long after expiry a row is still kept: a used code stays
-        // one lifetime longer so that its replay is still recognised.
-        let sweeps: [(&str, i64); 5] = [
-            (
-                "DELETE FROM oidc_authorization_requests WHERE expires_at < $1",
-                0,
-            ),
-            (
-                "DELETE FROM oidc_codes WHERE expires_at < $1",
-                millis(CODE_LIFETIME),
-            ),
-            ("DELETE FROM oidc_refresh_tokens WHERE expires_at < $1", 0),
-            (
-                "DELETE FROM oidc_sessions WHERE expires_at < $1 OR ended_at IS NOT NULL",
-                0,
-            ),
-            ("DELETE FROM oidc_revocations WHERE expires_at < $1", 0),
-        ];
-        let now = Utc::now().timestamp_millis();
-        let mut write = self.db.begin_write(WriteScope::Transaction).await?;
-        let mut removed = 0;
-        on_write!(&mut write, |conn| {
-            for (sql, kept) in sweeps {
-                removed += sqlx::query(sql)
-                    .bind(now - kept)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-            }
-        });
-        write.commit().await?;
-        Ok(removed)
-    }
-}
+pub use sign_in::CompletedLogin;

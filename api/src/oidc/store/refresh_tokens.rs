@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use super::{FlowStore, StoreError, hash, random_token};
+use super::flow_store::{FlowStore, StoreError, hash, random_token};
 use crate::db::{Database, WriteScope, on_pool, on_write};
 use crate::federation::Identity;
 use crate::lifetimes::{REFRESH_LIFETIME, seconds};

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use super::{FlowStore, StoreError};
+use super::flow_store::{FlowStore, StoreError};
 use crate::db::{WriteScope, on_pool, on_write};
 use crate::lifetimes::{GRANT_REVOCATION, VERIFY_LEEWAY, millis};
 
