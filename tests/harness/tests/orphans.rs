@@ -11,13 +11,16 @@ use novads_testkit::{Municipality, Postgres, Slapd};
 
 const CHILD_ENV: &str = "NOVADS_TESTKIT_ORPHAN_CHILD";
 
-/// Runs only when re-executed by `servers_die_with_a_killed_test_process`:
-/// starts servers, reports them, then waits to be killed.
+/// The process `servers_die_with_a_killed_test_process` kills: starts servers, reports them,
+/// then waits to be killed. Not a test of its own, hence ignored; that test runs it with
+/// `--ignored` in a child process.
 #[tokio::test]
+#[ignore = "a helper process: run by servers_die_with_a_killed_test_process"]
 async fn orphan_helper() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
+    assert!(
+        std::env::var_os(CHILD_ENV).is_some(),
+        "orphan_helper only runs as the child of servers_die_with_a_killed_test_process"
+    );
     let (Some(slapd), Some(pg)) = (
         Slapd::start(Municipality::Talsi).await,
         Postgres::start().await,
@@ -56,6 +59,7 @@ fn servers_die_with_a_killed_test_process() {
         .args([
             "orphan_helper",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
