@@ -91,6 +91,16 @@ pub enum SourceState {
     Failed(String),
 }
 
+impl SourceState {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Collected => 0,
+            Self::NotCollected(_) => 1,
+            Self::Failed(_) => 2,
+        }
+    }
+}
+
 /// Security profile of a municipality; `Elevated` applies the stricter parameter values.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Profile {
@@ -166,6 +176,33 @@ pub struct FactsDocument {
 }
 
 impl FactsDocument {
+    /// Parses a facts document written as YAML or JSON, and checks it against the schema.
+    /// Every problem is one line.
+    pub fn from_text(text: &str) -> Result<Self, Vec<String>> {
+        let value: Value = serde_saphyr::from_str(text).map_err(|error| {
+            vec![format!(
+                "invalid YAML: {}",
+                error
+                    .without_snippet()
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )]
+        })?;
+        if value.is_null() {
+            return Err(vec!["the facts document is empty".into()]);
+        }
+        let document: Self = serde_json::from_value(value)
+            .map_err(|error| vec![format!("not a facts document: {error}")])?;
+        let problems = document.problems();
+        if problems.is_empty() {
+            Ok(document)
+        } else {
+            Err(problems)
+        }
+    }
+
     /// The state of `source` for `subject`: the subject's own entry first, then the document's.
     pub fn source_state(&self, subject: &Subject, source: Source) -> SourceState {
         subject
@@ -176,6 +213,40 @@ impl FactsDocument {
             .unwrap_or_else(|| {
                 SourceState::NotCollected(format!("{} facts not collected", source.as_str()))
             })
+    }
+
+    /// Adds the facts of another collector: municipalities not yet described, subjects
+    /// (the facts of a subject both describe are combined, `other` winning on the same fact),
+    /// and source states (the worse state wins: failed over not collected over collected).
+    pub fn merge(&mut self, other: FactsDocument) {
+        for (source, state) in other.sources {
+            let current = self.sources.entry(source).or_insert(state.clone());
+            if state.rank() > current.rank() {
+                *current = state;
+            }
+        }
+        for municipality in other.municipalities {
+            if self.municipality(&municipality.name).is_none() {
+                self.municipalities.push(municipality);
+            }
+        }
+        for subject in other.subjects {
+            let existing = self.subjects.iter_mut().find(|s| {
+                s.kind == subject.kind && s.name == subject.name && s.namespace == subject.namespace
+            });
+            match existing {
+                Some(existing) => {
+                    existing.facts.extend(subject.facts);
+                    for municipality in subject.municipalities {
+                        if !existing.municipalities.contains(&municipality) {
+                            existing.municipalities.push(municipality);
+                        }
+                    }
+                    existing.sources.extend(subject.sources);
+                }
+                None => self.subjects.push(subject),
+            }
+        }
     }
 
     pub fn municipality(&self, name: &str) -> Option<&MunicipalityInfo> {

@@ -246,10 +246,16 @@ impl PolicySet {
             let line = spanned.referenced.line().max(1);
             let raw = spanned.value;
             let id = raw.get("id").and_then(Value::as_str).map(str::to_string);
-            let check = match serde_json::from_value::<RawCheck>(raw.clone()) {
+            let check = match serde_path_to_error::deserialize::<_, RawCheck>(raw.clone()) {
                 Ok(check) => check,
                 Err(error) => {
-                    let message = describe_serde_error(&error.to_string());
+                    let at = error.path().to_string();
+                    let mut message = describe_serde_error(&error.into_inner().to_string());
+                    // A top-level unknown key names itself already.
+                    let names_itself = message.starts_with("unknown key") && !at.contains('.');
+                    if at != "." && !names_itself {
+                        message = format!("{at}: {message}");
+                    }
                     self.problems
                         .push(problem(line, id.as_deref(), message.clone()));
                     self.keep_broken(&raw, id.as_deref(), &message, path, line);

@@ -8,6 +8,7 @@
 //! `novads operator` runs: leader election ([`leader`]), health and metrics endpoints, and
 //! both controllers while this replica leads.
 
+pub mod compliance;
 pub mod kubevirt;
 pub mod leader;
 pub mod municipality;
