@@ -12,6 +12,7 @@ use novads_api::config::{self, ConfigErrors, Mode};
 use novads_api::dev;
 use novads_api::federation::audit::{ExportFilter, ExportFormat};
 use novads_api::server::{ServeError, Server, shutdown_signal};
+use novads_monitor::{FactsDocument, Lang, PolicySet, Severity, Source, SourceState};
 
 /// novads — the control plane for shared municipal hosting: tenancies and virtual servers on
 /// Kubernetes, single sign-on across municipal directories, and minimum-security monitoring.
@@ -70,6 +71,11 @@ enum Command {
     Operator(OperatorArgs),
     /// Print every novads CustomResourceDefinition as YAML (for `kubectl apply -f -`).
     Crds,
+    /// Check and evaluate the minimum-security policies (see docs/monitor.md).
+    Policies {
+        #[command(subcommand)]
+        command: PoliciesCommand,
+    },
     /// Print the objects the operator would apply for the given Municipality (and ServerImage /
     /// VirtualServer) manifests, as YAML — the same functions the controller uses.
     Render {
@@ -129,6 +135,65 @@ impl OperatorArgs {
             },
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum PoliciesCommand {
+    /// Load a policy directory and report every problem as FILE:LINE: check ID: what. Exit 1
+    /// when there is one.
+    Check {
+        /// The policy directory.
+        #[arg(value_name = "DIR", default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Evaluate the policies over Kubernetes objects (-f) and/or a facts document (--facts),
+    /// offline. Exit 0 when the evaluation ran, 1 with --fail-on when a failing result reaches
+    /// that severity.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// The policy directory.
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
+    /// Kubernetes objects as multi-document YAML (Municipality, VirtualServer, ServerImage,
+    /// NetworkPolicy, Service, RoleBinding, ResourceQuota, VirtualMachineSnapshot,
+    /// SecurityExemption; other kinds are ignored); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// A facts document (YAML or JSON), combined with the facts of the objects.
+    #[arg(long, value_name = "FILE")]
+    facts: Option<PathBuf>,
+    /// The evaluation time (RFC 3339 or YYYY-MM-DD, UTC); now by default.
+    #[arg(long, value_parser = commands::parse_time)]
+    now: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
+    format: EvalFormat,
+    #[arg(long, value_enum, default_value_t = EvalLang::En)]
+    lang: EvalLang,
+    /// Exit 1 when a fail or error result has this severity or higher (info, low, medium,
+    /// high, critical).
+    #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
+    fail_on: Option<Severity>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EvalFormat {
+    /// Results and summary as JSON.
+    Json,
+    /// One line per result, then a summary per municipality.
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EvalLang {
+    Lv,
+    En,
+}
+
+fn parse_severity(text: &str) -> Result<Severity, String> {
+    text.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,27 +389,31 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Render { files } => {
-            let mut documents = String::new();
-            for file in &files {
-                let text = if file.as_os_str() == "-" {
-                    std::io::read_to_string(std::io::stdin())
-                } else {
-                    std::fs::read_to_string(file)
-                }
-                .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
-                if !documents.is_empty() && !documents.ends_with('\n') {
-                    documents.push('\n');
-                }
-                if !documents.is_empty() {
-                    documents.push_str("---\n");
-                }
-                documents.push_str(&text);
-            }
+            let documents = read_documents(&files)?;
             let rendered =
                 novads_operator::render(&documents).map_err(|e| CliError::Input(e.to_string()))?;
             print!("{rendered}");
             Ok(())
         }
+        Command::Policies {
+            command: PoliciesCommand::Check { dir },
+        } => {
+            let set = PolicySet::load_dir(&dir).map_err(|e| CliError::Input(e.to_string()))?;
+            if set.problems.is_empty() {
+                println!(
+                    "{}: {} checks, no problems",
+                    dir.display(),
+                    set.checks.len()
+                );
+                Ok(())
+            } else {
+                let lines: Vec<String> = set.problems.iter().map(ToString::to_string).collect();
+                Err(CliError::Negative(lines.join("\n")))
+            }
+        }
+        Command::Policies {
+            command: PoliciesCommand::Eval(args),
+        } => policies_eval(args),
         Command::Keys {
             command: KeysCommand::Rotate { config, now },
         } => {
@@ -371,6 +440,91 @@ async fn run(command: Command) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// `novads policies eval`: reads the inputs, collects the cluster facts of the objects, and
+/// prints the evaluation. Problems in the policies are printed as warnings: the checks they
+/// break report `error` results.
+fn policies_eval(args: EvalArgs) -> Result<(), CliError> {
+    let set = PolicySet::load_dir(&args.policies).map_err(|e| CliError::Input(e.to_string()))?;
+    for problem in &set.problems {
+        eprintln!("novads: warning: {problem}");
+    }
+    if args.files.is_empty() && args.facts.is_none() {
+        return Err(CliError::Input(
+            "nothing to evaluate: give Kubernetes objects with -f or facts with --facts".into(),
+        ));
+    }
+    let now = args.now.unwrap_or_else(Utc::now);
+    let mut facts = FactsDocument::default();
+    let mut exemptions = Vec::new();
+    if !args.files.is_empty() {
+        let documents = read_documents(&args.files)?;
+        let objects = novads_operator::compliance::ClusterObjects::from_yaml(&documents)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+        facts = novads_operator::compliance::cluster_facts(&objects, now);
+        exemptions = novads_operator::compliance::exemptions(&objects).map_err(CliError::Input)?;
+    }
+    if let Some(path) = &args.facts {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+        let document = FactsDocument::from_text(&text).map_err(|problems| {
+            CliError::Input(
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {p}", path.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        facts.merge(document);
+    }
+    // Federation facts come only from a facts document here.
+    facts.sources.entry(Source::Federation).or_insert_with(|| {
+        SourceState::NotCollected("federation facts not collected (no --config)".into())
+    });
+    let evaluation = novads_monitor::evaluate(&set, &facts, &exemptions, now);
+    let lang = match args.lang {
+        EvalLang::Lv => Lang::Lv,
+        EvalLang::En => Lang::En,
+    };
+    let output = match args.format {
+        EvalFormat::Json => format!("{:#}\n", evaluation.to_json(lang)),
+        EvalFormat::Table => novads_monitor::output::table(&evaluation, lang),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Io(format!("cannot write the output: {e}")))?;
+    match args.fail_on {
+        Some(severity) if evaluation.fails_at(severity) => Err(CliError::Negative(format!(
+            "results fail at severity {} or higher",
+            severity.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The files after `-f` as one YAML stream; `-` is standard input.
+fn read_documents(files: &[PathBuf]) -> Result<String, CliError> {
+    let mut documents = String::new();
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(file)
+        }
+        .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+        if !documents.is_empty() && !documents.ends_with('\n') {
+            documents.push('\n');
+        }
+        if !documents.is_empty() {
+            documents.push_str("---\n");
+        }
+        documents.push_str(&text);
+    }
+    Ok(documents)
 }
 
 /// The password for `realm test`: prompted without echo on a terminal, otherwise the first

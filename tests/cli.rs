@@ -416,6 +416,7 @@ async fn crds_prints_the_checked_in_definitions() {
     let mut expected = String::new();
     for name in [
         "municipalities.novads.io.yaml",
+        "securityexemptions.novads.io.yaml",
         "serverimages.novads.io.yaml",
         "virtualservers.novads.io.yaml",
     ] {

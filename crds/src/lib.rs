@@ -1,6 +1,7 @@
 //! Custom resource types of novads (API group `novads.io`, version `v1alpha1`).
 
 mod municipality;
+mod security_exemption;
 mod server_image;
 mod virtual_server;
 
@@ -8,6 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use municipality::*;
+pub use security_exemption::*;
 pub use server_image::*;
 pub use virtual_server::*;
 
@@ -20,6 +22,7 @@ pub const VERSION: &str = "v1alpha1";
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         Municipality::crd(),
+        SecurityExemption::crd(),
         ServerImage::crd(),
         VirtualServer::crd(),
     ]

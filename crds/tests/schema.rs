@@ -616,3 +616,91 @@ fn disks_grow_but_never_shrink() {
         "{errors:?}"
     );
 }
+
+// --- SecurityExemption --------------------------------------------------------------------
+
+fn exemption() -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "SecurityExemption",
+        "metadata": { "name": "legacy-web", "namespace": "muni-talsi" },
+        "spec": {
+            "check": "image.in-support",
+            "subjects": ["web"],
+            "reason": "the records system needs Debian 10 until its migration in May 2027",
+            "approver": "anna@talsi",
+            "expires": "2027-06-30T00:00:00Z"
+        }
+    })
+}
+
+#[test]
+fn a_security_exemption_is_namespaced_and_bounded() {
+    let crd = crd("SecurityExemption");
+    assert_eq!(crd.spec.scope, "Namespaced");
+    let valid = exemption();
+    assert_eq!(
+        openapi_errors("SecurityExemption", &valid),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cel_errors("SecurityExemption", &valid, Some(&valid)),
+        Vec::<String>::new()
+    );
+    serde_json::from_value::<novads_crds::SecurityExemption>(valid.clone()).expect("typed");
+
+    for missing in ["reason", "expires", "approver", "check"] {
+        let mut object = exemption();
+        object["spec"]
+            .as_object_mut()
+            .expect("spec")
+            .remove(missing);
+        assert!(
+            !openapi_errors("SecurityExemption", &object).is_empty(),
+            "{missing} is required"
+        );
+    }
+    let mut object = exemption();
+    object["spec"]["reason"] = json!("because");
+    assert!(
+        !openapi_errors("SecurityExemption", &object).is_empty(),
+        "a reason says why"
+    );
+    object["spec"]["reason"] = json!("x".repeat(1001));
+    assert!(!openapi_errors("SecurityExemption", &object).is_empty());
+    let mut object = exemption();
+    object["spec"]["subjects"] = json!(vec!["web"; 65]);
+    assert!(!openapi_errors("SecurityExemption", &object).is_empty());
+
+    let mut changed = exemption();
+    changed["spec"]["check"] = json!("image.patched");
+    assert_eq!(
+        cel_errors("SecurityExemption", &changed, Some(&valid)),
+        ["spec.check: check is immutable: create another exemption for another check"]
+    );
+}
+
+#[test]
+fn every_string_and_list_of_a_security_exemption_is_bounded() {
+    let schema = schema_of(&crd("SecurityExemption"));
+    let spec = &schema["properties"]["spec"];
+    for (name, property) in spec["properties"].as_object().expect("properties") {
+        match property["type"].as_str() {
+            Some("string") => assert!(property["maxLength"].is_number(), "{name}"),
+            Some("array") => {
+                assert!(property["maxItems"].is_number(), "{name}");
+                assert!(property["items"]["maxLength"].is_number(), "{name}[]");
+            }
+            other => panic!("{name}: unexpected type {other:?}"),
+        }
+    }
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for field in ["check", "reason", "approver", "expires"] {
+        assert!(required.contains(&field), "{field} is required");
+    }
+}

@@ -9,7 +9,9 @@
 //! runs: the [`health`] and metrics endpoints, leader election ([`leader`]), and both
 //! controllers while this replica leads. [`render`] prints what the controllers would apply;
 //! [`kubevirt`] holds KubeVirt's types, [`quantity`] Kubernetes quantities as numbers.
+//! [`compliance`] collects the security monitor's cluster facts from the same objects.
 
+pub mod compliance;
 pub mod health;
 pub mod kubevirt;
 pub mod leader;
