@@ -84,8 +84,8 @@ pub struct VirtualServerSpec {
     pub disks: ServerDisks,
 
     /// Whether the server runs: `Running` (default; started again when it stops),
-    /// `RerunOnFailure` (started again only after a failure), `Manual` (started and stopped
-    /// with `virtctl`) or `Halted` (stopped).
+    /// `RerunOnFailure` (started again only after a failure), `Manual` (left as it is: neither
+    /// started nor stopped on its own) or `Halted` (stopped). The only switch of power state.
     #[serde(default)]
     pub run_strategy: RunStrategy,
 
@@ -136,7 +136,8 @@ pub enum RunStrategy {
     Running,
     /// Start it again only when it fails.
     RerunOnFailure,
-    /// Started and stopped by an admin (`virtctl start|stop`).
+    /// Left as it is: KubeVirt neither starts nor stops it on its own (a server shut down from
+    /// inside stays off until the strategy is set to `Running`).
     Manual,
     /// Keep it stopped.
     Halted,
