@@ -77,6 +77,7 @@ pub struct VirtualServerSpec {
     /// Guest memory between 256Mi and 1Ti, e.g. `4Gi`. Changing it takes effect at the next
     /// restart (the status then shows `RestartRequired`).
     #[x_kube(validation = kube::core::Rule::new(MEMORY_RANGE).message("memory must be a quantity between 256Mi and 1Ti, such as 4Gi"))]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub memory: Quantity,
 
     /// Disks: the system disk installed from the image and empty data disks.
@@ -168,6 +169,7 @@ pub struct ServerDisks {
         validation = kube::core::Rule::new(DISK_RANGE).message("systemSize must be a quantity between 1Gi and 64Ti, such as 40Gi"),
         validation = kube::core::Rule::new(NO_SHRINK).message("systemSize can grow but not shrink: a disk's data cannot be cut")
     )]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub system_size: Option<Quantity>,
 
     /// Storage class of the system disk; the cluster's default when omitted.
@@ -201,6 +203,7 @@ pub struct DataDisk {
         validation = kube::core::Rule::new(DISK_RANGE).message("size must be a quantity between 1Gi and 64Ti, such as 100Gi"),
         validation = kube::core::Rule::new(NO_SHRINK).message("size can grow but not shrink: a disk's data cannot be cut")
     )]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub size: Quantity,
 
     /// Storage class; the cluster's default when omitted.
