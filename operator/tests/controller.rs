@@ -552,3 +552,20 @@ fn the_reader_role_shows_images_and_the_own_municipality_only_and_the_operator_m
         assert_allowed(&method, uri, "");
     }
 }
+
+#[test]
+fn a_name_too_long_for_the_reader_role_is_a_spec_problem() {
+    let mut municipality = talsi();
+    municipality.metadata.name = Some("m".repeat(226));
+    assert!(tenancy::plan_tenancy(&municipality, &TenancySettings::default()).is_ok());
+    municipality.metadata.name = Some("m".repeat(227));
+    let problems =
+        tenancy::plan_tenancy(&municipality, &TenancySettings::default()).expect_err("too long");
+    assert_eq!(
+        problems,
+        [tenancy::SpecProblem::NameTooLong {
+            length: 227,
+            max: 226
+        }]
+    );
+}

@@ -94,6 +94,8 @@ pub enum SpecProblem {
     CodeConflict { namespace: String, owner: String },
     /// The object lacks what the API server always sets (name, uid).
     IncompleteObject { missing: &'static str },
+    /// The name is too long to name the municipality's reader ClusterRole after.
+    NameTooLong { length: usize, max: usize },
 }
 
 impl SpecProblem {
@@ -104,6 +106,7 @@ impl SpecProblem {
             Self::InvalidQuota { .. } => "InvalidQuota",
             Self::CodeConflict { .. } => "CodeConflict",
             Self::IncompleteObject { .. } => "IncompleteObject",
+            Self::NameTooLong { .. } => "NameTooLong",
         }
     }
 }
@@ -120,6 +123,11 @@ impl fmt::Display for SpecProblem {
                 "spec.code: namespace {namespace} already belongs to {owner}; choose another code"
             ),
             Self::IncompleteObject { missing } => write!(f, "metadata.{missing} is missing"),
+            Self::NameTooLong { length, max } => write!(
+                f,
+                "metadata.name has {length} characters; at most {max} fit the name of its \
+                 reader ClusterRole"
+            ),
         }
     }
 }
@@ -200,10 +208,16 @@ pub fn plan_tenancy(
 ) -> Result<Tenancy, Vec<SpecProblem>> {
     let mut problems = Vec::new();
     let owner = owner_reference(municipality).map_err(|p| vec![p])?;
+    // Object names are at most 253 characters; the reader ClusterRole's carries a prefix.
+    let max = 253 - READER_NAME_PREFIX.len();
+    let length = municipality.name_any().len();
+    if length > max {
+        problems.push(SpecProblem::NameTooLong { length, max });
+    }
     let quota = plan_quota(municipality).map_err(|mut p| problems.append(&mut p));
     let ranges = parse_network_ranges(&municipality.spec.allowed_network_ranges)
         .map_err(|mut p| problems.append(&mut p));
-    let (Ok(quota), Ok(ranges)) = (quota, ranges) else {
+    let (Ok(quota), Ok(ranges), true) = (quota, ranges, problems.is_empty()) else {
         return Err(problems);
     };
     Ok(Tenancy {
