@@ -137,20 +137,28 @@ pub struct MunicipalitySpec {
 pub struct MunicipalityQuotas {
     /// Virtual CPUs for all virtual servers together, e.g. `16` or `7500m`.
     #[x_kube(validation = kube::core::Rule::new(NON_NEGATIVE_QUANTITY).message("cpu must be a non-negative quantity such as 16 or 7500m"))]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub cpu: Quantity,
 
     /// Guest memory for all virtual servers together, e.g. `64Gi`.
     #[x_kube(validation = kube::core::Rule::new(NON_NEGATIVE_QUANTITY).message("memory must be a non-negative quantity such as 64Gi"))]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub memory: Quantity,
 
     /// Disk space for all virtual servers together, e.g. `2Ti`.
     #[x_kube(validation = kube::core::Rule::new(NON_NEGATIVE_QUANTITY).message("storage must be a non-negative quantity such as 2Ti"))]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub storage: Quantity,
 
     /// How many virtual servers the municipality may have at once.
     #[schemars(range(min = 0, max = 1000))]
     pub max_virtual_servers: i32,
 }
+
+/// Longest quantity string a CRD accepts (`maxLength` of every quantity field). The API server
+/// estimates the cost of a CEL rule from its inputs' bounds; 64 characters hold any quantity
+/// a municipality needs (`1Ti`, `7500m`, `1.5e12`) many times over.
+pub const QUANTITY_MAX_LENGTH: u32 = 64;
 
 /// CEL rule for a non-negative `int-or-string` quantity (Kubernetes ≥ 1.29 quantity library).
 const NON_NEGATIVE_QUANTITY: &str =

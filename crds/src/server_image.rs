@@ -55,6 +55,7 @@ pub struct ServerImageSpec {
 
     /// Smallest root disk the image fits on, e.g. `20Gi`.
     #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() > 0").message("minDiskSize must be a positive quantity such as 20Gi"))]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub min_disk_size: Quantity,
 
     /// Whether the platform team approved the image for municipal use.

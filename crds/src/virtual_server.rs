@@ -77,6 +77,7 @@ pub struct VirtualServerSpec {
     /// Guest memory between 256Mi and 1Ti, e.g. `4Gi`. Changing it takes effect at the next
     /// restart (the status then shows `RestartRequired`).
     #[x_kube(validation = kube::core::Rule::new(MEMORY_RANGE).message("memory must be a quantity between 256Mi and 1Ti, such as 4Gi"))]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub memory: Quantity,
 
     /// Disks: the system disk installed from the image and empty data disks.
@@ -84,8 +85,8 @@ pub struct VirtualServerSpec {
     pub disks: ServerDisks,
 
     /// Whether the server runs: `Running` (default; started again when it stops),
-    /// `RerunOnFailure` (started again only after a failure), `Manual` (started and stopped
-    /// with `virtctl`) or `Halted` (stopped).
+    /// `RerunOnFailure` (started again only after a failure), `Manual` (left as it is: neither
+    /// started nor stopped on its own) or `Halted` (stopped). The only switch of power state.
     #[serde(default)]
     pub run_strategy: RunStrategy,
 
@@ -136,7 +137,8 @@ pub enum RunStrategy {
     Running,
     /// Start it again only when it fails.
     RerunOnFailure,
-    /// Started and stopped by an admin (`virtctl start|stop`).
+    /// Left as it is: KubeVirt neither starts nor stops it on its own (a server shut down from
+    /// inside stays off until the strategy is set to `Running`).
     Manual,
     /// Keep it stopped.
     Halted,
@@ -167,6 +169,7 @@ pub struct ServerDisks {
         validation = kube::core::Rule::new(DISK_RANGE).message("systemSize must be a quantity between 1Gi and 64Ti, such as 40Gi"),
         validation = kube::core::Rule::new(NO_SHRINK).message("systemSize can grow but not shrink: a disk's data cannot be cut")
     )]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub system_size: Option<Quantity>,
 
     /// Storage class of the system disk; the cluster's default when omitted.
@@ -200,6 +203,7 @@ pub struct DataDisk {
         validation = kube::core::Rule::new(DISK_RANGE).message("size must be a quantity between 1Gi and 64Ti, such as 100Gi"),
         validation = kube::core::Rule::new(NO_SHRINK).message("size can grow but not shrink: a disk's data cannot be cut")
     )]
+    #[schemars(extend("maxLength" = crate::QUANTITY_MAX_LENGTH))]
     pub size: Quantity,
 
     /// Storage class; the cluster's default when omitted.

@@ -12,8 +12,8 @@
 //!   server-side apply bodies serialised as kube's `Patch::Apply` does (`serde_json::to_vec`),
 //!   `usage_from_quota`, `next_status` and the comparison with the current status that decides
 //!   whether to write. No I/O.
-//! - the same **plus decoding the 11 API responses** a reconcile receives (the namespace GET and
-//!   ten apply responses, with their managedFields), which kube does on the same thread.
+//! - the same **plus decoding the 13 API responses** a reconcile receives (the namespace GET and
+//!   twelve apply responses, with their managedFields), which kube does on the same thread.
 //! - **memory**: the process RSS before and after filling `kube::runtime::reflector` stores
 //!   the way the runtime does — each object decoded from JSON as the watcher receives it (with
 //!   managedFields, labels, annotations), `managed_fields_mut().clear()`, then
@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, NamespaceStatus, ResourceQuota, ResourceQuotaStatus,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, FieldsV1, ManagedFieldsEntry, ObjectMeta, Time,
@@ -133,7 +133,7 @@ fn main() {
     });
     report(
         &format!(
-            "no-op reconcile (build + diff + decoding the 11 API responses), {MUNICIPALITIES} \
+            "no-op reconcile (build + diff + decoding the 13 API responses), {MUNICIPALITIES} \
              municipalities"
         ),
         with_responses,
@@ -159,7 +159,7 @@ struct Case {
     existing_namespace: Namespace,
     /// The ResourceQuota as the apply returns it (its status holds the usage).
     applied_quota: ResourceQuota,
-    /// JSON answers: the namespace GET, then the ten apply responses in apply order.
+    /// JSON answers: the namespace GET, then the twelve apply responses in apply order.
     responses: Vec<Vec<u8>>,
 }
 
@@ -209,13 +209,15 @@ fn apply_bodies(tenancy: &Tenancy) -> usize {
         + body(&tenancy.limit_range)
         + tenancy.network_policies.iter().map(body).sum::<usize>()
         + tenancy.role_bindings.iter().map(body).sum::<usize>()
+        + body(&tenancy.reader_role)
+        + body(&tenancy.reader_binding)
 }
 
 fn decode<K: DeserializeOwned>(bytes: &[u8]) -> K {
     serde_json::from_slice(bytes).expect("decode API response")
 }
 
-/// Decodes the ten apply responses as their kinds (as `Api::patch` does).
+/// Decodes the twelve apply responses as their kinds (as `Api::patch` does).
 fn decode_apply_responses(responses: &[Vec<u8>]) -> usize {
     let [
         namespace,
@@ -224,9 +226,11 @@ fn decode_apply_responses(responses: &[Vec<u8>]) -> usize {
         policies @ ..,
         admins,
         viewers,
+        reader_role,
+        reader_binding,
     ] = responses
     else {
-        panic!("expected ten apply responses");
+        panic!("expected twelve apply responses");
     };
     black_box(decode::<Namespace>(namespace));
     black_box(decode::<ResourceQuota>(quota));
@@ -236,6 +240,8 @@ fn decode_apply_responses(responses: &[Vec<u8>]) -> usize {
     }
     black_box(decode::<RoleBinding>(admins));
     black_box(decode::<RoleBinding>(viewers));
+    black_box(decode::<ClusterRole>(reader_role));
+    black_box(decode::<ClusterRoleBinding>(reader_binding));
     responses.len()
 }
 
@@ -333,6 +339,8 @@ fn response_bodies(
             .iter()
             .map(|b| answered(b, "rolebindings")),
     );
+    responses.push(answered(&tenancy.reader_role, "clusterroles"));
+    responses.push(answered(&tenancy.reader_binding, "clusterrolebindings"));
     responses
 }
 
@@ -341,7 +349,7 @@ fn response_bodies(
 fn server_metadata(meta: &mut ObjectMeta, plural: &str) {
     let api_version = match plural {
         "networkpolicies" => "networking.k8s.io/v1",
-        "rolebindings" => "rbac.authorization.k8s.io/v1",
+        "rolebindings" | "clusterroles" | "clusterrolebindings" => "rbac.authorization.k8s.io/v1",
         _ => "v1",
     };
     if meta.uid.is_some() {

@@ -103,8 +103,13 @@ pub fn render_with(documents: &str, settings: &TenancySettings) -> Result<String
                     .to_values()
                     .map_err(|e| RenderError::Output(e.to_string()))?;
                 output.push_str(&format!(
-                    "# Municipality {name} (document {document}): {} objects in namespace {}\n",
+                    "# Municipality {name} (document {document}): {} objects, {} of them in \
+                     namespace {}\n",
                     objects.len(),
+                    objects
+                        .iter()
+                        .filter(|o| o["metadata"]["namespace"] == municipality.namespace_name())
+                        .count(),
                     municipality.namespace_name()
                 ));
                 push_objects(&mut output, &objects)?;

@@ -105,6 +105,12 @@ fn applies(municipality: &Municipality, quota_used: Value) -> Vec<Expect> {
                 "RoleBinding" => format!(
                     "/apis/rbac.authorization.k8s.io/v1/namespaces/muni-talsi/rolebindings/{name}"
                 ),
+                "ClusterRole" => {
+                    format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+                }
+                "ClusterRoleBinding" => {
+                    format!("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
+                }
                 other => panic!("unexpected kind {other}"),
             };
             let used = quota_used.clone();
@@ -488,4 +494,78 @@ async fn a_namespace_of_another_owner_is_never_deleted() {
     ];
     let (result, _) = run(&municipality, script).await;
     assert_eq!(result.expect("ok"), Action::await_change());
+}
+
+#[test]
+fn the_reader_role_shows_images_and_the_own_municipality_only_and_the_operator_may_grant_it() {
+    use support::rbac::assert_allowed;
+    let municipality = talsi();
+    let tenancy = tenancy::plan_tenancy(&municipality, &TenancySettings::default()).expect("valid");
+    let role = serde_json::to_value(&tenancy.reader_role).expect("role");
+    assert_eq!(role["metadata"]["name"], "novads-municipality-reader-talsi");
+    assert_eq!(role["metadata"].get("namespace"), None, "cluster-scoped");
+    assert_eq!(
+        role["rules"],
+        json!([
+            { "apiGroups": ["novads.io"], "resources": ["serverimages"], "verbs": ["get", "list", "watch"] },
+            { "apiGroups": ["novads.io"], "resources": ["municipalities"], "resourceNames": ["talsi"], "verbs": ["get"] }
+        ])
+    );
+    // Every admin and viewer group, realm-qualified, bound once.
+    let binding = serde_json::to_value(&tenancy.reader_binding).expect("binding");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        "novads-municipality-reader-talsi"
+    );
+    let mut groups: Vec<String> = municipality
+        .spec
+        .admin_groups
+        .iter()
+        .chain(&municipality.spec.viewer_groups)
+        .map(|g| format!("talsi:{g}"))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let subjects: Vec<&str> = binding["subjects"]
+        .as_array()
+        .expect("subjects")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(subjects, groups);
+    assert!(!subjects.is_empty());
+    // Escalation prevention: the API server lets the operator create this role (and bind it)
+    // only if the operator holds every permission in it, which the chart's ClusterRole does.
+    for (method, uri) in [
+        (
+            Method::GET,
+            "/apis/novads.io/v1alpha1/serverimages/debian-12",
+        ),
+        (Method::GET, "/apis/novads.io/v1alpha1/serverimages"),
+        (
+            Method::GET,
+            "/apis/novads.io/v1alpha1/serverimages?watch=true",
+        ),
+        (Method::GET, "/apis/novads.io/v1alpha1/municipalities/talsi"),
+    ] {
+        assert_allowed(&method, uri, "");
+    }
+}
+
+#[test]
+fn a_name_too_long_for_the_reader_role_is_a_spec_problem() {
+    let mut municipality = talsi();
+    municipality.metadata.name = Some("m".repeat(226));
+    assert!(tenancy::plan_tenancy(&municipality, &TenancySettings::default()).is_ok());
+    municipality.metadata.name = Some("m".repeat(227));
+    let problems =
+        tenancy::plan_tenancy(&municipality, &TenancySettings::default()).expect_err("too long");
+    assert_eq!(
+        problems,
+        [tenancy::SpecProblem::NameTooLong {
+            length: 227,
+            max: 226
+        }]
+    );
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use novads_operator::TenancySettings;
 use serde_json::Value;
 
@@ -95,6 +95,12 @@ fn every_rendered_object_round_trips_through_k8s_openapi_types() {
                 }
                 (Some("rbac.authorization.k8s.io/v1"), Some("RoleBinding")) => {
                     round_trips_as::<RoleBinding>(object)
+                }
+                (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRole")) => {
+                    round_trips_as::<ClusterRole>(object)
+                }
+                (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRoleBinding")) => {
+                    round_trips_as::<ClusterRoleBinding>(object)
                 }
                 (Some("v1"), Some("Secret")) => round_trips_as::<Secret>(object),
                 (Some("v1"), Some("Service")) => round_trips_as::<Service>(object),

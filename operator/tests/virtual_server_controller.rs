@@ -636,6 +636,90 @@ async fn stopping_and_starting_reach_the_vm_run_strategy() {
 }
 
 #[tokio::test]
+async fn a_halted_server_stays_stopped_across_reconciles() {
+    let mut halted = web(basic_spec());
+    halted.spec.run_strategy = novads_crds::RunStrategy::Halted;
+    let mut world = World::new();
+    world.vm = Some(live_vm(&halted, "Stopped"));
+    let halted = converged(&halted, &world);
+    assert_eq!(
+        halted.status.as_ref().and_then(|s| s.phase),
+        Some(novads_crds::Phase::Stopped)
+    );
+    // A start made behind the VirtualServer's back (`virtctl start` rewrites the VM's
+    // runStrategy to `Always`) is what the next apply overrules.
+    let mut started_by_hand = world.clone();
+    if let Some(vm) = started_by_hand.vm.as_mut() {
+        vm["spec"]["runStrategy"] = json!("Always");
+    }
+
+    let mut harness = Harness::new();
+    for world in [&world, &started_by_hand, &world] {
+        // Every reconcile applies `Halted` and nothing else: no start or restart request
+        // (the script fails on any request beyond it), no status write.
+        let mut script = world.reads(&halted);
+        script.push(cloud_init_apply(&halted, None));
+        script.push(vm_apply(&halted, world.vm.clone(), |vm| {
+            assert_eq!(vm["spec"]["runStrategy"], "Halted");
+        }));
+        let result = harness.run(&halted, script).await;
+        assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+    }
+
+    // A restart token while halted is only marked handled: it does not start the server.
+    let mut token = halted.clone();
+    token.spec.restart = Some("2025-06-02T09:59".into());
+    let mut script = world.reads(&token);
+    script.push(cloud_init_apply(&token, None));
+    script.push(vm_apply(&token, world.vm.clone(), |vm| {
+        assert_eq!(vm["spec"]["runStrategy"], "Halted");
+    }));
+    script.push(status_patch(&token, |status| {
+        assert_eq!(status["restartHandled"], "2025-06-02T09:59");
+        assert_eq!(status["phase"], "Stopped");
+    }));
+    harness.run(&token, script).await.expect("ok");
+}
+
+#[test]
+fn municipality_roles_leave_power_state_to_the_virtual_server() {
+    use support::rbac::municipality_role_allows;
+    let subresources = "subresources.kubevirt.io";
+    for role in ["novads-municipality-admin", "novads-municipality-viewer"] {
+        for power in [
+            "virtualmachines/start",
+            "virtualmachines/stop",
+            "virtualmachines/restart",
+            "virtualmachineinstances/pause",
+            "virtualmachineinstances/unpause",
+        ] {
+            for verb in ["update", "patch", "create"] {
+                assert!(
+                    !municipality_role_allows(role, subresources, power, verb),
+                    "{role} may {verb} {power}: two sources of truth for power state"
+                );
+            }
+        }
+        // Power goes through the VirtualServer, which the admin edits.
+        assert_eq!(
+            municipality_role_allows(role, "novads.io", "virtualservers", "patch"),
+            role == "novads-municipality-admin"
+        );
+    }
+    for access in [
+        "virtualmachineinstances/console",
+        "virtualmachineinstances/vnc",
+    ] {
+        assert!(municipality_role_allows(
+            "novads-municipality-admin",
+            subresources,
+            access,
+            "get"
+        ));
+    }
+}
+
+#[tokio::test]
 async fn removing_expose_deletes_the_service_and_its_policy() {
     let server = web(basic_spec());
     let mut world = running_world(&server);

@@ -14,11 +14,13 @@ use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 use novads_crds::Municipality;
 
 use crate::quantity::{Amount, QuantityError};
@@ -48,6 +50,10 @@ pub const RESOURCE_QUOTA_NAME: &str = "novads-quota";
 pub const LIMIT_RANGE_NAME: &str = "novads-defaults";
 pub const ADMIN_ROLE_BINDING_NAME: &str = "novads-municipality-admins";
 pub const VIEWER_ROLE_BINDING_NAME: &str = "novads-municipality-viewers";
+/// Prefix of the per-municipality ClusterRole and ClusterRoleBinding that let its admin and
+/// viewer groups read the ServerImages and their own Municipality (cluster-scoped, so no
+/// RoleBinding in the namespace can grant them).
+pub const READER_NAME_PREFIX: &str = "novads-municipality-reader-";
 pub const POLICY_DEFAULT_DENY: &str = "novads-default-deny";
 pub const POLICY_SAME_NAMESPACE: &str = "novads-allow-same-namespace";
 pub const POLICY_DNS: &str = "novads-allow-dns";
@@ -88,6 +94,8 @@ pub enum SpecProblem {
     CodeConflict { namespace: String, owner: String },
     /// The object lacks what the API server always sets (name, uid).
     IncompleteObject { missing: &'static str },
+    /// The name is too long to name the municipality's reader ClusterRole after.
+    NameTooLong { length: usize, max: usize },
 }
 
 impl SpecProblem {
@@ -98,6 +106,7 @@ impl SpecProblem {
             Self::InvalidQuota { .. } => "InvalidQuota",
             Self::CodeConflict { .. } => "CodeConflict",
             Self::IncompleteObject { .. } => "IncompleteObject",
+            Self::NameTooLong { .. } => "NameTooLong",
         }
     }
 }
@@ -114,6 +123,11 @@ impl fmt::Display for SpecProblem {
                 "spec.code: namespace {namespace} already belongs to {owner}; choose another code"
             ),
             Self::IncompleteObject { missing } => write!(f, "metadata.{missing} is missing"),
+            Self::NameTooLong { length, max } => write!(
+                f,
+                "metadata.name has {length} characters; at most {max} fit the name of its \
+                 reader ClusterRole"
+            ),
         }
     }
 }
@@ -160,6 +174,10 @@ pub struct Tenancy {
     pub limit_range: LimitRange,
     pub network_policies: Vec<NetworkPolicy>,
     pub role_bindings: Vec<RoleBinding>,
+    /// Read access to the ServerImages and to this Municipality only.
+    pub reader_role: ClusterRole,
+    /// Binds the admin and viewer groups to [`Tenancy::reader_role`].
+    pub reader_binding: ClusterRoleBinding,
 }
 
 impl Tenancy {
@@ -176,6 +194,8 @@ impl Tenancy {
         for binding in &self.role_bindings {
             values.push(serde_json::to_value(binding)?);
         }
+        values.push(serde_json::to_value(&self.reader_role)?);
+        values.push(serde_json::to_value(&self.reader_binding)?);
         Ok(values)
     }
 }
@@ -188,10 +208,16 @@ pub fn plan_tenancy(
 ) -> Result<Tenancy, Vec<SpecProblem>> {
     let mut problems = Vec::new();
     let owner = owner_reference(municipality).map_err(|p| vec![p])?;
+    // Object names are at most 253 characters; the reader ClusterRole's carries a prefix.
+    let max = 253 - READER_NAME_PREFIX.len();
+    let length = municipality.name_any().len();
+    if length > max {
+        problems.push(SpecProblem::NameTooLong { length, max });
+    }
     let quota = plan_quota(municipality).map_err(|mut p| problems.append(&mut p));
     let ranges = parse_network_ranges(&municipality.spec.allowed_network_ranges)
         .map_err(|mut p| problems.append(&mut p));
-    let (Ok(quota), Ok(ranges)) = (quota, ranges) else {
+    let (Ok(quota), Ok(ranges), true) = (quota, ranges, problems.is_empty()) else {
         return Err(problems);
     };
     Ok(Tenancy {
@@ -200,6 +226,8 @@ pub fn plan_tenancy(
         limit_range: build_limit_range(municipality, &owner, &quota),
         network_policies: build_network_policies(municipality, &owner, settings, &ranges),
         role_bindings: build_role_bindings(municipality, &owner, settings),
+        reader_role: build_reader_role(municipality, &owner),
+        reader_binding: build_reader_binding(municipality, &owner, settings),
     })
 }
 
@@ -604,6 +632,81 @@ pub fn build_role_bindings(
             &municipality.spec.viewer_groups,
         ),
     ]
+}
+
+/// Metadata of a cluster-scoped child: no namespace, owned by the (cluster-scoped)
+/// Municipality, so the garbage collector removes it with the Municipality.
+fn cluster_child_meta(municipality: &Municipality, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(format!("{READER_NAME_PREFIX}{}", municipality.name_any())),
+        labels: Some(labels(municipality)),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// ClusterRole `novads-municipality-reader-<name>`: `get/list/watch` on ServerImages (the
+/// catalogue every municipality chooses from) and `get` on this Municipality alone
+/// (`resourceNames`), so its people see their quota, usage and compliance but no other
+/// municipality's. The operator may create it because it holds these permissions itself.
+pub fn build_reader_role(municipality: &Municipality, owner: &OwnerReference) -> ClusterRole {
+    let rule = |resources: &str, verbs: &[&str], names: Option<Vec<String>>| PolicyRule {
+        api_groups: Some(vec![novads_crds::GROUP.to_string()]),
+        resources: Some(vec![resources.to_string()]),
+        verbs: verbs.iter().map(|verb| (*verb).to_string()).collect(),
+        resource_names: names,
+        ..PolicyRule::default()
+    };
+    ClusterRole {
+        metadata: cluster_child_meta(municipality, owner),
+        rules: Some(vec![
+            rule("serverimages", &["get", "list", "watch"], None),
+            rule(
+                "municipalities",
+                &["get"],
+                Some(vec![municipality.name_any()]),
+            ),
+        ]),
+        ..ClusterRole::default()
+    }
+}
+
+/// ClusterRoleBinding `novads-municipality-reader-<name>`: every admin and viewer group of the
+/// municipality → its reader ClusterRole (the subject list is replaced as a whole).
+pub fn build_reader_binding(
+    municipality: &Municipality,
+    owner: &OwnerReference,
+    settings: &TenancySettings,
+) -> ClusterRoleBinding {
+    let mut names: Vec<String> = municipality
+        .spec
+        .admin_groups
+        .iter()
+        .chain(&municipality.spec.viewer_groups)
+        .map(|group| qualified_group(settings, &municipality.spec.realm, group))
+        .collect();
+    names.sort();
+    names.dedup();
+    let metadata = cluster_child_meta(municipality, owner);
+    ClusterRoleBinding {
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_string()),
+            kind: "ClusterRole".to_string(),
+            name: metadata.name.clone().unwrap_or_default(),
+        },
+        metadata,
+        subjects: Some(
+            names
+                .into_iter()
+                .map(|name| Subject {
+                    api_group: Some("rbac.authorization.k8s.io".to_string()),
+                    kind: "Group".to_string(),
+                    name,
+                    namespace: None,
+                })
+                .collect(),
+        ),
+    }
 }
 
 /// Whether the namespace `muni-<code>` already belongs to another owner (another Municipality

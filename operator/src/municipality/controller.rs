@@ -378,6 +378,8 @@ async fn apply_tenancy(ctx: &Context, tenancy: &Tenancy) -> Result<ResourceQuota
     for binding in &tenancy.role_bindings {
         reconcile::apply_namespaced(client, &namespace, binding).await?;
     }
+    reconcile::apply(client, &tenancy.reader_role).await?;
+    reconcile::apply(client, &tenancy.reader_binding).await?;
     Ok(quota)
 }
 

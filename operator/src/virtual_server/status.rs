@@ -217,7 +217,7 @@ fn running(
 fn stopped(server: &VirtualServer, printable: &str) -> Lifecycle {
     let message = match server.spec.run_strategy {
         RunStrategy::Halted => "the server is stopped (spec.runStrategy is Halted)",
-        RunStrategy::Manual => "the server is stopped; `virtctl start` starts it",
+        RunStrategy::Manual => "the server is stopped; set spec.runStrategy to Running to start it",
         RunStrategy::RerunOnFailure => {
             "the server stopped; it is started again only after a failure"
         }

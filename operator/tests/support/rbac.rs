@@ -114,3 +114,38 @@ pub fn assert_allowed(method: &Method, uri: &str, content_type: &str) {
         );
     }
 }
+
+/// Whether ClusterRole `role` in the chart's rbac-municipality.yaml (the roles bound to a
+/// municipality's own admins and viewers) allows `verb` on `resource` in `group`.
+pub fn municipality_role_allows(role: &str, group: &str, resource: &str, verb: &str) -> bool {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/novads/templates/rbac-municipality.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("read the chart's rbac-municipality.yaml");
+    let has = |list: &Value, item: &str| {
+        list.as_array()
+            .is_some_and(|items| items.iter().any(|v| v.as_str() == Some(item)))
+    };
+    let mut found = false;
+    let mut allowed = false;
+    for document in text.split("\n---\n") {
+        let cluster_role: Value = serde_saphyr::from_str(document).expect("RBAC YAML");
+        if cluster_role["metadata"]["name"].as_str() != Some(role) {
+            continue;
+        }
+        found = true;
+        allowed |= cluster_role["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|rule| {
+                has(&rule["apiGroups"], group)
+                    && has(&rule["resources"], resource)
+                    && has(&rule["verbs"], verb)
+                    && rule["resourceNames"].as_array().is_none_or(Vec::is_empty)
+            });
+    }
+    assert!(found, "no ClusterRole {role} in {path}");
+    allowed
+}
