@@ -184,6 +184,8 @@ enum EvalFormat {
     Json,
     /// One line per result, then a summary per municipality.
     Table,
+    /// One self-contained, printable page for a security officer or an auditor.
+    Html,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -491,6 +493,8 @@ fn policies_eval(args: EvalArgs) -> Result<(), CliError> {
     let output = match args.format {
         EvalFormat::Json => format!("{:#}\n", evaluation.to_json(lang)),
         EvalFormat::Table => novads_monitor::output::table(&evaluation, lang),
+        EvalFormat::Html => novads_monitor::html::render(&evaluation, lang)
+            .map_err(|e| CliError::Io(format!("cannot render the HTML report: {e}")))?,
     };
     let mut stdout = std::io::stdout().lock();
     stdout

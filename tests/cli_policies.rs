@@ -434,3 +434,31 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     let out = run(&["policies", "eval", "-f", "/nonexistent.yaml"], None);
     assert_clean_failure(&out, 2, "/nonexistent.yaml");
 }
+
+#[test]
+fn eval_prints_a_printable_html_page() {
+    let files = examples();
+    let out = run(
+        &[
+            &[
+                "policies",
+                "eval",
+                "--format",
+                "html",
+                "--lang",
+                "lv",
+                "--now",
+                "2026-12-01",
+                "-f",
+            ][..],
+            &files.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with("<!DOCTYPE html>"));
+    assert!(out.stdout.contains("<html lang=\"lv\">"));
+    assert!(out.stdout.contains("Pašvaldība talsi (muni-talsi)"));
+    assert!(!out.stdout.contains("http"), "no external assets");
+}

@@ -142,7 +142,7 @@ pub fn evaluate(
     let subjects: Vec<PreparedSubject> = facts
         .subjects
         .iter()
-        .map(|subject| PreparedSubject::new(subject, facts))
+        .map(|subject| PreparedSubject::new(subject, facts, &schemas[&subject.kind]))
         .collect();
     let states: Vec<ExemptionState> = exemptions.iter().map(|e| e.state(now)).collect();
     let mut applied = vec![0usize; exemptions.len()];
@@ -323,8 +323,12 @@ struct PreparedSubject<'a> {
 }
 
 impl<'a> PreparedSubject<'a> {
-    fn new(subject: &'a Subject, document: &'a FactsDocument) -> Self {
-        let mut problems = crate::facts::validate_facts(subject.kind, &subject.facts);
+    fn new(
+        subject: &'a Subject,
+        document: &'a FactsDocument,
+        schema: &BTreeMap<String, Field>,
+    ) -> Self {
+        let mut problems = crate::facts::validate_against(subject.kind, schema, &subject.facts);
         let targets = if subject.municipalities.is_empty() {
             vec![Target::Platform]
         } else {

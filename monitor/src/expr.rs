@@ -9,7 +9,9 @@
 //! lists at most [`MAX_PARAM_LIST`](crate::policy::MAX_PARAM_LIST), and CEL has no recursion
 //! or unbounded loops, so one evaluation visits at most about
 //! `MAX_NODES × MAX_FACT_LIST` nodes: a runaway expression cannot be written, only a slow
-//! one, and its slowness has that ceiling.
+//! one, and its slowness has that ceiling. The exception is the crate's `filter` and `map`,
+//! which copy their growing result at each step (square of the list's length); docs/monitor.md
+//! tells policy authors to keep them to short lists.
 
 use std::collections::{BTreeMap, BTreeSet};
 

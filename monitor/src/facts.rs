@@ -257,10 +257,14 @@ impl FactsDocument {
     /// [`MAX_FACT_LIST`], subjects naming municipalities that are not listed. Each problem names
     /// the subject.
     pub fn problems(&self) -> Vec<String> {
+        let schemas: BTreeMap<SubjectKind, BTreeMap<String, Field>> = SubjectKind::ALL
+            .iter()
+            .map(|kind| (*kind, schema(*kind)))
+            .collect();
         let mut problems = Vec::new();
         for subject in &self.subjects {
             let label = format!("{} {}", subject.kind, subject.name);
-            for problem in validate_facts(subject.kind, &subject.facts) {
+            for problem in validate_against(subject.kind, &schemas[&subject.kind], &subject.facts) {
                 problems.push(format!("{label}: {problem}"));
             }
             for municipality in &subject.municipalities {
@@ -613,7 +617,15 @@ fn object_type(node: &Value, root: &Value) -> FactType {
 /// Checks facts given as JSON against the schema of `kind`: known fields, right types, lists
 /// within [`MAX_FACT_LIST`].
 pub fn validate_facts(kind: SubjectKind, facts: &serde_json::Map<String, Value>) -> Vec<String> {
-    let schema = schema(kind);
+    validate_against(kind, &schema(kind), facts)
+}
+
+/// [`validate_facts`] with the schema of `kind` already derived.
+pub fn validate_against(
+    kind: SubjectKind,
+    schema: &BTreeMap<String, Field>,
+    facts: &serde_json::Map<String, Value>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, value) in facts {
         match schema.get(name) {

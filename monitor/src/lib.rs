@@ -12,12 +12,14 @@
 //! - [`exemption`]: accepted risks with reason, approver and expiry;
 //! - [`evaluate`](mod@evaluate): results and the compliance summary;
 //! - [`report`]: OpenReports `Report` / `ClusterReport` objects;
-//! - [`output`]: the table shown by `novads policies eval`.
+//! - [`output`]: the table shown by `novads policies eval`;
+//! - [`html`]: the printable HTML report.
 
 pub mod evaluate;
 pub mod exemption;
 pub mod expr;
 pub mod facts;
+pub mod html;
 pub mod output;
 pub mod policy;
 pub mod report;

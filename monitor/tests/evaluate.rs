@@ -367,3 +367,58 @@ fn reports_are_valid_openreports_objects_and_bounded() {
     assert_eq!(cluster["kind"], "ClusterReport");
     assert!(cluster["metadata"].get("namespace").is_none());
 }
+
+#[test]
+fn the_html_report_is_self_contained_escaped_and_in_both_languages() {
+    let set = policies();
+    let mut hostile = municipality(
+        "talsi",
+        json!({"admin_members": 5, "resource_quota_present": false}),
+    );
+    hostile.name = "<script>alert(1)</script>".into();
+    let facts = document(vec![hostile], SourceState::Collected);
+    let exemptions = [exemption(
+        "quota-migration",
+        "muni-talsi",
+        "2027-02-01T00:00:00Z",
+    )];
+    let evaluation = evaluate(&set, &facts, &exemptions, now());
+    for (lang, words) in [
+        (
+            Lang::Lv,
+            [
+                "Minimālo kiberdrošības prasību atbilstība",
+                "Tiesiskais pamats",
+                "Novēršana",
+            ],
+        ),
+        (
+            Lang::En,
+            [
+                "Minimum cybersecurity requirements",
+                "Legal basis",
+                "Remediation",
+            ],
+        ),
+    ] {
+        let page = novads_monitor::html::render(&evaluation, lang).expect("renders");
+        for word in words {
+            assert!(page.contains(word), "{word} missing");
+        }
+        assert!(!page.contains("<script"), "a subject name is escaped");
+        assert!(page.contains("&#60;script&#62;") || page.contains("&lt;script&gt;"));
+        for external in ["src=", "href=", "http://", "https://", "@import", "url("] {
+            assert!(!page.contains(external), "external asset: {external}");
+        }
+        assert!(page.contains("NIS2 Art. 21(2)(i)"));
+        assert!(
+            page.contains("quota is being migrated"),
+            "exemption reason shown"
+        );
+        assert!(page.contains("2027-02-01"), "exemption expiry shown");
+        assert!(
+            page.contains("Samaziniet") || page.contains("Reduce"),
+            "remediation shown"
+        );
+    }
+}
