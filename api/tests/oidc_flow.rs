@@ -1201,3 +1201,76 @@ async fn post_form<K: serde::Serialize, V: serde::Serialize>(
             .unwrap_or_default(),
     )
 }
+
+/// The brute-force attack against the running server: forty wrong passwords for one account
+/// posted to the login form at once reach the directory at most `lockout.max_failures` times;
+/// a source that keeps failing gets `429` with `Retry-After` at once instead of a held request.
+#[tokio::test]
+async fn parallel_password_guessing_is_bounded_and_throttled_with_429() {
+    use novads_testkit::fixtures::talsi;
+    use novads_testkit::{Municipality, Slapd};
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        return;
+    };
+    let (server, db_url) = start_with_talsi(&ldap).await;
+    let max_failures = server.config.lockout.max_failures;
+    let base = server.base.clone();
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&format!("{base}/demo/callback"))
+    );
+    let (form, _) = open_login_page(&authorize).await;
+    let form = std::sync::Arc::new(form);
+    let posts: Vec<_> = (0..40)
+        .map(|_| {
+            let (base, form) = (base.clone(), form.clone());
+            tokio::spawn(async move {
+                submit(&base, &form, &talsi::ILZE.login(), "wrong")
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.await.expect("post ran"), 200, "the form again");
+    }
+    let rows = audit_events(&db_url).await;
+    assert_eq!(rows.len(), 40);
+    let reached = rows.iter().filter(|r| !r["directory"].is_null()).count();
+    assert_eq!(
+        reached,
+        usize::try_from(max_failures).expect("small"),
+        "wrong passwords that reached the directory"
+    );
+    let locked = rows.iter().filter(|r| r["event"] == "locked_out").count();
+    assert_eq!(locked, 40 - reached);
+
+    // The same address keeps guessing, now across accounts: after its free failures it is
+    // told to wait, immediately.
+    let mut throttled = None;
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        let response = submit(&base, &form, &format!("ghost{i}@talsi"), "wrong").await;
+        if response.status() == 429 {
+            assert!(started.elapsed() < std::time::Duration::from_millis(200));
+            throttled = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let throttled = throttled.expect("a failing source is throttled");
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    let html = throttled.text().await.expect("html");
+    assert!(
+        html.contains("Pārāk daudz neveiksmīgu mēģinājumu"),
+        "{html}"
+    );
+    let rows = audit_events(&db_url).await;
+    assert_eq!(rows.last().expect("row")["reason"], "throttled");
+    server.stop().await;
+}

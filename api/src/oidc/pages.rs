@@ -89,6 +89,8 @@ pub struct Text {
     pub submit: &'static str,
     /// The one message for every failed sign-in.
     pub wrong_credentials: &'static str,
+    /// A source that failed too often, told to wait (the page comes with `429`).
+    pub too_many_attempts: &'static str,
     pub expired: &'static str,
     pub error_title: &'static str,
     pub signed_out_title: &'static str,
@@ -107,6 +109,7 @@ static LATVIAN: Text = Text {
     password: "Parole",
     submit: "Pieteikties",
     wrong_credentials: "Nepareizs lietotājvārds vai parole.",
+    too_many_attempts: "Pārāk daudz neveiksmīgu mēģinājumu. Lūdzu, pagaidiet brīdi un mēģiniet vēlreiz.",
     expired: "Pieteikšanās laiks beidzās. Lūdzu, atveriet lietotni un mēģiniet vēlreiz.",
     error_title: "Pieteikšanās nav iespējama",
     signed_out_title: "Izrakstīšanās",
@@ -125,6 +128,7 @@ static ENGLISH: Text = Text {
     password: "Password",
     submit: "Sign in",
     wrong_credentials: "Wrong username or password.",
+    too_many_attempts: "Too many failed attempts. Please wait a moment and try again.",
     expired: "The sign-in page expired. Please open the application and try again.",
     error_title: "Cannot sign in",
     signed_out_title: "Signed out",
