@@ -972,28 +972,59 @@ async fn introspection_and_revocation() {
         .expect("refresh")
         .to_owned();
     let ask = |token: String| vec![("token", token), ("client_id", "demo-app".to_owned())];
+    let introspect = |token: String| {
+        let url = format!("{}/oidc/introspect", server.base);
+        async move {
+            post_form(
+                url,
+                vec![("token", token)],
+                Some(("portal", "demo-client-secret")),
+            )
+            .await
+        }
+    };
 
+    // A public client cannot introspect, not even its own tokens: its id is no secret.
     let (status, body) = post("/oidc/introspect", ask(access.clone())).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = post("/oidc/introspect", ask(refresh.clone())).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // A confidential client that proved its secret (a resource server) can.
+    let (status, body) = introspect(access.clone()).await;
     assert_eq!(status, 200);
     assert_eq!(
         (body["active"].as_bool(), body["sub"].as_str()),
         (Some(true), Some("demo:anna"))
     );
-    let (_, body) = post("/oidc/introspect", ask(refresh.clone())).await;
-    assert_eq!(body["active"], true);
-    assert_eq!(body["token_type"], "refresh_token");
-    let (_, body) = post("/oidc/introspect", ask("garbage".into())).await;
+    // Refresh tokens are described only to the client they were issued to.
+    let (_, body) = introspect(refresh.clone()).await;
     assert_eq!(body, serde_json::json!({ "active": false }));
-    // Unauthenticated callers learn nothing.
+    let (_, body) = introspect("garbage".into()).await;
+    assert_eq!(body, serde_json::json!({ "active": false }));
+    // Unauthenticated callers and wrong secrets learn nothing.
     let (status, body) = post("/oidc/introspect", vec![("token", access.clone())]).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
     );
+    let (status, _) = post_form(
+        format!("{}/oidc/introspect", server.base),
+        vec![("token", access.clone())],
+        Some(("portal", "wrong-secret")),
+    )
+    .await;
+    assert_eq!(status, 401);
 
+    // Revoking the refresh token revokes the grant, its access token included.
     let (status, _) = post("/oidc/revoke", ask(refresh.clone())).await;
     assert_eq!(status, 200);
-    let (_, body) = post("/oidc/introspect", ask(refresh.clone())).await;
+    let (_, body) = introspect(access.clone()).await;
     assert_eq!(body["active"], false);
     let (status, body) = post(
         "/oidc/token",
