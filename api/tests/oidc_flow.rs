@@ -216,6 +216,10 @@ async fn authorization_code_flow_with_pkce_through_an_independent_client() {
         claims.email().map(|e| e.as_str()),
         Some("anna@demo.novads.lv")
     );
+    assert_eq!(
+        claims.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
+        Some(demo.name)
+    );
     let expected_hash = AccessTokenHash::from_token(
         tokens.access_token(),
         id_token.signing_alg().expect("alg"),
@@ -234,6 +238,22 @@ async fn authorization_code_flow_with_pkce_through_an_independent_client() {
         .await
         .expect("userinfo");
     assert_eq!(userinfo.subject().as_str(), "demo:anna");
+    // The standard claims the `profile` and `email` scopes grant, as Grafana reads them.
+    assert_eq!(
+        userinfo.preferred_username().map(|u| u.as_str()),
+        Some("anna@demo")
+    );
+    assert_eq!(
+        userinfo
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str()),
+        Some(demo.name)
+    );
+    assert_eq!(
+        userinfo.email().map(|e| e.as_str()),
+        Some("anna@demo.novads.lv")
+    );
 
     // The code is single-use.
     let replay = client
@@ -984,6 +1004,21 @@ async fn introspection_and_revocation() {
         }
     };
 
+    // Only `openid` was granted: userinfo keeps the profile and address to itself.
+    let userinfo: serde_json::Value = browser()
+        .get(format!("{}/oidc/userinfo", server.base))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("userinfo")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(userinfo["sub"], "demo:anna");
+    for claim in ["preferred_username", "name", "email"] {
+        assert!(userinfo.get(claim).is_none(), "{claim} in {userinfo}");
+    }
+
     // A public client cannot introspect, not even its own tokens: its id is no secret.
     let (status, body) = post("/oidc/introspect", ask(access.clone())).await;
     assert_eq!(
@@ -1145,6 +1180,13 @@ async fn authlib_completes_the_flow_refresh_and_revocation() {
         "{stdout}"
     );
     assert!(stdout.contains("revocation ok"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "userinfo ok, name='{}' email={}@demo.novads.lv",
+            demo.name, demo.username
+        )),
+        "{stdout}"
+    );
     server.stop().await;
 }
 
