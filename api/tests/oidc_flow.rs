@@ -944,11 +944,27 @@ async fn logout_ends_the_session_for_every_application() {
         Some("login_required")
     );
 
-    // Both logouts are in the audit trail.
+    // A logout link that only names a client (no ID token of ours): the audit row does not
+    // take the link's word for which application it was.
+    let (form, _) = open_login_page(&authorize("")).await;
+    let response = submit(&server.base, &form, "anna@demo", demo.password).await;
+    let session = session_cookie(&response).expect("session");
+    let response = browser()
+        .get(format!("{}/oidc/logout?client_id=portal", server.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 200);
+
+    // Every logout is in the audit trail, with a client only where an ID token named it.
     let rows = audit_events(&server.config.database).await;
     let logouts: Vec<&serde_json::Value> = rows.iter().filter(|r| r["event"] == "logout").collect();
-    assert_eq!(logouts.len(), 2, "{rows:?}");
+    assert_eq!(logouts.len(), 3, "{rows:?}");
     assert_eq!(logouts[0]["username"], "anna@demo");
+    assert_eq!(logouts[0]["client_id"], "demo-app", "{:?}", logouts[0]);
+    assert_eq!(logouts[1]["client_id"], "demo-app", "{:?}", logouts[1]);
+    assert!(logouts[2]["client_id"].is_null(), "{:?}", logouts[2]);
     server.stop().await;
 }
 

@@ -53,11 +53,6 @@ async fn logout(
         params.ui_locales.as_deref(),
         header_str(&headers, header::ACCEPT_LANGUAGE),
     );
-    if let Some(session_id) = cookie(&headers, SESSION_COOKIE) {
-        end_session(&state, session_id, params.client_id.as_deref(), &headers)
-            .await
-            .map_err(|e| PageError::unavailable(locale, &e))?;
-    }
     // The client is named by the ID token it issued us (expired tokens are fine here: they
     // only identify the client) or by client_id; both must agree.
     let hinted_client = params.id_token_hint.as_deref().and_then(|token| {
@@ -68,10 +63,18 @@ async fn logout(
             .ok()
             .map(|claims| claims.aud)
     });
-    let client_id = match (hinted_client, params.client_id) {
+    let client_id = match (hinted_client.clone(), params.client_id) {
         (Some(hinted), Some(named)) if hinted != named => None,
         (hinted, named) => hinted.or(named),
     };
+    // The audit trail names a client only when our own signature vouches for it: a bare
+    // `client_id` is whatever the link's author typed.
+    let verified_client = hinted_client.filter(|hinted| client_id.as_ref() == Some(hinted));
+    if let Some(session_id) = cookie(&headers, SESSION_COOKIE) {
+        end_session(&state, session_id, verified_client.as_deref(), &headers)
+            .await
+            .map_err(|e| PageError::unavailable(locale, &e))?;
+    }
     let redirect = client_id
         .as_deref()
         .and_then(|id| state.clients().get(id))
