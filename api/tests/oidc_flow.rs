@@ -949,6 +949,7 @@ async fn logout_ends_the_session_for_every_application() {
     let (form, _) = open_login_page(&authorize("")).await;
     let response = submit(&server.base, &form, "anna@demo", demo.password).await;
     let session = session_cookie(&response).expect("session");
+    // Such a link (from any web page) ends nothing by itself: it asks, with a CSRF token.
     let response = browser()
         .get(format!("{}/oidc/logout?client_id=portal", server.base))
         .header("cookie", &session)
@@ -956,6 +957,80 @@ async fn logout_ends_the_session_for_every_application() {
         .await
         .expect("logout");
     assert_eq!(response.status(), 200);
+    let csrf_cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("novads_logout_csrf="))
+        .and_then(|v| v.split(';').next())
+        .expect("CSRF cookie")
+        .to_owned();
+    assert!(
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().is_ok_and(|v| v.starts_with("novads_session="))),
+        "the session cookie is kept"
+    );
+    let page = response.text().await.expect("html");
+    assert!(
+        page.contains("Vai izrakstīties no visām lietotnēm?"),
+        "{page}"
+    );
+    let csrf = hidden(&page, "csrf");
+    let still_signed_in = |session: String| {
+        let url = authorize("&prompt=none");
+        async move {
+            let response = browser()
+                .get(url)
+                .header("cookie", session)
+                .send()
+                .await
+                .expect("get");
+            let location = response.headers()["location"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            query_param(&location, "code").is_some()
+        }
+    };
+    assert!(still_signed_in(session.clone()).await);
+    // Another site posting the form cannot send our CSRF cookie along: asked again.
+    let response = browser()
+        .post(format!("{}/oidc/logout", server.base))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str()), ("client_id", "portal")])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("Vai izrakstīties")
+    );
+    assert!(still_signed_in(session.clone()).await);
+    // The user confirms.
+    let response = browser()
+        .post(format!("{}/oidc/logout", server.base))
+        .header("cookie", format!("{session}; {csrf_cookie}"))
+        .form(&[("csrf", csrf.as_str()), ("client_id", "portal")])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("Jūs esat izrakstījies")
+    );
+    assert!(!still_signed_in(session.clone()).await);
 
     // Every logout is in the audit trail, with a client only where an ID token named it.
     let rows = audit_events(&server.config.database).await;

@@ -95,6 +95,9 @@ pub struct Text {
     pub error_title: &'static str,
     pub signed_out_title: &'static str,
     pub signed_out: &'static str,
+    /// Asked when a logout link carries no ID token of ours (anyone can send such a link).
+    pub sign_out_question: &'static str,
+    pub sign_out_button: &'static str,
 }
 
 static LATVIAN: Text = Text {
@@ -114,6 +117,8 @@ static LATVIAN: Text = Text {
     error_title: "Pieteikšanās nav iespējama",
     signed_out_title: "Izrakstīšanās",
     signed_out: "Jūs esat izrakstījies no visām lietotnēm.",
+    sign_out_question: "Vai izrakstīties no visām lietotnēm?",
+    sign_out_button: "Izrakstīties",
 };
 
 static ENGLISH: Text = Text {
@@ -133,6 +138,8 @@ static ENGLISH: Text = Text {
     error_title: "Cannot sign in",
     signed_out_title: "Signed out",
     signed_out: "You are signed out of every application.",
+    sign_out_question: "Sign out of every application?",
+    sign_out_button: "Sign out",
 };
 
 #[derive(Template)]
@@ -156,6 +163,20 @@ pub struct ErrorPage<'a> {
     pub css_path: &'a str,
     pub title: &'a str,
     pub message: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "logout_confirm.html")]
+pub struct LogoutConfirmPage<'a> {
+    pub lang: &'a str,
+    pub css_path: &'a str,
+    pub title: &'a str,
+    pub question: &'a str,
+    pub button: &'a str,
+    pub csrf: &'a str,
+    pub client_id: Option<&'a str>,
+    pub post_logout_redirect_uri: Option<&'a str>,
+    pub state: Option<&'a str>,
 }
 
 /// Renders a page with the security headers every page carries.
