@@ -898,6 +898,37 @@ async fn logout_ends_the_session_for_every_application() {
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("location").is_none());
 
+    // Logging out revoked what the session issued: the refresh token and the access token.
+    let refreshed = browser()
+        .post(format!("{}/oidc/token", server.base))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                tokens["refresh_token"].as_str().expect("refresh"),
+            ),
+            ("client_id", "demo-app"),
+        ])
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(
+        refreshed.status(),
+        400,
+        "the refresh token died with the session"
+    );
+    let userinfo = browser()
+        .get(format!("{}/oidc/userinfo", server.base))
+        .bearer_auth(tokens["access_token"].as_str().expect("access"))
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(
+        userinfo.status(),
+        401,
+        "the access token died with the session"
+    );
+
     // Sign in again, then log out properly: back to the registered page with state.
     let (form, _) = open_login_page(&authorize("")).await;
     let response = submit(&server.base, &form, "anna@demo", demo.password).await;

@@ -193,5 +193,5 @@ async fn end_session(
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not read a session at logout"),
     }
-    store.end_session(session_id).await
+    store.log_out(session_id).await
 }
