@@ -82,7 +82,11 @@ def main(issuer, client_id, redirect_uri, username, password):
 
     info = client.get(metadata["userinfo_endpoint"], timeout=10).json()
     assert info["sub"] == claims["sub"], info
-    step("userinfo ok")
+    # The standard claims of the granted scopes, where relying parties such as Grafana look.
+    assert info["preferred_username"] == username, info
+    assert info["name"] and info["name"] == claims["name"], (info, claims)
+    assert info["email"] and info["email"] == claims["email"], (info, claims)
+    step(f"userinfo ok, name={info['name']!r} email={info['email']}")
 
     old_refresh = token["refresh_token"]
     renewed = client.refresh_token(metadata["token_endpoint"], refresh_token=old_refresh)

@@ -839,3 +839,118 @@ async fn entry_cache_skips_only_the_search() {
         AuditReason::AccountDisabled,
     );
 }
+
+/// Forty wrong passwords for one account posted at once: only `max_failures` of them reach the
+/// directory; the rest are refused as locked out without asking it. On both databases.
+#[tokio::test]
+async fn parallel_wrong_passwords_reach_the_directory_at_most_max_failures_times() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        // A directory per backend: slapd's own ppolicy must not have counted earlier runs.
+        let Some(world) = World::start().await else {
+            return;
+        };
+        let mut config = world.config("sqlite://unused.db");
+        // Below slapd's ppolicy (5), so that every lock seen here is novads's own.
+        config.lockout.max_failures = 3;
+        let registry = prometheus::Registry::new();
+        let federation =
+            std::sync::Arc::new(setup::build(&config, db.clone(), &registry).expect("federation"));
+        let attempts: Vec<_> = (0..40)
+            .map(|_| {
+                let federation = federation.clone();
+                tokio::spawn(async move {
+                    federation
+                        .login(&attempt(&talsi::JANA.login(), "wrong", None))
+                        .await
+                })
+            })
+            .collect();
+        for attempt in attempts {
+            let refused = attempt
+                .await
+                .expect("attempt ran")
+                .expect_err("a wrong password never signs in");
+            assert!(
+                matches!(
+                    refused.reason,
+                    AuditReason::BadCredentials | AuditReason::LockedOut
+                ),
+                "{backend:?}: {refused:?}"
+            );
+        }
+
+        let rows = audit_rows(&db).await;
+        assert_eq!(rows.len(), 40, "{backend:?}: every attempt is audited");
+        let reached: Vec<_> = rows.iter().filter(|r| !r["directory"].is_null()).collect();
+        assert_eq!(
+            reached.len(),
+            3,
+            "{backend:?}: attempts that reached the directory: {reached:#?}"
+        );
+        assert!(
+            reached.iter().all(|r| r["reason"] == "bad_credentials"),
+            "{backend:?}: {reached:#?}"
+        );
+        let locked = rows.iter().filter(|r| r["event"] == "locked_out").count();
+        assert_eq!(
+            locked, 37,
+            "{backend:?}: the rest are refused as locked out"
+        );
+    })
+    .await;
+}
+
+/// A source that keeps failing is told to wait (`throttled`, with the time to wait) instead of
+/// being held inside the request, and its attempts meanwhile never reach the directory.
+#[tokio::test]
+async fn a_failing_source_is_told_to_wait() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let Some(world) = World::start().await else {
+            return;
+        };
+        let config = world.config("sqlite://unused.db");
+        let registry = prometheus::Registry::new();
+        let federation = setup::build(&config, db.clone(), &registry).expect("federation");
+        // Ten failures are free (default `source_free_failures`); one account each, so no
+        // account locks.
+        for i in 0..11 {
+            let refused = federation
+                .login(&attempt(&format!("ghost{i}@talsi"), "wrong", None))
+                .await
+                .expect_err("unknown user");
+            assert_eq!(refused.retry_after, None, "{backend:?}: attempt {i}");
+        }
+        let started = std::time::Instant::now();
+        let refused = federation
+            .login(&login_as(&talsi::JANA, None))
+            .await
+            .expect_err("the source must wait first");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "{backend:?}: answered at once, not held"
+        );
+        assert_eq!(refused.reason, AuditReason::Throttled, "{backend:?}");
+        let wait = refused.retry_after.expect("told how long");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(250),
+            "{backend:?}: {wait:?}"
+        );
+        let rows = audit_rows(&db).await;
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == refused.audit_id.expect("row"))
+            .expect("row");
+        assert_eq!(row["reason"], "throttled");
+        assert!(row["directory"].is_null(), "the directory was not asked");
+
+        // After the wait the owner signs in from the same address.
+        tokio::time::sleep(wait + Duration::from_millis(20)).await;
+        federation
+            .login(&login_as(&talsi::JANA, None))
+            .await
+            .expect("signs in after waiting");
+    })
+    .await;
+}

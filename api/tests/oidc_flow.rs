@@ -216,6 +216,10 @@ async fn authorization_code_flow_with_pkce_through_an_independent_client() {
         claims.email().map(|e| e.as_str()),
         Some("anna@demo.novads.lv")
     );
+    assert_eq!(
+        claims.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
+        Some(demo.name)
+    );
     let expected_hash = AccessTokenHash::from_token(
         tokens.access_token(),
         id_token.signing_alg().expect("alg"),
@@ -234,6 +238,22 @@ async fn authorization_code_flow_with_pkce_through_an_independent_client() {
         .await
         .expect("userinfo");
     assert_eq!(userinfo.subject().as_str(), "demo:anna");
+    // The standard claims the `profile` and `email` scopes grant, as Grafana reads them.
+    assert_eq!(
+        userinfo.preferred_username().map(|u| u.as_str()),
+        Some("anna@demo")
+    );
+    assert_eq!(
+        userinfo
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str()),
+        Some(demo.name)
+    );
+    assert_eq!(
+        userinfo.email().map(|e| e.as_str()),
+        Some("anna@demo.novads.lv")
+    );
 
     // The code is single-use.
     let replay = client
@@ -878,6 +898,37 @@ async fn logout_ends_the_session_for_every_application() {
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("location").is_none());
 
+    // Logging out revoked what the session issued: the refresh token and the access token.
+    let refreshed = browser()
+        .post(format!("{}/oidc/token", server.base))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                tokens["refresh_token"].as_str().expect("refresh"),
+            ),
+            ("client_id", "demo-app"),
+        ])
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(
+        refreshed.status(),
+        400,
+        "the refresh token died with the session"
+    );
+    let userinfo = browser()
+        .get(format!("{}/oidc/userinfo", server.base))
+        .bearer_auth(tokens["access_token"].as_str().expect("access"))
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(
+        userinfo.status(),
+        401,
+        "the access token died with the session"
+    );
+
     // Sign in again, then log out properly: back to the registered page with state.
     let (form, _) = open_login_page(&authorize("")).await;
     let response = submit(&server.base, &form, "anna@demo", demo.password).await;
@@ -924,11 +975,102 @@ async fn logout_ends_the_session_for_every_application() {
         Some("login_required")
     );
 
-    // Both logouts are in the audit trail.
+    // A logout link that only names a client (no ID token of ours): the audit row does not
+    // take the link's word for which application it was.
+    let (form, _) = open_login_page(&authorize("")).await;
+    let response = submit(&server.base, &form, "anna@demo", demo.password).await;
+    let session = session_cookie(&response).expect("session");
+    // Such a link (from any web page) ends nothing by itself: it asks, with a CSRF token.
+    let response = browser()
+        .get(format!("{}/oidc/logout?client_id=portal", server.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 200);
+    let csrf_cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("novads_logout_csrf="))
+        .and_then(|v| v.split(';').next())
+        .expect("CSRF cookie")
+        .to_owned();
+    assert!(
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().is_ok_and(|v| v.starts_with("novads_session="))),
+        "the session cookie is kept"
+    );
+    let page = response.text().await.expect("html");
+    assert!(
+        page.contains("Vai izrakstīties no visām lietotnēm?"),
+        "{page}"
+    );
+    let csrf = hidden(&page, "csrf");
+    let still_signed_in = |session: String| {
+        let url = authorize("&prompt=none");
+        async move {
+            let response = browser()
+                .get(url)
+                .header("cookie", session)
+                .send()
+                .await
+                .expect("get");
+            let location = response.headers()["location"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            query_param(&location, "code").is_some()
+        }
+    };
+    assert!(still_signed_in(session.clone()).await);
+    // Another site posting the form cannot send our CSRF cookie along: asked again.
+    let response = browser()
+        .post(format!("{}/oidc/logout", server.base))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str()), ("client_id", "portal")])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("Vai izrakstīties")
+    );
+    assert!(still_signed_in(session.clone()).await);
+    // The user confirms.
+    let response = browser()
+        .post(format!("{}/oidc/logout", server.base))
+        .header("cookie", format!("{session}; {csrf_cookie}"))
+        .form(&[("csrf", csrf.as_str()), ("client_id", "portal")])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("Jūs esat izrakstījies")
+    );
+    assert!(!still_signed_in(session.clone()).await);
+
+    // Every logout is in the audit trail, with a client only where an ID token named it.
     let rows = audit_events(&server.config.database).await;
     let logouts: Vec<&serde_json::Value> = rows.iter().filter(|r| r["event"] == "logout").collect();
-    assert_eq!(logouts.len(), 2, "{rows:?}");
+    assert_eq!(logouts.len(), 3, "{rows:?}");
     assert_eq!(logouts[0]["username"], "anna@demo");
+    assert_eq!(logouts[0]["client_id"], "demo-app", "{:?}", logouts[0]);
+    assert_eq!(logouts[1]["client_id"], "demo-app", "{:?}", logouts[1]);
+    assert!(logouts[2]["client_id"].is_null(), "{:?}", logouts[2]);
     server.stop().await;
 }
 
@@ -972,28 +1114,74 @@ async fn introspection_and_revocation() {
         .expect("refresh")
         .to_owned();
     let ask = |token: String| vec![("token", token), ("client_id", "demo-app".to_owned())];
+    let introspect = |token: String| {
+        let url = format!("{}/oidc/introspect", server.base);
+        async move {
+            post_form(
+                url,
+                vec![("token", token)],
+                Some(("portal", "demo-client-secret")),
+            )
+            .await
+        }
+    };
 
+    // Only `openid` was granted: userinfo keeps the profile and address to itself.
+    let userinfo: serde_json::Value = browser()
+        .get(format!("{}/oidc/userinfo", server.base))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("userinfo")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(userinfo["sub"], "demo:anna");
+    for claim in ["preferred_username", "name", "email"] {
+        assert!(userinfo.get(claim).is_none(), "{claim} in {userinfo}");
+    }
+
+    // A public client cannot introspect, not even its own tokens: its id is no secret.
     let (status, body) = post("/oidc/introspect", ask(access.clone())).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = post("/oidc/introspect", ask(refresh.clone())).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // A confidential client that proved its secret (a resource server) can.
+    let (status, body) = introspect(access.clone()).await;
     assert_eq!(status, 200);
     assert_eq!(
         (body["active"].as_bool(), body["sub"].as_str()),
         (Some(true), Some("demo:anna"))
     );
-    let (_, body) = post("/oidc/introspect", ask(refresh.clone())).await;
-    assert_eq!(body["active"], true);
-    assert_eq!(body["token_type"], "refresh_token");
-    let (_, body) = post("/oidc/introspect", ask("garbage".into())).await;
+    // Refresh tokens are described only to the client they were issued to.
+    let (_, body) = introspect(refresh.clone()).await;
     assert_eq!(body, serde_json::json!({ "active": false }));
-    // Unauthenticated callers learn nothing.
+    let (_, body) = introspect("garbage".into()).await;
+    assert_eq!(body, serde_json::json!({ "active": false }));
+    // Unauthenticated callers and wrong secrets learn nothing.
     let (status, body) = post("/oidc/introspect", vec![("token", access.clone())]).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
     );
+    let (status, _) = post_form(
+        format!("{}/oidc/introspect", server.base),
+        vec![("token", access.clone())],
+        Some(("portal", "wrong-secret")),
+    )
+    .await;
+    assert_eq!(status, 401);
 
+    // Revoking the refresh token revokes the grant, its access token included.
     let (status, _) = post("/oidc/revoke", ask(refresh.clone())).await;
     assert_eq!(status, 200);
-    let (_, body) = post("/oidc/introspect", ask(refresh.clone())).await;
+    let (_, body) = introspect(access.clone()).await;
     assert_eq!(body["active"], false);
     let (status, body) = post(
         "/oidc/token",
@@ -1114,6 +1302,13 @@ async fn authlib_completes_the_flow_refresh_and_revocation() {
         "{stdout}"
     );
     assert!(stdout.contains("revocation ok"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "userinfo ok, name='{}' email={}@demo.novads.lv",
+            demo.name, demo.username
+        )),
+        "{stdout}"
+    );
     server.stop().await;
 }
 
@@ -1200,4 +1395,77 @@ async fn post_form<K: serde::Serialize, V: serde::Serialize>(
             .await
             .unwrap_or_default(),
     )
+}
+
+/// The brute-force attack against the running server: forty wrong passwords for one account
+/// posted to the login form at once reach the directory at most `lockout.max_failures` times;
+/// a source that keeps failing gets `429` with `Retry-After` at once instead of a held request.
+#[tokio::test]
+async fn parallel_password_guessing_is_bounded_and_throttled_with_429() {
+    use novads_testkit::fixtures::talsi;
+    use novads_testkit::{Municipality, Slapd};
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        return;
+    };
+    let (server, db_url) = start_with_talsi(&ldap).await;
+    let max_failures = server.config.lockout.max_failures;
+    let base = server.base.clone();
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&format!("{base}/demo/callback"))
+    );
+    let (form, _) = open_login_page(&authorize).await;
+    let form = std::sync::Arc::new(form);
+    let posts: Vec<_> = (0..40)
+        .map(|_| {
+            let (base, form) = (base.clone(), form.clone());
+            tokio::spawn(async move {
+                submit(&base, &form, &talsi::ILZE.login(), "wrong")
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.await.expect("post ran"), 200, "the form again");
+    }
+    let rows = audit_events(&db_url).await;
+    assert_eq!(rows.len(), 40);
+    let reached = rows.iter().filter(|r| !r["directory"].is_null()).count();
+    assert_eq!(
+        reached,
+        usize::try_from(max_failures).expect("small"),
+        "wrong passwords that reached the directory"
+    );
+    let locked = rows.iter().filter(|r| r["event"] == "locked_out").count();
+    assert_eq!(locked, 40 - reached);
+
+    // The same address keeps guessing, now across accounts: after its free failures it is
+    // told to wait, immediately.
+    let mut throttled = None;
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        let response = submit(&base, &form, &format!("ghost{i}@talsi"), "wrong").await;
+        if response.status() == 429 {
+            assert!(started.elapsed() < std::time::Duration::from_millis(200));
+            throttled = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let throttled = throttled.expect("a failing source is throttled");
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    let html = throttled.text().await.expect("html");
+    assert!(
+        html.contains("Pārāk daudz neveiksmīgu mēģinājumu"),
+        "{html}"
+    );
+    let rows = audit_events(&db_url).await;
+    assert_eq!(rows.last().expect("row")["reason"], "throttled");
+    server.stop().await;
 }

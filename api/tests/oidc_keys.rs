@@ -679,6 +679,7 @@ async fn access_tokens_round_trip_with_their_own_type() {
         realm: "talsi".into(),
         groups: Some(vec!["staff".into()]),
         roles: None,
+        ..AccessTokenClaims::default()
     };
     let token = keys
         .sign_with_type(SigningAlgorithm::Es256, ACCESS_TOKEN_TYPE, &claims)

@@ -464,3 +464,71 @@ async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
     })
     .await;
 }
+
+/// Logging out of a single sign-on session revokes every grant issued through it — the
+/// password sign-in's and another application's single sign-on code, redeemed or not — and
+/// leaves another session's grants alone. On both databases.
+#[tokio::test]
+async fn logging_out_revokes_every_grant_of_the_session() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = FlowStore::new(db.clone());
+        let (session_id, first_refresh) = signed_in(&store).await;
+        let (other_session, bystander_refresh) = signed_in(&store).await;
+        assert_ne!(session_id, other_session);
+
+        // Another application through the same session.
+        let pending = PendingRequest::from_valid(&request(), "lv");
+        let auth_time = chrono::Utc::now().timestamp();
+        let sso_code = store
+            .create_session_code(&pending, &identity(), auth_time, &session_id)
+            .await
+            .expect("code");
+        let Ok(Exchange::Issued {
+            refresh_token: sso_refresh,
+            redeemed,
+        }) = store.exchange_code(&sso_code, accept).await
+        else {
+            panic!("{backend:?}: the single sign-on code is exchanged");
+        };
+        let sso_grant = redeemed.grant_id;
+        // And a code not yet exchanged when the user logs out.
+        let late_code = store
+            .create_session_code(&pending, &identity(), auth_time, &session_id)
+            .await
+            .expect("code");
+
+        store.log_out(&session_id).await.expect("log out");
+
+        for refresh in [&first_refresh, &sso_refresh] {
+            assert!(
+                matches!(
+                    store.refresh_token_usable(refresh).await,
+                    Ok(RefreshUse::Invalid)
+                ),
+                "{backend:?}: a refresh token of the session survived logout"
+            );
+        }
+        assert!(!store.grant_usable(&sso_grant).await.expect("grant"));
+        let Ok(Exchange::Issued { redeemed, .. }) = store.exchange_code(&late_code, accept).await
+        else {
+            panic!("{backend:?}: the late code itself is still redeemable");
+        };
+        assert!(
+            !store.grant_usable(&redeemed.grant_id).await.expect("grant"),
+            "{backend:?}: but its grant is revoked, so no token is issued from it"
+        );
+        assert!(
+            store.session(&session_id).await.expect("read").is_none(),
+            "{backend:?}: the session is over"
+        );
+        assert!(
+            matches!(
+                store.refresh_token_usable(&bystander_refresh).await,
+                Ok(RefreshUse::Usable(_))
+            ),
+            "{backend:?}: another session is untouched"
+        );
+    })
+    .await;
+}

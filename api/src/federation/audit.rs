@@ -52,6 +52,8 @@ pub enum AuditReason {
     TrustDenied,
     DirectoryUnavailable,
     InvalidRequest,
+    /// The source failed too often and must wait; the directory was not asked.
+    Throttled,
 }
 
 macro_rules! text_enum {
@@ -96,6 +98,7 @@ text_enum!(AuditReason {
     TrustDenied => "trust_denied",
     DirectoryUnavailable => "directory_unavailable",
     InvalidRequest => "invalid_request",
+    Throttled => "throttled",
 });
 
 /// One attempt, before it is appended.

@@ -1,9 +1,11 @@
 //! The sign-in decision: who is this, may they use this application, and the audit row that
 //! records the attempt either way.
 //!
-//! The order matters and is fixed: parse the name, find the realm, consult the lockout
-//! counters (a locked account never reaches its directory), ask the directory, decide the trust,
-//! then write the audit row — and only after the row is committed does the caller get an
+//! The order matters and is fixed: parse the name, find the realm, take the account's turn
+//! (one attempt per account at a time, so the counters read next include every earlier
+//! failure), consult the lockout counters (a locked account or a throttled source never
+//! reaches the directory), ask the directory, count a failure before the turn passes on,
+//! decide the trust, then write the audit row — and only after the row is committed does the caller get an
 //! answer. Every failure looks the same from outside ([`LoginRefused`]'s `Display`); the audit
 //! row carries the true reason.
 
@@ -16,7 +18,7 @@ use chrono::Utc;
 
 use super::audit::{AuditEvent, AuditEventKind, AuditLog, AuditReason, MAX_FIELD_CHARS};
 use super::directory::{Directory, DirectoryAnswer, DirectoryUser};
-use super::lockout::{Gate, LockoutStore, account_key, source_key};
+use super::lockout::{AccountTurns, Gate, LockoutStore, account_key, source_key};
 use super::metrics::FederationMetrics;
 use super::trust::{Access, TrustPolicy, qualify};
 use super::username::{LoginName, parse_login_name};
@@ -85,6 +87,8 @@ pub struct LoginRefused {
     /// The audit row, or `None` when it could not be written (then nothing else happened
     /// either: the attempt failed closed).
     pub audit_id: Option<i64>,
+    /// Set when the source must wait before trying again (HTTP `429` with `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 /// Realms, trusts, applications, lockout counters and the audit trail, together.
@@ -93,6 +97,7 @@ pub struct Federation {
     applications: HashMap<String, Application>,
     trusts: TrustPolicy,
     lockout: LockoutStore,
+    turns: AccountTurns,
     audit: AuditLog,
     metrics: FederationMetrics,
     default_realm: Option<String>,
@@ -111,6 +116,7 @@ struct Outcome {
     result: Result<Identity, (AuditReason, String)>,
     name: Option<LoginName>,
     directory: Option<String>,
+    retry_after: Option<Duration>,
 }
 
 impl Federation {
@@ -132,6 +138,7 @@ impl Federation {
                 .collect(),
             trusts,
             lockout,
+            turns: AccountTurns::default(),
             audit,
             metrics,
             default_realm,
@@ -247,6 +254,7 @@ impl Federation {
             result: Err((reason, detail)),
             name: name.clone(),
             directory,
+            retry_after: None,
         };
         let (Some(login), Some(realm)) = (name.as_ref(), self.realms.get(&identity.realm)) else {
             return denied(
@@ -288,6 +296,7 @@ impl Federation {
             result: Ok(identity_of(&realm.name, user, access, server.clone())),
             name,
             directory: server,
+            retry_after: None,
         }
     }
 
@@ -297,6 +306,7 @@ impl Federation {
             result: Err((reason, detail)),
             name,
             directory: None,
+            retry_after: None,
         };
         let name = match parse_login_name(&request.username, self.default_realm.as_deref()) {
             Ok(name) => name,
@@ -320,6 +330,8 @@ impl Federation {
         let now_ms = Utc::now().timestamp_millis();
         let account = account_key(&name.realm, &name.user);
         let source = request.source_ip.map(|ip| source_key(&ip.to_string()));
+        // Held until this attempt's failure is counted or its success has cleared the counter.
+        let _turn = self.turns.take(&account).await;
         let (gate, had_failures) = match self.gate(&account, source.as_deref(), now_ms).await {
             Ok(gate) => gate,
             // Without the counters we cannot know whether the account is locked: fail closed.
@@ -338,10 +350,25 @@ impl Federation {
                     )),
                     name: Some(name),
                     directory: None,
+                    retry_after: None,
                 };
             }
-            Gate::Open { delay } if delay > Duration::ZERO => tokio::time::sleep(delay).await,
-            Gate::Open { .. } => {}
+            Gate::Throttled { retry_after } => {
+                return Outcome {
+                    event: AuditEventKind::LoginFailed,
+                    result: Err((
+                        AuditReason::Throttled,
+                        format!(
+                            "too many failures from this source; retry after {} ms",
+                            retry_after.as_millis()
+                        ),
+                    )),
+                    name: Some(name),
+                    directory: None,
+                    retry_after: Some(retry_after),
+                };
+            }
+            Gate::Open => {}
         }
 
         let DirectoryAnswer { result, server } = realm
@@ -362,6 +389,7 @@ impl Federation {
                     result: Err((failure.audit_reason(), failure.to_string())),
                     name: Some(name),
                     directory: server,
+                    retry_after: None,
                 };
             }
         };
@@ -378,6 +406,7 @@ impl Federation {
                     result: Err((AuditReason::TrustDenied, denied.to_string())),
                     name: Some(name),
                     directory: server,
+                    retry_after: None,
                 };
             }
         };
@@ -389,11 +418,13 @@ impl Federation {
             result: Ok(identity_of(&realm.name, user, access, server.clone())),
             name: Some(name),
             directory: server,
+            retry_after: None,
         }
     }
 
     /// The lockout decision, and whether the account has a failure counter to reset on
-    /// success (most sign-ins have none, and then need no write).
+    /// success (most sign-ins have none, and then need no write). Costs the success path no
+    /// more than before: the same two reads (account, source) and no write.
     async fn gate(
         &self,
         account: &str,
@@ -473,6 +504,7 @@ impl Federation {
                     reason: AuditReason::DirectoryUnavailable,
                     detail: e.to_string(),
                     audit_id: None,
+                    retry_after: None,
                 });
             }
         };
@@ -485,6 +517,7 @@ impl Federation {
                 reason,
                 detail,
                 audit_id: Some(audit_id),
+                retry_after: outcome.retry_after,
             }),
         }
     }

@@ -2,12 +2,21 @@
 //! database, so every replica sees the same numbers.
 //!
 //! An account locks for a while after too many failures within a window (by default 5 in 15
-//! minutes, as the national password rules expect); a source address that fails often is slowed
-//! with growing delays, which blunts password spraying across many accounts without locking
-//! out an office that shares one address. Only the user's own mistakes count: a directory that
-//! is down or slow never locks anyone.
+//! minutes, as the national password rules expect). A source address that fails often must
+//! wait a growing time after its latest failure, and is told so (`429` with `Retry-After`)
+//! rather than held inside the request; this blunts password spraying across many accounts
+//! without locking out an office that shares one address. Only the user's own mistakes count:
+//! a directory that is down or slow never locks anyone.
+//!
+//! The count is exact only if an account's attempts are decided one after another: an attempt
+//! that read the counter before a parallel attempt's failure was recorded would otherwise reach
+//! the directory too. [`AccountTurns`] gives each account one turn at a time on this replica.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::sync::OwnedMutexGuard;
 
 use crate::db::{Database, WriteScope, on_pool, on_write};
 
@@ -19,11 +28,9 @@ pub struct LockoutPolicy {
     pub window: Duration,
     /// How long a locked account stays locked.
     pub lock_duration: Duration,
-    /// Account failures before delays start.
-    pub account_free_failures: u32,
-    /// Source failures before delays start.
+    /// Source failures before a source must wait between attempts.
     pub source_free_failures: u32,
-    /// First delay; each further failure doubles it up to `max_delay`.
+    /// First wait; each further failure doubles it up to `max_delay`.
     pub base_delay: Duration,
     pub max_delay: Duration,
 }
@@ -34,7 +41,6 @@ impl Default for LockoutPolicy {
             max_failures: 5,
             window: Duration::from_secs(15 * 60),
             lock_duration: Duration::from_secs(15 * 60),
-            account_free_failures: 1,
             source_free_failures: 10,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(3),
@@ -50,15 +56,19 @@ pub struct Counter {
     pub window_start_ms: i64,
     /// Unix milliseconds until which the key is locked.
     pub locked_until_ms: Option<i64>,
+    /// Unix milliseconds of the latest failure (`None` on rows counted before it was kept).
+    pub last_failure_ms: Option<i64>,
 }
 
 /// What to do with an attempt before checking its password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Go ahead after waiting `delay`.
-    Open { delay: Duration },
-    /// Refuse without asking the directory.
+    /// Ask the directory.
+    Open,
+    /// Refuse without asking the directory: the account is locked.
     Locked { until_ms: i64 },
+    /// Refuse without asking the directory: the source must wait this long first.
+    Throttled { retry_after: Duration },
 }
 
 impl LockoutPolicy {
@@ -78,34 +88,42 @@ impl LockoutPolicy {
         }
     }
 
-    fn delay_for(&self, failures: u32, free: u32) -> Duration {
-        if failures <= free {
+    /// How long a source with `failures` must wait after its latest failure.
+    fn source_wait(&self, failures: u32) -> Duration {
+        if failures <= self.source_free_failures {
             return Duration::ZERO;
         }
-        let doublings = (failures - free - 1).min(16);
+        let doublings = (failures - self.source_free_failures - 1).min(16);
         self.base_delay
             .saturating_mul(1 << doublings)
             .min(self.max_delay)
     }
 
     /// Decides on an attempt from the account's and the source's counters. Pure.
+    ///
+    /// Accounts are not slowed before they lock: with attempts decided one at a time the lock
+    /// already bounds the guesses per window exactly, and a delay would only make the owner
+    /// wait after a typo.
     pub fn gate(&self, account: Option<&Counter>, source: Option<&Counter>, now_ms: i64) -> Gate {
         if let Some(until_ms) = account.and_then(|c| c.locked_until_ms)
             && until_ms > now_ms
         {
             return Gate::Locked { until_ms };
         }
-        let account_delay = self.delay_for(
-            self.live_failures(account, now_ms),
-            self.account_free_failures,
-        );
-        let source_delay = self.delay_for(
-            self.live_failures(source, now_ms),
-            self.source_free_failures,
-        );
-        Gate::Open {
-            delay: account_delay.max(source_delay),
+        let wait = self.source_wait(self.live_failures(source, now_ms));
+        let last = source.and_then(|c| c.last_failure_ms.or(Some(c.window_start_ms)));
+        if let Some(last) = last
+            && wait > Duration::ZERO
+        {
+            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            let remaining = last.saturating_add(wait_ms).saturating_sub(now_ms);
+            if remaining > 0 {
+                return Gate::Throttled {
+                    retry_after: Duration::from_millis(remaining.unsigned_abs()),
+                };
+            }
         }
+        Gate::Open
     }
 }
 
@@ -118,6 +136,69 @@ pub fn account_key(realm: &str, user: &str) -> String {
 /// Key of a source address's counter.
 pub fn source_key(ip: &str) -> String {
     format!("source:{ip}")
+}
+
+/// One turn at a time per account on this replica: an attempt holds its account's turn from
+/// reading the counters until its failure is recorded (or its success has cleared them), so
+/// the next attempt always reads a counter that includes every earlier failure. At most
+/// `max_failures` wrong passwords per account and window then reach the directory from one
+/// replica, whatever the concurrency; with R replicas, at most `max_failures + R - 1`, since
+/// each replica can have one attempt under way that read the counter just below the limit.
+///
+/// Chosen over reserving a slot in the database before the directory is asked because that
+/// costs every successful sign-in a second write (reserve, then release); a turn costs an
+/// uncontended in-process lock, and parallel sign-ins of one account are rare except in an
+/// attack. Entries are removed when their last holder leaves, so the map holds only accounts
+/// with an attempt under way.
+#[derive(Default)]
+pub struct AccountTurns {
+    waiting: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// An account's turn; the next attempt for the account proceeds when it is dropped.
+pub struct Turn {
+    guard: Option<OwnedMutexGuard<()>>,
+    waiting: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    key: String,
+}
+
+impl AccountTurns {
+    /// Waits for the account's turn.
+    pub async fn take(&self, key: &str) -> Turn {
+        let lock = {
+            // A poisoned map only means another attempt panicked while holding it briefly;
+            // the map itself is still consistent (every operation on it is one call).
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            waiting.entry(key.to_owned()).or_default().clone()
+        };
+        Turn {
+            guard: Some(lock.lock_owned().await),
+            waiting: self.waiting.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Accounts with an attempt under way or waiting (for tests and metrics).
+    pub fn busy(&self) -> usize {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only the map still holds the lock: nobody waits for this account any more.
+        if waiting
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            waiting.remove(&self.key);
+        }
+    }
 }
 
 /// The counters, in the shared database.
@@ -138,22 +219,23 @@ impl LockoutStore {
 
     /// Reads a counter.
     pub async fn get(&self, key: &str) -> Result<Option<Counter>, sqlx::Error> {
-        let row: Option<(i64, i64, Option<i64>)> = on_pool!(&self.db, |pool| {
+        let row: Option<(i64, i64, Option<i64>, Option<i64>)> = on_pool!(&self.db, |pool| {
             sqlx::query_as(
-                "SELECT CAST(failures AS BIGINT), window_start, locked_until FROM login_throttle \
-                 WHERE key = $1",
+                "SELECT CAST(failures AS BIGINT), window_start, locked_until, last_failure \
+                 FROM login_throttle WHERE key = $1",
             )
             .bind(key)
             .fetch_optional(pool)
             .await?
         });
-        Ok(
-            row.map(|(failures, window_start_ms, locked_until_ms)| Counter {
+        Ok(row.map(
+            |(failures, window_start_ms, locked_until_ms, last_failure_ms)| Counter {
                 failures: u32::try_from(failures).unwrap_or(u32::MAX),
                 window_start_ms,
                 locked_until_ms,
-            }),
-        )
+                last_failure_ms,
+            },
+        ))
     }
 
     /// Counts one failure atomically (one statement, safe across replicas) and returns the
@@ -169,19 +251,24 @@ impl LockoutStore {
         let lock_until = now_ms.saturating_add(self.policy.lock_ms());
         // A window that has passed starts over at 1; reaching lock_at sets locked_until.
         let mut write = self.db.begin_write(WriteScope::Statement).await?;
-        let (failures, window_start_ms, locked_until_ms): (i64, i64, Option<i64>) = on_write!(
-            &mut write,
-            |conn| {
-                sqlx::query_as(
-                    "INSERT INTO login_throttle AS t (key, failures, window_start, locked_until) \
-                     VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN CAST($5 AS BIGINT) END) \
+        let (failures, window_start_ms, locked_until_ms, last_failure_ms): (
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+        ) = on_write!(&mut write, |conn| {
+            sqlx::query_as(
+                    "INSERT INTO login_throttle AS t \
+                       (key, failures, window_start, locked_until, last_failure) \
+                     VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN CAST($5 AS BIGINT) END, $2) \
                      ON CONFLICT (key) DO UPDATE SET \
                        failures = CASE WHEN t.window_start < $3 THEN 1 ELSE t.failures + 1 END, \
                        locked_until = CASE \
                          WHEN (CASE WHEN t.window_start < $3 THEN 1 ELSE t.failures + 1 END) >= $4 \
                          THEN CAST($5 AS BIGINT) ELSE t.locked_until END, \
-                       window_start = CASE WHEN t.window_start < $3 THEN $2 ELSE t.window_start END \
-                     RETURNING CAST(failures AS BIGINT), window_start, locked_until",
+                       window_start = CASE WHEN t.window_start < $3 THEN $2 ELSE t.window_start END, \
+                       last_failure = $2 \
+                     RETURNING CAST(failures AS BIGINT), window_start, locked_until, last_failure",
                 )
                 .bind(key)
                 .bind(now_ms)
@@ -190,13 +277,13 @@ impl LockoutStore {
                 .bind(lock_until)
                 .fetch_one(&mut *conn)
                 .await?
-            }
-        );
+        });
         write.commit().await?;
         Ok(Counter {
             failures: u32::try_from(failures).unwrap_or(u32::MAX),
             window_start_ms,
             locked_until_ms,
+            last_failure_ms,
         })
     }
 
@@ -219,37 +306,53 @@ mod tests {
 
     const MINUTE: i64 = 60_000;
 
-    fn counter(failures: u32, window_start_ms: i64, locked_until_ms: Option<i64>) -> Counter {
+    fn counter(failures: u32, last_failure_ms: i64, locked_until_ms: Option<i64>) -> Counter {
         Counter {
             failures,
-            window_start_ms,
+            window_start_ms: 0,
             locked_until_ms,
+            last_failure_ms: Some(last_failure_ms),
         }
     }
 
     #[test]
-    fn no_history_means_no_delay() {
-        let policy = LockoutPolicy::default();
-        assert_eq!(
-            policy.gate(None, None, 0),
-            Gate::Open {
-                delay: Duration::ZERO
-            }
-        );
+    fn no_history_opens() {
+        assert_eq!(LockoutPolicy::default().gate(None, None, 0), Gate::Open);
     }
 
     #[test]
-    fn account_delays_grow_then_cap() {
+    fn accounts_are_not_slowed_before_they_lock() {
         let policy = LockoutPolicy::default();
-        let delay = |n| match policy.gate(Some(&counter(n, 0, None)), None, 1) {
-            Gate::Open { delay } => delay,
-            Gate::Locked { .. } => panic!("not locked"),
-        };
-        assert_eq!(delay(1), Duration::ZERO);
-        assert_eq!(delay(2), Duration::from_millis(250));
-        assert_eq!(delay(3), Duration::from_millis(500));
-        assert_eq!(delay(4), Duration::from_millis(1000));
-        assert_eq!(delay(40), Duration::from_secs(3));
+        let four = counter(4, 1_000, None);
+        assert_eq!(policy.gate(Some(&four), None, 1_001), Gate::Open);
+    }
+
+    #[test]
+    fn a_busy_source_waits_from_its_latest_failure() {
+        let policy = LockoutPolicy::default();
+        let wait = |failures, now| policy.gate(None, Some(&counter(failures, MINUTE, None)), now);
+        assert_eq!(wait(10, MINUTE), Gate::Open);
+        assert_eq!(
+            wait(11, MINUTE + 50),
+            Gate::Throttled {
+                retry_after: Duration::from_millis(200)
+            }
+        );
+        assert_eq!(wait(11, MINUTE + 250), Gate::Open);
+        assert_eq!(
+            wait(13, MINUTE),
+            Gate::Throttled {
+                retry_after: Duration::from_millis(1000)
+            }
+        );
+        assert_eq!(
+            wait(200, MINUTE),
+            Gate::Throttled {
+                retry_after: policy.max_delay
+            }
+        );
+        // Failures of a past window do not count.
+        assert_eq!(wait(200, 16 * MINUTE), Gate::Open);
     }
 
     #[test]
@@ -262,29 +365,29 @@ mod tests {
                 until_ms: 15 * MINUTE
             }
         );
-        // After expiry, the window has also passed: no delay either.
-        assert_eq!(
-            policy.gate(Some(&locked), None, 15 * MINUTE),
-            Gate::Open {
-                delay: Duration::ZERO
-            }
-        );
+        assert_eq!(policy.gate(Some(&locked), None, 15 * MINUTE), Gate::Open);
     }
 
-    #[test]
-    fn sources_are_slowed_not_locked() {
-        let policy = LockoutPolicy::default();
-        let busy = counter(200, 0, None);
-        match policy.gate(None, Some(&busy), MINUTE) {
-            Gate::Open { delay } => assert_eq!(delay, policy.max_delay),
-            Gate::Locked { .. } => panic!("a source is never locked"),
-        }
-        // Old failures do not count.
-        assert_eq!(
-            policy.gate(None, Some(&busy), 16 * MINUTE),
-            Gate::Open {
-                delay: Duration::ZERO
-            }
+    #[tokio::test]
+    async fn turns_serialise_one_account_and_leave_nothing_behind() {
+        let turns = Arc::new(AccountTurns::default());
+        let first = turns.take("account:talsi:jana").await;
+        // Another account is not held up.
+        let other = turns.take("account:talsi:ilze").await;
+        let waiter = {
+            let turns = turns.clone();
+            tokio::spawn(async move {
+                let _turn = turns.take("account:talsi:jana").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a second attempt waits for the first"
         );
+        drop(first);
+        waiter.await.expect("second attempt ran");
+        drop(other);
+        assert_eq!(turns.busy(), 0);
     }
 }

@@ -85,6 +85,14 @@ pub struct AccessTokenClaims {
     pub groups: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// The standard claims the grant's scopes allow (`profile`: `preferred_username`, `name`;
+    /// `email`: `email`), carried so that userinfo answers from the token without a lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// The `at_hash` of an access token (OIDC Core §3.1.3.6): the left half of the hash of its

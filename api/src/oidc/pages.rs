@@ -89,10 +89,15 @@ pub struct Text {
     pub submit: &'static str,
     /// The one message for every failed sign-in.
     pub wrong_credentials: &'static str,
+    /// A source that failed too often, told to wait (the page comes with `429`).
+    pub too_many_attempts: &'static str,
     pub expired: &'static str,
     pub error_title: &'static str,
     pub signed_out_title: &'static str,
     pub signed_out: &'static str,
+    /// Asked when a logout link carries no ID token of ours (anyone can send such a link).
+    pub sign_out_question: &'static str,
+    pub sign_out_button: &'static str,
 }
 
 static LATVIAN: Text = Text {
@@ -107,10 +112,13 @@ static LATVIAN: Text = Text {
     password: "Parole",
     submit: "Pieteikties",
     wrong_credentials: "Nepareizs lietotājvārds vai parole.",
+    too_many_attempts: "Pārāk daudz neveiksmīgu mēģinājumu. Lūdzu, pagaidiet brīdi un mēģiniet vēlreiz.",
     expired: "Pieteikšanās laiks beidzās. Lūdzu, atveriet lietotni un mēģiniet vēlreiz.",
     error_title: "Pieteikšanās nav iespējama",
     signed_out_title: "Izrakstīšanās",
     signed_out: "Jūs esat izrakstījies no visām lietotnēm.",
+    sign_out_question: "Vai izrakstīties no visām lietotnēm?",
+    sign_out_button: "Izrakstīties",
 };
 
 static ENGLISH: Text = Text {
@@ -125,10 +133,13 @@ static ENGLISH: Text = Text {
     password: "Password",
     submit: "Sign in",
     wrong_credentials: "Wrong username or password.",
+    too_many_attempts: "Too many failed attempts. Please wait a moment and try again.",
     expired: "The sign-in page expired. Please open the application and try again.",
     error_title: "Cannot sign in",
     signed_out_title: "Signed out",
     signed_out: "You are signed out of every application.",
+    sign_out_question: "Sign out of every application?",
+    sign_out_button: "Sign out",
 };
 
 #[derive(Template)]
@@ -152,6 +163,20 @@ pub struct ErrorPage<'a> {
     pub css_path: &'a str,
     pub title: &'a str,
     pub message: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "logout_confirm.html")]
+pub struct LogoutConfirmPage<'a> {
+    pub lang: &'a str,
+    pub css_path: &'a str,
+    pub title: &'a str,
+    pub question: &'a str,
+    pub button: &'a str,
+    pub csrf: &'a str,
+    pub client_id: Option<&'a str>,
+    pub post_logout_redirect_uri: Option<&'a str>,
+    pub state: Option<&'a str>,
 }
 
 /// Renders a page with the security headers every page carries.

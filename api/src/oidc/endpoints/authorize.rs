@@ -123,7 +123,7 @@ async fn answer_from_session(
         Ok(identity) => {
             let pending = PendingRequest::from_valid(request, locale.as_str());
             let code = store
-                .create_code_at(&pending, &identity, session.auth_time)
+                .create_session_code(&pending, &identity, session.auth_time, session_id)
                 .await
                 .map_err(|e| PageError::unavailable(locale, &e))?;
             Ok(Some(redirect_with_code(state, &pending, &code)))

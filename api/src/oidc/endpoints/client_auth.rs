@@ -79,8 +79,7 @@ pub(super) async fn authenticate_client(
     Ok(client_id)
 }
 
-/// The authenticated client and the `token` parameter of a revocation or introspection
-/// request.
+/// The authenticated client and the `token` parameter of a revocation request.
 pub(super) async fn client_and_token<'f>(
     state: &AppState,
     headers: &HeaderMap,
@@ -92,5 +91,24 @@ pub(super) async fn client_and_token<'f>(
         .as_deref()
         .filter(|t| t.len() <= MAX_FIELD_CHARS)
         .ok_or(OAuthError::InvalidRequest("token is missing"))?;
+    Ok((client_id, token))
+}
+
+/// Like [`client_and_token`], but only for a confidential client that proved its secret:
+/// introspection tells whether any token is live and whose it is, which a public client (anyone
+/// who read the application's source knows its id) must not be able to ask.
+pub(super) async fn confidential_client_and_token<'f>(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &'f TokenForm,
+) -> Result<(String, &'f str), OAuthError> {
+    let (client_id, token) = client_and_token(state, headers, form).await?;
+    let confidential = state
+        .clients()
+        .get(&client_id)
+        .is_some_and(|client| !client.public && client.secret_hash.is_some());
+    if !confidential {
+        return Err(OAuthError::InvalidClient);
+    }
     Ok((client_id, token))
 }

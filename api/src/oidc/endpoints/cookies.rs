@@ -5,6 +5,8 @@ use axum::response::Response;
 
 /// Name of the cookie that carries the login form's CSRF token (double submit).
 pub const CSRF_COOKIE: &str = "novads_csrf";
+/// Name of the cookie that carries the logout confirmation's CSRF token (double submit).
+pub const LOGOUT_CSRF_COOKIE: &str = "novads_logout_csrf";
 /// Name of the single sign-on session cookie.
 pub const SESSION_COOKIE: &str = "novads_session";
 

@@ -24,7 +24,7 @@ pub(super) async fn discovery(State(state): State<AppState>) -> Response {
         "revocation_endpoint": format!("{iss}/oidc/revoke"),
         "introspection_endpoint": format!("{iss}/oidc/introspect"),
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": ["openid", "profile", "email", "groups"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Form, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -195,15 +196,36 @@ pub(super) async fn login_post(
             };
             Ok(Redirect::to(&redirect.location(state.issuer())).into_response())
         }
-        Err(_) => Ok(login_page(
-            &state,
-            locale,
-            &pending.client_id,
-            &form.request,
-            &form.csrf,
-            &attempt.username,
-            Some(locale.text().wrong_credentials),
-        )),
+        Err(refused) => {
+            let Some(retry_after) = refused.retry_after else {
+                return Ok(login_page(
+                    &state,
+                    locale,
+                    &pending.client_id,
+                    &form.request,
+                    &form.csrf,
+                    &attempt.username,
+                    Some(locale.text().wrong_credentials),
+                ));
+            };
+            // The source must wait: say so now rather than hold the request open.
+            let mut response = login_page(
+                &state,
+                locale,
+                &pending.client_id,
+                &form.request,
+                &form.csrf,
+                &attempt.username,
+                Some(locale.text().too_many_attempts),
+            );
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)),
+            );
+            Ok(response)
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::client_auth::{TokenForm, client_and_token};
+use super::client_auth::{TokenForm, client_and_token, confidential_client_and_token};
 use super::http::no_store;
 use crate::oidc::bearer::{self, BearerRefusal};
 use crate::oidc::error::{OAuthError, OrUnavailable};
@@ -48,7 +48,8 @@ pub(super) async fn revoke(
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
-/// Introspection (RFC 7662) for authenticated clients: access tokens by signature, expiry and
+/// Introspection (RFC 7662) for authenticated confidential clients (a public client gets
+/// `401 invalid_client`, RFC 7662 2.1 lets the server require this): access tokens by signature, expiry and
 /// revocation, refresh tokens by their stored state (and only to the client they were issued
 /// to).
 pub(super) async fn introspect(
@@ -56,7 +57,7 @@ pub(super) async fn introspect(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
-    let (client_id, token) = client_and_token(&state, &headers, &form).await?;
+    let (client_id, token) = confidential_client_and_token(&state, &headers, &form).await?;
     let body = match bearer::verify(&state, token, None).await {
         Ok(claims) => json!({
             "active": true,

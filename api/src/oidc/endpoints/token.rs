@@ -333,6 +333,7 @@ fn service_token(
         realm: client.realm.clone(),
         groups: None,
         roles: None,
+        ..AccessTokenClaims::default()
     };
     let access_token = state
         .keys()
@@ -405,6 +406,13 @@ async fn issue_tokens(
     let exp = now + seconds(TOKEN_LIFETIME);
     let jti = random_token().or_unavailable("no randomness for a token id")?;
     let scopes: Vec<&str> = scope.split_whitespace().collect();
+    // OIDC Core 5.4: `profile` grants the name claims, `email` the address.
+    let profile = scopes.contains(&"profile");
+    let email = scopes
+        .contains(&"email")
+        .then(|| identity.email.clone())
+        .flatten();
+    let name = profile.then(|| identity.name.clone()).flatten();
     let access_claims = AccessTokenClaims {
         iss: state.issuer().to_owned(),
         sub: identity.subject.clone(),
@@ -418,6 +426,9 @@ async fn issue_tokens(
         realm: identity.realm.clone(),
         groups: Some(identity.groups.clone()),
         roles: Some(identity.roles.clone()),
+        preferred_username: profile.then(|| identity.username.clone()),
+        name: name.clone(),
+        email: email.clone(),
     };
     let access_token = state
         .keys()
@@ -438,14 +449,8 @@ async fn issue_tokens(
         realm: identity.realm.clone(),
         groups: Some(identity.groups.clone()),
         roles: Some(identity.roles.clone()),
-        email: scopes
-            .contains(&"email")
-            .then(|| identity.email.clone())
-            .flatten(),
-        name: scopes
-            .contains(&"profile")
-            .then(|| identity.name.clone())
-            .flatten(),
+        email,
+        name,
         ..IdTokenClaims::default()
     };
     let id_token = state

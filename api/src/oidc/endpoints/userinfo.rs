@@ -1,4 +1,7 @@
-//! The signed-in user's claims, for a valid access token (OIDC Core §5.3).
+//! The signed-in user's claims, for a valid access token (OIDC Core §5.3): always `sub`,
+//! `realm`, `groups` and `roles`; `preferred_username` and `name` when the grant has the
+//! `profile` scope and `email` with the `email` scope, as relying parties such as Grafana read
+//! them. They come from the access token, which was minted with exactly those claims.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -37,13 +40,22 @@ pub(super) async fn userinfo(
                 BearerRefusal::Revoked => tracing::info!("userinfo refused a revoked token"),
                 BearerRefusal::Unavailable(_) => {}
             })?;
-    Ok(no_store(
-        Json(json!({
-            "sub": claims.sub,
-            "realm": claims.realm,
-            "groups": claims.groups.unwrap_or_default(),
-            "roles": claims.roles.unwrap_or_default(),
-        }))
-        .into_response(),
-    ))
+    let mut body = json!({
+        "sub": claims.sub,
+        "realm": claims.realm,
+        "groups": claims.groups.unwrap_or_default(),
+        "roles": claims.roles.unwrap_or_default(),
+    });
+    // Absent rather than null: several relying parties reject a null string claim.
+    let standard = [
+        ("preferred_username", claims.preferred_username),
+        ("name", claims.name),
+        ("email", claims.email),
+    ];
+    for (key, value) in standard {
+        if let (Some(value), Some(object)) = (value, body.as_object_mut()) {
+            object.insert(key.to_owned(), value.into());
+        }
+    }
+    Ok(no_store(Json(body).into_response()))
 }

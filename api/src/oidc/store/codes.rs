@@ -155,6 +155,27 @@ impl FlowStore {
         Ok(row.code)
     }
 
+    /// Issues a code through single sign-on session `session_id`, recording its grant as the
+    /// session's (one transaction), so that logging out of the session revokes it.
+    pub async fn create_session_code(
+        &self,
+        request: &PendingRequest,
+        identity: &Identity,
+        auth_time: i64,
+        session_id: &str,
+    ) -> Result<String, StoreError> {
+        let row = NewCode::new(request, identity, auth_time)?;
+        let session_hash = hash(session_id);
+        let now_ms = Utc::now().timestamp_millis();
+        let mut write = self.db.begin_write(WriteScope::Transaction).await?;
+        on_write!(&mut write, |conn| {
+            insert_code!(&mut *conn, row)?;
+            super::sessions::link_grant!(&mut *conn, session_hash, row.grant_id, now_ms)?;
+        });
+        write.commit().await?;
+        Ok(row.code)
+    }
+
     /// Redeems a code exactly once and, when `check` accepts it, stores the grant's first
     /// refresh token in the same transaction (one synchronous commit).
     ///

@@ -52,7 +52,7 @@ impl FlowStore {
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         // Each statement, and how long after expiry a row is still kept: a used code stays
         // one lifetime longer so that its replay is still recognised.
-        let sweeps: [(&str, i64); 5] = [
+        let sweeps: [(&str, i64); 6] = [
             (
                 "DELETE FROM oidc_authorization_requests WHERE expires_at < $1",
                 0,
@@ -67,6 +67,7 @@ impl FlowStore {
                 0,
             ),
             ("DELETE FROM oidc_revocations WHERE expires_at < $1", 0),
+            ("DELETE FROM oidc_session_grants WHERE expires_at < $1", 0),
         ];
         let now = Utc::now().timestamp_millis();
         let mut write = self.db.begin_write(WriteScope::Transaction).await?;

@@ -4,7 +4,7 @@
 use chrono::Utc;
 
 use super::flow_store::{FlowStore, StoreError, hash, random_token};
-use crate::db::{WriteScope, on_write};
+use crate::db::{WriteScope, on_pool, on_write};
 use crate::federation::Identity;
 use crate::lifetimes::{SESSION_IDLE, millis};
 
@@ -58,6 +58,23 @@ macro_rules! insert_session {
 }
 pub(super) use insert_session;
 
+/// Records that a grant was issued through a session, until the session's absolute limit.
+macro_rules! link_grant {
+    ($executor:expr, $session_hash:expr, $grant_id:expr, $now_ms:expr) => {
+        sqlx::query(
+            "INSERT INTO oidc_session_grants (session_hash, grant_id, expires_at) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&$session_hash)
+        .bind(&$grant_id)
+        .bind($now_ms + $crate::lifetimes::millis($crate::lifetimes::SESSION_ABSOLUTE))
+        .execute($executor)
+        .await
+        .map(|_| ())
+    };
+}
+pub(super) use link_grant;
+
 impl FlowStore {
     /// The live session behind a cookie, touching its idle timer.
     pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
@@ -84,6 +101,23 @@ impl FlowStore {
             })),
             None => Ok(None),
         }
+    }
+
+    /// Ends a session at logout and revokes every grant issued through it — each
+    /// application's refresh-token family and, through the grant, its access tokens — so that
+    /// logging out ends the user's access everywhere, not only the browser's cookie.
+    pub async fn log_out(&self, id: &str) -> Result<(), StoreError> {
+        self.end_session(id).await?;
+        let grants: Vec<(String,)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as("SELECT grant_id FROM oidc_session_grants WHERE session_hash = $1")
+                .bind(hash(id))
+                .fetch_all(pool)
+                .await?
+        });
+        for (grant_id,) in grants {
+            self.revoke_grant(&grant_id).await?;
+        }
+        Ok(())
     }
 
     /// Ends a session (logout, or the directory no longer vouches for the user).

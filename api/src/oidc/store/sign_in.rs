@@ -6,7 +6,7 @@ use chrono::Utc;
 use super::codes::{NewCode, insert_code};
 use super::flow_store::{FlowStore, StoreError, hash};
 use super::requests::PendingRequest;
-use super::sessions::{NewSession, insert_session};
+use super::sessions::{NewSession, insert_session, link_grant};
 use crate::db::{Database, WriteScope, on_write};
 use crate::federation::Identity;
 use crate::lifetimes::{SESSION_ABSOLUTE, millis};
@@ -21,7 +21,8 @@ pub struct CompletedLogin {
 
 impl FlowStore {
     /// Finishes a password sign-in in one transaction — one synchronous commit instead of
-    /// three: ends the pending request, issues the code and starts the single sign-on session.
+    /// three: ends the pending request, issues the code and starts the single sign-on session
+    /// (with the code's grant recorded as the session's, for logout).
     /// `None` when the request was already finished (the form posted twice): then nothing is
     /// issued, so one request never yields two codes. On PostgreSQL the transaction is one
     /// statement (a data-modifying CTE).
@@ -42,7 +43,9 @@ impl FlowStore {
                  RETURNING 1), \
                  code AS (INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, \
                  nonce, code_challenge, identity, auth_time, expires_at, grant_id) \
-                 SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM finished) \
+                 SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM finished), \
+                 grant_link AS (INSERT INTO oidc_session_grants (session_hash, grant_id, \
+                 expires_at) SELECT $12, $11, $16 FROM finished) \
                  INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, \
                  expires_at) SELECT $12, $13, $14, $15, $16 FROM finished",
             )
@@ -77,6 +80,7 @@ impl FlowStore {
                 if finished == 1 {
                     insert_code!(&mut *conn, code)?;
                     insert_session!(&mut *conn, session)?;
+                    link_grant!(&mut *conn, session.id_hash, code.grant_id, session.now_ms)?;
                 }
                 finished == 1
             });
