@@ -540,6 +540,109 @@ async fn trusted_realm_users_reach_a_trusting_realms_application() {
     server.stop().await;
 }
 
+/// With Talsi's directory down, the login page says so, in the person's language, with the
+/// same words for every account (right or wrong password, unknown name, locked account), and
+/// never "wrong username or password"; the attempts are audited as `directory_unavailable`
+/// and lock nobody out.
+#[tokio::test]
+async fn a_directory_outage_is_told_as_an_outage_not_a_wrong_password() {
+    use novads_testkit::fixtures::talsi;
+    use novads_testkit::{Municipality, Slapd};
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        return;
+    };
+    let (server, db_url) = start_with_talsi(&ldap).await;
+    let base = server.base.clone();
+    let redirect = format!("{base}/demo/callback");
+    let authorize = |lang: &str| {
+        format!(
+            "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&ui_locales={lang}",
+            urlencode(&redirect)
+        )
+    };
+    // Ilze's account is locked (`lockout.max_failures` is 5) before the outage.
+    for _ in 0..5 {
+        let (form, _) = open_login_page(&authorize("en")).await;
+        let answer = submit(&base, &form, &talsi::ILZE.login(), "not-her-password").await;
+        assert_eq!(answer.status(), 200);
+    }
+    ldap.stop();
+
+    let attempts = [
+        (talsi::JANA.login(), talsi::JANA.password.to_owned()),
+        (talsi::JANA.login(), "not-her-password".to_owned()),
+        ("nobody@talsi".to_owned(), "whatever".to_owned()),
+        (talsi::ILZE.login(), talsi::ILZE.password.to_owned()),
+    ];
+    let mut pages = Vec::new();
+    for (lang, outage, wrong) in [
+        ("en", "cannot be reached", "Wrong username or password"),
+        (
+            "lv",
+            "nav sasniedzams",
+            "Nepareizs lietotājvārds vai parole",
+        ),
+    ] {
+        // More attempts than `lockout.max_failures` (5): an outage must lock nobody out.
+        for round in 0..2 {
+            for (username, password) in &attempts {
+                let (form, _) = open_login_page(&authorize(lang)).await;
+                let answer = submit(&base, &form, username, password).await;
+                assert_eq!(answer.status(), 503, "{lang} {username} round {round}");
+                assert_eq!(answer.headers()["retry-after"], "30");
+                let html = answer.text().await.expect("html");
+                assert!(html.contains(outage), "{lang}: {html}");
+                assert!(html.contains("Talsu novads"), "{lang}: {html}");
+                assert!(!html.contains(wrong), "{lang}: {html}");
+                // The form is there to try again.
+                assert!(html.contains("name=\"password\""), "{html}");
+                let message = html
+                    .split("id=\"login-error\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split("</p>").next())
+                    .expect("the message")
+                    .to_owned();
+                pages.push((lang, message));
+            }
+        }
+    }
+    // Every account is told exactly the same in one language: nothing about the account.
+    for lang in ["en", "lv"] {
+        let messages: std::collections::BTreeSet<_> = pages
+            .iter()
+            .filter(|(l, _)| *l == lang)
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(messages.len(), 1, "{lang}: {messages:?}");
+    }
+
+    let rows = audit_events(&db_url).await;
+    assert_eq!(rows.len(), 5 + 16, "{rows:?}");
+    for row in &rows[5..] {
+        let reason = if row["username"] == "ilze@talsi" {
+            "locked_out"
+        } else {
+            "directory_unavailable"
+        };
+        assert_eq!(row["reason"], reason, "{row}");
+    }
+
+    // The directory is back: Jana signs in at once, never locked by the outage.
+    ldap.restart().await;
+    let mut signed_in = false;
+    for _ in 0..40 {
+        let (form, _) = open_login_page(&authorize("en")).await;
+        let answer = submit(&base, &form, &talsi::JANA.login(), talsi::JANA.password).await;
+        if answer.status() == 303 {
+            signed_in = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(signed_in, "the outage locked Jana out");
+    server.stop().await;
+}
+
 /// The dev configuration plus Talsi's directory; the demo realm's applications trust Talsi's
 /// client-service staff (as operators). Returns the server and its database URL.
 async fn start_with_talsi(ldap: &novads_testkit::Slapd) -> (Running, String) {
@@ -547,7 +650,7 @@ async fn start_with_talsi(ldap: &novads_testkit::Slapd) -> (Running, String) {
     let server = start_dev(|config, _| {
         config.realms.push(novads_api::config::RealmConfig {
             name: "talsi".into(),
-            display_name: None,
+            display_name: Some(m.display_name().into()),
             ldap: Some(novads_api::config::LdapConfig {
                 insecure: true,
                 bind_dn: Some(m.service_dn().into()),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::audit::{AuditEvent, AuditEventKind, AuditLog, AuditReason, MAX_FIELD_CHARS};
-use super::directory::{Directory, DirectoryAnswer, DirectoryUser};
+use super::directory::{Directory, DirectoryAnswer, DirectoryFailure, DirectoryUser};
 use super::lockout::{AccountTurns, Gate, LockoutStore, account_key, source_key};
 use super::metrics::FederationMetrics;
 use super::trust::{Access, TrustPolicy, qualify};
@@ -89,6 +89,10 @@ pub struct LoginRefused {
     pub audit_id: Option<i64>,
     /// Set when the source must wait before trying again (HTTP `429` with `Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The display name of the realm whose directory could not be reached, when that is why
+    /// the attempt failed: an outage, told to the person as one (it says nothing about the
+    /// account), so that they wait instead of resetting a password that is not wrong.
+    pub unreachable_directory: Option<String>,
 }
 
 /// Realms, trusts, applications, lockout counters and the audit trail, together.
@@ -117,6 +121,8 @@ struct Outcome {
     name: Option<LoginName>,
     directory: Option<String>,
     retry_after: Option<Duration>,
+    /// See [`LoginRefused::unreachable_directory`].
+    unreachable_directory: Option<String>,
 }
 
 impl Federation {
@@ -255,6 +261,7 @@ impl Federation {
             name: name.clone(),
             directory,
             retry_after: None,
+            unreachable_directory: None,
         };
         let (Some(login), Some(realm)) = (name.as_ref(), self.realms.get(&identity.realm)) else {
             return denied(
@@ -297,6 +304,7 @@ impl Federation {
             name,
             directory: server,
             retry_after: None,
+            unreachable_directory: None,
         }
     }
 
@@ -307,6 +315,7 @@ impl Federation {
             name,
             directory: None,
             retry_after: None,
+            unreachable_directory: None,
         };
         let name = match parse_login_name(&request.username, self.default_realm.as_deref()) {
             Ok(name) => name,
@@ -351,6 +360,9 @@ impl Federation {
                     name: Some(name),
                     directory: None,
                     retry_after: None,
+                    // While the directory is down, a locked account is told what every
+                    // other account of the realm is told: the page reveals no lock.
+                    unreachable_directory: directory_down(realm).then(|| realm_label_of(realm)),
                 };
             }
             Gate::Throttled { retry_after } => {
@@ -366,6 +378,7 @@ impl Federation {
                     name: Some(name),
                     directory: None,
                     retry_after: Some(retry_after),
+                    unreachable_directory: None,
                 };
             }
             Gate::Open => {}
@@ -390,6 +403,8 @@ impl Federation {
                     name: Some(name),
                     directory: server,
                     retry_after: None,
+                    unreachable_directory: matches!(failure, DirectoryFailure::Unavailable(_))
+                        .then(|| realm_label_of(realm)),
                 };
             }
         };
@@ -407,6 +422,7 @@ impl Federation {
                     name: Some(name),
                     directory: server,
                     retry_after: None,
+                    unreachable_directory: None,
                 };
             }
         };
@@ -419,6 +435,7 @@ impl Federation {
             name: Some(name),
             directory: server,
             retry_after: None,
+            unreachable_directory: None,
         }
     }
 
@@ -505,6 +522,7 @@ impl Federation {
                     detail: e.to_string(),
                     audit_id: None,
                     retry_after: None,
+                    unreachable_directory: None,
                 });
             }
         };
@@ -518,9 +536,25 @@ impl Federation {
                 detail,
                 audit_id: Some(audit_id),
                 retry_after: outcome.retry_after,
+                unreachable_directory: outcome.unreachable_directory,
             }),
         }
     }
+}
+
+/// Whether every server of the realm's directory was down when last tried (a realm without
+/// servers, such as a static one, is never down).
+fn directory_down(realm: &Realm) -> bool {
+    let health = realm.directory.health();
+    !health.is_empty() && health.iter().all(|server| !server.up)
+}
+
+/// How the person knows the realm: its display name, or its name.
+fn realm_label_of(realm: &Realm) -> String {
+    realm
+        .display_name
+        .clone()
+        .unwrap_or_else(|| realm.name.clone())
 }
 
 fn identity_of(
