@@ -666,6 +666,7 @@ async fn start_with_talsi(ldap: &novads_testkit::Slapd) -> (Running, String) {
             trusted: "talsi".into(),
             groups: vec!["vpvkac-staff".into()],
             roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
+            clients: vec![],
         });
     })
     .await;

@@ -165,6 +165,36 @@ fn trust_rules() {
 }
 
 #[test]
+fn trust_clients_must_be_applications_of_the_trusting_realm() {
+    let scoped = |clients: &str| {
+        valid_yaml().replace(
+            "roles: { vpvkac-staff: operator } }",
+            &format!("roles: {{ vpvkac-staff: operator }}, clients: [{clients}] }}"),
+        )
+    };
+    assert_eq!(
+        errors_of(&scoped("vpvkac"), Mode::Production),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors_of(&scoped(""), Mode::Production),
+        Vec::<String>::new()
+    );
+    assert_one_error(
+        &scoped("vpvkac, redmine"),
+        &["trusts[0].clients[1]", "unknown client id \"redmine\""],
+    );
+    assert_one_error(
+        &scoped("cli"),
+        &[
+            "trusts[0].clients[0]",
+            "belongs to realm \"talsi\"",
+            "trusting realm \"ventspils\"",
+        ],
+    );
+}
+
+#[test]
 fn redirect_uri_must_be_absolute() {
     let yaml = valid_yaml().replace("https://vpvkac.example/cb", "/cb");
     assert_one_error(

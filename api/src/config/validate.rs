@@ -120,6 +120,20 @@ impl Config {
                     );
                 }
             }
+            for (j, client_id) in trust.clients.iter().enumerate() {
+                let path = format!("{path}.clients[{j}]");
+                match self.clients.iter().find(|c| &c.client_id == client_id) {
+                    None => err(path, format!("unknown client id {client_id:?}")),
+                    Some(client) if client.realm != trust.trusting => err(
+                        path,
+                        format!(
+                            "client {client_id:?} belongs to realm {:?}, not to the trusting realm {:?}",
+                            client.realm, trust.trusting
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+            }
             for group in trust.roles.keys() {
                 if !trust.groups.is_empty() && !trust.groups.contains(group) {
                     err(

@@ -291,10 +291,12 @@ impl Federation {
                 server,
             );
         }
-        let access = match self
-            .trusts
-            .decide(&realm.name, &user.groups, &application.realm)
-        {
+        let access = match self.trusts.decide(
+            &realm.name,
+            &user.groups,
+            &application.realm,
+            &application.client_id,
+        ) {
             Ok(access) => access,
             Err(e) => return denied(AuditReason::TrustDenied, e.to_string(), server),
         };
@@ -411,7 +413,9 @@ impl Federation {
 
         let access = match application {
             None => Ok(Access::OwnRealm),
-            Some(app) => self.trusts.decide(&realm.name, &user.groups, &app.realm),
+            Some(app) => self
+                .trusts
+                .decide(&realm.name, &user.groups, &app.realm, &app.client_id),
         };
         let access = match access {
             Ok(access) => access,
