@@ -1573,3 +1573,61 @@ async fn parallel_password_guessing_is_bounded_and_throttled_with_429() {
     assert_eq!(rows.last().expect("row")["reason"], "throttled");
     server.stop().await;
 }
+
+/// argon2 work anyone can cause — here wrong client secrets, each an argon2 verification —
+/// runs at most twice-the-cores at a time; a flood beyond that is answered at once with `503`
+/// and `Retry-After` instead of queueing CPU work, and the right secret works as soon as the
+/// flood is over.
+#[tokio::test]
+async fn a_flood_of_wrong_client_secrets_is_refused_with_503_and_retry_after() {
+    let server = start().await;
+    let url = format!("{}/oidc/token", server.base);
+    let client = browser();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let request = client
+            .post(&url)
+            .basic_auth("portal", Some(format!("guess-{i}")))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "audit:read"),
+            ]);
+        guesses.spawn(async move {
+            let response = request.send().await.expect("token request");
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body: serde_json::Value = response.json().await.expect("json");
+            (status, retry_after, body)
+        });
+    }
+    let answers = guesses.join_all().await;
+    let busy: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    let refused = answers.iter().filter(|(s, _, _)| *s == 401).count();
+    assert_eq!(
+        busy.len() + refused,
+        answers.len(),
+        "only 401 or 503: {answers:?}"
+    );
+    assert!(!busy.is_empty(), "no 503 under a flood of argon2 work");
+    assert!(refused > 0, "some guesses were verified (and refused)");
+    for (_, retry_after, body) in &busy {
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+
+    let (status, body) = post_form(
+        url.clone(),
+        vec![
+            ("grant_type", "client_credentials"),
+            ("scope", "audit:read"),
+        ],
+        Some(("portal", "demo-client-secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}

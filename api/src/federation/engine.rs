@@ -189,6 +189,13 @@ impl Federation {
         realms
     }
 
+    /// Deletes the lockout counters that have expired (see [`LockoutStore::sweep_expired`]).
+    pub async fn sweep_lockout_counters(&self) -> Result<u64, sqlx::Error> {
+        self.lockout
+            .sweep_expired(Utc::now().timestamp_millis())
+            .await
+    }
+
     pub fn audit(&self) -> &AuditLog {
         &self.audit
     }
