@@ -6,8 +6,9 @@
 //! failure), consult the lockout counters (a locked account or a throttled source never
 //! reaches the directory), ask the directory, count a failure before the turn passes on,
 //! decide the trust, then write the audit row — and only after the row is committed does the caller get an
-//! answer. Every failure looks the same from outside ([`LoginRefused`]'s `Display`); the audit
-//! row carries the true reason.
+//! answer. Every failure looks the same from outside ([`LoginRefused`]'s `Display`), except an
+//! unreachable directory, which is the same for every account of the realm
+//! ([`LoginRefused::unreachable_directory`]); the audit row carries the true reason.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -77,8 +78,9 @@ pub struct Identity {
     pub audit_id: i64,
 }
 
-/// A refused sign-in. Shown to the user only as "wrong username or password"; the reason and
-/// detail are for the audit trail, logs and `novads realm test`.
+/// A refused sign-in. Shown to the user only as "wrong username or password" (or, when the
+/// realm's directory cannot be reached, as that outage); the reason and detail are for the
+/// audit trail, logs and `novads realm test`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("wrong username or password")]
 pub struct LoginRefused {
