@@ -1631,3 +1631,49 @@ async fn a_flood_of_wrong_client_secrets_is_refused_with_503_and_retry_after() {
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+/// The same limit guards a static realm's passwords: a flood of sign-ins to the login form
+/// (each an argon2 verification, unknown names included) is answered in part with `503` and a
+/// page saying the directory cannot be reached, never with more argon2 work at once; those
+/// refusals are audited as `directory_unavailable`.
+#[tokio::test]
+async fn a_flood_of_static_realm_sign_ins_is_refused_with_503() {
+    let server = start().await;
+    let base = server.base.clone();
+    let redirect = format!("{base}/demo/callback");
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&ui_locales=en",
+        urlencode(&redirect)
+    );
+    let mut forms = Vec::new();
+    for _ in 0..80 {
+        forms.push(open_login_page(&authorize).await.0);
+    }
+    let mut posts = tokio::task::JoinSet::new();
+    for (i, form) in forms.into_iter().enumerate() {
+        let base = base.clone();
+        posts.spawn(async move {
+            let answer = submit(&base, &form, &format!("guess{i}@demo"), "wrong").await;
+            let status = answer.status().as_u16();
+            (status, answer.text().await.expect("html"))
+        });
+    }
+    let answers = posts.join_all().await;
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(
+        answers.iter().all(|(s, _)| [200, 429, 503].contains(s)),
+        "{:?}",
+        answers.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
+    assert!(!busy.is_empty(), "no 503 under a flood of argon2 work");
+    for (_, html) in &busy {
+        assert!(html.contains("Demo municipality") && html.contains("cannot be reached"));
+    }
+    let rows = audit_events(&server.config.database).await;
+    let unavailable = rows
+        .iter()
+        .filter(|r| r["reason"] == "directory_unavailable")
+        .count();
+    assert_eq!(unavailable, busy.len(), "each refusal is audited as such");
+    server.stop().await;
+}
