@@ -338,13 +338,16 @@ async fn reload_keys(state: AppState, kek: KeyEncryptionKey) {
     }
 }
 
-/// Removes expired authorization requests and codes every five minutes.
+/// Removes expired authorization requests, codes and lockout counters every five minutes.
 async fn sweep_flows(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
     loop {
         tick.tick().await;
         if let Err(e) = state.flows().sweep().await {
             tracing::warn!(error = %e, "sweeping expired sign-in state failed");
+        }
+        if let Err(e) = state.federation().sweep_lockout_counters().await {
+            tracing::warn!(error = %e, "sweeping expired lockout counters failed");
         }
     }
 }

@@ -96,12 +96,14 @@ impl World {
                     trusted: "talsi".into(),
                     groups: vec!["vpvkac-staff".into()],
                     roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
+                    clients: vec![],
                 },
                 TrustConfig {
                     trusting: "talsi".into(),
                     trusted: "ventspils".into(),
                     groups: vec!["it-admins".into()],
                     roles: Default::default(),
+                    clients: vec![],
                 },
             ],
             clients: vec![
@@ -288,6 +290,70 @@ async fn signs_in_across_realms_with_postgres() {
         return;
     };
     signs_in_across_realms(&pg.create_database("federation").await).await;
+}
+
+/// Ventspils trusts Talsi's client-service staff for its client-service system (`vpvkac`)
+/// alone: Jana reaches it, but not Ventspils's Redmine — neither by password, nor through the
+/// single sign-on session, nor by refreshing the tokens she got for `vpvkac`.
+#[tokio::test]
+async fn a_trust_scoped_to_applications_admits_to_those_alone() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    config.clients.push(ClientConfig {
+        client_id: "redmine".into(),
+        realm: "ventspils".into(),
+        redirect_uris: vec!["https://redmine.ventspils.example/cb".into()],
+        post_logout_redirect_uris: vec![],
+        secret_hash: None,
+        public: true,
+        id_token_signed_response_alg: Default::default(),
+    });
+    config.trusts[0].clients = vec!["vpvkac".into()];
+    assert_eq!(config.validate(Mode::Dev), vec![], "valid configuration");
+    let (federation, db) = open(&config).await;
+
+    let jana = federation
+        .login(&login_as(&talsi::JANA, Some("vpvkac")))
+        .await
+        .expect("the listed application admits Talsi's client-service staff");
+    assert_eq!(jana.roles, vec!["operator"]);
+    let refused = assert_refused(
+        federation
+            .login(&login_as(&talsi::JANA, Some("redmine")))
+            .await,
+        AuditReason::TrustDenied,
+    );
+    assert!(refused.detail.contains("redmine"), "{refused:?}");
+    assert_refused(
+        federation
+            .resume_session(&jana, "redmine", None, None)
+            .await,
+        AuditReason::TrustDenied,
+    );
+    let refreshed = federation.refresh(&jana, "redmine", None, None).await;
+    assert!(
+        matches!(&refreshed, Err(r) if r.reason == AuditReason::TrustDenied),
+        "{refreshed:?}"
+    );
+    // Ventspils's own people are not affected by a trust.
+    federation
+        .login(&login_as(&ventspils::PETERIS, Some("redmine")))
+        .await
+        .expect("own realm");
+
+    let rows = audit_rows(&db).await;
+    let reasons: Vec<&str> = rows
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec!["-", "trust_denied", "trust_denied", "trust_denied", "-"]
+    );
+    assert_eq!(rows[1]["client_id"], "redmine");
 }
 
 #[tokio::test]

@@ -540,6 +540,109 @@ async fn trusted_realm_users_reach_a_trusting_realms_application() {
     server.stop().await;
 }
 
+/// With Talsi's directory down, the login page says so, in the person's language, with the
+/// same words for every account (right or wrong password, unknown name, locked account), and
+/// never "wrong username or password"; the attempts are audited as `directory_unavailable`
+/// and lock nobody out.
+#[tokio::test]
+async fn a_directory_outage_is_told_as_an_outage_not_a_wrong_password() {
+    use novads_testkit::fixtures::talsi;
+    use novads_testkit::{Municipality, Slapd};
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        return;
+    };
+    let (server, db_url) = start_with_talsi(&ldap).await;
+    let base = server.base.clone();
+    let redirect = format!("{base}/demo/callback");
+    let authorize = |lang: &str| {
+        format!(
+            "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&ui_locales={lang}",
+            urlencode(&redirect)
+        )
+    };
+    // Ilze's account is locked (`lockout.max_failures` is 5) before the outage.
+    for _ in 0..5 {
+        let (form, _) = open_login_page(&authorize("en")).await;
+        let answer = submit(&base, &form, &talsi::ILZE.login(), "not-her-password").await;
+        assert_eq!(answer.status(), 200);
+    }
+    ldap.stop();
+
+    let attempts = [
+        (talsi::JANA.login(), talsi::JANA.password.to_owned()),
+        (talsi::JANA.login(), "not-her-password".to_owned()),
+        ("nobody@talsi".to_owned(), "whatever".to_owned()),
+        (talsi::ILZE.login(), talsi::ILZE.password.to_owned()),
+    ];
+    let mut pages = Vec::new();
+    for (lang, outage, wrong) in [
+        ("en", "cannot be reached", "Wrong username or password"),
+        (
+            "lv",
+            "nav sasniedzams",
+            "Nepareizs lietotājvārds vai parole",
+        ),
+    ] {
+        // More attempts than `lockout.max_failures` (5): an outage must lock nobody out.
+        for round in 0..2 {
+            for (username, password) in &attempts {
+                let (form, _) = open_login_page(&authorize(lang)).await;
+                let answer = submit(&base, &form, username, password).await;
+                assert_eq!(answer.status(), 503, "{lang} {username} round {round}");
+                assert_eq!(answer.headers()["retry-after"], "30");
+                let html = answer.text().await.expect("html");
+                assert!(html.contains(outage), "{lang}: {html}");
+                assert!(html.contains("Talsu novads"), "{lang}: {html}");
+                assert!(!html.contains(wrong), "{lang}: {html}");
+                // The form is there to try again.
+                assert!(html.contains("name=\"password\""), "{html}");
+                let message = html
+                    .split("id=\"login-error\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split("</p>").next())
+                    .expect("the message")
+                    .to_owned();
+                pages.push((lang, message));
+            }
+        }
+    }
+    // Every account is told exactly the same in one language: nothing about the account.
+    for lang in ["en", "lv"] {
+        let messages: std::collections::BTreeSet<_> = pages
+            .iter()
+            .filter(|(l, _)| *l == lang)
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(messages.len(), 1, "{lang}: {messages:?}");
+    }
+
+    let rows = audit_events(&db_url).await;
+    assert_eq!(rows.len(), 5 + 16, "{rows:?}");
+    for row in &rows[5..] {
+        let reason = if row["username"] == "ilze@talsi" {
+            "locked_out"
+        } else {
+            "directory_unavailable"
+        };
+        assert_eq!(row["reason"], reason, "{row}");
+    }
+
+    // The directory is back: Jana signs in at once, never locked by the outage.
+    ldap.restart().await;
+    let mut signed_in = false;
+    for _ in 0..40 {
+        let (form, _) = open_login_page(&authorize("en")).await;
+        let answer = submit(&base, &form, &talsi::JANA.login(), talsi::JANA.password).await;
+        if answer.status() == 303 {
+            signed_in = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(signed_in, "the outage locked Jana out");
+    server.stop().await;
+}
+
 /// The dev configuration plus Talsi's directory; the demo realm's applications trust Talsi's
 /// client-service staff (as operators). Returns the server and its database URL.
 async fn start_with_talsi(ldap: &novads_testkit::Slapd) -> (Running, String) {
@@ -547,7 +650,7 @@ async fn start_with_talsi(ldap: &novads_testkit::Slapd) -> (Running, String) {
     let server = start_dev(|config, _| {
         config.realms.push(novads_api::config::RealmConfig {
             name: "talsi".into(),
-            display_name: None,
+            display_name: Some(m.display_name().into()),
             ldap: Some(novads_api::config::LdapConfig {
                 insecure: true,
                 bind_dn: Some(m.service_dn().into()),
@@ -563,6 +666,7 @@ async fn start_with_talsi(ldap: &novads_testkit::Slapd) -> (Running, String) {
             trusted: "talsi".into(),
             groups: vec!["vpvkac-staff".into()],
             roles: [("vpvkac-staff".to_owned(), "operator".to_owned())].into(),
+            clients: vec![],
         });
     })
     .await;
@@ -1467,5 +1571,109 @@ async fn parallel_password_guessing_is_bounded_and_throttled_with_429() {
     );
     let rows = audit_events(&db_url).await;
     assert_eq!(rows.last().expect("row")["reason"], "throttled");
+    server.stop().await;
+}
+
+/// argon2 work anyone can cause — here wrong client secrets, each an argon2 verification —
+/// runs at most twice-the-cores at a time; a flood beyond that is answered at once with `503`
+/// and `Retry-After` instead of queueing CPU work, and the right secret works as soon as the
+/// flood is over.
+#[tokio::test]
+async fn a_flood_of_wrong_client_secrets_is_refused_with_503_and_retry_after() {
+    let server = start().await;
+    let url = format!("{}/oidc/token", server.base);
+    let client = browser();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let request = client
+            .post(&url)
+            .basic_auth("portal", Some(format!("guess-{i}")))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "audit:read"),
+            ]);
+        guesses.spawn(async move {
+            let response = request.send().await.expect("token request");
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body: serde_json::Value = response.json().await.expect("json");
+            (status, retry_after, body)
+        });
+    }
+    let answers = guesses.join_all().await;
+    let busy: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    let refused = answers.iter().filter(|(s, _, _)| *s == 401).count();
+    assert_eq!(
+        busy.len() + refused,
+        answers.len(),
+        "only 401 or 503: {answers:?}"
+    );
+    assert!(!busy.is_empty(), "no 503 under a flood of argon2 work");
+    assert!(refused > 0, "some guesses were verified (and refused)");
+    for (_, retry_after, body) in &busy {
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+
+    let (status, body) = post_form(
+        url.clone(),
+        vec![
+            ("grant_type", "client_credentials"),
+            ("scope", "audit:read"),
+        ],
+        Some(("portal", "demo-client-secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}
+
+/// The same limit guards a static realm's passwords: a flood of sign-ins to the login form
+/// (each an argon2 verification, unknown names included) is answered in part with `503` and a
+/// page saying the directory cannot be reached, never with more argon2 work at once; those
+/// refusals are audited as `directory_unavailable`.
+#[tokio::test]
+async fn a_flood_of_static_realm_sign_ins_is_refused_with_503() {
+    let server = start().await;
+    let base = server.base.clone();
+    let redirect = format!("{base}/demo/callback");
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&ui_locales=en",
+        urlencode(&redirect)
+    );
+    let mut forms = Vec::new();
+    for _ in 0..80 {
+        forms.push(open_login_page(&authorize).await.0);
+    }
+    let mut posts = tokio::task::JoinSet::new();
+    for (i, form) in forms.into_iter().enumerate() {
+        let base = base.clone();
+        posts.spawn(async move {
+            let answer = submit(&base, &form, &format!("guess{i}@demo"), "wrong").await;
+            let status = answer.status().as_u16();
+            (status, answer.text().await.expect("html"))
+        });
+    }
+    let answers = posts.join_all().await;
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(
+        answers.iter().all(|(s, _)| [200, 429, 503].contains(s)),
+        "{:?}",
+        answers.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
+    assert!(!busy.is_empty(), "no 503 under a flood of argon2 work");
+    for (_, html) in &busy {
+        assert!(html.contains("Demo municipality") && html.contains("cannot be reached"));
+    }
+    let rows = audit_events(&server.config.database).await;
+    let unavailable = rows
+        .iter()
+        .filter(|r| r["reason"] == "directory_unavailable")
+        .count();
+    assert_eq!(unavailable, busy.len(), "each refusal is audited as such");
     server.stop().await;
 }

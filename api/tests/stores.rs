@@ -417,6 +417,66 @@ async fn lockout_counters_count_lock_and_clear() {
     .await;
 }
 
+/// Expired counters go (every address and name ever tried would otherwise keep a row);
+/// counters that still decide something — live failures, a lock — stay.
+#[tokio::test]
+async fn expired_lockout_counters_are_swept() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        // A lock that outlasts its window (30 minutes against 15).
+        let policy = LockoutPolicy {
+            lock_duration: std::time::Duration::from_secs(30 * 60),
+            ..LockoutPolicy::default()
+        };
+        let window = i64::try_from(policy.window.as_millis()).expect("window");
+        let lock = i64::try_from(policy.lock_duration.as_millis()).expect("lock");
+        let store = LockoutStore::new(db, policy);
+        let now = chrono::Utc::now().timestamp_millis();
+        let long_ago = now - window - lock - 1;
+        let count = |key: &'static str, at: i64, lock_at: Option<u32>| {
+            let store = store.clone();
+            async move { store.record_failure(key, at, lock_at).await.expect("count") }
+        };
+        // Window passed, never locked.
+        count("source:192.0.2.1", long_ago, None).await;
+        count("account:talsi:old", long_ago, Some(5)).await;
+        // Window passed, lock expired.
+        count("account:talsi:was-locked", long_ago, Some(1)).await;
+        // Still deciding: a live window; a lock that outlasts its window.
+        count("source:192.0.2.2", now, None).await;
+        count("account:talsi:jana", now, Some(5)).await;
+        count("account:talsi:locked", now - window - 1, Some(1)).await;
+
+        let swept = store.sweep_expired(now).await.expect("sweep");
+        assert_eq!(swept, 3, "{backend:?}");
+        for gone in [
+            "source:192.0.2.1",
+            "account:talsi:old",
+            "account:talsi:was-locked",
+        ] {
+            assert!(
+                store.get(gone).await.expect("get").is_none(),
+                "{gone} {backend:?}"
+            );
+        }
+        for kept in ["source:192.0.2.2", "account:talsi:jana"] {
+            assert!(
+                store.get(kept).await.expect("get").is_some(),
+                "{kept} {backend:?}"
+            );
+        }
+        // Locked at `now - window - 1` for the lock duration: still locked now.
+        let locked = store
+            .get("account:talsi:locked")
+            .await
+            .expect("get")
+            .expect("a live lock is kept");
+        assert!(locked.locked_until_ms.is_some_and(|until| until > now));
+        assert_eq!(store.sweep_expired(now).await.expect("sweep"), 0);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
     each_backend(|db| async move {

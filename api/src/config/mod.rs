@@ -293,6 +293,10 @@ pub struct TrustConfig {
     /// Trusted realm's group -> role in the trusting realm.
     #[serde(default)]
     pub roles: BTreeMap<String, String>,
+    /// Client ids of the trusting realm's applications this trust admits to; empty admits to
+    /// every application of the trusting realm.
+    #[serde(default)]
+    pub clients: Vec<String>,
 }
 
 /// An application (OIDC relying party) owned by one realm.

@@ -165,6 +165,61 @@ fn trust_rules() {
 }
 
 #[test]
+fn trust_clients_must_be_applications_of_the_trusting_realm() {
+    let scoped = |clients: &str| {
+        valid_yaml().replace(
+            "roles: { vpvkac-staff: operator } }",
+            &format!("roles: {{ vpvkac-staff: operator }}, clients: [{clients}] }}"),
+        )
+    };
+    assert_eq!(
+        errors_of(&scoped("vpvkac"), Mode::Production),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors_of(&scoped(""), Mode::Production),
+        Vec::<String>::new()
+    );
+    assert_one_error(
+        &scoped("vpvkac, redmine"),
+        &["trusts[0].clients[1]", "unknown client id \"redmine\""],
+    );
+    assert_one_error(
+        &scoped("cli"),
+        &[
+            "trusts[0].clients[0]",
+            "belongs to realm \"talsi\"",
+            "trusting realm \"ventspils\"",
+        ],
+    );
+}
+
+/// Anyone can make the service verify a configured hash (a wrong secret or password), so a
+/// hash whose argon2 cost exceeds the cap is refused, with one line naming where it is.
+#[test]
+fn argon2_cost_above_the_cap_is_refused() {
+    // The static user's hash comes first in the file, the client's second.
+    let yaml = valid_yaml().replacen("m=19456", "m=1048576", 1);
+    assert_one_error(
+        &yaml,
+        &[
+            "realms[2].static.users[0].password_hash",
+            "m=1048576,t=2,p=1",
+            "above the cap m=65536,t=4,p=4",
+        ],
+    );
+    let yaml = valid_yaml()
+        .replacen("m=19456,t=2", "m=19456,t=2000", 2)
+        .replacen("m=19456,t=2000", "m=19456,t=2", 1);
+    assert_one_error(&yaml, &["clients[0].secret_hash", "t=2000"]);
+    let yaml = valid_yaml().replacen("p=1$", "p=16$", 1);
+    assert_one_error(&yaml, &["password_hash", "p=16"]);
+    // At the cap is accepted.
+    let yaml = valid_yaml().replace("m=19456,t=2,p=1", "m=65536,t=4,p=4");
+    assert_eq!(errors_of(&yaml, Mode::Production), Vec::<String>::new());
+}
+
+#[test]
 fn redirect_uri_must_be_absolute() {
     let yaml = valid_yaml().replace("https://vpvkac.example/cb", "/cb");
     assert_one_error(

@@ -120,6 +120,20 @@ impl Config {
                     );
                 }
             }
+            for (j, client_id) in trust.clients.iter().enumerate() {
+                let path = format!("{path}.clients[{j}]");
+                match self.clients.iter().find(|c| &c.client_id == client_id) {
+                    None => err(path, format!("unknown client id {client_id:?}")),
+                    Some(client) if client.realm != trust.trusting => err(
+                        path,
+                        format!(
+                            "client {client_id:?} belongs to realm {:?}, not to the trusting realm {:?}",
+                            client.realm, trust.trusting
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+            }
             for group in trust.roles.keys() {
                 if !trust.groups.is_empty() && !trust.groups.contains(group) {
                     err(
@@ -556,10 +570,36 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// The largest argon2 parameters a configured hash may ask for: the memory and passes of
+/// RFC 9106's second recommended option (64 MiB, 3 passes, 4 lanes) with one pass to spare.
+/// Anyone can make the service run a verification (a wrong secret), so its cost is capped;
+/// with at most twice-the-cores verifications at once (`api/src/federation/hash_work.rs`),
+/// at most `2 × cores × 64 MiB` is ever in use for them.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 64 * 1024;
+pub const MAX_ARGON2_TIME_COST: u32 = 4;
+pub const MAX_ARGON2_PARALLELISM: u32 = 4;
+
+/// Why the argon2 parameters of `hash` exceed the caps, if they do.
+fn argon2_cost_problem(hash: &argon2::PasswordHash<'_>) -> Option<String> {
+    let Ok(params) = argon2::Params::try_from(hash) else {
+        return Some("has argon2 parameters that do not parse".into());
+    };
+    let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
+    (m > MAX_ARGON2_MEMORY_KIB || t > MAX_ARGON2_TIME_COST || p > MAX_ARGON2_PARALLELISM).then(
+        || {
+            format!(
+                "asks for argon2 cost m={m},t={t},p={p}, above the cap \
+                 m={MAX_ARGON2_MEMORY_KIB},t={MAX_ARGON2_TIME_COST},p={MAX_ARGON2_PARALLELISM} \
+                 (anyone can make the service verify it)"
+            )
+        },
+    )
+}
+
 /// Checks that a stored hash is a PHC string for argon2id; the value itself is not logged.
 fn argon2id_problem(hash: &str) -> Option<String> {
     match argon2::PasswordHash::new(hash) {
-        Ok(parsed) if parsed.algorithm.as_str() == "argon2id" => None,
+        Ok(parsed) if parsed.algorithm.as_str() == "argon2id" => argon2_cost_problem(&parsed),
         Ok(parsed) => Some(format!(
             "uses {}; only argon2id hashes are accepted",
             parsed.algorithm

@@ -6,8 +6,9 @@
 //! failure), consult the lockout counters (a locked account or a throttled source never
 //! reaches the directory), ask the directory, count a failure before the turn passes on,
 //! decide the trust, then write the audit row — and only after the row is committed does the caller get an
-//! answer. Every failure looks the same from outside ([`LoginRefused`]'s `Display`); the audit
-//! row carries the true reason.
+//! answer. Every failure looks the same from outside ([`LoginRefused`]'s `Display`), except an
+//! unreachable directory, which is the same for every account of the realm
+//! ([`LoginRefused::unreachable_directory`]); the audit row carries the true reason.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::audit::{AuditEvent, AuditEventKind, AuditLog, AuditReason, MAX_FIELD_CHARS};
-use super::directory::{Directory, DirectoryAnswer, DirectoryUser};
+use super::directory::{Directory, DirectoryAnswer, DirectoryFailure, DirectoryUser};
 use super::lockout::{AccountTurns, Gate, LockoutStore, account_key, source_key};
 use super::metrics::FederationMetrics;
 use super::trust::{Access, TrustPolicy, qualify};
@@ -77,8 +78,9 @@ pub struct Identity {
     pub audit_id: i64,
 }
 
-/// A refused sign-in. Shown to the user only as "wrong username or password"; the reason and
-/// detail are for the audit trail, logs and `novads realm test`.
+/// A refused sign-in. Shown to the user only as "wrong username or password" (or, when the
+/// realm's directory cannot be reached, as that outage); the reason and detail are for the
+/// audit trail, logs and `novads realm test`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("wrong username or password")]
 pub struct LoginRefused {
@@ -89,6 +91,10 @@ pub struct LoginRefused {
     pub audit_id: Option<i64>,
     /// Set when the source must wait before trying again (HTTP `429` with `Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The display name of the realm whose directory could not be reached, when that is why
+    /// the attempt failed: an outage, told to the person as one (it says nothing about the
+    /// account), so that they wait instead of resetting a password that is not wrong.
+    pub unreachable_directory: Option<String>,
 }
 
 /// Realms, trusts, applications, lockout counters and the audit trail, together.
@@ -117,6 +123,8 @@ struct Outcome {
     name: Option<LoginName>,
     directory: Option<String>,
     retry_after: Option<Duration>,
+    /// See [`LoginRefused::unreachable_directory`].
+    unreachable_directory: Option<String>,
 }
 
 impl Federation {
@@ -181,6 +189,13 @@ impl Federation {
             .collect();
         realms.sort();
         realms
+    }
+
+    /// Deletes the lockout counters that have expired (see [`LockoutStore::sweep_expired`]).
+    pub async fn sweep_lockout_counters(&self) -> Result<u64, sqlx::Error> {
+        self.lockout
+            .sweep_expired(Utc::now().timestamp_millis())
+            .await
     }
 
     pub fn audit(&self) -> &AuditLog {
@@ -255,6 +270,7 @@ impl Federation {
             name: name.clone(),
             directory,
             retry_after: None,
+            unreachable_directory: None,
         };
         let (Some(login), Some(realm)) = (name.as_ref(), self.realms.get(&identity.realm)) else {
             return denied(
@@ -284,10 +300,12 @@ impl Federation {
                 server,
             );
         }
-        let access = match self
-            .trusts
-            .decide(&realm.name, &user.groups, &application.realm)
-        {
+        let access = match self.trusts.decide(
+            &realm.name,
+            &user.groups,
+            &application.realm,
+            &application.client_id,
+        ) {
             Ok(access) => access,
             Err(e) => return denied(AuditReason::TrustDenied, e.to_string(), server),
         };
@@ -297,6 +315,7 @@ impl Federation {
             name,
             directory: server,
             retry_after: None,
+            unreachable_directory: None,
         }
     }
 
@@ -307,6 +326,7 @@ impl Federation {
             name,
             directory: None,
             retry_after: None,
+            unreachable_directory: None,
         };
         let name = match parse_login_name(&request.username, self.default_realm.as_deref()) {
             Ok(name) => name,
@@ -351,6 +371,9 @@ impl Federation {
                     name: Some(name),
                     directory: None,
                     retry_after: None,
+                    // While the directory is down, a locked account is told what every
+                    // other account of the realm is told: the page reveals no lock.
+                    unreachable_directory: directory_down(realm).then(|| realm_label_of(realm)),
                 };
             }
             Gate::Throttled { retry_after } => {
@@ -366,6 +389,7 @@ impl Federation {
                     name: Some(name),
                     directory: None,
                     retry_after: Some(retry_after),
+                    unreachable_directory: None,
                 };
             }
             Gate::Open => {}
@@ -390,13 +414,17 @@ impl Federation {
                     name: Some(name),
                     directory: server,
                     retry_after: None,
+                    unreachable_directory: matches!(failure, DirectoryFailure::Unavailable(_))
+                        .then(|| realm_label_of(realm)),
                 };
             }
         };
 
         let access = match application {
             None => Ok(Access::OwnRealm),
-            Some(app) => self.trusts.decide(&realm.name, &user.groups, &app.realm),
+            Some(app) => self
+                .trusts
+                .decide(&realm.name, &user.groups, &app.realm, &app.client_id),
         };
         let access = match access {
             Ok(access) => access,
@@ -407,6 +435,7 @@ impl Federation {
                     name: Some(name),
                     directory: server,
                     retry_after: None,
+                    unreachable_directory: None,
                 };
             }
         };
@@ -419,6 +448,7 @@ impl Federation {
             name: Some(name),
             directory: server,
             retry_after: None,
+            unreachable_directory: None,
         }
     }
 
@@ -505,6 +535,7 @@ impl Federation {
                     detail: e.to_string(),
                     audit_id: None,
                     retry_after: None,
+                    unreachable_directory: None,
                 });
             }
         };
@@ -518,9 +549,25 @@ impl Federation {
                 detail,
                 audit_id: Some(audit_id),
                 retry_after: outcome.retry_after,
+                unreachable_directory: outcome.unreachable_directory,
             }),
         }
     }
+}
+
+/// Whether every server of the realm's directory was down when last tried (a realm without
+/// servers, such as a static one, is never down).
+fn directory_down(realm: &Realm) -> bool {
+    let health = realm.directory.health();
+    !health.is_empty() && health.iter().all(|server| !server.up)
+}
+
+/// How the person knows the realm: its display name, or its name.
+fn realm_label_of(realm: &Realm) -> String {
+    realm
+        .display_name
+        .clone()
+        .unwrap_or_else(|| realm.name.clone())
 }
 
 fn identity_of(

@@ -287,6 +287,27 @@ impl LockoutStore {
         })
     }
 
+    /// Deletes the counters that no longer decide anything at `now_ms`: their window has
+    /// passed (no live failures, so no source wait either) and they hold no lock. Without
+    /// this, every address and every name ever tried would keep a row. Returns how many went.
+    pub async fn sweep_expired(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
+        let window_floor = now_ms.saturating_sub(self.policy.window_ms());
+        let mut write = self.db.begin_write(WriteScope::Statement).await?;
+        let deleted = on_write!(&mut write, |conn| {
+            sqlx::query(
+                "DELETE FROM login_throttle WHERE window_start < $1 \
+                 AND (locked_until IS NULL OR locked_until <= $2)",
+            )
+            .bind(window_floor)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        });
+        write.commit().await?;
+        Ok(deleted)
+    }
+
     /// Forgets a counter (an account after a successful sign-in).
     pub async fn clear(&self, key: &str) -> Result<(), sqlx::Error> {
         let mut write = self.db.begin_write(WriteScope::Statement).await?;

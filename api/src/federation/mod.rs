@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod directory;
 pub mod engine;
+pub mod hash_work;
 pub mod lockout;
 pub mod metrics;
 pub mod setup;

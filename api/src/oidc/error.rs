@@ -31,6 +31,10 @@ pub enum OAuthError {
     /// Storage or signing failed; nothing was issued.
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable,
+    /// Too many argon2 verifications were under way to check this client's secret
+    /// (`crate::federation::hash_work`); answered with `Retry-After`.
+    #[error("temporarily_unavailable: busy")]
+    Busy,
     /// A protected resource was asked for without an access token (RFC 6750 3.1).
     #[error("no access token")]
     MissingToken,
@@ -49,7 +53,7 @@ impl OAuthError {
             Self::InvalidClient | Self::MissingToken | Self::InvalidToken => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TemporarilyUnavailable | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -65,6 +69,7 @@ impl OAuthError {
                 "supported: authorization_code, refresh_token, client_credentials",
             ),
             Self::TemporarilyUnavailable => ("temporarily_unavailable", "try again"),
+            Self::Busy => ("temporarily_unavailable", "busy; try again shortly"),
             Self::MissingToken => ("invalid_request", "no access token"),
             Self::InvalidToken => ("invalid_token", "the access token is not valid"),
         }
@@ -96,6 +101,12 @@ impl IntoResponse for OAuthError {
             .into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self == Self::Busy {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::federation::hash_work::RETRY_AFTER_SECONDS),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -89,6 +89,9 @@ pub struct Text {
     pub submit: &'static str,
     /// The one message for every failed sign-in.
     pub wrong_credentials: &'static str,
+    /// The realm's directory cannot be reached; `{realm}` is replaced by the realm's display
+    /// name. Says nothing about the account: every account of the realm is told the same.
+    pub directory_unreachable: &'static str,
     /// A source that failed too often, told to wait (the page comes with `429`).
     pub too_many_attempts: &'static str,
     pub expired: &'static str,
@@ -112,6 +115,7 @@ static LATVIAN: Text = Text {
     password: "Parole",
     submit: "Pieteikties",
     wrong_credentials: "Nepareizs lietotājvārds vai parole.",
+    directory_unreachable: "Pašvaldības lietotāju katalogs ({realm}) pašlaik nav sasniedzams, tāpēc pieteikties nevar. Lūdzu, pēc brīža mēģiniet vēlreiz.",
     too_many_attempts: "Pārāk daudz neveiksmīgu mēģinājumu. Lūdzu, pagaidiet brīdi un mēģiniet vēlreiz.",
     expired: "Pieteikšanās laiks beidzās. Lūdzu, atveriet lietotni un mēģiniet vēlreiz.",
     error_title: "Pieteikšanās nav iespējama",
@@ -133,6 +137,7 @@ static ENGLISH: Text = Text {
     password: "Password",
     submit: "Sign in",
     wrong_credentials: "Wrong username or password.",
+    directory_unreachable: "The municipality's user directory ({realm}) cannot be reached at the moment, so nobody can sign in. Please try again shortly.",
     too_many_attempts: "Too many failed attempts. Please wait a moment and try again.",
     expired: "The sign-in page expired. Please open the application and try again.",
     error_title: "Cannot sign in",
@@ -141,6 +146,13 @@ static ENGLISH: Text = Text {
     sign_out_question: "Sign out of every application?",
     sign_out_button: "Sign out",
 };
+
+impl Text {
+    /// [`Text::directory_unreachable`] for one realm.
+    pub fn directory_unreachable_for(&self, realm: &str) -> String {
+        self.directory_unreachable.replace("{realm}", realm)
+    }
+}
 
 #[derive(Template)]
 #[template(path = "login.html")]

@@ -128,8 +128,13 @@ impl Clients {
 
     /// Whether `secret` is the secret of the client `client_id` whose configured hash is
     /// `hash` (see [`super::secrets`]).
-    pub async fn verify_secret(&self, client_id: &str, hash: &str, secret: String) -> bool {
-        self.secrets.verify(client_id, hash, secret).await.ok()
+    pub async fn verify_secret(
+        &self,
+        client_id: &str,
+        hash: &str,
+        secret: String,
+    ) -> super::secrets::Verified {
+        self.secrets.verify(client_id, hash, secret).await
     }
 
     pub fn get(&self, client_id: &str) -> Option<&ClientConfig> {

@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use aws_lc_rs::{constant_time, digest};
+
+use crate::federation::hash_work;
 
 /// SHA-256 of a secret as presented.
 type Digest = [u8; 32];
@@ -39,6 +40,8 @@ pub enum Verified {
     Hashed,
     /// Refused after the full argon2 verification.
     Refused,
+    /// Not verified: too many argon2 verifications were under way ([`hash_work`]).
+    Busy,
 }
 
 impl Verified {
@@ -60,18 +63,12 @@ impl SecretCache {
         if self.matches_cached(client_id, &presented) {
             return Verified::Cached;
         }
-        let hash = hash.to_owned();
-        // argon2 is CPU-bound for tens of milliseconds: off the async workers. A panicked or
-        // cancelled task counts as a refusal (fail closed).
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| {
-                Argon2::default()
-                    .verify_password(secret.as_bytes(), &parsed)
-                    .is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false);
+        // argon2 is CPU-bound for tens of milliseconds: off the async workers, under the
+        // process-wide limit.
+        let ok = match hash_work::verify(hash.to_owned(), secret).await {
+            Ok(ok) => ok,
+            Err(hash_work::Busy) => return Verified::Busy,
+        };
         if !ok {
             // Never cached: the next wrong guess pays argon2 again.
             return Verified::Refused;
@@ -104,7 +101,8 @@ mod tests {
     fn hash_of(secret: &str) -> String {
         // Small parameters: the tests check the cache, not argon2's cost.
         let params = argon2::Params::new(1024, 1, 1, None).expect("parameters");
-        let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon2 =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let salt = SaltString::encode_b64(b"novads-test-salt").expect("salt");
         argon2
             .hash_password(secret.as_bytes(), &salt)

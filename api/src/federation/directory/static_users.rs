@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
-
 use super::{DirectoryAnswer, DirectoryFailure, DirectoryUser};
 use crate::config::StaticDirectoryConfig;
+use crate::federation::hash_work;
 
 struct Entry {
     user: DirectoryUser,
@@ -51,29 +50,27 @@ impl StaticDirectory {
     }
 
     pub async fn authenticate(&self, username: &str, password: &str) -> DirectoryAnswer {
-        let users = self.users.clone();
-        let username = username.to_owned();
-        let password = password.to_owned();
-        // argon2 is deliberately slow: keep it off the async workers.
-        let result = tokio::task::spawn_blocking(move || {
-            let entry = users.get(&username);
-            let hash = entry.map_or(DUMMY_HASH, |e| e.password_hash.as_str());
-            let matches = !password.is_empty() && verify(hash, &password);
-            match entry {
-                None => Err(DirectoryFailure::UnknownUser),
-                Some(_) if !matches => Err(DirectoryFailure::BadCredentials),
-                Some(e) if e.disabled => Err(DirectoryFailure::AccountDisabled(
-                    "disabled in the configuration".into(),
-                )),
-                Some(e) => Ok(e.user.clone()),
+        let entry = self.users.get(username);
+        let hash = entry.map_or(DUMMY_HASH, |e| e.password_hash.as_str());
+        // argon2 is deliberately slow: off the async workers, under the process-wide limit.
+        // An unknown user costs the same verification, against the dummy hash.
+        let matches = match hash_work::verify(hash.to_owned(), password.to_owned()).await {
+            Ok(matches) => !password.is_empty() && matches,
+            Err(busy) => {
+                return DirectoryAnswer {
+                    result: Err(DirectoryFailure::Unavailable(busy.to_string())),
+                    server: None,
+                };
             }
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(DirectoryFailure::Unavailable(format!(
-                "verifier failed: {e}"
-            )))
-        });
+        };
+        let result = match entry {
+            None => Err(DirectoryFailure::UnknownUser),
+            Some(_) if !matches => Err(DirectoryFailure::BadCredentials),
+            Some(e) if e.disabled => Err(DirectoryFailure::AccountDisabled(
+                "disabled in the configuration".into(),
+            )),
+            Some(e) => Ok(e.user.clone()),
+        };
         DirectoryAnswer {
             result,
             server: None,
@@ -93,16 +90,6 @@ impl StaticDirectory {
             server: None,
         }
     }
-}
-
-fn verify(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -167,6 +154,6 @@ mod tests {
 
     #[test]
     fn dummy_hash_parses() {
-        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+        assert!(argon2::PasswordHash::new(DUMMY_HASH).is_ok());
     }
 }

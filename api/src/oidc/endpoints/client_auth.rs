@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::http::{MAX_FIELD_CHARS, header_str};
 use crate::oidc::error::OAuthError;
+use crate::oidc::secrets::Verified;
 use crate::state::AppState;
 
 /// The form of the token, revocation and introspection endpoints.
@@ -65,12 +66,14 @@ pub(super) async fn authenticate_client(
         .ok_or(OAuthError::InvalidClient)?;
     match (&client.secret_hash, secret) {
         (Some(hash), Some(secret)) if secret.len() <= MAX_FIELD_CHARS => {
-            if !state
+            match state
                 .clients()
                 .verify_secret(&client_id, hash, secret)
                 .await
             {
-                return Err(OAuthError::InvalidClient);
+                Verified::Cached | Verified::Hashed => {}
+                Verified::Refused => return Err(OAuthError::InvalidClient),
+                Verified::Busy => return Err(OAuthError::Busy),
             }
         }
         (None, None) if client.public => {}

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::cookies::{CSRF_COOKIE, SESSION_COOKIE, cookie, set_cookie};
 use super::http::MAX_FIELD_CHARS;
 use super::http::user_agent;
-use crate::federation::LoginRequest;
 use crate::federation::audit::AuditReason;
+use crate::federation::{LoginRefused, LoginRequest};
 use crate::lifetimes::AUTHORIZATION_REQUEST_LIFETIME;
 use crate::oidc::pages::{self, CSS_PATH, Locale, LoginPage, PageError};
 use crate::oidc::request::{ErrorRedirect, append_query};
@@ -195,6 +195,28 @@ pub(super) async fn login_post(
                 state: pending.state.clone(),
             };
             Ok(Redirect::to(&redirect.location(state.issuer())).into_response())
+        }
+        Err(LoginRefused {
+            unreachable_directory: Some(realm),
+            ..
+        }) => {
+            // An outage, not a wrong password: said as one, so that people wait rather than
+            // reset passwords. `503`: the form stays, to try again.
+            let message = locale.text().directory_unreachable_for(&realm);
+            let mut response = login_page(
+                &state,
+                locale,
+                &pending.client_id,
+                &form.request,
+                &form.csrf,
+                &attempt.username,
+                Some(&message),
+            );
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("30"));
+            Ok(response)
         }
         Err(refused) => {
             let Some(retry_after) = refused.retry_after else {
