@@ -183,21 +183,32 @@ async fn an_unreachable_database_gives_errors_never_passes() {
         "reading never creates a database"
     );
 
-    // The cluster names the realm and the platform; their federation checks are errors.
-    let mut document = FactsDocument::from_text(
-        "sources: {cluster: collected}\nsubjects:\n  - {kind: Platform, name: novads}\n  - {kind: Realm, name: talsi}\n",
-    )
-    .expect("facts document");
-    document.merge(facts);
-    let evaluation = novads_monitor::evaluate(&policies(), &document, &[], Utc::now());
-    for check in ["audit.chain-intact", "auth.directory-tls", "keys.rotation"] {
+    // The platform and every configured realm are still there: their checks are errors.
+    let evaluation = novads_monitor::evaluate(&policies(), &facts, &[], Utc::now());
+    for check in [
+        "audit.chain-intact",
+        "auth.directory-tls",
+        "keys.rotation",
+        "accounts.stale",
+    ] {
         let result = evaluation
             .results
             .iter()
             .find(|r| r.check == check)
             .expect("result");
         assert_eq!(result.outcome, Outcome::Error, "{check}");
+        assert!(
+            result.message.en.contains("missing.db"),
+            "{:?}",
+            result.message
+        );
     }
+    assert!(
+        evaluation
+            .results
+            .iter()
+            .any(|r| r.subject.name == "kuldiga")
+    );
     assert!(
         evaluation
             .results

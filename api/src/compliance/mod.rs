@@ -91,14 +91,24 @@ pub async fn collect_configured(config: &Config, now: DateTime<Utc>) -> FactsDoc
         }
         Err(error) => Err(error),
     };
-    collected.unwrap_or_else(|error| failed(error.to_string()))
+    collected.unwrap_or_else(|error| failed(config, error.to_string()))
 }
 
-/// A document that says federation facts could not be collected, and why.
-pub fn failed(reason: String) -> FactsDocument {
+/// A document that says federation facts could not be collected, and why. It still names the
+/// platform and every configured realm, so that each of their federation checks reports the
+/// failure as an `error` instead of vanishing from the results.
+pub fn failed(config: &Config, reason: String) -> FactsDocument {
+    let mut subjects = vec![Subject::new(PLATFORM_SUBJECT, &PlatformFacts::default())];
+    subjects.extend(
+        config
+            .realms
+            .iter()
+            .map(|realm| Subject::new(realm.name.clone(), &RealmFacts::default())),
+    );
     FactsDocument {
         sources: BTreeMap::from([(Source::Federation, SourceState::Failed(reason))]),
-        ..FactsDocument::default()
+        municipalities: Vec::new(),
+        subjects,
     }
 }
 
