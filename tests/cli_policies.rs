@@ -536,6 +536,30 @@ async fn eval_with_config_collects_federation_facts_from_the_database_and_the_re
     );
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
 
+    // jana and a user the directory does not know hold live sessions.
+    let pool = sqlx::SqlitePool::connect(&database)
+        .await
+        .expect("database");
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(8)).timestamp_millis();
+    for (hash, user) in [("h1", "jana"), ("h2", "ghost")] {
+        let identity = serde_json::json!({
+            "subject": format!("talsi:{user}"), "realm": "talsi", "username": format!("{user}@talsi"),
+            "email": null, "name": null, "groups": [], "roles": [], "trust": null,
+            "directory": null, "audit_id": 1,
+        });
+        sqlx::query(
+            "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, expires_at) \
+             VALUES ($1, $2, 0, 0, $3)",
+        )
+        .bind(hash)
+        .bind(identity.to_string())
+        .bind(expires)
+        .execute(&pool)
+        .await
+        .expect("session");
+    }
+    pool.close().await;
+
     let now = chrono::Utc::now().to_rfc3339();
     let out = run(
         &[
@@ -569,9 +593,19 @@ async fn eval_with_config_collects_federation_facts_from_the_database_and_the_re
         result_on(&json, "auth.failed-login-ratio", "talsi")["result"],
         "warn"
     );
-    // Directory facts are not collected: the check cannot pass.
+    // The directory no longer knows ghost, who still holds a session.
+    let departed = result_on(&json, "accounts.departed-with-access", "talsi");
+    assert_eq!(departed["result"], "fail", "{departed}");
+    assert!(
+        departed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("1 identities gone"),
+        "{departed}"
+    );
+    // Stale accounts are not collected yet: the check cannot pass.
     assert_eq!(
-        result_on(&json, "accounts.departed-with-access", "talsi")["result"],
+        result_on(&json, "accounts.stale", "talsi")["result"],
         "error"
     );
     // Cluster checks still run on the objects.

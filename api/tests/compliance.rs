@@ -84,6 +84,30 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         SigningKeys::load_or_init(&db, &KeyEncryptionKey::generate().expect("kek"))
             .await
             .expect("signing keys");
+        // anna@kuldiga holds a live session; kuldiga's directory does not answer.
+        let identity = serde_json::json!({
+            "subject": "kuldiga:1", "realm": "kuldiga", "username": "anna@kuldiga",
+            "email": null, "name": null, "groups": [], "roles": [], "trust": null,
+            "directory": null, "audit_id": 1,
+        });
+        let expires = (Utc::now() + Duration::hours(8)).timestamp_millis();
+        let insert = "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, expires_at) \
+                      VALUES ('h1', $1, 0, 0, $2)";
+        match &db {
+            Database::Sqlite(pool) => sqlx::query(insert)
+                .bind(identity.to_string())
+                .bind(expires)
+                .execute(pool)
+                .await
+                .map(drop),
+            Database::Postgres(pool) => sqlx::query(insert)
+                .bind(identity.to_string())
+                .bind(expires)
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+        .expect("session");
 
         let now = Utc::now();
         let facts = compliance::collect(&config, &db, now)
@@ -119,11 +143,22 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         assert_eq!(talsi["failed_sign_ins_24h"], 1, "{backend:?}");
         assert_eq!(talsi["lockouts_24h"], 1, "{backend:?}");
         assert_eq!(talsi["lockouts_daily_average_7d"], 1.0 / 7.0, "{backend:?}");
-        // Directory facts are not collected: absent, so their checks cannot pass.
-        assert!(!talsi.contains_key("departed_with_access"));
+        // Nobody holds access in talsi; the other directory facts are not collected.
+        assert_eq!(talsi["departed_with_access"], 0, "{backend:?}");
+        assert!(!talsi.contains_key("enabled_accounts_days_since_sign_in"));
         let kuldiga = subject(SubjectKind::Realm, "kuldiga");
         assert_eq!(kuldiga["directory_tls"], true);
         assert_eq!(kuldiga["sign_ins_24h"], 1, "{backend:?}");
+        let kuldiga_source = &facts
+            .subjects
+            .iter()
+            .find(|s| s.name == "kuldiga")
+            .expect("kuldiga")
+            .sources[&novads_monitor::Source::Federation];
+        let SourceState::Failed(reason) = kuldiga_source else {
+            panic!("{backend:?}: kuldiga's directory is down: {kuldiga_source:?}");
+        };
+        assert!(reason.contains("directory of realm kuldiga"), "{reason}");
 
         let set = policies();
         let evaluation = novads_monitor::evaluate(&set, &facts, &[], now);
@@ -135,12 +170,17 @@ async fn federation_facts_from_the_database_and_the_configuration() {
             outcome(&evaluation, "auth.directory-tls", "talsi"),
             Outcome::Fail
         );
+        // A directory that does not answer makes the realm's checks errors, never passes.
         assert_eq!(
             outcome(&evaluation, "auth.directory-tls", "kuldiga"),
-            Outcome::Pass
+            Outcome::Error
         );
         assert_eq!(
             outcome(&evaluation, "accounts.departed-with-access", "talsi"),
+            Outcome::Pass
+        );
+        assert_eq!(
+            outcome(&evaluation, "accounts.stale", "talsi"),
             Outcome::Error
         );
 

@@ -3,10 +3,12 @@
 //!
 //! [`realm`] decides the facts a realm's configuration settles; this module is the I/O shell
 //! that opens the database for reading, reads the audit trail, its statistics and the signing
-//! keys, and assembles a [`FactsDocument`] with the federation source's state. Facts that need
-//! directory queries (admin group members, departed and stale accounts, password policy) are
-//! not collected yet: they stay absent, so the checks reading them give `error`, never `pass`.
+//! keys, asks the directories about holders of live access ([`directory`]), and assembles a
+//! [`FactsDocument`] with the federation source's state. The other facts that need directory
+//! queries (admin group members, stale accounts, password policy) are not collected yet: they
+//! stay absent, so the checks reading them give `error`, never `pass`.
 
+pub mod directory;
 pub mod realm;
 
 use std::collections::BTreeMap;
@@ -20,6 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use crate::config::{Config, redact_url};
 use crate::db::{Backend, Database, DbError, on_pool};
 use crate::federation::audit::{self, AuditEventKind, format_time};
+use crate::federation::setup;
 
 /// The name of the one Platform subject, as the cluster collector names it.
 pub const PLATFORM_SUBJECT: &str = "novads";
@@ -124,11 +127,35 @@ pub async fn collect(
     };
     let platform = platform_facts(config, db, now).await.map_err(query)?;
     let statistics = audit_statistics(db, now).await.map_err(query)?;
+    let holders = directory::live_holders(db, now).await.map_err(query)?;
+    // The directories as sign-in reaches them; the database handle is only read through.
+    let federation =
+        setup::build(config, db.clone(), &prometheus::Registry::new()).map_err(|e| e.to_string());
     let mut subjects = vec![Subject::new(PLATFORM_SUBJECT, &platform)];
     for realm in &config.realms {
         let mut facts = realm::realm_settings(realm, &config.lockout);
         statistics.fill(&realm.name, &mut facts);
-        subjects.push(Subject::new(realm.name.clone(), &facts));
+        let users = holders.get(&realm.name).cloned().unwrap_or_default();
+        let departed = match &federation {
+            Ok(federation) => directory::departed(federation, &realm.name, &users).await,
+            Err(reason) => Err(format!("directories cannot be set up: {reason}")),
+        };
+        let subject = match departed {
+            Ok(count) => {
+                facts.departed_with_access = Some(count);
+                Subject::new(realm.name.clone(), &facts)
+            }
+            Err(reason) => {
+                // Without the directory's answer the realm's facts are not trustworthy as a
+                // whole: every federation check of the realm reports the reason.
+                let mut subject = Subject::new(realm.name.clone(), &facts);
+                subject
+                    .sources
+                    .insert(Source::Federation, SourceState::Failed(reason));
+                subject
+            }
+        };
+        subjects.push(subject);
     }
     Ok(FactsDocument {
         sources: BTreeMap::from([(Source::Federation, SourceState::Collected)]),
