@@ -146,8 +146,9 @@ pub async fn collect(
                 Subject::new(realm.name.clone(), &facts)
             }
             Err(reason) => {
-                // Without the directory's answer the realm's facts are not trustworthy as a
-                // whole: every federation check of the realm reports the reason.
+                // Source states are kept per subject, not per fact: a directory that does
+                // not answer fails the realm's federation source, so every federation check
+                // of the realm reports the reason rather than one passing on a guess.
                 let mut subject = Subject::new(realm.name.clone(), &facts);
                 subject
                     .sources
