@@ -146,8 +146,8 @@ enum PoliciesCommand {
         #[arg(value_name = "DIR", default_value = "policies")]
         dir: PathBuf,
     },
-    /// Evaluate the policies over Kubernetes objects (-f) and/or a facts document (--facts),
-    /// offline. Exit 0 when the evaluation ran, 1 with --fail-on when a failing result reaches
+    /// Evaluate the policies over Kubernetes objects (-f), a facts document (--facts) and/or
+    /// the federation facts of a configuration (--config). Exit 0 when the evaluation ran, 1 with --fail-on when a failing result reaches
     /// that severity.
     Eval(EvalArgs),
 }
@@ -165,6 +165,10 @@ struct EvalArgs {
     /// A facts document (YAML or JSON), combined with the facts of the objects.
     #[arg(long, value_name = "FILE")]
     facts: Option<PathBuf>,
+    /// The sign-on configuration (as for `novads serve`): federation facts are collected from
+    /// its database (read only) and its realms' settings.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The evaluation time (RFC 3339 or YYYY-MM-DD, UTC); now by default.
     #[arg(long, value_parser = commands::parse_time)]
     now: Option<DateTime<Utc>>,
@@ -415,7 +419,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Policies {
             command: PoliciesCommand::Eval(args),
-        } => policies_eval(args),
+        } => policies_eval(args).await,
         Command::Keys {
             command: KeysCommand::Rotate { config, now },
         } => {
@@ -444,19 +448,27 @@ async fn run(command: Command) -> Result<(), CliError> {
     }
 }
 
-/// `novads policies eval`: reads the inputs, collects the cluster facts of the objects, and
-/// prints the evaluation. Problems in the policies are printed as warnings: the checks they
-/// break report `error` results.
-fn policies_eval(args: EvalArgs) -> Result<(), CliError> {
+/// `novads policies eval`: reads the inputs, collects the cluster facts of the objects and,
+/// with `--config`, the federation facts, and prints the evaluation. Problems in the policies
+/// are printed as warnings: the checks they break report `error` results.
+async fn policies_eval(args: EvalArgs) -> Result<(), CliError> {
     let set = PolicySet::load_dir(&args.policies).map_err(|e| CliError::Input(e.to_string()))?;
     for problem in &set.problems {
         eprintln!("novads: warning: {problem}");
     }
-    if args.files.is_empty() && args.facts.is_none() {
+    if args.files.is_empty() && args.facts.is_none() && args.config.is_none() {
         return Err(CliError::Input(
-            "nothing to evaluate: give Kubernetes objects with -f or facts with --facts".into(),
+            "nothing to evaluate: give Kubernetes objects with -f, facts with --facts or a \
+             configuration with --config"
+                .into(),
         ));
     }
+    // A configuration that does not load stops here; a database that cannot be read does not:
+    // its checks become `error` results with the reason.
+    let config = match &args.config {
+        Some(path) => Some(config::load(path, Mode::Production).map_err(CliError::Config)?),
+        None => None,
+    };
     let now = args.now.unwrap_or_else(Utc::now);
     let mut facts = FactsDocument::default();
     let mut exemptions = Vec::new();
@@ -481,7 +493,9 @@ fn policies_eval(args: EvalArgs) -> Result<(), CliError> {
         })?;
         facts.merge(document);
     }
-    // Federation facts come only from a facts document here.
+    if let Some(config) = &config {
+        facts.merge(novads_api::compliance::collect_configured(config, now).await);
+    }
     facts.sources.entry(Source::Federation).or_insert_with(|| {
         SourceState::NotCollected("federation facts not collected (no --config)".into())
     });

@@ -462,3 +462,197 @@ fn eval_prints_a_printable_html_page() {
     assert!(out.stdout.contains("Pašvaldība talsi (muni-talsi)"));
     assert!(!out.stdout.contains("http"), "no external assets");
 }
+
+/// A configuration with one realm on a real slapd over plain `ldap://` (`insecure: true`).
+fn write_federation_config(
+    dir: &std::path::Path,
+    ldap: &novads_testkit::Slapd,
+    database: &str,
+) -> PathBuf {
+    use novads_testkit::Municipality;
+    let secret = dir.join("talsi-bind-password");
+    std::fs::write(&secret, format!("{}\n", ldap.service_password())).expect("secret");
+    let kek = dir.join("kek");
+    std::fs::write(&kek, [7u8; 32]).expect("key");
+    let m = Municipality::Talsi;
+    let config = dir.join("novads.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server: {{ listen: "127.0.0.1:0", issuer: "http://127.0.0.1:8080", key_encryption_key_file: "{kek}" }}
+database: "{database}"
+audit: {{ retention_days: 400 }}
+realms:
+  - name: talsi
+    ldap:
+      urls: ["{url}"]
+      insecure: true
+      bind_dn: "{bind_dn}"
+      bind_password_file: "{secret}"
+      user_base: "{base}"
+clients:
+  - {{ client_id: portal, realm: talsi, redirect_uris: ["https://portal.talsi.lv/cb"], public: true }}
+"#,
+            kek = kek.display(),
+            url = ldap.url(),
+            bind_dn = m.service_dn(),
+            secret = secret.display(),
+            base = m.people_base(),
+        ),
+    )
+    .expect("config");
+    config
+}
+
+fn result_on<'a>(json: &'a Value, check: &str, subject: &str) -> &'a Value {
+    json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["check"] == check && r["subject"]["name"] == subject)
+        .unwrap_or_else(|| panic!("no result for {check} on {subject}: {json}"))
+}
+
+#[tokio::test]
+async fn eval_with_config_collects_federation_facts_from_the_database_and_the_realm() {
+    let Some(ldap) = novads_testkit::Slapd::start(novads_testkit::Municipality::Talsi).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = format!("sqlite://{}", dir.path().join("novads.db").display());
+    let config = write_federation_config(dir.path(), &ldap, &database);
+    let config = config.to_str().expect("utf-8");
+    // A sign-in and a refusal through the real directory fill the audit trail.
+    let password = format!("{}\n", novads_testkit::fixtures::talsi::JANA.password);
+    let ok = run(
+        &["realm", "test", "-c", config, "jana@talsi"],
+        Some(&password),
+    );
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+    let refused = run(
+        &["realm", "test", "-c", config, "jana@talsi"],
+        Some("wrong\n"),
+    );
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+
+    // jana and a user the directory does not know hold live sessions.
+    let pool = sqlx::SqlitePool::connect(&database)
+        .await
+        .expect("database");
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(8)).timestamp_millis();
+    for (hash, user) in [("h1", "jana"), ("h2", "ghost")] {
+        let identity = serde_json::json!({
+            "subject": format!("talsi:{user}"), "realm": "talsi", "username": format!("{user}@talsi"),
+            "email": null, "name": null, "groups": [], "roles": [], "trust": null,
+            "directory": null, "audit_id": 1,
+        });
+        sqlx::query(
+            "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, expires_at) \
+             VALUES ($1, $2, 0, 0, $3)",
+        )
+        .bind(hash)
+        .bind(identity.to_string())
+        .bind(expires)
+        .execute(&pool)
+        .await
+        .expect("session");
+    }
+    pool.close().await;
+
+    let now = chrono::Utc::now().to_rfc3339();
+    let out = run(
+        &[
+            "policies",
+            "eval",
+            "--now",
+            &now,
+            "--format",
+            "json",
+            "--config",
+            config,
+            "-f",
+            "examples/municipality-talsi.yaml",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let json: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let chain = result_on(&json, "audit.chain-intact", "novads");
+    assert_eq!(chain["result"], "pass", "{chain}");
+    assert_eq!(
+        result_on(&json, "audit.retention", "novads")["result"],
+        "pass"
+    );
+    let tls = result_on(&json, "auth.directory-tls", "talsi");
+    assert_eq!(tls["result"], "fail", "{tls}");
+    assert_eq!(tls["municipality"], "talsi", "{tls}");
+    assert_eq!(result_on(&json, "auth.lockout", "talsi")["result"], "pass");
+    // Two attempts, one failed: over the 20 % the check allows.
+    assert_eq!(
+        result_on(&json, "auth.failed-login-ratio", "talsi")["result"],
+        "warn"
+    );
+    // The directory no longer knows ghost, who still holds a session.
+    let departed = result_on(&json, "accounts.departed-with-access", "talsi");
+    assert_eq!(departed["result"], "fail", "{departed}");
+    assert!(
+        departed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("1 identities gone"),
+        "{departed}"
+    );
+    // Stale accounts are not collected yet: the check cannot pass.
+    assert_eq!(
+        result_on(&json, "accounts.stale", "talsi")["result"],
+        "error"
+    );
+    // Cluster checks still run on the objects.
+    assert_eq!(
+        result_on(&json, "tenancy.ready", "talsi")["subject"]["kind"],
+        "Municipality"
+    );
+}
+
+#[test]
+fn eval_with_an_unreachable_database_gives_errors_not_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = dir.path().join("kek");
+    std::fs::write(&kek, [7u8; 32]).expect("key");
+    let config = dir.path().join("novads.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server: {{ listen: "127.0.0.1:0", issuer: "http://127.0.0.1:8080", key_encryption_key_file: "{kek}" }}
+database: "postgres://novads@127.0.0.1:1/novads"
+realms:
+  - name: talsi
+    ldap:
+      urls: ["ldaps://ldap.talsi.lv"]
+      user_base: "ou=people,dc=talsi,dc=lv"
+"#,
+            kek = kek.display(),
+        ),
+    )
+    .expect("config");
+    let (out, json) = eval_json(&["--config", config.to_str().expect("utf-8")], None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for (check, subject) in [
+        ("audit.chain-intact", "novads"),
+        ("keys.rotation", "novads"),
+        ("auth.directory-tls", "talsi"),
+    ] {
+        let result = result_on(&json, check, subject);
+        assert_eq!(result["result"], "error", "{result}");
+        assert!(
+            result["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("127.0.0.1:1"),
+            "{result}"
+        );
+    }
+    assert_eq!(json["platform"]["pass"], 0, "{json}");
+}

@@ -9,11 +9,14 @@
 //! 3. [`federation`] (directories, trusts, lockout, audit trail) and the provider's stores
 //!    and crypto: [`oidc::keys`], [`oidc::store`], [`oidc::request`], [`oidc::jwt`].
 //! 4. [`state`]: what every handler reaches, built once.
-//! 5. The HTTP faces: [`oidc::endpoints`] with [`oidc::bearer`] and [`oidc::error`], then
+//! 5. [`compliance`]: federation facts for the security monitor, read from the configuration
+//!    and the database.
+//! 6. The HTTP faces: [`oidc::endpoints`] with [`oidc::bearer`] and [`oidc::error`], then
 //!    [`server`] (routes, middleware, background tasks), [`commands`] (the CLI's work) and
 //!    [`dev`] (`novads dev` and its demo application, on top of the provider).
 
 pub mod commands;
+pub mod compliance;
 pub mod config;
 pub mod db;
 pub mod dev;

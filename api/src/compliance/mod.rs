@@ -1,0 +1,318 @@
+//! Federation facts for the security monitor (see docs/monitor.md): what the configuration
+//! and the database say about the platform and each realm.
+//!
+//! [`realm`] decides the facts a realm's configuration settles; this module is the I/O shell
+//! that opens the database for reading, reads the audit trail, its statistics and the signing
+//! keys, asks the directories about holders of live access ([`directory`]), and assembles a
+//! [`FactsDocument`] with the federation source's state. The other facts that need directory
+//! queries (admin group members, stale accounts, password policy) are not collected yet: they
+//! stay absent, so the checks reading them give `error`, never `pass`.
+
+pub mod directory;
+pub mod realm;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use novads_monitor::facts::{PlatformFacts, RealmFacts};
+use novads_monitor::{FactsDocument, Source, SourceState, Subject};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+use crate::config::{Config, redact_url};
+use crate::db::{Backend, Database, DbError, on_pool};
+use crate::federation::audit::{self, AuditEventKind, format_time};
+use crate::federation::setup;
+
+/// The name of the one Platform subject, as the cluster collector names it.
+pub const PLATFORM_SUBJECT: &str = "novads";
+
+/// Why collecting failed; the text becomes the reason of every federation `error` result.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("database {url}: {source}")]
+    Query { url: String, source: sqlx::Error },
+    #[error("database {url} holds no novads schema")]
+    NoSchema { url: String },
+}
+
+/// Opens the configured database for reading: no migration, and a SQLite file that does not
+/// exist is an error rather than a new empty database.
+pub async fn open_read_only(config: &Config) -> Result<Database, CollectError> {
+    let url = &config.database;
+    let shown = redact_url(url);
+    let db = match Backend::of_url(url) {
+        Some(Backend::Sqlite) => {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|source| DbError::InvalidUrl {
+                    url: shown.clone(),
+                    source,
+                })?
+                .create_if_missing(false)
+                .read_only(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(2)
+                .connect_with(options)
+                .await
+                .map_err(|source| DbError::Unreachable {
+                    url: shown.clone(),
+                    source,
+                })?;
+            Database::Sqlite(pool)
+        }
+        _ => {
+            let password = match &config.database_password_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                        .map_err(|source| DbError::PasswordFile {
+                            path: path.display().to_string(),
+                            source,
+                        })?,
+                ),
+                None => None,
+            };
+            Database::connect(url, password.as_deref()).await?
+        }
+    };
+    match db.schema_version().await? {
+        Some(_) => Ok(db),
+        None => Err(CollectError::NoSchema { url: shown }),
+    }
+}
+
+/// Opens the database and collects; a failure becomes a document whose federation source
+/// failed with the reason, so every federation check is an `error`.
+pub async fn collect_configured(config: &Config, now: DateTime<Utc>) -> FactsDocument {
+    let collected = match open_read_only(config).await {
+        Ok(db) => {
+            let facts = collect(config, &db, now).await;
+            db.close().await;
+            facts
+        }
+        Err(error) => Err(error),
+    };
+    collected.unwrap_or_else(|error| failed(config, error.to_string()))
+}
+
+/// A document that says federation facts could not be collected, and why. It still names the
+/// platform and every configured realm, so that each of their federation checks reports the
+/// failure as an `error` instead of vanishing from the results.
+pub fn failed(config: &Config, reason: String) -> FactsDocument {
+    let mut subjects = vec![Subject::new(PLATFORM_SUBJECT, &PlatformFacts::default())];
+    subjects.extend(
+        config
+            .realms
+            .iter()
+            .map(|realm| Subject::new(realm.name.clone(), &RealmFacts::default())),
+    );
+    FactsDocument {
+        sources: BTreeMap::from([(Source::Federation, SourceState::Failed(reason))]),
+        municipalities: Vec::new(),
+        subjects,
+    }
+}
+
+/// The federation facts of the platform and of every configured realm at `now`.
+pub async fn collect(
+    config: &Config,
+    db: &Database,
+    now: DateTime<Utc>,
+) -> Result<FactsDocument, CollectError> {
+    let query = |source| CollectError::Query {
+        url: redact_url(&config.database),
+        source,
+    };
+    let platform = platform_facts(config, db, now).await.map_err(query)?;
+    let statistics = audit_statistics(db, now).await.map_err(query)?;
+    let holders = directory::live_holders(db, now).await.map_err(query)?;
+    // The directories as sign-in reaches them; the database handle is only read through.
+    let federation =
+        setup::build(config, db.clone(), &prometheus::Registry::new()).map_err(|e| e.to_string());
+    let mut subjects = vec![Subject::new(PLATFORM_SUBJECT, &platform)];
+    for realm in &config.realms {
+        let mut facts = realm::realm_settings(realm, &config.lockout);
+        statistics.fill(&realm.name, &mut facts);
+        let users = holders.get(&realm.name).cloned().unwrap_or_default();
+        let departed = match &federation {
+            Ok(federation) => directory::departed(federation, &realm.name, &users).await,
+            Err(reason) => Err(format!("directories cannot be set up: {reason}")),
+        };
+        let subject = match departed {
+            Ok(count) => {
+                facts.departed_with_access = Some(count);
+                Subject::new(realm.name.clone(), &facts)
+            }
+            Err(reason) => {
+                // Source states are kept per subject, not per fact: a directory that does
+                // not answer fails the realm's federation source, so every federation check
+                // of the realm reports the reason rather than one passing on a guess.
+                let mut subject = Subject::new(realm.name.clone(), &facts);
+                subject
+                    .sources
+                    .insert(Source::Federation, SourceState::Failed(reason));
+                subject
+            }
+        };
+        subjects.push(subject);
+    }
+    Ok(FactsDocument {
+        sources: BTreeMap::from([(Source::Federation, SourceState::Collected)]),
+        municipalities: Vec::new(),
+        subjects,
+    })
+}
+
+async fn platform_facts(
+    config: &Config,
+    db: &Database,
+    now: DateTime<Utc>,
+) -> Result<PlatformFacts, sqlx::Error> {
+    let verification = audit::verify(db).await?;
+    let oldest: Option<String> = on_pool!(db, |pool| {
+        sqlx::query_scalar("SELECT MIN(at) FROM audit_events")
+            .fetch_one(pool)
+            .await
+    })?;
+    let keys: Vec<(String, String, Option<String>)> = on_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT algorithm, state, activated_at FROM oidc_signing_keys \
+             WHERE state IN ('active', 'next')",
+        )
+        .fetch_all(pool)
+        .await
+    })?;
+    let (signing_key_age_days, next_signing_key_published) = signing_keys(&keys, now);
+    Ok(PlatformFacts {
+        audit_chain_intact: Some(verification.first_broken.is_none()),
+        audit_rows_verified: Some(i64::try_from(verification.rows_checked).unwrap_or(i64::MAX)),
+        audit_retention_days: Some(config.audit.retention_days.map_or(0, i64::from)),
+        audit_oldest_event_age_days: oldest.as_deref().and_then(|at| age_days(at, now)),
+        // No host declares its clock offset to novads yet.
+        clock_offset_ms: None,
+        signing_key_age_days,
+        next_signing_key_published,
+    })
+}
+
+/// The age of the oldest active signing key, and whether every algorithm with an active key
+/// already publishes its next one. Without an active key both stay absent.
+fn signing_keys(
+    keys: &[(String, String, Option<String>)],
+    now: DateTime<Utc>,
+) -> (Option<i64>, Option<bool>) {
+    let active: Vec<_> = keys
+        .iter()
+        .filter(|(_, state, _)| state == "active")
+        .collect();
+    if active.is_empty() {
+        return (None, None);
+    }
+    let age = active
+        .iter()
+        .filter_map(|(_, _, activated)| activated.as_deref().and_then(|at| age_days(at, now)))
+        .max();
+    let next = active.iter().all(|(algorithm, _, _)| {
+        keys.iter()
+            .any(|(other, state, _)| other == algorithm && state == "next")
+    });
+    (age, Some(next))
+}
+
+fn age_days(at: &str, now: DateTime<Utc>) -> Option<i64> {
+    let at = DateTime::parse_from_rfc3339(at).ok()?;
+    Some((now - at.with_timezone(&Utc)).num_days().max(0))
+}
+
+/// Counts of audit events per realm and kind: the last 24 hours, and lockouts over the seven
+/// days before them.
+#[derive(Debug, Default)]
+struct AuditStatistics {
+    last_day: BTreeMap<(String, String), i64>,
+    lockouts_week_before: BTreeMap<String, i64>,
+}
+
+impl AuditStatistics {
+    fn count(&self, realm: &str, kind: AuditEventKind) -> i64 {
+        self.last_day
+            .get(&(realm.to_owned(), kind.as_str().to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn fill(&self, realm: &str, facts: &mut RealmFacts) {
+        let succeeded = self.count(realm, AuditEventKind::LoginSucceeded);
+        let failed = self.count(realm, AuditEventKind::LoginFailed);
+        facts.sign_ins_24h = Some(succeeded + failed);
+        facts.failed_sign_ins_24h = Some(failed);
+        facts.lockouts_24h = Some(self.count(realm, AuditEventKind::LockedOut));
+        let week = self.lockouts_week_before.get(realm).copied().unwrap_or(0);
+        facts.lockouts_daily_average_7d = Some(week as f64 / 7.0);
+    }
+}
+
+async fn audit_statistics(
+    db: &Database,
+    now: DateTime<Utc>,
+) -> Result<AuditStatistics, sqlx::Error> {
+    // `at` is RFC 3339 text of one fixed width, so it compares correctly as text.
+    let day_ago = format_time(now - Duration::hours(24));
+    let week_before = format_time(now - Duration::hours(24 * 8));
+    let rows: Vec<(String, String, i64)> = on_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT realm, event, CAST(COUNT(*) AS BIGINT) FROM audit_events \
+             WHERE at >= $1 AND realm IS NOT NULL GROUP BY realm, event",
+        )
+        .bind(&day_ago)
+        .fetch_all(pool)
+        .await
+    })?;
+    let lockouts: Vec<(String, i64)> = on_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT realm, CAST(COUNT(*) AS BIGINT) FROM audit_events \
+             WHERE event = $1 AND at >= $2 AND at < $3 AND realm IS NOT NULL GROUP BY realm",
+        )
+        .bind(AuditEventKind::LockedOut.as_str())
+        .bind(&week_before)
+        .bind(&day_ago)
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(AuditStatistics {
+        last_day: rows
+            .into_iter()
+            .map(|(realm, event, count)| ((realm, event), count))
+            .collect(),
+        lockouts_week_before: lockouts.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(
+        algorithm: &str,
+        state: &str,
+        activated: Option<&str>,
+    ) -> (String, String, Option<String>) {
+        (algorithm.into(), state.into(), activated.map(str::to_owned))
+    }
+
+    #[test]
+    fn signing_key_age_and_next_key() {
+        let now = DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        assert_eq!(signing_keys(&[], now), (None, None));
+        let keys = [
+            key("ES256", "active", Some("2026-10-02T00:00:00.000000Z")),
+            key("ES256", "next", None),
+            key("RS256", "active", Some("2026-11-01T00:00:00.000000Z")),
+        ];
+        assert_eq!(signing_keys(&keys, now), (Some(60), Some(false)));
+        assert_eq!(signing_keys(&keys[..2], now), (Some(60), Some(true)));
+    }
+}
