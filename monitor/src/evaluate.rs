@@ -454,10 +454,13 @@ fn run_check(
             );
         }
         Err(error) => {
-            return (
-                Outcome::Error,
-                same_text(format!("the expression failed: {error}")),
-            );
+            // A fact the collectors did not provide reads as a missing map key: say which
+            // fact is missing rather than how the interpreter noticed.
+            let message = match error.strip_prefix("No such key: ") {
+                Some(fact) => format!("fact {fact} was not collected for this subject"),
+                None => format!("the expression failed: {error}"),
+            };
+            return (Outcome::Error, same_text(message));
         }
     };
     let mut render = |placeholder: &str| match check.placeholders.get(placeholder) {

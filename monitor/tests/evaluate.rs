@@ -187,6 +187,31 @@ fn facts_not_collected_skip_and_facts_that_failed_are_errors() {
     assert_eq!(outcome(&evaluation, "demo.admins", "talsi"), Outcome::Error);
 }
 
+/// A source that claims "collected" but lacks a fact the check reads: an error that names the
+/// missing fact, never a pass.
+#[test]
+fn a_fact_missing_from_a_collected_source_is_an_error_naming_it() {
+    let set = policies();
+    let facts = document(
+        vec![municipality(
+            "talsi",
+            json!({"resource_quota_present": true}),
+        )],
+        SourceState::Collected,
+    );
+    let evaluation = evaluate(&set, &facts, &[], now());
+    let admins = evaluation
+        .results
+        .iter()
+        .find(|r| r.check == "demo.admins")
+        .expect("result");
+    assert_eq!(admins.outcome, Outcome::Error);
+    assert_eq!(
+        admins.message.en,
+        "fact admin_members was not collected for this subject"
+    );
+}
+
 #[test]
 fn invalid_facts_give_errors_for_that_subject_only() {
     let set = policies();
