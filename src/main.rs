@@ -147,8 +147,8 @@ enum PoliciesCommand {
         dir: PathBuf,
     },
     /// Evaluate the policies over Kubernetes objects (-f), a facts document (--facts) and/or
-    /// the federation facts of a configuration (--config). Exit 0 when the evaluation ran, 1 with --fail-on when a failing result reaches
-    /// that severity.
+    /// the federation facts of a configuration (--config). Exit 0 when the evaluation ran, 1
+    /// with --fail-on when a failing result reaches that severity.
     Eval(EvalArgs),
 }
 
