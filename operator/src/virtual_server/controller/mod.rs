@@ -1,0 +1,253 @@
+//! The VirtualServer controller: reconciles each `VirtualServer` into its KubeVirt
+//! VirtualMachine, cloud-init Secret, Service, NetworkPolicy and snapshots.
+//!
+//! The decisions come from the pure modules — [`admission`] (may the server run at all),
+//! [`build`] (the objects), [`schedule`] (backups, maintenance windows) and [`status`] (phase,
+//! conditions, restarts) — gathered by [`plan`], itself pure. The rest of this file reads what
+//! they need from the API, carries the plan out and reports it (status, Events).
+//!
+//! One reconcile, read in four steps, one file each: [`observe`](self::observe) what the
+//! decisions need, [`decide`](self::decide) (pure), [`carry_out`](self::carry_out) the plan and
+//! [`cleanup`](self::cleanup) on deletion. This module holds what they share: the context, the
+//! error type, the entry points and the finalizer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::jiff::tz::TimeZone;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use novads_crds::{
+    Backup, Municipality, Phase, ServerImage, SnapshotDeletion, VirtualServer, VirtualServerStatus,
+};
+use serde_json::json;
+
+use crate::kubevirt::{
+    DataVolumeTemplateSpec, VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot,
+};
+use crate::quantity::Amount;
+use crate::reconcile::{self, FIELD_MANAGER, FailureCounts, backoff};
+use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
+use crate::virtual_server::build::{
+    self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
+};
+use crate::virtual_server::schedule::{self, BackupDecision};
+use crate::virtual_server::status::{self, Observed, RestartDecision};
+
+mod carry_out;
+mod cleanup;
+mod decide;
+mod observe;
+
+use carry_out::*;
+use cleanup::*;
+pub use decide::*;
+pub use observe::*;
+
+/// Finalizer that keeps a VirtualServer until its VM and the rest of its objects are deleted
+/// (and, with `backup.onDelete: Delete`, its snapshots).
+pub const FINALIZER: &str = "novads.io/virtual-server";
+/// How often a server is reconciled without any change (status refresh, drift repair).
+pub const RESYNC: Duration = Duration::from_secs(10 * 60);
+/// How often a refused server is checked again: the refusal may go away without any watched
+/// object changing (a date passes, another server's quota share frees up).
+pub const REFUSED_RECHECK: Duration = Duration::from_secs(3 * 60);
+/// How often a server is looked at while KubeVirt is missing (the runtime restarts the
+/// controller as soon as KubeVirt appears; this is the safety net).
+pub const KUBEVIRT_RECHECK: Duration = Duration::from_secs(5 * 60);
+/// Shortest requeue for a due time that already passed: soon, but never a hot loop.
+pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
+
+/// The condition / event reason while KubeVirt's API is missing from the cluster.
+pub const KUBEVIRT_UNAVAILABLE: &str = "KubeVirtUnavailable";
+/// The reason of a `cloudInit.secretRef` whose Secret (or its `userdata` key) is missing.
+pub const CLOUD_INIT_SECRET_MISSING: &str = "CloudInitSecretMissing";
+
+/// What a reconcile can fail with; each one ends in the error policy's back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the spec is invalid: {0}")]
+    InvalidSpec(String),
+    #[error("cannot build the restart request: {0}")]
+    Request(#[from] http::Error),
+    #[error("the object lacks {0}")]
+    IncompleteObject(&'static str),
+}
+
+impl Error {
+    /// Short label for metrics (bounded set).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            Self::Kube(_) => "api",
+            Self::InvalidSpec(_) | Self::IncompleteObject(_) => "invalid_spec",
+            Self::Request(_) => "internal",
+        }
+    }
+}
+
+/// Where the controller gets the current time: the wall clock, or a fixed one in tests.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Restarts this replica carried out, per server: the status in the cache can lag behind the
+/// restart that a watch event already reports, and must not make the controller restart twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RestartMemo {
+    /// The `spec.restart` token acted on.
+    token: Option<String>,
+    /// The instance that was restarted (a window restart is owed once per instance).
+    instance: Option<String>,
+}
+
+/// Shared by every reconcile of the controller.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// `Some(reason)` when KubeVirt's API is missing: servers are told so in their status
+    /// instead of being built.
+    kubevirt_unavailable: Option<String>,
+    clock: Clock,
+    /// Consecutive failures per server (`namespace/name`), for the error policy's back-off.
+    failures: FailureCounts,
+    restarts: Mutex<HashMap<String, RestartMemo>>,
+}
+
+impl Context {
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            kubevirt_unavailable: None,
+            clock: Arc::new(Timestamp::now),
+            failures: FailureCounts::default(),
+            restarts: Mutex::default(),
+        }
+    }
+
+    /// The same context reading time from `clock` (tests and benchmarks pin it).
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The same context for a cluster without KubeVirt: servers get a status saying `reason`.
+    #[must_use]
+    pub fn with_kubevirt_unavailable(mut self, reason: impl Into<String>) -> Self {
+        self.kubevirt_unavailable = Some(reason.into());
+        self
+    }
+
+    /// Why KubeVirt cannot be used, when it cannot.
+    pub fn kubevirt_unavailable(&self) -> Option<&str> {
+        self.kubevirt_unavailable.as_deref()
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    fn restart_memo(&self, key: &str) -> RestartMemo {
+        self.restarts
+            .lock()
+            .ok()
+            .and_then(|memos| memos.get(key).cloned())
+            .unwrap_or_default()
+    }
+
+    fn remember_restart(&self, key: &str, memo: RestartMemo) {
+        if let Ok(mut memos) = self.restarts.lock() {
+            memos.insert(key.to_string(), memo);
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        if let Ok(mut memos) = self.restarts.lock() {
+            memos.remove(key);
+        }
+    }
+}
+
+fn key(server: &VirtualServer) -> String {
+    format!(
+        "{}/{}",
+        server.namespace().unwrap_or_default(),
+        server.name_any()
+    )
+}
+
+/// The controller's error policy: back off per server (5 s doubling to 5 min), never a hot
+/// loop.
+pub fn error_policy(server: Arc<VirtualServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.failures.record_failure(&key(&server));
+    let delay = backoff(failures);
+    tracing::warn!(server = %key(&server), %error, failures, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Reconciles one VirtualServer: finalizer, admission, children, restart, backups, status.
+pub async fn reconcile(server: Arc<VirtualServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = if server.metadata.deletion_timestamp.is_some() {
+        if has_finalizer(&server) {
+            cleanup(&server, &ctx).await
+        } else {
+            Ok(Action::await_change())
+        }
+    } else if !has_finalizer(&server) {
+        add_finalizer(&server, &ctx).await
+    } else if let Some(reason) = ctx.kubevirt_unavailable() {
+        let refusal = Refusal {
+            reason: KUBEVIRT_UNAVAILABLE,
+            message: format!("KubeVirt is not available: {reason}"),
+        };
+        refuse(&server, &ctx, &Observations::default(), &[refusal]).await?;
+        Ok(Action::requeue(KUBEVIRT_RECHECK))
+    } else {
+        apply(&server, &ctx).await
+    };
+    if result.is_ok() {
+        ctx.failures.record_success(&key(&server));
+    }
+    result
+}
+
+fn has_finalizer(server: &VirtualServer) -> bool {
+    server.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+fn namespace(server: &VirtualServer) -> Result<String, Error> {
+    server
+        .namespace()
+        .ok_or(Error::IncompleteObject("metadata.namespace"))
+}
+
+fn servers(ctx: &Context, namespace: &str) -> Api<VirtualServer> {
+    Api::namespaced(ctx.client.clone(), namespace)
+}
+
+/// Adds the finalizer (see [`reconcile::patch_finalizers`]).
+async fn add_finalizer(server: &VirtualServer, ctx: &Context) -> Result<Action, Error> {
+    let mut finalizers = server.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    patch_finalizers(server, ctx, finalizers).await?;
+    // The patch triggers a watch event, which reconciles again with the finalizer in place.
+    Ok(Action::await_change())
+}
+
+async fn patch_finalizers(
+    server: &VirtualServer,
+    ctx: &Context,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    reconcile::patch_finalizers(&servers(ctx, &namespace(server)?), server, finalizers).await?;
+    Ok(())
+}
