@@ -267,7 +267,8 @@ fn first_line(message: &str) -> String {
 }
 
 /// Splits a YAML stream at `---` document markers, so each error can name its document.
-fn split_documents(stream: &str) -> Vec<&str> {
+/// Shared with the security monitor's object reader (`compliance/objects.rs`).
+pub(crate) fn split_documents(stream: &str) -> Vec<&str> {
     let mut documents = Vec::new();
     let mut start = 0;
     let mut offset = 0;

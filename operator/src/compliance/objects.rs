@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::kubevirt::VirtualMachineSnapshot;
+use crate::render::split_documents;
 
 /// Everything the cluster collector looks at.
 #[derive(Clone, Debug, Default)]
@@ -118,23 +119,4 @@ fn parse<T: DeserializeOwned>(
             message: format!("{path}: {}", error.into_inner()),
         }
     })
-}
-
-/// Splits a YAML stream at `---` lines.
-fn split_documents(stream: &str) -> Vec<&str> {
-    let mut documents = Vec::new();
-    let mut start = 0;
-    let mut offset = 0;
-    for line in stream.split_inclusive('\n') {
-        let marker = line.trim_end();
-        if marker == "---" || marker.starts_with("--- ") {
-            if offset > start || !documents.is_empty() {
-                documents.push(&stream[start..offset]);
-            }
-            start = offset + line.len();
-        }
-        offset += line.len();
-    }
-    documents.push(&stream[start..]);
-    documents
 }
