@@ -12,7 +12,9 @@ use novads_api::config::{self, ConfigErrors, Mode};
 use novads_api::dev;
 use novads_api::federation::audit::{ExportFilter, ExportFormat};
 use novads_api::server::{ServeError, Server, shutdown_signal};
+use novads_monitor::metrics::MonitorMetrics;
 use novads_monitor::{FactsDocument, Lang, PolicySet, Severity, Source, SourceState};
+use novads_operator::monitor::{CollectFederation, FederationCollector};
 
 /// novads — the control plane for shared municipal hosting: tenancies and virtual servers on
 /// Kubernetes, single sign-on across municipal directories, and minimum-security monitoring.
@@ -118,11 +120,43 @@ struct OperatorArgs {
     /// Namespace of the platform's ingress controller.
     #[arg(long, default_value = "novads-ingress")]
     ingress_namespace: String,
+    /// The sign-on service's configuration (as `novads serve` reads it): the security monitor
+    /// collects federation facts from its database and directories. Without it, federation
+    /// checks are skipped.
+    #[arg(long, short = 'c', env = "NOVADS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Policy directory of the security monitor (default: the checks built into novads).
+    #[arg(long, value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// Seconds between scheduled evaluations of the security monitor.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    monitor_interval: u64,
 }
 
 impl OperatorArgs {
-    fn options(self) -> novads_operator::OperatorOptions {
-        novads_operator::OperatorOptions {
+    /// The operator's options; a configuration or policy directory that does not load stops
+    /// here, before anything runs.
+    fn options(self) -> Result<novads_operator::OperatorOptions, CliError> {
+        let federation = match &self.config {
+            Some(path) => {
+                let config = config::load(path, Mode::Production).map_err(CliError::Config)?;
+                Some(FederationCollector(std::sync::Arc::new(
+                    ConfiguredFederation(config),
+                )))
+            }
+            None => None,
+        };
+        let policies = match &self.policies {
+            Some(dir) => {
+                let set = PolicySet::load_dir(dir).map_err(|e| CliError::Input(e.to_string()))?;
+                for problem in &set.problems {
+                    tracing::warn!(%problem, "policy problem: the check reports errors");
+                }
+                set
+            }
+            None => novads_monitor::shipped::policies(),
+        };
+        Ok(novads_operator::OperatorOptions {
             metrics_listen: self.metrics_listen,
             lease_namespace: self.lease_namespace,
             lease_name: self.lease_name,
@@ -133,7 +167,26 @@ impl OperatorArgs {
                 group_prefix: self.oidc_group_prefix,
                 ingress_namespace: self.ingress_namespace,
             },
-        }
+            monitor: novads_operator::monitor::MonitorOptions {
+                policies: std::sync::Arc::new(policies),
+                interval: std::time::Duration::from_secs(self.monitor_interval),
+                federation,
+                ..novads_operator::monitor::MonitorOptions::default()
+            },
+        })
+    }
+}
+
+/// The federation facts of a configuration (database, directories), for the operator's
+/// security monitor, which cannot reach them itself.
+struct ConfiguredFederation(config::Config);
+
+impl CollectFederation for ConfiguredFederation {
+    fn collect(
+        &self,
+        now: DateTime<Utc>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = FactsDocument> + Send + '_>> {
+        Box::pin(novads_api::compliance::collect_configured(&self.0, now))
     }
 }
 
@@ -386,7 +439,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Operator(args) => {
             let shutdown = shutdown_signal();
-            novads_operator::run(args.options(), shutdown)
+            novads_operator::run(args.options()?, shutdown)
                 .await
                 .map_err(|e| CliError::Operator(e.to_string()))
         }
@@ -561,6 +614,9 @@ fn read_password(user: &str) -> Result<String, CliError> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// How often `novads dev` evaluates the federation checks over its own data.
+const DEV_MONITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn run_dev(
     data_dir: PathBuf,
     listen: SocketAddr,
@@ -589,6 +645,20 @@ async fn run_dev(
         novads_api::server::router_with(server.state().clone(), novads_api::dev::demo::routes());
     let server = server.with_router(routes);
     let mut banner = dev::banner(server.state().config(), &data_dir);
+    // The security monitor's federation checks over dev's own data, shown on its /metrics.
+    let monitor_metrics = MonitorMetrics::register(server.state().metrics().registry(), true)
+        .map_err(|e| CliError::Io(format!("cannot register the monitor's metrics: {e}")))?;
+    let monitor = tokio::spawn(novads_api::compliance::own::evaluate_periodically(
+        server.state().config().clone(),
+        server.state().db().clone(),
+        std::sync::Arc::new(novads_monitor::shipped::policies()),
+        monitor_metrics,
+        DEV_MONITOR_INTERVAL,
+    ));
+    banner.push_str(&format!(
+        "  security monitor federation checks every {} s, on /metrics\n",
+        DEV_MONITOR_INTERVAL.as_secs()
+    ));
     // The operator joins in when a cluster is configured; otherwise say so plainly.
     // The cluster is resolved before anything is served, so a broken kubeconfig fails clearly.
     let cluster = match &kubeconfig {
@@ -637,6 +707,7 @@ async fn run_dev(
         .and_then(|()| stdout.flush());
     drop(stdout);
     let served = server.run(shutdown).await.map_err(CliError::Serve);
+    monitor.abort();
     if let (Some(stop), Some(task)) = (operator_stop, operator) {
         let _ = stop.send(());
         let _ = task.await;

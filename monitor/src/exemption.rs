@@ -35,7 +35,7 @@ pub struct Exemption {
 }
 
 /// Whether an exemption applies at a given time.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub enum ExemptionState {
     Active,

@@ -13,16 +13,20 @@
 //! - [`evaluate`](mod@evaluate): results and the compliance summary;
 //! - [`report`]: OpenReports `Report` / `ClusterReport` objects;
 //! - [`output`]: the table shown by `novads policies eval`;
-//! - [`html`]: the printable HTML report.
+//! - [`html`]: the printable HTML report;
+//! - [`metrics`]: the Prometheus metrics of an evaluation;
+//! - [`shipped`]: the checks of `policies/`, built in.
 
 pub mod evaluate;
 pub mod exemption;
 pub mod expr;
 pub mod facts;
 pub mod html;
+pub mod metrics;
 pub mod output;
 pub mod policy;
 pub mod report;
+pub mod shipped;
 
 pub use evaluate::{CheckResult, Evaluation, Outcome, Tally, evaluate};
 pub use exemption::{Exemption, ExemptionState};

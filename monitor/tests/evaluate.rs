@@ -447,3 +447,106 @@ fn the_html_report_is_self_contained_escaped_and_in_both_languages() {
         );
     }
 }
+
+/// Runs `promtool check metrics` on an exposition when promtool is installed (Debian
+/// `prometheus`); with NOVADS_REQUIRE_SERVICES=1 a missing promtool fails the test.
+pub fn promtool_check(exposition: &str) {
+    use std::io::Write;
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(promtool) = promtool else {
+        assert!(
+            std::env::var("NOVADS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "promtool is not installed (Debian package prometheus)"
+        );
+        eprintln!("skipping promtool check metrics: promtool is not installed");
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool check metrics:\n{said}");
+    assert!(said.trim().is_empty(), "promtool check metrics:\n{said}");
+}
+
+#[test]
+fn metrics_count_results_per_check_and_municipality_and_pass_promtool() {
+    use novads_monitor::metrics::MonitorMetrics;
+    use prometheus::{Encoder, Registry, TextEncoder};
+
+    let facts = document(
+        vec![
+            municipality(
+                "talsi",
+                json!({"admin_members": 5, "resource_quota_present": true, "virtual_servers": 0, "max_virtual_servers": 1}),
+            ),
+            municipality(
+                "riga",
+                json!({"admin_members": 1, "resource_quota_present": false, "virtual_servers": 0, "max_virtual_servers": 1}),
+            ),
+        ],
+        SourceState::Collected,
+    );
+    let evaluation = evaluate(&policies(), &facts, &[], now());
+    let registry = Registry::new();
+    let metrics = MonitorMetrics::register(&registry, false).expect("register");
+    metrics.record(&evaluation);
+    metrics.observe_duration(std::time::Duration::from_millis(120));
+    metrics.mark_success(now());
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut text)
+        .expect("encode");
+    let text = String::from_utf8(text).expect("utf-8");
+    // talsi: admins fail, quota and divides pass, broken errors: 2 of 4 hold.
+    for line in [
+        "novads_compliance_ratio{municipality=\"talsi\"} 0.5",
+        "novads_compliance_ratio{municipality=\"riga\"} 0.5",
+        "novads_monitor_subjects_evaluated{check=\"demo.admins\",municipality=\"talsi\"} 1",
+        "novads_monitor_subjects_failing{check=\"demo.admins\",municipality=\"talsi\",severity=\"high\"} 1",
+        "novads_monitor_subjects_failing{check=\"demo.admins\",municipality=\"riga\",severity=\"high\"} 0",
+        "novads_monitor_subjects_failing{check=\"demo.quota\",municipality=\"riga\",severity=\"medium\"} 1",
+        "novads_monitor_check_errors{check=\"demo.broken\"} 2",
+        "novads_monitor_check_errors{check=\"demo.admins\"} 0",
+        "novads_monitor_evaluation_duration_seconds_count 1",
+        "novads_monitor_last_success_timestamp_seconds 1796126400",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    promtool_check(&text);
+
+    // A municipality that is gone leaves no series behind.
+    let fewer = document(
+        vec![municipality(
+            "riga",
+            json!({"admin_members": 1, "resource_quota_present": true, "virtual_servers": 0, "max_virtual_servers": 1}),
+        )],
+        SourceState::Collected,
+    );
+    let mut fewer = fewer;
+    fewer.municipalities.retain(|m| m.name == "riga");
+    metrics.record(&evaluate(&policies(), &fewer, &[], now()));
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut text)
+        .expect("encode");
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(!text.contains("talsi"), "{text}");
+}

@@ -67,6 +67,28 @@ fn shipped_policies_load_without_problems() {
     }
 }
 
+#[test]
+fn the_built_in_policies_are_exactly_the_directory() {
+    let on_disk: BTreeSet<String> = std::fs::read_dir(policies_dir())
+        .expect("policies/")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .collect();
+    let built_in: BTreeSet<String> = novads_monitor::shipped::FILES
+        .iter()
+        .map(|(name, _)| (*name).to_string())
+        .collect();
+    assert_eq!(
+        built_in, on_disk,
+        "list every policy file in monitor/src/shipped.rs"
+    );
+    let ids =
+        |set: &PolicySet| -> Vec<String> { set.checks.iter().map(|c| c.id.clone()).collect() };
+    let built_in = novads_monitor::shipped::policies();
+    assert!(built_in.problems.is_empty(), "{:?}", built_in.problems);
+    assert_eq!(ids(&built_in), ids(&shipped()));
+}
+
 /// A fixture: facts that must pass and facts that must fail, optionally under a profile.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use novads_monitor::metrics::MonitorMetrics;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -81,7 +82,8 @@ impl Cache {
     }
 }
 
-/// The operator's Prometheus metrics (prefix `novads_operator_`, bounded labels).
+/// The operator's Prometheus metrics (prefix `novads_operator_`, bounded labels), and the
+/// security monitor's (see [`novads_monitor::metrics`]).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -90,6 +92,7 @@ pub struct Metrics {
     duration: HistogramVec,
     leader: IntGauge,
     kubevirt: IntGauge,
+    monitor: MonitorMetrics,
 }
 
 impl Metrics {
@@ -134,6 +137,7 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(kubevirt.clone()))?;
+        let monitor = MonitorMetrics::register(&registry, false)?;
         // Present from the start, so dashboards and rate() see zeros rather than nothing.
         for controller in [MUNICIPALITY_CONTROLLER, VIRTUAL_SERVER_CONTROLLER] {
             reconciles.with_label_values(&[controller]);
@@ -146,7 +150,13 @@ impl Metrics {
             duration,
             leader,
             kubevirt,
+            monitor,
         })
+    }
+
+    /// The security monitor's metrics (`novads_compliance_ratio`, `novads_monitor_*`).
+    pub fn monitor(&self) -> &MonitorMetrics {
+        &self.monitor
     }
 
     /// Records one reconcile of `controller`, failed with `error` (a bounded label such as

@@ -9,12 +9,14 @@
 //! runs: the [`health`] and metrics endpoints, leader election ([`leader`]), and both
 //! controllers while this replica leads. [`render`] prints what the controllers would apply;
 //! [`kubevirt`] holds KubeVirt's types, [`quantity`] Kubernetes quantities as numbers.
-//! [`compliance`] collects the security monitor's cluster facts from the same objects.
+//! [`compliance`] collects the security monitor's cluster facts from the same objects, and
+//! [`monitor`] evaluates them continuously while this replica leads.
 
 pub mod compliance;
 pub mod health;
 pub mod kubevirt;
 pub mod leader;
+pub mod monitor;
 pub mod municipality;
 pub mod quantity;
 pub mod reconcile;

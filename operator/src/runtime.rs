@@ -2,7 +2,8 @@
 //! leader election ([`leader`](crate::leader)), and — while this replica leads — the
 //! Municipality and VirtualServer controllers side by side
 //! ([`municipality::watch`](crate::municipality::watch),
-//! [`virtual_server::watch`](crate::virtual_server::watch)).
+//! [`virtual_server::watch`](crate::virtual_server::watch)) with the security monitor
+//! ([`monitor`](crate::monitor)).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,13 +17,14 @@ use tokio::sync::watch;
 
 use crate::health::{Health, Metrics, router};
 use crate::leader::{self, Elector, LeaderError, LeaseConfig, LeaseLock, StopSignal};
+use crate::monitor::{self, MonitorOptions};
 use crate::municipality;
 use crate::municipality::build::TenancySettings;
 use crate::reconcile::FIELD_MANAGER;
 use crate::virtual_server;
 
 /// How `novads operator` runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct OperatorOptions {
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub metrics_listen: SocketAddr,
@@ -40,6 +42,8 @@ pub struct OperatorOptions {
     pub concurrency: u16,
     /// What every tenancy is built with.
     pub tenancy: TenancySettings,
+    /// How the security monitor evaluates (schedule, policies, federation facts).
+    pub monitor: MonitorOptions,
 }
 
 impl Default for OperatorOptions {
@@ -52,6 +56,7 @@ impl Default for OperatorOptions {
             identity: None,
             concurrency: 8,
             tenancy: TenancySettings::default(),
+            monitor: MonitorOptions::default(),
         }
     }
 }
@@ -174,6 +179,7 @@ pub async fn run_with_client(
         run_controllers(
             client.clone(),
             options.tenancy.clone(),
+            options.monitor.clone(),
             options.concurrency,
             identity.clone(),
             metrics.clone(),
@@ -199,10 +205,12 @@ pub async fn run_with_client(
     served
 }
 
-/// Both controllers for one term as leader, until `stop`.
+/// Both controllers and the security monitor for one term as leader, until `stop`.
+#[allow(clippy::too_many_arguments)]
 async fn run_controllers(
     client: Client,
     settings: TenancySettings,
+    monitor_options: MonitorOptions,
     concurrency: u16,
     identity: String,
     metrics: Metrics,
@@ -212,7 +220,7 @@ async fn run_controllers(
     let stop = stop.shared();
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_string(),
-        instance: Some(identity),
+        instance: Some(identity.clone()),
     };
     // Side by side: a failing or absent KubeVirt never holds up the tenancies.
     tokio::join!(
@@ -225,7 +233,21 @@ async fn run_controllers(
             health.clone(),
             stop.clone(),
         ),
-        virtual_server::watch::run(client, concurrency, reporter, metrics, health, stop),
+        virtual_server::watch::run(
+            client.clone(),
+            concurrency,
+            reporter,
+            metrics.clone(),
+            health,
+            stop.clone()
+        ),
+        monitor::run(
+            client,
+            monitor_options,
+            Some(identity),
+            metrics.monitor().clone(),
+            stop
+        ),
     );
     tracing::info!("controllers stopped");
 }
@@ -243,5 +265,7 @@ mod tests {
         assert_eq!(options.concurrency, 8);
         assert_eq!(options.identity, None);
         assert_eq!(options.lease_namespace, "");
+        assert_eq!(options.monitor.interval, Duration::from_secs(300));
+        assert!(options.monitor.federation.is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! The whole operator runtime ([`novads_operator::run_with_client`]) against a fake API server
 //! (tower-test): it takes the Lease before it watches anything, watches Municipalities and
 //! (metadata only, by label) the five child kinds, reconciles with metrics, reports
-//! ready, and on shutdown stops and releases the Lease.
+//! ready, runs the security monitor, and on shutdown stops and releases the Lease.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,6 +83,13 @@ impl Fake {
             // The tenancy's first request fails: the reconcile error shows in the metrics.
             ("GET", "/api/v1/namespaces/muni-talsi") => (500, status(500, "InternalError")),
             ("POST", "/apis/events.k8s.io/v1/namespaces/default/events") => (201, body),
+            // The security monitor's Reports and status.compliance.
+            ("PATCH", _) if path.starts_with("/apis/openreports.io/") => (200, body),
+            ("PATCH", "/apis/novads.io/v1alpha1/municipalities/talsi/status") => {
+                let mut object = municipality();
+                object["status"] = body["status"].clone();
+                (200, object)
+            }
             ("GET", _) => (
                 200,
                 json!({
@@ -139,7 +146,7 @@ async fn leads_watches_reconciles_with_metrics_and_releases_on_shutdown() {
     let metrics = eventually(addr, "/metrics", |_, body| {
         body.contains(
             "novads_operator_reconcile_errors_total{controller=\"municipality\",error=\"api\"}",
-        )
+        ) && body.contains("novads_compliance_ratio{municipality=\"talsi\"}")
     })
     .await;
     assert!(metrics.contains("novads_operator_leader 1"), "{metrics}");
@@ -175,14 +182,12 @@ async fn leads_watches_reconciles_with_metrics_and_releases_on_shutdown() {
         "/apis/networking.k8s.io/v1/networkpolicies?",
         "/apis/rbac.authorization.k8s.io/v1/rolebindings?",
     ] {
-        let (_, uri, accept, _) = log
-            .iter()
-            .find(|(_, uri, _, _)| uri.starts_with(kind))
-            .unwrap_or_else(|| panic!("no watch of {kind}"));
-        assert!(uri.contains(SELECTOR), "{uri}");
+        // The tenancy controller's watch (the security monitor watches some kinds in full).
         assert!(
-            accept.contains("as=PartialObjectMetadata"),
-            "metadata only: {accept}"
+            log.iter().any(|(_, uri, accept, _)| uri.starts_with(kind)
+                && uri.contains(SELECTOR)
+                && accept.contains("as=PartialObjectMetadata")),
+            "no metadata-only watch of {kind} by label"
         );
     }
     assert!(
@@ -190,6 +195,20 @@ async fn leads_watches_reconciles_with_metrics_and_releases_on_shutdown() {
             .any(|(_, uri, _, _)| uri.starts_with("/apis/novads.io/v1alpha1/municipalities?")),
         "watches municipalities"
     );
+
+    // The security monitor evaluated and applied its outputs as novads-monitor.
+    for path in [
+        "/apis/openreports.io/v1alpha1/namespaces/muni-talsi/reports/novads-compliance?",
+        "/apis/openreports.io/v1alpha1/clusterreports/novads-compliance?",
+        "/apis/novads.io/v1alpha1/municipalities/talsi/status?",
+    ] {
+        assert!(
+            log.iter().any(|(method, uri, _, _)| method == "PATCH"
+                && uri.starts_with(path)
+                && uri.contains("fieldManager=novads-monitor")),
+            "no apply of {path}"
+        );
+    }
 
     // Released: no holder, so another replica takes over at once.
     let last_lease_write = log

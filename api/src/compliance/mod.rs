@@ -6,9 +6,11 @@
 //! keys, asks the directories about holders of live access ([`directory`]), and assembles a
 //! [`FactsDocument`] with the federation source's state. The other facts that need directory
 //! queries (admin group members, stale accounts, password policy) are not collected yet: they
-//! stay absent, so the checks reading them give `error`, never `pass`.
+//! stay absent, so the checks reading them give `error`, never `pass`. [`own`] evaluates the
+//! federation checks of a running server on a schedule, for `novads dev`'s metrics.
 
 pub mod directory;
+pub mod own;
 pub mod realm;
 
 use std::collections::BTreeMap;

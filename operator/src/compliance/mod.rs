@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use novads_crds::{Municipality, SecurityProfile, ServiceType, VirtualServer};
+use novads_crds::{Municipality, SecurityExemption, SecurityProfile, ServiceType, VirtualServer};
 use novads_monitor::Exemption;
 use novads_monitor::facts::{
     FactsDocument, MunicipalityFacts, MunicipalityInfo, PlatformFacts, Profile, PublicPort,
@@ -96,36 +96,36 @@ pub fn cluster_facts(objects: &ClusterObjects, now: DateTime<Utc>) -> FactsDocum
 /// The exemptions of `objects`, for [`novads_monitor::evaluate`]. One whose expiry is not a
 /// valid time is returned as an error naming it.
 pub fn exemptions(objects: &ClusterObjects) -> Result<Vec<Exemption>, String> {
-    objects
-        .exemptions
-        .iter()
-        .map(|exemption| {
-            let name = exemption.name_any();
-            let namespace = exemption.namespace().unwrap_or_default();
-            let expires = DateTime::parse_from_rfc3339(&exemption.spec.expires)
-                .map_err(|e| {
-                    format!(
-                        "SecurityExemption {namespace}/{name}: expires {:?} is not an RFC 3339 time: {e}",
-                        exemption.spec.expires
-                    )
-                })?
-                .with_timezone(&Utc);
-            Ok(Exemption {
-                name,
-                namespace,
-                check: exemption.spec.check.clone(),
-                subjects: exemption.spec.subjects.clone(),
-                reason: exemption.spec.reason.clone(),
-                approver: exemption.spec.approver.clone(),
-                expires,
-                granted: exemption
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .and_then(time_to_chrono),
-            })
-        })
-        .collect()
+    objects.exemptions.iter().map(exemption).collect()
+}
+
+/// One SecurityExemption as the monitor applies it; an expiry that is not an RFC 3339 time is
+/// an error naming the object.
+pub fn exemption(object: &SecurityExemption) -> Result<Exemption, String> {
+    let name = object.name_any();
+    let namespace = object.namespace().unwrap_or_default();
+    let expires = DateTime::parse_from_rfc3339(&object.spec.expires)
+        .map_err(|e| {
+            format!(
+                "SecurityExemption {namespace}/{name}: expires {:?} is not an RFC 3339 time: {e}",
+                object.spec.expires
+            )
+        })?
+        .with_timezone(&Utc);
+    Ok(Exemption {
+        name,
+        namespace,
+        check: object.spec.check.clone(),
+        subjects: object.spec.subjects.clone(),
+        reason: object.spec.reason.clone(),
+        approver: object.spec.approver.clone(),
+        expires,
+        granted: object
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(time_to_chrono),
+    })
 }
 
 fn municipality_facts(
