@@ -99,6 +99,18 @@ pub struct MunicipalitySpec {
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub viewer_groups: Vec<String>,
 
+    /// Directory groups of the realm whose members are the municipality's security officers:
+    /// they read everything in its namespace and its compliance Reports, and manage its
+    /// SecurityExemptions, which its admins cannot (nobody exempts their own servers).
+    /// Written without the realm, like `adminGroups`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 128), regex(pattern = r"^[^:\s]([^:]*[^:\s])?$"))
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub security_officer_groups: Vec<String>,
+
     /// Resources the municipality may use in total.
     pub quotas: MunicipalityQuotas,
 

@@ -445,6 +445,7 @@ fn defaults_fill_in_what_an_admin_leaves_out() {
         novads_crds::SecurityProfile::Standard
     );
     assert!(municipality.spec.viewer_groups.is_empty());
+    assert!(municipality.spec.security_officer_groups.is_empty());
     assert_eq!(municipality.namespace_name(), "muni-talsi");
     let schema = schema_of(&crd("Municipality"));
     assert_eq!(

@@ -703,6 +703,7 @@ fn generate_municipality(rng: &mut Rng, index: usize, servers: usize) -> Municip
         realm: code.clone(),
         admin_groups,
         viewer_groups: groups(rng, VIEWER_GROUPS, 4),
+        security_officer_groups: Vec::new(),
         quotas: MunicipalityQuotas {
             cpu: Quantity(if rng.below(5) == 0 {
                 format!("{}500m", servers * cpu_per_server)

@@ -79,6 +79,56 @@ fn groups_are_qualified_with_realm_and_prefix_and_deduplicated() {
         Some(&[][..]),
         "no viewers: empty subjects"
     );
+    let officers = &tenancy.role_bindings[2];
+    assert_eq!(
+        officers.metadata.name.as_deref(),
+        Some(tenancy::SECURITY_OFFICER_ROLE_BINDING_NAME)
+    );
+    assert_eq!(
+        officers.subjects.as_deref(),
+        Some(&[][..]),
+        "no security officers: empty subjects"
+    );
+}
+
+#[test]
+fn security_officers_get_their_own_binding_and_read_the_municipality() {
+    let mut municipality = talsi();
+    municipality.spec.security_officer_groups = vec!["drosiba".into(), "drosiba".into()];
+    let tenancy = tenancy::plan_tenancy(&municipality, &TenancySettings::default()).expect("valid");
+    let officers = tenancy
+        .role_bindings
+        .iter()
+        .find(|b| b.metadata.name.as_deref() == Some(tenancy::SECURITY_OFFICER_ROLE_BINDING_NAME))
+        .expect("officer binding");
+    assert_eq!(
+        officers.role_ref.name,
+        tenancy::SECURITY_OFFICER_CLUSTER_ROLE
+    );
+    let names: Vec<&str> = officers
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["talsi:drosiba"]);
+    // They also read their Municipality (its status.compliance) and the images.
+    let readers: Vec<&str> = tenancy
+        .reader_binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(readers.contains(&"talsi:drosiba"), "{readers:?}");
+    // Officers are nobody's admins: the admin binding does not name them.
+    assert!(
+        tenancy.role_bindings[0]
+            .subjects
+            .iter()
+            .flatten()
+            .all(|s| s.name != "talsi:drosiba")
+    );
 }
 
 #[test]

@@ -511,7 +511,7 @@ fn the_reader_role_shows_images_and_the_own_municipality_only_and_the_operator_m
             { "apiGroups": ["novads.io"], "resources": ["municipalities"], "resourceNames": ["talsi"], "verbs": ["get"] }
         ])
     );
-    // Every admin and viewer group, realm-qualified, bound once.
+    // Every admin, viewer and security officer group, realm-qualified, bound once.
     let binding = serde_json::to_value(&tenancy.reader_binding).expect("binding");
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
     assert_eq!(
@@ -523,6 +523,7 @@ fn the_reader_role_shows_images_and_the_own_municipality_only_and_the_operator_m
         .admin_groups
         .iter()
         .chain(&municipality.spec.viewer_groups)
+        .chain(&municipality.spec.security_officer_groups)
         .map(|g| format!("talsi:{g}"))
         .collect();
     groups.sort();
@@ -568,4 +569,52 @@ fn a_name_too_long_for_the_reader_role_is_a_spec_problem() {
             max: 226
         }]
     );
+}
+
+#[test]
+fn only_security_officers_manage_exemptions() {
+    use support::rbac::municipality_role_allows;
+    let officer = "novads-municipality-security-officer";
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
+        assert!(
+            municipality_role_allows(officer, "novads.io", "securityexemptions", verb),
+            "officers {verb} exemptions"
+        );
+    }
+    // Separation of duties: those who run the servers cannot accept their risks.
+    for role in ["novads-municipality-admin", "novads-municipality-viewer"] {
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(
+                !municipality_role_allows(role, "novads.io", "securityexemptions", verb),
+                "{role} must not {verb} exemptions"
+            );
+        }
+    }
+    // Officers read the namespace and its Reports, but change nothing else.
+    for (group, resource) in [
+        ("openreports.io", "reports"),
+        ("novads.io", "virtualservers"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("", "services"),
+        ("", "events"),
+    ] {
+        assert!(
+            municipality_role_allows(officer, group, resource, "list"),
+            "officers read {resource}"
+        );
+        assert!(
+            !municipality_role_allows(officer, group, resource, "delete"),
+            "officers do not delete {resource}"
+        );
+    }
+    assert!(!municipality_role_allows(officer, "", "secrets", "get"));
+    assert!(!municipality_role_allows(
+        officer,
+        "novads.io",
+        "virtualservers",
+        "create"
+    ));
 }

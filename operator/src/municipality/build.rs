@@ -30,6 +30,9 @@ use crate::reconcile::{MUNICIPALITY_LABEL, managed_labels};
 pub const ADMIN_CLUSTER_ROLE: &str = "novads-municipality-admin";
 /// ClusterRole (shipped by the chart) bound to a municipality's viewer groups.
 pub const VIEWER_CLUSTER_ROLE: &str = "novads-municipality-viewer";
+/// ClusterRole (shipped by the chart) bound to a municipality's security officer groups: it
+/// reads the namespace and manages SecurityExemptions, which the admin role cannot.
+pub const SECURITY_OFFICER_CLUSTER_ROLE: &str = "novads-municipality-security-officer";
 /// Label carrying the municipality's security profile on its namespace.
 pub const SECURITY_PROFILE_LABEL: &str = "novads.io/security-profile";
 
@@ -50,8 +53,9 @@ pub const RESOURCE_QUOTA_NAME: &str = "novads-quota";
 pub const LIMIT_RANGE_NAME: &str = "novads-defaults";
 pub const ADMIN_ROLE_BINDING_NAME: &str = "novads-municipality-admins";
 pub const VIEWER_ROLE_BINDING_NAME: &str = "novads-municipality-viewers";
-/// Prefix of the per-municipality ClusterRole and ClusterRoleBinding that let its admin and
-/// viewer groups read the ServerImages and their own Municipality (cluster-scoped, so no
+pub const SECURITY_OFFICER_ROLE_BINDING_NAME: &str = "novads-municipality-security-officers";
+/// Prefix of the per-municipality ClusterRole and ClusterRoleBinding that let its admin,
+/// viewer and security officer groups read the ServerImages and their own Municipality (cluster-scoped, so no
 /// RoleBinding in the namespace can grant them).
 pub const READER_NAME_PREFIX: &str = "novads-municipality-reader-";
 pub const POLICY_DEFAULT_DENY: &str = "novads-default-deny";
@@ -631,6 +635,11 @@ pub fn build_role_bindings(
             VIEWER_CLUSTER_ROLE,
             &municipality.spec.viewer_groups,
         ),
+        binding(
+            SECURITY_OFFICER_ROLE_BINDING_NAME,
+            SECURITY_OFFICER_CLUSTER_ROLE,
+            &municipality.spec.security_officer_groups,
+        ),
     ]
 }
 
@@ -671,8 +680,9 @@ pub fn build_reader_role(municipality: &Municipality, owner: &OwnerReference) ->
     }
 }
 
-/// ClusterRoleBinding `novads-municipality-reader-<name>`: every admin and viewer group of the
-/// municipality → its reader ClusterRole (the subject list is replaced as a whole).
+/// ClusterRoleBinding `novads-municipality-reader-<name>`: every admin, viewer and security
+/// officer group of the municipality → its reader ClusterRole (the subject list is replaced as
+/// a whole).
 pub fn build_reader_binding(
     municipality: &Municipality,
     owner: &OwnerReference,
@@ -683,6 +693,7 @@ pub fn build_reader_binding(
         .admin_groups
         .iter()
         .chain(&municipality.spec.viewer_groups)
+        .chain(&municipality.spec.security_officer_groups)
         .map(|group| qualified_group(settings, &municipality.spec.realm, group))
         .collect();
     names.sort();
