@@ -139,15 +139,15 @@ pub fn evaluate(
         .iter()
         .map(|kind| (*kind, schema(*kind)))
         .collect();
+    let root = cel::Context::default();
     let subjects: Vec<PreparedSubject> = facts
         .subjects
         .iter()
-        .map(|subject| PreparedSubject::new(subject, facts, &schemas[&subject.kind]))
+        .map(|subject| PreparedSubject::new(subject, facts, &schemas[&subject.kind], &root))
         .collect();
     let states: Vec<ExemptionState> = exemptions.iter().map(|e| e.state(now)).collect();
     let mut applied = vec![0usize; exemptions.len()];
     let mut results = Vec::new();
-    let root = cel::Context::default();
 
     for check in &policies.checks {
         let schema = &schemas[&check.subject];
@@ -161,7 +161,7 @@ pub fn evaluate(
         let elevated = parameter_values(check, Profile::Elevated);
         for subject in subjects.iter().filter(|s| s.subject.kind == check.subject) {
             let unavailable = unavailable_sources(facts, subject.subject, &sources);
-            for target in &subject.targets {
+            for (target, context) in subject.targets.iter().zip(&subject.contexts) {
                 let params = match target.profile() {
                     Profile::Standard => &standard,
                     Profile::Elevated => &elevated,
@@ -174,7 +174,7 @@ pub fn evaluate(
                 } else if let Some(unavailable) = &unavailable {
                     unavailable.clone()
                 } else {
-                    run_check(&root, check, subject, target, params)
+                    run_check(context, check, params)
                 };
                 let mut exemption = None;
                 if let (Outcome::Fail | Outcome::Warn, Target::Municipality(info)) =
@@ -317,9 +317,12 @@ impl Target<'_> {
 /// A subject with its facts converted for CEL once, whatever the number of checks.
 struct PreparedSubject<'a> {
     subject: &'a Subject,
-    facts: cel::Value,
     problem: Option<String>,
     targets: Vec<Target<'a>>,
+    /// Per target, the scope holding `facts` and `subject`. Built once for every check: the
+    /// interpreter converts a variable in full when it is added, and the facts can hold long
+    /// lists.
+    contexts: Vec<cel::Context<'a>>,
 }
 
 impl<'a> PreparedSubject<'a> {
@@ -327,6 +330,7 @@ impl<'a> PreparedSubject<'a> {
         subject: &'a Subject,
         document: &'a FactsDocument,
         schema: &BTreeMap<String, Field>,
+        root: &'a cel::Context<'a>,
     ) -> Self {
         let mut problems = crate::facts::validate_against(subject.kind, schema, &subject.facts);
         let targets = if subject.municipalities.is_empty() {
@@ -344,11 +348,21 @@ impl<'a> PreparedSubject<'a> {
                 })
                 .collect()
         };
+        let facts = to_cel(&Value::Object(subject.facts.clone()));
+        let contexts = targets
+            .iter()
+            .map(|target| {
+                let mut context = root.new_inner_scope();
+                context.add_variable_from_value("facts", facts.clone());
+                context.add_variable_from_value("subject", subject_variable(subject, target));
+                context
+            })
+            .collect();
         Self {
             subject,
-            facts: to_cel(&Value::Object(subject.facts.clone())),
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
             targets,
+            contexts,
         }
     }
 
@@ -407,23 +421,12 @@ fn parameter_values(check: &Check, profile: Profile) -> cel::Value {
 }
 
 /// Runs the expression and fills in the message.
-fn run_check(
-    root: &cel::Context<'_>,
-    check: &Check,
-    subject: &PreparedSubject<'_>,
-    target: &Target<'_>,
-    params: &cel::Value,
-) -> (Outcome, Text) {
-    let mut context = root.new_inner_scope();
-    context.add_variable_from_value("facts", subject.facts.clone());
-    context.add_variable_from_value("params", params.clone());
-    let subject_value: std::collections::HashMap<String, cel::Value> = [
-        ("kind", subject.subject.kind.as_str().to_string()),
-        ("name", subject.subject.name.clone()),
-        (
-            "namespace",
-            subject.subject.namespace.clone().unwrap_or_default(),
-        ),
+/// The `subject` variable of an expression: who is judged, for which municipality.
+fn subject_variable(subject: &Subject, target: &Target<'_>) -> cel::Value {
+    let fields: std::collections::HashMap<String, cel::Value> = [
+        ("kind", subject.kind.as_str().to_string()),
+        ("name", subject.name.clone()),
+        ("namespace", subject.namespace.clone().unwrap_or_default()),
         ("municipality", target.name().unwrap_or_default()),
         (
             "profile",
@@ -436,7 +439,12 @@ fn run_check(
     .into_iter()
     .map(|(k, v)| (k.to_string(), cel::Value::from(v)))
     .collect();
-    context.add_variable_from_value("subject", cel::Value::Map(subject_value.into()));
+    cel::Value::Map(fields.into())
+}
+
+fn run_check(subject: &cel::Context<'_>, check: &Check, params: &cel::Value) -> (Outcome, Text) {
+    let mut context = subject.new_inner_scope();
+    context.add_variable_from_value("params", params.clone());
 
     let outcome = match execute(&check.expression.ast, &context) {
         Ok(cel::Value::Bool(true)) => Outcome::Pass,
@@ -463,12 +471,21 @@ fn run_check(
             return (Outcome::Error, same_text(message));
         }
     };
-    let mut render = |placeholder: &str| match check.placeholders.get(placeholder) {
-        Some(expression) => match execute(&expression.ast, &context) {
-            Ok(value) => display(&value),
-            Err(_) => "—".to_string(),
-        },
-        None => "—".to_string(),
+    // Both languages usually show the same measurements: each placeholder runs once.
+    let mut rendered: Vec<(String, String)> = Vec::new();
+    let mut render = |placeholder: &str| {
+        if let Some((_, text)) = rendered.iter().find(|(p, _)| p == placeholder) {
+            return text.clone();
+        }
+        let text = match check.placeholders.get(placeholder) {
+            Some(expression) => match execute(&expression.ast, &context) {
+                Ok(value) => display(&value),
+                Err(_) => "—".to_string(),
+            },
+            None => "—".to_string(),
+        };
+        rendered.push((placeholder.to_string(), text.clone()));
+        text
     };
     let message = Text {
         lv: fill_template(&check.message.lv, &mut render),

@@ -89,14 +89,25 @@ pub struct Timestamp {
 /// The reports of an evaluation: one `Report` per described municipality (in its namespace),
 /// then the `ClusterReport`.
 pub fn reports(evaluation: &Evaluation, lang: Lang) -> Vec<Report> {
+    // Grouped once: filtering every result for each municipality costs their product.
+    let mut by_municipality: BTreeMap<&str, Vec<&CheckResult>> = BTreeMap::new();
+    for result in &evaluation.results {
+        if let Some(municipality) = &result.municipality {
+            by_municipality
+                .entry(municipality.as_str())
+                .or_default()
+                .push(result);
+        }
+    }
     let mut reports: Vec<Report> = evaluation
         .municipalities
         .iter()
         .map(|municipality| {
-            let results = evaluation
-                .results
-                .iter()
-                .filter(|r| r.municipality.as_deref() == Some(municipality.name.as_str()));
+            let results = by_municipality
+                .get(municipality.name.as_str())
+                .into_iter()
+                .flatten()
+                .copied();
             let scope = ObjectReference {
                 api_version: "v1".into(),
                 kind: "Namespace".into(),
