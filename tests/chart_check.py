@@ -2,7 +2,8 @@
 
 Usage: python3 tests/chart_check.py NOVADS_BINARY WORK_DIR
 
-With the Helm SDK (PyPI helm-python-sdk: Helm's own Go code, no helm binary), for the default
+With the Helm SDK (PyPI helm-python-sdk: Helm's own Go code, no helm binary): the CRDs of crds/
+valid for Kubernetes 1.30; then for the default
 values and the value sets in tests/chart/: strict lint for Kubernetes 1.30; render; validate
 every core object against Kubernetes 1.30's schemas (PyPI kubernetes-validate) and every
 ServiceMonitor and PrometheusRule against prometheus-operator's published schemas
@@ -392,6 +393,13 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     chart = helm.Chart.load(str(CHART))
     check_bad_values(chart)
+    # The CRDs Helm installs from crds/ (equal to `novads crds`, crds/tests/generated_yaml.rs).
+    crds = [yaml.safe_load(crd["data"]) for crd in chart.crds]
+    check(crds, "the novads CRDs in crds/")
+    for crd in crds:
+        check(crd["metadata"]["name"].endswith(".novads.io"), f"crds/ holds {crd['metadata']['name']}")
+        validate_core(crd, f"crds/{crd['metadata']['name']}")
+    print(f"ok: {len(crds)} CRDs in crds/ valid for Kubernetes {KUBE_VERSION}")
     exported = exported_metrics()
     check({"novads_login_attempts_total", "novads_operator_leader"} <= exported,
           f"metric names found in the code: {sorted(exported)}")
