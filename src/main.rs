@@ -92,6 +92,30 @@ enum Command {
         )]
         files: Vec<PathBuf>,
     },
+    /// Print the argon2id hash (PHC string) of a client secret read from standard input, for
+    /// `clients[].secret_hash` (prompted without echo on a terminal).
+    HashSecret,
+    /// Work with the configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script (`novads completions bash > /etc/bash_completion.d/novads`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Read and validate a configuration exactly as `novads serve` would, including the files
+    /// and environment variables it references, without starting anything. Exit 2 with one
+    /// line per mistake.
+    Check {
+        #[arg(long, short = 'c', env = "NOVADS_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -480,6 +504,32 @@ async fn run(command: Command) -> Result<(), CliError> {
             println!("{report:#}");
             Ok(())
         }
+        Command::HashSecret => {
+            let secret = read_secret()?;
+            let hash = novads_api::oidc::secrets::hash_secret(&secret)
+                .map_err(|e| CliError::Input(format!("cannot hash the secret: {e}")))?;
+            println!("{hash}");
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { config: path },
+        } => {
+            let config = config::load(&path, Mode::Production).map_err(CliError::Config)?;
+            println!(
+                "{}: valid ({} realms, {} clients, {} trusts)",
+                path.display(),
+                config.realms.len(),
+                config.clients.len(),
+                config.trusts.len()
+            );
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut stdout = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "novads", &mut stdout);
+            Ok(())
+        }
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => {
@@ -612,6 +662,35 @@ fn read_password(user: &str) -> Result<String, CliError> {
         .read_line(&mut line)
         .map_err(|e| CliError::Io(format!("cannot read the password from standard input: {e}")))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// The secret for `hash-secret`: prompted twice without echo on a terminal, otherwise standard
+/// input with its final line break removed (`printf %s "$secret" | novads hash-secret` and
+/// `echo "$secret" | novads hash-secret` hash the same secret).
+fn read_secret() -> Result<String, CliError> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let prompt = |text: &str| {
+            rpassword::prompt_password(text)
+                .map_err(|e| CliError::Io(format!("cannot read the secret: {e}")))
+        };
+        let first = prompt("Client secret: ")?;
+        if prompt("Again: ")? != first {
+            return Err(CliError::Input("the two secrets differ".into()));
+        }
+        return Ok(first);
+    }
+    let text = std::io::read_to_string(std::io::stdin())
+        .map_err(|e| CliError::Io(format!("cannot read the secret from standard input: {e}")))?;
+    let secret = text
+        .strip_suffix('\n')
+        .map_or(text.as_str(), |s| s.strip_suffix('\r').unwrap_or(s));
+    if secret.is_empty() {
+        return Err(CliError::Input(
+            "no secret on standard input (printf %s \"$secret\" | novads hash-secret)".into(),
+        ));
+    }
+    Ok(secret.to_owned())
 }
 
 /// How often `novads dev` evaluates the federation checks over its own data.

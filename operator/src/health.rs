@@ -13,8 +13,11 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use novads_monitor::metrics::MonitorMetrics;
+use kube::runtime::reflector;
+use novads_crds::{Phase, RunStrategy, VirtualServer};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The `controller` label of the Municipality controller's metrics.
@@ -93,6 +96,161 @@ pub struct Metrics {
     leader: IntGauge,
     kubevirt: IntGauge,
     monitor: MonitorMetrics,
+    inventory: InventoryGauges,
+    /// The leader's VirtualServer cache, read at every scrape; `None` on a standby replica.
+    servers: Arc<Mutex<Option<reflector::Store<VirtualServer>>>>,
+}
+
+/// The VirtualServers the leader knows, as bounded gauges: one series per municipality and
+/// phase, and one per server (bounded by the number of servers, which each municipality's
+/// `maxVirtualServers` caps). Labels `namespace` and `name` are the VirtualMachine's, so the
+/// series join KubeVirt's `kubevirt_vmi_*` metrics (docs/operations.md).
+#[derive(Clone)]
+struct InventoryGauges {
+    by_phase: IntGaugeVec,
+    ready: IntGaugeVec,
+    declared_running: IntGaugeVec,
+    last_backup: IntGaugeVec,
+}
+
+impl InventoryGauges {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let by_phase = IntGaugeVec::new(
+            Opts::new(
+                "novads_operator_virtual_servers",
+                "VirtualServers per municipality and phase (on the leader).",
+            ),
+            &["municipality", "phase"],
+        )?;
+        let ready = IntGaugeVec::new(
+            Opts::new(
+                "novads_operator_virtual_server_ready",
+                "1 while the VirtualServer's Ready condition is True, per server (on the leader).",
+            ),
+            &["municipality", "namespace", "name"],
+        )?;
+        let declared_running = IntGaugeVec::new(
+            Opts::new(
+                "novads_operator_virtual_server_declared_running",
+                "1 when the VirtualServer's spec.runStrategy is Running, per server (on the \
+                 leader).",
+            ),
+            &["namespace", "name"],
+        )?;
+        let last_backup = IntGaugeVec::new(
+            Opts::new(
+                "novads_operator_virtual_server_last_backup_timestamp_seconds",
+                "When the VirtualServer's newest snapshot was taken, per server with a backup \
+                 (on the leader).",
+            ),
+            &["namespace", "name"],
+        )?;
+        registry.register(Box::new(by_phase.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(declared_running.clone()))?;
+        registry.register(Box::new(last_backup.clone()))?;
+        Ok(Self {
+            by_phase,
+            ready,
+            declared_running,
+            last_backup,
+        })
+    }
+
+    /// Replaces every series with those of `inventory`: deleted servers disappear.
+    fn set(&self, inventory: &Inventory) {
+        self.by_phase.reset();
+        self.ready.reset();
+        self.declared_running.reset();
+        self.last_backup.reset();
+        for ((municipality, phase), count) in &inventory.by_phase {
+            self.by_phase
+                .with_label_values(&[municipality.as_str(), phase])
+                .set(*count);
+        }
+        for server in &inventory.servers {
+            let (namespace, name) = (server.namespace.as_str(), server.name.as_str());
+            self.ready
+                .with_label_values(&[server.municipality.as_str(), namespace, name])
+                .set(i64::from(server.ready));
+            self.declared_running
+                .with_label_values(&[namespace, name])
+                .set(i64::from(server.declared_running));
+            if let Some(at) = server.last_backup {
+                self.last_backup
+                    .with_label_values(&[namespace, name])
+                    .set(at);
+            }
+        }
+    }
+}
+
+/// What the inventory gauges say, computed from the cached VirtualServers. Pure.
+#[derive(Debug, Default, PartialEq)]
+pub struct Inventory {
+    /// Servers per (municipality, phase); a server without a phase yet counts as `Pending`.
+    pub by_phase: std::collections::BTreeMap<(String, &'static str), i64>,
+    pub servers: Vec<ServerGauges>,
+}
+
+/// One server's gauges.
+#[derive(Debug, PartialEq)]
+pub struct ServerGauges {
+    pub municipality: String,
+    pub namespace: String,
+    pub name: String,
+    pub ready: bool,
+    pub declared_running: bool,
+    /// Unix seconds of the newest snapshot.
+    pub last_backup: Option<i64>,
+}
+
+/// The `phase` label of a VirtualServer phase.
+fn phase_label(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Provisioning => "Provisioning",
+        Phase::Starting => "Starting",
+        Phase::Running => "Running",
+        Phase::Stopping => "Stopping",
+        Phase::Stopped => "Stopped",
+        Phase::Failed => "Failed",
+    }
+}
+
+/// The inventory of `servers`. The municipality is the code of the `muni-<code>` namespace (a
+/// server elsewhere, which the operator refuses, is reported under its namespace).
+pub fn inventory<'a>(servers: impl IntoIterator<Item = &'a VirtualServer>) -> Inventory {
+    let mut inventory = Inventory::default();
+    for server in servers {
+        let namespace = server.metadata.namespace.clone().unwrap_or_default();
+        let municipality = namespace
+            .strip_prefix("muni-")
+            .filter(|code| !code.is_empty())
+            .unwrap_or(&namespace)
+            .to_string();
+        let status = server.status.as_ref();
+        let phase = status.and_then(|s| s.phase).unwrap_or(Phase::Pending);
+        *inventory
+            .by_phase
+            .entry((municipality.clone(), phase_label(phase)))
+            .or_default() += 1;
+        inventory.servers.push(ServerGauges {
+            municipality,
+            namespace,
+            name: server.metadata.name.clone().unwrap_or_default(),
+            ready: status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == crate::virtual_server::status::READY && c.status == "True")
+            }),
+            declared_running: server.spec.run_strategy == RunStrategy::Running,
+            last_backup: status
+                .and_then(|s| s.last_backup_time.as_ref())
+                .map(|t| t.0.as_second()),
+        });
+    }
+    inventory
 }
 
 impl Metrics {
@@ -138,6 +296,7 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(kubevirt.clone()))?;
         let monitor = MonitorMetrics::register(&registry, false)?;
+        let inventory = InventoryGauges::new(&registry)?;
         // Present from the start, so dashboards and rate() see zeros rather than nothing.
         for controller in [MUNICIPALITY_CONTROLLER, VIRTUAL_SERVER_CONTROLLER] {
             reconciles.with_label_values(&[controller]);
@@ -151,12 +310,22 @@ impl Metrics {
             leader,
             kubevirt,
             monitor,
+            inventory,
+            servers: Arc::new(Mutex::new(None)),
         })
     }
 
     /// The security monitor's metrics (`novads_compliance_ratio`, `novads_monitor_*`).
     pub fn monitor(&self) -> &MonitorMetrics {
         &self.monitor
+    }
+
+    /// The VirtualServer cache the inventory gauges are computed from at each scrape (the
+    /// leader's VirtualServer controller hands it over when it starts).
+    pub fn watch_virtual_servers(&self, store: reflector::Store<VirtualServer>) {
+        if let Ok(mut servers) = self.servers.lock() {
+            *servers = Some(store);
+        }
     }
 
     /// Records one reconcile of `controller`, failed with `error` (a bounded label such as
@@ -173,6 +342,12 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+        if !leading {
+            // Only the leader reports servers: its cache is the one kept current.
+            if let Ok(mut servers) = self.servers.lock() {
+                *servers = None;
+            }
+        }
     }
 
     pub fn set_kubevirt_available(&self, available: bool) {
@@ -181,6 +356,14 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let servers = self
+            .servers
+            .lock()
+            .ok()
+            .and_then(|store| store.as_ref().map(reflector::Store::state))
+            .unwrap_or_default();
+        self.inventory
+            .set(&inventory(servers.iter().map(AsRef::as_ref)));
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::warn!(%error, "cannot encode metrics");
@@ -313,6 +496,101 @@ mod tests {
             .await
             .expect("body");
         (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn server(namespace: &str, name: &str, run: &str, status: serde_json::Value) -> VirtualServer {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "novads.io/v1alpha1",
+            "kind": "VirtualServer",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"image": "debian-12", "cpu": 1, "memory": "1Gi", "runStrategy": run},
+            "status": status,
+        }))
+        .expect("a VirtualServer")
+    }
+
+    fn servers() -> Vec<VirtualServer> {
+        let ready = serde_json::json!({
+            "phase": "Running",
+            "lastBackupTime": "2026-12-01T02:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Running",
+                "message": "", "lastTransitionTime": "2026-12-01T00:00:00Z"}],
+        });
+        vec![
+            server("muni-talsi", "web", "Running", ready.clone()),
+            server(
+                "muni-talsi",
+                "db",
+                "Running",
+                serde_json::json!({"phase": "Failed"}),
+            ),
+            server(
+                "muni-talsi",
+                "old",
+                "Halted",
+                serde_json::json!({"phase": "Stopped"}),
+            ),
+            server("muni-ventspils", "web", "Running", ready),
+            server("muni-ventspils", "new", "Running", serde_json::json!(null)),
+        ]
+    }
+
+    #[test]
+    fn the_inventory_counts_servers_by_municipality_and_phase() {
+        let inventory = inventory(&servers());
+        let counts: Vec<_> = inventory
+            .by_phase
+            .iter()
+            .map(|((m, p), n)| format!("{m} {p} {n}"))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                "talsi Failed 1",
+                "talsi Running 1",
+                "talsi Stopped 1",
+                "ventspils Pending 1",
+                "ventspils Running 1"
+            ]
+        );
+        let web = &inventory.servers[0];
+        assert_eq!(
+            (
+                web.municipality.as_str(),
+                web.namespace.as_str(),
+                web.name.as_str()
+            ),
+            ("talsi", "muni-talsi", "web")
+        );
+        assert!(web.ready && web.declared_running);
+        assert_eq!(web.last_backup, Some(1_796_090_400));
+        let db = &inventory.servers[1];
+        assert!(!db.ready && db.declared_running && db.last_backup.is_none());
+        assert!(!inventory.servers[2].declared_running, "Halted");
+    }
+
+    #[test]
+    fn the_leader_exports_the_inventory_and_a_standby_nothing() {
+        let metrics = Metrics::new().expect("metrics");
+        let (store, mut writer) = reflector::store::<VirtualServer>();
+        for server in servers() {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(server));
+        }
+        metrics.set_leader(true);
+        metrics.watch_virtual_servers(store);
+        let text = metrics.render();
+        for line in [
+            "novads_operator_virtual_servers{municipality=\"talsi\",phase=\"Running\"} 1",
+            "novads_operator_virtual_server_ready{municipality=\"talsi\",name=\"db\",namespace=\"muni-talsi\"} 0",
+            "novads_operator_virtual_server_ready{municipality=\"talsi\",name=\"web\",namespace=\"muni-talsi\"} 1",
+            "novads_operator_virtual_server_declared_running{name=\"old\",namespace=\"muni-talsi\"} 0",
+            "novads_operator_virtual_server_last_backup_timestamp_seconds{name=\"web\",namespace=\"muni-ventspils\"} 1796090400",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        metrics.set_leader(false);
+        let text = metrics.render();
+        assert!(!text.contains("novads_operator_virtual_server"), "{text}");
     }
 
     #[test]

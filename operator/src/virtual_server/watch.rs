@@ -173,6 +173,7 @@ async fn run_once(
     stop: Stop,
 ) {
     let (reader, writer) = reflector::store::<VirtualServer>();
+    metrics.watch_virtual_servers(reader.clone());
     let servers = object_events::<VirtualServer>(client, health, Cache::VirtualServers)
         .reflect(writer)
         .applied_objects();
