@@ -20,6 +20,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::config::{Config, redact_url};
 use crate::db::{Database, DbError};
 use crate::error::{ApiError, Problem};
+use crate::federation::audit::{self, AuditKey};
 use crate::federation::setup::{self, SetupError};
 use crate::lifetimes::{KEY_RELOAD_INTERVAL, READINESS_TIMEOUT, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
@@ -231,7 +232,7 @@ pub struct Server {
     state: AppState,
     router: Router,
     grace: Duration,
-    /// Directory probing and audit pruning; stopped when the server stops.
+    /// Directory probing, audit pruning and head records; stopped when the server stops.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -250,16 +251,27 @@ impl Server {
         tracing::info!(database = %redact_url(&config.database), "opening database");
         let db = Database::open_configured(&config).await?;
         let metrics = Metrics::new()?;
-        let federation = setup::build(&config, db.clone(), metrics.registry())?;
         let kek = KeyEncryptionKey::configured(&config.server)?;
+        let audit_key = AuditKey::from_kek(&kek)?;
+        let federation = setup::build_with_audit_key(
+            &config,
+            db.clone(),
+            metrics.registry(),
+            audit_key.clone(),
+        )?;
         let keys = SigningKeys::load_or_init(&db, &kek).await?;
         let mut background = Vec::new();
         if let Some(days) = config.audit.retention_days {
-            background.push(tokio::spawn(crate::federation::audit::prune_periodically(
+            background.push(tokio::spawn(audit::prune_periodically(
                 db.clone(),
+                audit_key.clone(),
                 days,
             )));
         }
+        background.push(tokio::spawn(audit::record_head_periodically(
+            db.clone(),
+            audit_key,
+        )));
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let state = AppState::new(config, db, metrics, federation, keys);
         background.push(tokio::spawn(probe_directories(state.clone())));

@@ -481,7 +481,7 @@ async fn expired_lockout_counters_are_swept() {
 async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let log = AuditLog::start(db.clone());
+        let log = AuditLog::start(db.clone(), support::audit_key());
         let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
             .expect("time")
             .to_utc();
@@ -515,7 +515,9 @@ async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
             realm: None,
         };
         assert_eq!(exported(window).await, 2, "{backend:?}");
-        let verification = audit::verify(&db).await.expect("verify");
+        let verification = audit::verify(&db, &support::audit_key())
+            .await
+            .expect("verify");
         assert_eq!(
             (verification.first_broken, verification.rows_checked),
             (None, 4),

@@ -54,7 +54,7 @@ mod tests;
 mod verify;
 
 pub use error::{KeyError, TokenError};
-pub use kek::KeyEncryptionKey;
+pub use kek::{KeyEncryptionKey, MacPurpose};
 use rotation::plan_rotation;
 pub use rotation::{KeyPolicy, Postponed, Rotated, RotationReport};
 use snapshot::Snapshot;
