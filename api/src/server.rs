@@ -260,6 +260,15 @@ impl Server {
             audit_key.clone(),
         )?;
         let keys = SigningKeys::load_or_init(&db, &kek).await?;
+        let rejected_keys = prometheus::IntGauge::new(
+            "novads_signing_key_rows_rejected",
+            "Signing-key rows left out at the last load: not authenticated by the \
+             key-encryption key (planted or altered), or published for too long",
+        )?;
+        metrics
+            .registry()
+            .register(Box::new(rejected_keys.clone()))?;
+        rejected_keys.set(i64::try_from(keys.rejected_rows().len()).unwrap_or(i64::MAX));
         let mut background = Vec::new();
         if let Some(days) = config.audit.retention_days {
             background.push(tokio::spawn(audit::prune_periodically(
@@ -275,7 +284,7 @@ impl Server {
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let state = AppState::new(config, db, metrics, federation, keys);
         background.push(tokio::spawn(probe_directories(state.clone())));
-        background.push(tokio::spawn(reload_keys(state.clone(), kek)));
+        background.push(tokio::spawn(reload_keys(state.clone(), kek, rejected_keys)));
         background.push(tokio::spawn(sweep_flows(state.clone())));
         Ok(Self {
             listener,
@@ -339,13 +348,18 @@ impl Server {
 }
 
 /// Picks up rotations made by another replica or `novads keys rotate`.
-async fn reload_keys(state: AppState, kek: KeyEncryptionKey) {
+async fn reload_keys(state: AppState, kek: KeyEncryptionKey, rejected: prometheus::IntGauge) {
     let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Err(e) = state.keys().reload(state.db(), &kek).await {
-            tracing::error!(error = %e, "reloading signing keys failed; keeping the current ones");
+        match state.keys().reload(state.db(), &kek).await {
+            Ok(()) => {
+                rejected.set(i64::try_from(state.keys().rejected_rows().len()).unwrap_or(i64::MAX))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading signing keys failed; keeping the current ones")
+            }
         }
     }
 }
