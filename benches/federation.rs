@@ -222,6 +222,7 @@ fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64
             shutdown_grace_seconds: 1,
             key_encryption_key_file: None,
             key_encryption_key_env: None,
+            trusted_proxies: vec![],
         },
         database: database.to_owned(),
         database_password_file: None,

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,7 @@ use crate::federation::setup::{self, SetupError};
 use crate::lifetimes::{KEY_RELOAD_INTERVAL, READINESS_TIMEOUT, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::oidc::keys::{KeyEncryptionKey, KeyError, SigningKeys};
+use crate::proxy;
 use crate::state::AppState;
 
 /// Largest request body any endpoint accepts.
@@ -68,6 +69,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            real_client_address,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(problem_for_bare_errors))
@@ -163,6 +168,28 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> Problem {
     Problem::status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// Behind trusted reverse proxies, replaces the peer address handlers see (`ConnectInfo`) by
+/// the client's, so that the audit trail and throttling key on the client, not the proxy.
+async fn real_client_address(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let trusted = &state.config().server.trusted_proxies;
+    if !trusted.is_empty()
+        && let Some(ConnectInfo(peer)) = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+    {
+        let client = proxy::client_address(peer.ip(), request.headers(), trusted);
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
+    }
+    next.run(request).await
 }
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -84,6 +84,7 @@ impl World {
                 shutdown_grace_seconds: 1,
                 key_encryption_key_file: Some(self.kek.path().to_owned()),
                 key_encryption_key_env: None,
+                trusted_proxies: vec![],
             },
             database: database.to_owned(),
             database_password_file: None,

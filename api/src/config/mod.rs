@@ -106,6 +106,10 @@ pub struct ServerConfig {
     /// Environment variable holding that key instead.
     #[serde(default)]
     pub key_encryption_key_env: Option<String>,
+    /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` headers name the client;
+    /// empty: the headers are ignored and the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn default_shutdown_grace_seconds() -> u64 {

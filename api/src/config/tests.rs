@@ -551,3 +551,24 @@ fn group_search_and_disabled_filter_rules() {
     );
     assert_one_error(&with("pool_size: 0"), &["realms[1].ldap.pool_size"]);
 }
+
+#[test]
+fn trusted_proxies_are_cidrs() {
+    let with = |proxies: &str| {
+        valid_yaml().replace(
+            "key_encryption_key_env: NOVADS_TEST_KEK }",
+            &format!("key_encryption_key_env: NOVADS_TEST_KEK, trusted_proxies: {proxies} }}"),
+        )
+    };
+    let config = parse(&with(r#"["10.0.0.0/8", "2001:db8::/32"]"#)).expect("parses");
+    assert_eq!(config.server.trusted_proxies.len(), 2);
+    assert!(
+        parse(&valid_yaml())
+            .expect("parses")
+            .server
+            .trusted_proxies
+            .is_empty()
+    );
+    assert_one_error(&with(r#"["10.0.0.0/33"]"#), &["server.trusted_proxies"]);
+    assert_one_error(&with(r#"["proxy.internal"]"#), &["server.trusted_proxies"]);
+}

@@ -81,6 +81,7 @@ pub fn config(data_dir: &Path, listen: SocketAddr) -> Config {
             shutdown_grace_seconds: 5,
             key_encryption_key_file: Some(key_encryption_key_path(data_dir)),
             key_encryption_key_env: None,
+            trusted_proxies: vec![],
         },
         database: format!("sqlite://{}", data_dir.join("novads.db").display()),
         database_password_file: None,
