@@ -18,6 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::{Config, redact_url};
+use crate::connections::{self, ConnectionLimits};
 use crate::db::{Database, DbError};
 use crate::error::{ApiError, Problem};
 use crate::federation::audit::{self, AuditKey};
@@ -41,6 +42,11 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("server.management_listen: cannot listen on {addr}: {source}")]
+    ManagementListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Federation(#[from] SetupError),
     #[error("signing keys: {0}")]
@@ -57,11 +63,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The service's routes plus `extra` (tests and later subsystems), under the same middleware.
+/// With `server.management_listen`, `/readyz` and `/metrics` are left to [`management_router`].
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let public = Router::new().route("/healthz", get(healthz));
+    let public = if state.config().server.management_listen.is_some() {
+        public
+    } else {
+        public
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+    };
+    public
         .merge(crate::oidc::endpoints::routes())
         .merge(extra)
         .fallback(not_found)
@@ -102,6 +114,20 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The routes of `server.management_listen`: liveness, readiness with its details, metrics.
+pub fn management_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(state)
 }
 
@@ -256,9 +282,12 @@ async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
 /// A bound, ready-to-run server.
 pub struct Server {
     listener: TcpListener,
+    /// `server.management_listen`, bound, with its routes.
+    management: Option<(TcpListener, Router)>,
     state: AppState,
     router: Router,
     grace: Duration,
+    limits: ConnectionLimits,
     /// Directory probing, audit pruning and head records; stopped when the server stops.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -309,15 +338,30 @@ impl Server {
             audit_key,
         )));
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+            max_connections: config.server.max_connections,
+        };
+        let management_listener = match config.server.management_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::ManagementListen { addr, source })?,
+            ),
+            None => None,
+        };
         let state = AppState::new(config, db, metrics, federation, keys);
         background.push(tokio::spawn(probe_directories(state.clone())));
         background.push(tokio::spawn(reload_keys(state.clone(), kek, rejected_keys)));
         background.push(tokio::spawn(sweep_flows(state.clone())));
         Ok(Self {
             listener,
+            management: management_listener
+                .map(|listener| (listener, management_router(state.clone()))),
             router: router(state.clone()),
             state,
             grace,
+            limits,
             background,
         })
     }
@@ -336,34 +380,58 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The bound address of `server.management_listen`, if configured.
+    pub fn management_addr(&self) -> Result<Option<SocketAddr>, ServeError> {
+        Ok(match &self.management {
+            Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        })
+    }
+
     /// Serves until `shutdown` completes, then stops accepting connections and lets in-flight
     /// requests finish for up to the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let addr = self.local_addr()?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
-        let mut serve = std::pin::pin!(serve.into_future());
-        tracing::info!(%addr, "serving");
-
-        tokio::select! {
-            result = &mut serve => return result.map_err(ServeError::from),
-            () = shutdown => {}
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+            // A dropped sender means the server is going away: stop as well.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        if let Some(management) = self.management_addr()? {
+            tracing::info!(%management, "serving health, readiness and metrics");
         }
-        tracing::info!(
-            grace_seconds = self.grace.as_secs(),
-            "shutting down: no new connections, finishing in-flight requests"
+        let management = self.management.map(|(listener, router)| {
+            tokio::spawn(connections::serve(
+                listener,
+                router,
+                self.limits,
+                stopped(stopping.clone()),
+                self.grace,
+            ))
+        });
+        let serve = connections::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            stopped(stopping),
+            self.grace,
         );
-        let _ = stop_tx.send(());
-        match tokio::time::timeout(self.grace, serve).await {
-            Ok(result) => result?,
-            Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+        let mut serve = std::pin::pin!(serve);
+        tracing::info!(%addr, "serving");
+        tokio::select! {
+            () = &mut serve => {}
+            () = shutdown => {
+                tracing::info!(
+                    grace_seconds = self.grace.as_secs(),
+                    "shutting down: no new connections, finishing in-flight requests"
+                );
+                let _ = stop.send(true);
+                serve.await;
+            }
+        }
+        if let Some(management) = management {
+            let _ = stop.send(true);
+            let _ = management.await;
         }
         for task in &self.background {
             task.abort();

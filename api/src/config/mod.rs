@@ -110,6 +110,25 @@ pub struct ServerConfig {
     /// empty: the headers are ignored and the TCP peer is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A second address serving `/healthz`, `/readyz` and `/metrics`, which then leave the
+    /// public listener (`/healthz` stays on both).
+    #[serde(default)]
+    pub management_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a request's header; also the longest a keep-alive
+    /// connection may sit idle.
+    #[serde(default = "default_header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+    /// Connections open at once on each listener.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_header_read_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_max_connections() -> u32 {
+    1024
 }
 
 fn default_shutdown_grace_seconds() -> u64 {

@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 pub struct Running {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// `http://127.0.0.1:PORT` of `server.management_listen`, when configured.
+    pub management: Option<String>,
     pub state: AppState,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
@@ -53,6 +55,10 @@ pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
         .await
         .expect("server");
     let state = server.state().clone();
+    let management = server
+        .management_addr()
+        .expect("management address")
+        .map(|addr| format!("http://{addr}"));
     let routes = novads_api::server::router_with(state.clone(), novads_api::dev::demo::routes());
     let server = server.with_router(routes);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -61,6 +67,7 @@ pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
     }));
     Running {
         base,
+        management,
         state,
         config,
         stop: Some(stop),
