@@ -226,6 +226,7 @@ fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64
             management_listen: None,
             header_read_timeout_seconds: 10,
             max_connections: 1024,
+            authorization_requests_per_minute: 120,
         },
         database: database.to_owned(),
         database_password_file: None,

@@ -1782,3 +1782,65 @@ async fn behind_a_trusted_proxy_the_client_address_is_audited_and_throttled() {
     assert_eq!(rows.last().expect("row")["source_ip"], "127.0.0.1");
     server.stop().await;
 }
+
+/// One address starting sign-ins in a loop (each stores a pending request before anyone
+/// authenticated) is told to wait after its share, with `429` and `Retry-After`; another
+/// address is still shown the login form.
+#[tokio::test]
+async fn one_address_cannot_flood_pending_authorization_requests() {
+    let server = start_dev(|config, _| {
+        config.server.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    let base = server.base.clone();
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&format!("{base}/demo/callback"))
+    );
+    let from = |address: &'static str| {
+        let authorize = authorize.clone();
+        async move {
+            browser()
+                .get(&authorize)
+                .header("x-forwarded-for", address)
+                .send()
+                .await
+                .expect("authorize")
+        }
+    };
+    let share = novads_api::oidc::store::REQUESTS_PER_SOURCE;
+    for _ in 0..share {
+        assert_eq!(from("203.0.113.7").await.status(), 200);
+    }
+    let refused = from("203.0.113.7").await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(from("198.51.100.9").await.status(), 200, "another address");
+    let db = novads_api::db::Database::open(&server.config.database, None)
+        .await
+        .expect("db");
+    let pending = match &db {
+        novads_api::db::Database::Sqlite(pool) => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oidc_authorization_requests")
+                .fetch_one(pool)
+                .await
+        }
+        novads_api::db::Database::Postgres(pool) => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oidc_authorization_requests")
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .expect("count");
+    assert_eq!(
+        pending,
+        i64::from(share) + 1,
+        "the refused request stored nothing"
+    );
+    server.stop().await;
+}

@@ -594,3 +594,53 @@ async fn logging_out_revokes_every_grant_of_the_session() {
     })
     .await;
 }
+
+/// Unauthenticated requests cannot grow the table of pending authorization requests without
+/// bound: past the cap a new one is refused (and nothing stored) until expired ones are swept.
+#[tokio::test]
+async fn pending_authorization_requests_are_capped() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = novads_api::oidc::store::FlowStore::new(db.clone()).with_max_pending(5);
+        let request = novads_api::oidc::request::ValidRequest {
+            client_id: "demo-app".into(),
+            redirect_uri: "https://demo.example/cb".into(),
+            scope: "openid".into(),
+            state: None,
+            nonce: None,
+            code_challenge: None,
+            login_hint: None,
+            prompt_none: false,
+            prompt_login: false,
+            max_age: None,
+        };
+        for _ in 0..5 {
+            store
+                .create_request(&request, "lv")
+                .await
+                .expect("under the cap");
+        }
+        let refused = store
+            .create_request(&request, "lv")
+            .await
+            .expect_err("over the cap");
+        assert!(
+            matches!(
+                refused,
+                novads_api::oidc::store::StoreError::TooManyPending(5)
+            ),
+            "{backend:?}: {refused:?}"
+        );
+        let count = db
+            .execute("UPDATE oidc_authorization_requests SET expires_at = 0")
+            .await
+            .expect("expire them");
+        assert_eq!(count, 5, "{backend:?}: nothing stored past the cap");
+        store.sweep().await.expect("sweep");
+        store
+            .create_request(&request, "lv")
+            .await
+            .expect("room again once expired requests are swept");
+    })
+    .await;
+}

@@ -121,6 +121,18 @@ pub struct ServerConfig {
     /// Connections open at once on each listener.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Sign-ins (`/oidc/authorize` without a session, each storing a pending request) one
+    /// client address may start per minute on one replica.
+    #[serde(default = "default_authorization_requests_per_minute")]
+    pub authorization_requests_per_minute: u32,
+}
+
+/// Default of `server.authorization_requests_per_minute`: generous, because a
+/// municipality's office behind one address starts many sign-ins at nine in the morning.
+pub const DEFAULT_AUTHORIZATION_REQUESTS_PER_MINUTE: u32 = 120;
+
+fn default_authorization_requests_per_minute() -> u32 {
+    DEFAULT_AUTHORIZATION_REQUESTS_PER_MINUTE
 }
 
 fn default_header_read_timeout_seconds() -> u64 {

@@ -42,6 +42,12 @@ impl Config {
                 "must be at least 1: without it a slow client holds a connection forever".into(),
             );
         }
+        if self.server.authorization_requests_per_minute == 0 {
+            err(
+                "server.authorization_requests_per_minute".into(),
+                "must be at least 1".into(),
+            );
+        }
         if self.server.max_connections == 0 {
             err("server.max_connections".into(), "must be at least 1".into());
         }

@@ -85,6 +85,7 @@ pub fn config(data_dir: &Path, listen: SocketAddr) -> Config {
             management_listen: None,
             header_read_timeout_seconds: 10,
             max_connections: 1024,
+            authorization_requests_per_minute: 120,
         },
         database: format!("sqlite://{}", data_dir.join("novads.db").display()),
         database_password_file: None,
