@@ -186,8 +186,10 @@ async fn directory_only(
 ) -> Samples {
     let config = config(ldap, database, clients, 0);
     let db = Database::open(database, None).await.expect("database");
-    let federation =
-        Arc::new(setup::build(&config, db, &prometheus::Registry::new()).expect("federation"));
+    let federation = Arc::new(
+        setup::build_with_audit_key(&config, db, &prometheus::Registry::new(), audit_key())
+            .expect("federation"),
+    );
     drive(clients, duration, move |_| {
         let federation = federation.clone();
         async move {
@@ -203,6 +205,14 @@ async fn directory_only(
     .await
 }
 
+/// The audit chain's key: a fixed key-encryption key, as the bench has no configuration file.
+fn audit_key() -> audit::AuditKey {
+    audit::AuditKey::from_kek(&novads_api::oidc::keys::KeyEncryptionKey::from_bytes(
+        [0x5a; 32],
+    ))
+    .expect("audit key")
+}
+
 fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64) -> Config {
     let m = Municipality::Talsi;
     Config {
@@ -212,6 +222,11 @@ fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64
             shutdown_grace_seconds: 1,
             key_encryption_key_file: None,
             key_encryption_key_env: None,
+            trusted_proxies: vec![],
+            management_listen: None,
+            header_read_timeout_seconds: 10,
+            max_connections: 1024,
+            authorization_requests_per_minute: 120,
         },
         database: database.to_owned(),
         database_password_file: None,
@@ -245,7 +260,13 @@ async fn novads_logins(
     let config = config(ldap, database, clients, entry_cache_seconds);
     let db = Database::open(database, None).await.expect("database");
     let federation = Arc::new(
-        setup::build(&config, db.clone(), &prometheus::Registry::new()).expect("federation"),
+        setup::build_with_audit_key(
+            &config,
+            db.clone(),
+            &prometheus::Registry::new(),
+            audit_key(),
+        )
+        .expect("federation"),
     );
     let request = Arc::new(LoginRequest {
         username: talsi::JANA.login(),
@@ -262,7 +283,7 @@ async fn novads_logins(
         }
     })
     .await;
-    let verification = audit::verify(&db).await.expect("verify");
+    let verification = audit::verify(&db, &audit_key()).await.expect("verify");
     assert_eq!(verification.first_broken, None, "audit chain intact");
     assert_eq!(
         verification.rows_checked,

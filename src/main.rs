@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use novads_api::commands::{self, CommandError};
 use novads_api::config::{self, ConfigErrors, Mode};
 use novads_api::dev;
-use novads_api::federation::audit::{ExportFilter, ExportFormat};
+use novads_api::federation::audit::{ChainHead, ExportFilter, ExportFormat};
 use novads_api::server::{ServeError, Server, shutdown_signal};
 use novads_monitor::metrics::MonitorMetrics;
 use novads_monitor::{FactsDocument, Lang, PolicySet, Severity, Source, SourceState};
@@ -328,10 +328,15 @@ enum AuditCommand {
         #[arg(long, value_enum, default_value_t = Format::Jsonl)]
         format: Format,
     },
-    /// Recompute the hash chain; exit 1 and name the first broken row if it was tampered with.
+    /// Recompute the keyed hash chain and print its head (ID:HASH); exit 1 and name the first
+    /// broken row if it was tampered with.
     Verify {
         #[arg(long, short = 'c', env = "NOVADS_CONFIG", value_name = "FILE")]
         config: PathBuf,
+        /// A head printed by an earlier verify or logged by the server (ID:HASH): the chain
+        /// must still pass through it, so rows cut off the end or rewritten are named.
+        #[arg(long, value_name = "ID:HASH")]
+        expect_head: Option<ChainHead>,
     },
 }
 
@@ -531,15 +536,22 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Audit {
-            command: AuditCommand::Verify { config },
+            command:
+                AuditCommand::Verify {
+                    config,
+                    expect_head,
+                },
         } => {
-            let verification = commands::audit_verify(&config).await?;
+            let verification = commands::audit_verify(&config, expect_head).await?;
             match verification.first_broken {
                 None => {
                     println!(
                         "audit trail intact: {} rows verified",
                         verification.rows_checked
                     );
+                    if let Some(head) = verification.head {
+                        println!("head: {head}");
+                    }
                     Ok(())
                 }
                 Some(broken) => Err(CliError::Negative(format!(

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use novads_api::federation::audit::{AuditKey, ChainHead};
+use novads_api::oidc::keys::KeyEncryptionKey;
 use novads_testkit::fixtures::talsi;
 use novads_testkit::{Municipality, Slapd};
 use tokio::io::AsyncWriteExt;
@@ -157,7 +159,65 @@ async fn realm_test_then_export_and_verify_the_trail() {
 
     let verify = novads(&["audit", "verify", "-c", config], "").await;
     assert_eq!(verify.code, Some(0), "{}", verify.stderr);
-    assert_eq!(verify.stdout.trim(), "audit trail intact: 2 rows verified");
+    let mut lines = verify.stdout.lines();
+    assert_eq!(lines.next(), Some("audit trail intact: 2 rows verified"));
+    let head = lines
+        .next()
+        .and_then(|line| line.strip_prefix("head: "))
+        .expect("the head is printed")
+        .to_owned();
+    assert!(head.starts_with("2:"), "{head}");
+    let expecting = novads(
+        &["audit", "verify", "-c", config, "--expect-head", &head],
+        "",
+    )
+    .await;
+    assert_eq!(expecting.code, Some(0), "{}", expecting.stderr);
+    let malformed = novads(&["audit", "verify", "-c", config, "--expect-head", "2"], "").await;
+    assert_eq!(malformed.code, Some(2), "{}", malformed.stderr);
+
+    // The server logs the same head at start, signed with the audit key.
+    let logged = logged_head(config).await;
+    assert_eq!(logged["head"], head.as_str(), "{logged}");
+    let at = logged["at"].as_str().expect("at");
+    let mac = logged["mac"].as_str().expect("mac");
+    let parsed: ChainHead = head.parse().expect("head parses");
+    let key = AuditKey::from_kek(&KeyEncryptionKey::from_bytes([7u8; 32])).expect("key");
+    assert!(parsed.record_is_authentic(&key, at, mac), "{logged}");
+    let other = AuditKey::from_kek(&KeyEncryptionKey::from_bytes([8u8; 32])).expect("key");
+    assert!(!parsed.record_is_authentic(&other, at, mac));
+
+    // The trail is cut back to row 1 behind novads's back: it is intact by itself, but not
+    // against the head recorded before.
+    {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/novads.db", dir.path().display()))
+            .await
+            .expect("open the database behind novads's back");
+        for sql in [
+            "DROP TRIGGER audit_events_no_delete",
+            "DELETE FROM audit_events WHERE id = 2",
+            "UPDATE audit_chain_head SET last_id = 1, \
+             last_hash = (SELECT hash FROM audit_events WHERE id = 1)",
+        ] {
+            sqlx::query(sql).execute(&db).await.expect(sql);
+        }
+        db.close().await;
+    }
+    let cut = novads(&["audit", "verify", "-c", config], "").await;
+    assert_eq!(cut.code, Some(0), "{}", cut.stderr);
+    let cut = novads(
+        &["audit", "verify", "-c", config, "--expect-head", &head],
+        "",
+    )
+    .await;
+    assert_eq!(cut.code, Some(1));
+    assert!(
+        cut.stderr.contains(
+            "audit trail broken at row 1: the trail ends at row 1, before the expected head, row 2"
+        ),
+        "{}",
+        cut.stderr
+    );
 
     // Someone edits row 1 directly in the database file.
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/novads.db", dir.path().display()))
@@ -181,6 +241,44 @@ async fn realm_test_then_export_and_verify_the_trail() {
         "{}",
         verify.stderr
     );
+}
+
+/// Starts `novads serve` on `config` until it logs its first audit head record, and returns
+/// that record.
+async fn logged_head(config: &str) -> serde_json::Value {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c", config])
+        .env_remove("NOVADS_DATABASE_URL")
+        .env("NOVADS_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let fields = if event["fields"].is_object() {
+                event["fields"].clone()
+            } else {
+                event
+            };
+            if fields["message"] == "audit chain head" {
+                return Some(fields);
+            }
+        }
+        None
+    })
+    .await
+    .expect("a head record within 30 s")
+    .expect("the server logged a head record");
+    let _ = child.kill().await;
+    found
 }
 
 /// A user name typed by an attacker lands in the audit trail; opened from a CSV export in a

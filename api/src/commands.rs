@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use crate::config::{self, ConfigErrors, Mode};
 use crate::db::{Database, DbError};
-use crate::federation::audit::{self, ExportFilter, ExportFormat, Verification};
+use crate::federation::audit::{
+    self, AuditKey, ChainHead, ExportFilter, ExportFormat, Verification,
+};
 use crate::federation::setup::{self, SetupError};
 use crate::federation::{LoginRequest, engine::TrustUsed};
 use crate::oidc::keys::{KeyEncryptionKey, KeyError, KeyPolicy, SigningKeys};
@@ -102,10 +104,15 @@ pub async fn audit_export(
     Ok(audit::export(&db, filter, format, out).await?)
 }
 
-/// `novads audit verify`.
-pub async fn audit_verify(config_path: &Path) -> Result<Verification, CommandError> {
-    let (_, db) = open(config_path).await?;
-    Ok(audit::verify(&db).await?)
+/// `novads audit verify`: checks the chain under the configured key and, with `expect`, that
+/// it still passes through a head recorded earlier.
+pub async fn audit_verify(
+    config_path: &Path,
+    expect: Option<ChainHead>,
+) -> Result<Verification, CommandError> {
+    let (config, db) = open(config_path).await?;
+    let key = AuditKey::configured(&config.server)?;
+    Ok(audit::verify_expecting(&db, &key, expect).await?)
 }
 
 /// `novads keys rotate`: per algorithm, the active key retires (published until its tokens

@@ -330,10 +330,15 @@ impl Database {
     /// Applies pending migrations after checking that the schema is not newer than this build.
     pub async fn migrate(&self) -> Result<(), DbError> {
         let supported = self.backend().supported_schema_version();
-        if let Some(found) = self.schema_version().await?
-            && found > supported
-        {
-            return Err(DbError::SchemaTooNew { found, supported });
+        match self.schema_version().await? {
+            Some(found) if found > supported => {
+                return Err(DbError::SchemaTooNew { found, supported });
+            }
+            // Nothing to apply. Not running the migrator at all lets a role without CREATE on
+            // the schema (PostgreSQL's application role, docs/security.md) open a database
+            // that its owner migrated.
+            Some(found) if found == supported => return Ok(()),
+            _ => {}
         }
         match self {
             Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,

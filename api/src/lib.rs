@@ -12,12 +12,15 @@
 //! 5. [`compliance`]: federation facts for the security monitor, read from the configuration
 //!    and the database.
 //! 6. The HTTP faces: [`oidc::endpoints`] with [`oidc::bearer`] and [`oidc::error`], then
-//!    [`server`] (routes, middleware, background tasks), [`commands`] (the CLI's work) and
+//!    [`server`] (routes, middleware, background tasks) with [`connections`] (accepting
+//!    connections under limits) and [`proxy`] (the client's address
+//!    behind trusted reverse proxies), [`commands`] (the CLI's work) and
 //!    [`dev`] (`novads dev` and its demo application, on top of the provider).
 
 pub mod commands;
 pub mod compliance;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod dev;
 pub mod error;
@@ -25,6 +28,7 @@ pub mod federation;
 pub mod lifetimes;
 pub mod metrics;
 pub mod oidc;
+pub mod proxy;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,12 +18,15 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::{Config, redact_url};
+use crate::connections::{self, ConnectionLimits};
 use crate::db::{Database, DbError};
 use crate::error::{ApiError, Problem};
+use crate::federation::audit::{self, AuditKey};
 use crate::federation::setup::{self, SetupError};
 use crate::lifetimes::{KEY_RELOAD_INTERVAL, READINESS_TIMEOUT, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::oidc::keys::{KeyEncryptionKey, KeyError, SigningKeys};
+use crate::proxy;
 use crate::state::AppState;
 
 /// Largest request body any endpoint accepts.
@@ -36,6 +39,11 @@ pub enum ServeError {
     Database(#[from] DbError),
     #[error("server.listen: cannot listen on {addr}: {source}")]
     Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server.management_listen: cannot listen on {addr}: {source}")]
+    ManagementListen {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -55,11 +63,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The service's routes plus `extra` (tests and later subsystems), under the same middleware.
+/// With `server.management_listen`, `/readyz` and `/metrics` are left to [`management_router`].
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let public = Router::new().route("/healthz", get(healthz));
+    let public = if state.config().server.management_listen.is_some() {
+        public
+    } else {
+        public
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+    };
+    public
         .merge(crate::oidc::endpoints::routes())
         .merge(extra)
         .fallback(not_found)
@@ -67,6 +81,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            real_client_address,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(problem_for_bare_errors))
@@ -96,6 +114,20 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The routes of `server.management_listen`: liveness, readiness with its details, metrics.
+pub fn management_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(state)
 }
 
@@ -164,6 +196,28 @@ async fn method_not_allowed() -> Problem {
     Problem::status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
+/// Behind trusted reverse proxies, replaces the peer address handlers see (`ConnectInfo`) by
+/// the client's, so that the audit trail and throttling key on the client, not the proxy.
+async fn real_client_address(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let trusted = &state.config().server.trusted_proxies;
+    if !trusted.is_empty()
+        && let Some(ConnectInfo(peer)) = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+    {
+        let client = proxy::client_address(peer.ip(), request.headers(), trusted);
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
+    }
+    next.run(request).await
+}
+
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
@@ -228,10 +282,13 @@ async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
 /// A bound, ready-to-run server.
 pub struct Server {
     listener: TcpListener,
+    /// `server.management_listen`, bound, with its routes.
+    management: Option<(TcpListener, Router)>,
     state: AppState,
     router: Router,
     grace: Duration,
-    /// Directory probing and audit pruning; stopped when the server stops.
+    limits: ConnectionLimits,
+    /// Directory probing, audit pruning and head records; stopped when the server stops.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -250,26 +307,61 @@ impl Server {
         tracing::info!(database = %redact_url(&config.database), "opening database");
         let db = Database::open_configured(&config).await?;
         let metrics = Metrics::new()?;
-        let federation = setup::build(&config, db.clone(), metrics.registry())?;
         let kek = KeyEncryptionKey::configured(&config.server)?;
+        let audit_key = AuditKey::from_kek(&kek)?;
+        let federation = setup::build_with_audit_key(
+            &config,
+            db.clone(),
+            metrics.registry(),
+            audit_key.clone(),
+        )?;
         let keys = SigningKeys::load_or_init(&db, &kek).await?;
+        let rejected_keys = prometheus::IntGauge::new(
+            "novads_signing_key_rows_rejected",
+            "Signing-key rows left out at the last load: not authenticated by the \
+             key-encryption key (planted or altered), or published for too long",
+        )?;
+        metrics
+            .registry()
+            .register(Box::new(rejected_keys.clone()))?;
+        rejected_keys.set(i64::try_from(keys.rejected_rows().len()).unwrap_or(i64::MAX));
         let mut background = Vec::new();
         if let Some(days) = config.audit.retention_days {
-            background.push(tokio::spawn(crate::federation::audit::prune_periodically(
+            background.push(tokio::spawn(audit::prune_periodically(
                 db.clone(),
+                audit_key.clone(),
                 days,
             )));
         }
+        background.push(tokio::spawn(audit::record_head_periodically(
+            db.clone(),
+            audit_key,
+        )));
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+            max_connections: config.server.max_connections,
+        };
+        let management_listener = match config.server.management_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::ManagementListen { addr, source })?,
+            ),
+            None => None,
+        };
         let state = AppState::new(config, db, metrics, federation, keys);
         background.push(tokio::spawn(probe_directories(state.clone())));
-        background.push(tokio::spawn(reload_keys(state.clone(), kek)));
+        background.push(tokio::spawn(reload_keys(state.clone(), kek, rejected_keys)));
         background.push(tokio::spawn(sweep_flows(state.clone())));
         Ok(Self {
             listener,
+            management: management_listener
+                .map(|listener| (listener, management_router(state.clone()))),
             router: router(state.clone()),
             state,
             grace,
+            limits,
             background,
         })
     }
@@ -288,34 +380,58 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The bound address of `server.management_listen`, if configured.
+    pub fn management_addr(&self) -> Result<Option<SocketAddr>, ServeError> {
+        Ok(match &self.management {
+            Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        })
+    }
+
     /// Serves until `shutdown` completes, then stops accepting connections and lets in-flight
     /// requests finish for up to the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let addr = self.local_addr()?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
-        let mut serve = std::pin::pin!(serve.into_future());
-        tracing::info!(%addr, "serving");
-
-        tokio::select! {
-            result = &mut serve => return result.map_err(ServeError::from),
-            () = shutdown => {}
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+            // A dropped sender means the server is going away: stop as well.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        if let Some(management) = self.management_addr()? {
+            tracing::info!(%management, "serving health, readiness and metrics");
         }
-        tracing::info!(
-            grace_seconds = self.grace.as_secs(),
-            "shutting down: no new connections, finishing in-flight requests"
+        let management = self.management.map(|(listener, router)| {
+            tokio::spawn(connections::serve(
+                listener,
+                router,
+                self.limits,
+                stopped(stopping.clone()),
+                self.grace,
+            ))
+        });
+        let serve = connections::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            stopped(stopping),
+            self.grace,
         );
-        let _ = stop_tx.send(());
-        match tokio::time::timeout(self.grace, serve).await {
-            Ok(result) => result?,
-            Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+        let mut serve = std::pin::pin!(serve);
+        tracing::info!(%addr, "serving");
+        tokio::select! {
+            () = &mut serve => {}
+            () = shutdown => {
+                tracing::info!(
+                    grace_seconds = self.grace.as_secs(),
+                    "shutting down: no new connections, finishing in-flight requests"
+                );
+                let _ = stop.send(true);
+                serve.await;
+            }
+        }
+        if let Some(management) = management {
+            let _ = stop.send(true);
+            let _ = management.await;
         }
         for task in &self.background {
             task.abort();
@@ -327,13 +443,18 @@ impl Server {
 }
 
 /// Picks up rotations made by another replica or `novads keys rotate`.
-async fn reload_keys(state: AppState, kek: KeyEncryptionKey) {
+async fn reload_keys(state: AppState, kek: KeyEncryptionKey, rejected: prometheus::IntGauge) {
     let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Err(e) = state.keys().reload(state.db(), &kek).await {
-            tracing::error!(error = %e, "reloading signing keys failed; keeping the current ones");
+        match state.keys().reload(state.db(), &kek).await {
+            Ok(()) => {
+                rejected.set(i64::try_from(state.keys().rejected_rows().len()).unwrap_or(i64::MAX))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading signing keys failed; keeping the current ones")
+            }
         }
     }
 }

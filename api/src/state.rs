@@ -41,7 +41,8 @@ impl AppState {
             inner: Arc::new(Shared {
                 issuer: config.server.issuer.trim_end_matches('/').to_owned(),
                 clients: Clients::new(&config.clients),
-                flows: FlowStore::new(db.clone()),
+                flows: FlowStore::new(db.clone())
+                    .with_requests_per_source(config.server.authorization_requests_per_minute),
                 config,
                 db,
                 metrics,

@@ -12,7 +12,6 @@ use novads_api::db::Database;
 use novads_api::federation::audit::{self, AuditEvent, AuditEventKind, AuditReason};
 use novads_api::oidc::keys::{KeyEncryptionKey, SigningKeys};
 use novads_monitor::{FactsDocument, Outcome, PolicySet, SourceState, SubjectKind};
-use support::each_backend;
 
 const CONFIG: &str = r#"
 server: {listen: "127.0.0.1:0", issuer: "https://sso.example.lv"}
@@ -59,10 +58,12 @@ fn policies() -> PolicySet {
 
 #[tokio::test]
 async fn federation_facts_from_the_database_and_the_configuration() {
-    each_backend(|db| async move {
+    support::each_backend_with_owner(|db, owner| async move {
         let backend = db.backend();
-        let config = config::parse(CONFIG).expect("config parses");
-        let log = audit::AuditLog::start(db.clone());
+        let mut config = config::parse(CONFIG).expect("config parses");
+        let kek = support::test_kek_file();
+        config.server.key_encryption_key_file = Some(kek.path().to_owned());
+        let log = audit::AuditLog::start(db.clone(), support::audit_key());
         // Ten days ago a lockout; today three attempts in talsi, one failed, one lockout.
         log.append(event(AuditEventKind::LockedOut, "talsi", 24 * 10))
             .await
@@ -185,14 +186,15 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         );
 
         // Someone with direct database access edits a row.
-        let disable_trigger = match &db {
+        let disable_trigger = match &owner {
             Database::Sqlite(_) => "DROP TRIGGER audit_events_no_update",
             Database::Postgres(_) => {
                 "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"
             }
         };
-        db.execute(disable_trigger).await.expect("disable trigger");
-        db.execute("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 3")
+        owner.execute(disable_trigger).await.expect("disable trigger");
+        owner
+            .execute("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 3")
             .await
             .expect("tamper");
         let facts = compliance::collect(&config, &db, now)

@@ -24,6 +24,7 @@ struct World {
     talsi: Slapd,
     ventspils: Slapd,
     kuldiga: Slapd,
+    kek: tempfile::NamedTempFile,
 }
 
 impl World {
@@ -37,6 +38,7 @@ impl World {
             talsi: talsi?,
             ventspils: ventspils?,
             kuldiga: kuldiga?,
+            kek: support::test_kek_file(),
         })
     }
 
@@ -80,8 +82,13 @@ impl World {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 issuer: "http://127.0.0.1:8080".into(),
                 shutdown_grace_seconds: 1,
-                key_encryption_key_file: None,
-                key_encryption_key_env: Some("NOVADS_UNUSED_KEK".into()),
+                key_encryption_key_file: Some(self.kek.path().to_owned()),
+                key_encryption_key_env: None,
+                trusted_proxies: vec![],
+                management_listen: None,
+                header_read_timeout_seconds: 10,
+                max_connections: 1024,
+                authorization_requests_per_minute: 120,
             },
             database: database.to_owned(),
             database_password_file: None,
@@ -273,7 +280,9 @@ async fn signs_in_across_realms(database: &str) {
     let reasons: Vec<&str> = rows.iter().filter_map(|r| r["reason"].as_str()).collect();
     assert_eq!(reasons, vec!["trust_denied"; 3]);
     assert!(rows.iter().all(|r| r["source_ip"] == "192.0.2.10"));
-    let verification = audit::verify(&db).await.expect("verify");
+    let verification = audit::verify(&db, &support::audit_key())
+        .await
+        .expect("verify");
     assert_eq!(verification.first_broken, None);
     assert_eq!(verification.rows_checked, 9);
 }
@@ -442,7 +451,13 @@ async fn bad_input_and_attacks_get_the_generic_answer_and_the_true_audit_reason(
             .await,
         AuditReason::InvalidRequest,
     );
-    assert_eq!(audit::verify(&db).await.expect("verify").first_broken, None);
+    assert_eq!(
+        audit::verify(&db, &support::audit_key())
+            .await
+            .expect("verify")
+            .first_broken,
+        None
+    );
 }
 
 #[tokio::test]
@@ -619,7 +634,10 @@ async fn audit_unavailable_fails_closed() {
         .expect("reopen");
     assert_eq!(audit_rows(&reopened).await.len(), 1);
     assert_eq!(
-        audit::verify(&reopened).await.expect("verify").first_broken,
+        audit::verify(&reopened, &support::audit_key())
+            .await
+            .expect("verify")
+            .first_broken,
         None
     );
 }
@@ -692,65 +710,417 @@ async fn groups_by_search_and_disabled_filter() {
     );
 }
 
+/// Runs SQL as a database writer would: any text, several statements at once.
+async fn write_raw(db: &Database, sql: String) -> Result<u64, sqlx::Error> {
+    let sql = sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
+    Ok(match db {
+        Database::Sqlite(pool) => sql.execute(pool).await?.rows_affected(),
+        Database::Postgres(pool) => sql.execute(pool).await?.rows_affected(),
+    })
+}
+
+/// Every row of the trail, in id order, as a database writer reads it.
+async fn rows(db: &Database) -> Vec<audit::AuditRecord> {
+    let mut out = Vec::new();
+    audit::export(
+        db,
+        &audit::ExportFilter::default(),
+        audit::ExportFormat::Jsonl,
+        &mut out,
+    )
+    .await
+    .expect("export");
+    String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let text = |k: &str| v[k].as_str().map(str::to_owned);
+            audit::AuditRecord {
+                id: v["id"].as_i64().expect("id"),
+                at: text("at").expect("at"),
+                event: text("event").expect("event"),
+                realm: text("realm"),
+                username: text("username"),
+                subject: text("subject"),
+                client_id: text("client_id"),
+                source_ip: text("source_ip"),
+                user_agent: text("user_agent"),
+                reason: text("reason"),
+                directory: text("directory"),
+                latency_ms: v["latency_ms"].as_i64().expect("latency"),
+                prev_hash: text("prev_hash").expect("prev_hash"),
+                hash: text("hash").expect("hash"),
+            }
+        })
+        .collect()
+}
+
+fn sha256_hex(input: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Takes the guards off the trail, as the owner of the tables (or of the SQLite file) can.
+async fn drop_guards(owner: &Database) {
+    let sql = match owner {
+        Database::Sqlite(_) => {
+            "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
+             DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete; \
+             DROP TRIGGER audit_chain_keying_no_update; DROP TRIGGER audit_chain_keying_no_delete"
+        }
+        Database::Postgres(_) => {
+            "ALTER TABLE audit_events DISABLE TRIGGER USER; \
+             ALTER TABLE audit_checkpoints DISABLE TRIGGER USER; \
+             ALTER TABLE audit_chain_keying DISABLE TRIGGER USER"
+        }
+    };
+    write_raw(owner, sql.into()).await.expect("drop guards");
+}
+
+/// Rewrites the trail from row `from` on as someone without the key would: plain SHA-256 over
+/// each row's content, chained, and the head moved to match.
+async fn rechain_without_the_key(owner: &Database, from: i64) {
+    let mut prev = Some(audit::GENESIS_HASH.to_owned());
+    for mut row in rows(owner).await {
+        if row.id < from {
+            prev = Some(row.hash);
+            continue;
+        }
+        row.prev_hash = prev.take().expect("a row before");
+        row.hash = sha256_hex(&row.mac_input());
+        write_raw(
+            owner,
+            format!(
+                "UPDATE audit_events SET reason = {}, prev_hash = '{}', hash = '{}' WHERE id = {}",
+                row.reason
+                    .as_deref()
+                    .map_or("NULL".to_owned(), |r| format!("'{r}'")),
+                row.prev_hash,
+                row.hash,
+                row.id
+            ),
+        )
+        .await
+        .expect("rewrite row");
+        write_raw(
+            owner,
+            format!(
+                "UPDATE audit_chain_head SET last_id = {}, last_hash = '{}' WHERE id = 1",
+                row.id, row.hash
+            ),
+        )
+        .await
+        .expect("move head");
+        prev = Some(row.hash);
+    }
+}
+
+fn refused(result: Result<u64, sqlx::Error>, what: &str) {
+    let error = result.expect_err(what).to_string();
+    assert!(
+        error.contains("append-only")
+            || error.contains("permission denied")
+            || error.contains("is fixed"),
+        "{what}: {error}"
+    );
+}
+
+/// A database writer can no longer rewrite the trail and recompute the chain: rows are keyed
+/// with a key that never enters the database. The application's own connection cannot change,
+/// delete or truncate rows, move the keying mark or prune recent rows; the owner who takes
+/// the guards off and rewrites rows, plants a checkpoint or moves the mark is named by
+/// `verify`; rows cut off the end with the head are shown by the head recorded earlier.
 #[tokio::test]
-async fn tampering_names_the_first_broken_row() {
-    each_backend(|db| async move {
+async fn a_database_writer_cannot_rewrite_the_audit_trail() {
+    support::each_backend_with_owner(|db, owner| async move {
         let backend = db.backend();
-        let log = audit::AuditLog::start(db.clone());
+        let key = support::audit_key();
+        let log = audit::AuditLog::start(db.clone(), key.clone());
         for i in 0..20 {
             let mut event = audit::AuditEvent::new(audit::AuditEventKind::LoginFailed);
             event.username = Some(format!("user{i}@talsi"));
             event.reason = Some(AuditReason::BadCredentials);
             log.append(event).await.expect("append");
         }
-        assert_eq!(audit::verify(&db).await.expect("verify").first_broken, None);
-
-        // The application cannot change a row.
-        let update = db
-            .execute("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
-            .await;
-        assert!(
-            update
-                .expect_err("append-only")
-                .to_string()
-                .contains("append-only"),
-            "{backend:?}"
+        let intact = audit::verify(&db, &key).await.expect("verify");
+        assert_eq!(intact.first_broken, None, "{backend:?}");
+        let head = intact.head.expect("head of an intact chain");
+        assert_eq!(head.id, 20);
+        assert_eq!(
+            audit::verify(&db, &support::audit_key_of([9; 32]))
+                .await
+                .expect("verify")
+                .first_broken
+                .map(|b| b.id),
+            Some(1),
+            "{backend:?}: another key-encryption key does not verify the trail"
         );
 
-        // Someone with direct database access edits row 7 anyway.
-        let disable_trigger = match &db {
-            Database::Sqlite(_) => "DROP TRIGGER audit_events_no_update",
-            Database::Postgres(_) => {
-                "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"
-            }
-        };
-        db.execute(disable_trigger).await.expect("disable trigger");
-        db.execute("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7")
+        // The application's connection (SQL injection) changes, deletes and truncates nothing.
+        for sql in [
+            "UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7",
+            "DELETE FROM audit_events WHERE id > 18",
+            "DELETE FROM audit_events",
+            "UPDATE audit_chain_keying SET keyed_from = 1000",
+            "DELETE FROM audit_chain_keying",
+        ] {
+            refused(
+                write_raw(&db, sql.into()).await,
+                &format!("{backend:?}: {sql}"),
+            );
+        }
+        if backend == novads_api::db::Backend::Postgres {
+            refused(
+                write_raw(&db, "TRUNCATE audit_events".into()).await,
+                "TRUNCATE",
+            );
+            // The old escape hatch, a session setting, opens nothing.
+            refused(
+                write_raw(
+                    &db,
+                    "SET novads.audit_prune = 'on'; DELETE FROM audit_events WHERE id > 18".into(),
+                )
+                .await,
+                "setting novads.audit_prune",
+            );
+            // Pruning through the owner's function refuses rows younger than a day.
+            let prune = write_raw(
+                &db,
+                format!(
+                    "SELECT novads_audit_prune(20, '{}', 'now', 'forged')",
+                    head.hash
+                ),
+            )
             .await
-            .expect("tamper");
-        let verification = audit::verify(&db).await.expect("verify");
+            .expect_err("recent rows cannot be pruned")
+            .to_string();
+            assert!(prune.contains("younger than a day"), "{prune}");
+        }
+        assert_eq!(
+            audit::verify(&db, &key).await.expect("verify").head,
+            Some(head.clone()),
+            "{backend:?}: nothing changed"
+        );
+
+        // The owner takes the guards off, edits row 7 and recomputes the chain and the head
+        // as the unkeyed chain allowed: row 7 is named.
+        drop_guards(&owner).await;
+        write_raw(
+            &owner,
+            "UPDATE audit_events SET reason = 'trust_denied' WHERE id = 7".into(),
+        )
+        .await
+        .expect("tamper");
+        rechain_without_the_key(&owner, 7).await;
+        let verification = audit::verify(&db, &key).await.expect("verify");
         let broken = verification.first_broken.expect("tampering detected");
         assert_eq!(broken.id, 7, "{backend:?}: {broken:?}");
         assert_eq!(verification.rows_checked, 6);
         assert!(broken.problem.contains("changed"), "{broken:?}");
+        assert_eq!(verification.head, None);
 
-        // Deleting the last rows is caught by the chain head.
-        db.execute("UPDATE audit_events SET reason = 'bad_credentials' WHERE id = 7")
-            .await
-            .expect("restore");
-        db.execute("DELETE FROM audit_events WHERE id > 18")
-            .await
-            .expect("delete");
-        let broken = audit::verify(&db)
+        // Moving the mark so that every row counts as written before the key, and rechaining
+        // everything, leaves a chain that checks by itself, like one cut off entirely; the
+        // head recorded earlier (the server's log) names the rewrite.
+        write_raw(
+            &owner,
+            "UPDATE audit_chain_keying SET keyed_from = 1000".into(),
+        )
+        .await
+        .expect("move the mark");
+        rechain_without_the_key(&owner, 1).await;
+        let broken = audit::verify_expecting(&db, &key, Some(head))
             .await
             .expect("verify")
             .first_broken
-            .expect("truncation detected");
-        assert_eq!(broken.id, 18, "{backend:?}: {broken:?}");
-        assert!(
-            broken.problem.contains("removed from the end"),
-            "{broken:?}"
+            .expect("the recorded head names the rewrite");
+        assert_eq!(broken.id, 20, "{backend:?}: {broken:?}");
+        assert!(broken.problem.contains("rewritten"), "{broken:?}");
+    })
+    .await;
+}
+
+/// Rows cut off the end together with the head leave a shorter chain that is intact in
+/// itself; the head recorded earlier (`--expect-head`) shows the cut. A planted checkpoint,
+/// the database's licence to delete, carries no valid MAC and is named.
+#[tokio::test]
+async fn cut_off_rows_and_planted_checkpoints_are_shown() {
+    support::each_backend_with_owner(|db, owner| async move {
+        let backend = db.backend();
+        let key = support::audit_key();
+        let log = audit::AuditLog::start(db.clone(), key.clone());
+        for _ in 0..12 {
+            log.append(audit::AuditEvent::new(
+                audit::AuditEventKind::LoginSucceeded,
+            ))
+            .await
+            .expect("append");
+        }
+        let recorded = audit::verify(&db, &key)
+            .await
+            .expect("verify")
+            .head
+            .expect("head");
+        for _ in 0..3 {
+            log.append(audit::AuditEvent::new(audit::AuditEventKind::Logout))
+                .await
+                .expect("append");
+        }
+        let later = audit::verify_expecting(&db, &key, Some(recorded.clone()))
+            .await
+            .expect("verify");
+        assert_eq!(
+            later.first_broken, None,
+            "{backend:?}: a later head extends it"
         );
+        assert_eq!(later.head.as_ref().map(|h| h.id), Some(15));
+
+        // The owner deletes rows 11 to 15 and moves the head back to row 10.
+        drop_guards(&owner).await;
+        let ten = rows(&owner)
+            .await
+            .into_iter()
+            .find(|r| r.id == 10)
+            .expect("row 10");
+        write_raw(&owner, "DELETE FROM audit_events WHERE id > 10".into())
+            .await
+            .expect("delete");
+        write_raw(
+            &owner,
+            format!(
+                "UPDATE audit_chain_head SET last_id = 10, last_hash = '{}' WHERE id = 1",
+                ten.hash
+            ),
+        )
+        .await
+        .expect("move head");
+        assert_eq!(
+            audit::verify(&db, &key).await.expect("verify").first_broken,
+            None,
+            "{backend:?}: without a head kept elsewhere a cut at a row boundary looks intact"
+        );
+        let broken = audit::verify_expecting(&db, &key, Some(recorded))
+            .await
+            .expect("verify")
+            .first_broken
+            .expect("the recorded head shows the cut");
+        assert_eq!(broken.id, 10, "{backend:?}: {broken:?}");
+        assert!(broken.problem.contains("expected head"), "{broken:?}");
+
+        // A checkpoint planted to delete rows 1 to 5 without the key.
+        let five = rows(&owner)
+            .await
+            .into_iter()
+            .find(|r| r.id == 5)
+            .expect("row 5");
+        write_raw(
+            &owner,
+            format!(
+                "INSERT INTO audit_checkpoints (pruned_at, through_id, through_hash, mac) \
+                 VALUES ('2026-01-01T00:00:00.000000Z', 5, '{}', '{}')",
+                five.hash,
+                "0".repeat(64)
+            ),
+        )
+        .await
+        .expect("plant a checkpoint");
+        let broken = audit::verify(&db, &key)
+            .await
+            .expect("verify")
+            .first_broken
+            .expect("planted checkpoint named");
+        assert_eq!(broken.id, 5, "{backend:?}: {broken:?}");
+        assert!(broken.problem.contains("checkpoint"), "{broken:?}");
+    })
+    .await;
+}
+
+/// A trail written before the chain was keyed stays verifiable after the upgrade: its rows
+/// are checked as plain SHA-256, as before, and rows from the mark on are keyed.
+#[tokio::test]
+async fn an_upgraded_trail_verifies_old_rows_as_before_and_keys_new_ones() {
+    support::each_backend_with_owner(|db, owner| async move {
+        let backend = db.backend();
+        let key = support::audit_key();
+        // Five rows as novads wrote them before the upgrade, and the mark migration 0010 sets
+        // after them.
+        drop_guards(&owner).await;
+        let mut prev = audit::GENESIS_HASH.to_owned();
+        for id in 1..=5 {
+            let mut row = audit::AuditRecord {
+                id,
+                at: format!("2025-01-0{id}T00:00:00.000000Z"),
+                event: "login_succeeded".into(),
+                realm: Some("talsi".into()),
+                username: Some(format!("user{id}@talsi")),
+                subject: None,
+                client_id: None,
+                source_ip: None,
+                user_agent: None,
+                reason: None,
+                directory: None,
+                latency_ms: 3,
+                prev_hash: prev.clone(),
+                hash: String::new(),
+            };
+            row.hash = sha256_hex(&row.mac_input());
+            write_raw(
+                &owner,
+                format!(
+                    "INSERT INTO audit_events (id, at, event, realm, username, latency_ms, prev_hash, hash) \
+                     VALUES ({id}, '{}', 'login_succeeded', 'talsi', '{}', 3, '{}', '{}')",
+                    row.at,
+                    row.username.as_deref().unwrap_or_default(),
+                    row.prev_hash,
+                    row.hash
+                ),
+            )
+            .await
+            .expect("legacy row");
+            prev = row.hash;
+        }
+        write_raw(
+            &owner,
+            format!(
+                "UPDATE audit_chain_head SET last_id = 5, last_hash = '{prev}' WHERE id = 1; \
+                 UPDATE audit_chain_keying SET keyed_from = 6 WHERE id = 1"
+            ),
+        )
+        .await
+        .expect("mark");
+        let log = audit::AuditLog::start(db.clone(), key.clone());
+        for _ in 0..3 {
+            log.append(audit::AuditEvent::new(audit::AuditEventKind::Logout))
+                .await
+                .expect("append");
+        }
+        let verification = audit::verify(&db, &key).await.expect("verify");
+        assert_eq!(
+            (verification.first_broken, verification.rows_checked),
+            (None, 8),
+            "{backend:?}"
+        );
+        let keyed = rows(&db).await;
+        assert_eq!(keyed[5].prev_hash, prev, "the keyed chain continues the old one");
+        assert_ne!(keyed[5].hash, sha256_hex(&keyed[5].mac_input()), "row 6 is keyed");
+
+        // An old row edited without rechaining is still named, as before the upgrade.
+        write_raw(
+            &owner,
+            "UPDATE audit_events SET latency_ms = 4 WHERE id = 2".into(),
+        )
+        .await
+        .expect("tamper");
+        let broken = audit::verify(&db, &key)
+            .await
+            .expect("verify")
+            .first_broken
+            .expect("edit detected");
+        assert_eq!(broken.id, 2, "{backend:?}: {broken:?}");
     })
     .await;
 }
@@ -799,7 +1169,9 @@ async fn replicas_share_lockout_counters_and_one_audit_chain() {
         AuditReason::LockedOut,
     );
 
-    let verification = audit::verify(&db).await.expect("verify");
+    let verification = audit::verify(&db, &support::audit_key())
+        .await
+        .expect("verify");
     assert_eq!(verification.first_broken, None);
     assert_eq!(verification.rows_checked, 7);
 }
@@ -808,7 +1180,7 @@ async fn replicas_share_lockout_counters_and_one_audit_chain() {
 async fn pruning_keeps_the_chain_verifiable() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let log = audit::AuditLog::start(db.clone());
+        let log = audit::AuditLog::start(db.clone(), support::audit_key());
         let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
             .expect("time")
             .to_utc();
@@ -822,23 +1194,35 @@ async fn pruning_keeps_the_chain_verifiable() {
         let cutoff = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z")
             .expect("time")
             .to_utc();
-        let pruned = audit::prune(&db, cutoff).await.expect("prune");
+        let pruned = audit::prune(&db, &support::audit_key(), cutoff)
+            .await
+            .expect("prune");
         assert_eq!(pruned.rows, 6, "{backend:?}");
         assert_eq!(pruned.through_id, Some(6));
-        let verification = audit::verify(&db).await.expect("verify");
+        let verification = audit::verify(&db, &support::audit_key())
+            .await
+            .expect("verify");
         assert_eq!(verification.first_broken, None, "{backend:?}");
         assert_eq!(verification.rows_checked, 4);
         // Appending continues the same chain.
         log.append(audit::AuditEvent::new(audit::AuditEventKind::Logout))
             .await
             .expect("append after prune");
-        let verification = audit::verify(&db).await.expect("verify");
+        let verification = audit::verify(&db, &support::audit_key())
+            .await
+            .expect("verify");
         assert_eq!(
             (verification.first_broken, verification.rows_checked),
             (None, 5)
         );
         // Nothing older remains; pruning again is a no-op.
-        assert_eq!(audit::prune(&db, cutoff).await.expect("prune").rows, 0);
+        assert_eq!(
+            audit::prune(&db, &support::audit_key(), cutoff)
+                .await
+                .expect("prune")
+                .rows,
+            0
+        );
     })
     .await;
 }

@@ -1677,3 +1677,170 @@ async fn a_flood_of_static_realm_sign_ins_is_refused_with_503() {
     assert_eq!(unavailable, busy.len(), "each refusal is audited as such");
     server.stop().await;
 }
+
+/// Behind a reverse proxy (`server.trusted_proxies`): the audit trail records the client's
+/// address from `X-Forwarded-For`, throttling keys on it — one client's burst of failures does
+/// not make another client wait — and an address a client writes into the header itself is
+/// never believed. Without the setting the header is ignored.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_client_address_is_audited_and_throttled() {
+    let server = start_dev(|config, _| {
+        config.server.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    let base = server.base.clone();
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&format!("{base}/demo/callback"))
+    );
+    let (form, _) = open_login_page(&authorize).await;
+    let post = |forwarded_for: &'static str, username: String| {
+        let (base, request, csrf, cookie) = (
+            base.clone(),
+            form.request.clone(),
+            form.csrf.clone(),
+            form.cookie.clone(),
+        );
+        async move {
+            browser()
+                .post(format!("{base}/oidc/login"))
+                .header("cookie", cookie)
+                .header("x-forwarded-for", forwarded_for)
+                .form(&[
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("username", username.as_str()),
+                    ("password", "wrong"),
+                ])
+                .send()
+                .await
+                .expect("login post")
+                .status()
+        }
+    };
+    // One client keeps failing until it is told to wait.
+    let mut throttled = false;
+    for i in 0..40 {
+        let status = post("203.0.113.7", format!("ghost{i}@{}", dev::DEMO_REALM)).await;
+        if status == 429 {
+            throttled = true;
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    assert!(throttled, "the failing client is throttled");
+    // Writing another address in front does not get it out: the proxy appended the real one.
+    assert_eq!(
+        post(
+            "198.51.100.9, 203.0.113.7",
+            format!("ghost@{}", dev::DEMO_REALM)
+        )
+        .await,
+        429
+    );
+    // Everyone else behind the same proxy is not made to wait.
+    assert_eq!(
+        post("198.51.100.20", format!("other@{}", dev::DEMO_REALM)).await,
+        200,
+        "another client is answered at once"
+    );
+    let rows = audit_events(&server.config.database).await;
+    assert_eq!(
+        rows.first().expect("rows")["source_ip"],
+        "203.0.113.7",
+        "the audit trail records the client, not the proxy"
+    );
+    assert_eq!(rows.last().expect("rows")["source_ip"], "198.51.100.20");
+    assert!(rows.iter().all(|r| r["source_ip"] != "127.0.0.1"));
+    server.stop().await;
+
+    // Without trusted proxies the header is anyone's to write and is ignored.
+    let server = start().await;
+    let base = server.base.clone();
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&format!("{base}/demo/callback"))
+    );
+    let (form, _) = open_login_page(&authorize).await;
+    let status = browser()
+        .post(format!("{base}/oidc/login"))
+        .header("cookie", &form.cookie)
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("forwarded", "for=203.0.113.7")
+        .form(&[
+            ("request", form.request.as_str()),
+            ("csrf", form.csrf.as_str()),
+            ("username", &format!("ghost@{}", dev::DEMO_REALM)),
+            ("password", "wrong"),
+        ])
+        .send()
+        .await
+        .expect("login post")
+        .status();
+    assert_eq!(status, 200);
+    let rows = audit_events(&server.config.database).await;
+    assert_eq!(rows.last().expect("row")["source_ip"], "127.0.0.1");
+    server.stop().await;
+}
+
+/// One address starting sign-ins in a loop (each stores a pending request before anyone
+/// authenticated) is told to wait after its share, with `429` and `Retry-After`; another
+/// address is still shown the login form.
+#[tokio::test]
+async fn one_address_cannot_flood_pending_authorization_requests() {
+    let server = start_dev(|config, _| {
+        config.server.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    let base = server.base.clone();
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&format!("{base}/demo/callback"))
+    );
+    let from = |address: &'static str| {
+        let authorize = authorize.clone();
+        async move {
+            browser()
+                .get(&authorize)
+                .header("x-forwarded-for", address)
+                .send()
+                .await
+                .expect("authorize")
+        }
+    };
+    let share = novads_api::oidc::store::REQUESTS_PER_SOURCE;
+    for _ in 0..share {
+        assert_eq!(from("203.0.113.7").await.status(), 200);
+    }
+    let refused = from("203.0.113.7").await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(from("198.51.100.9").await.status(), 200, "another address");
+    let db = novads_api::db::Database::open(&server.config.database, None)
+        .await
+        .expect("db");
+    let pending = match &db {
+        novads_api::db::Database::Sqlite(pool) => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oidc_authorization_requests")
+                .fetch_one(pool)
+                .await
+        }
+        novads_api::db::Database::Postgres(pool) => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oidc_authorization_requests")
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .expect("count");
+    assert_eq!(
+        pending,
+        i64::from(share) + 1,
+        "the refused request stored nothing"
+    );
+    server.stop().await;
+}

@@ -954,3 +954,144 @@ impl WithTimes for IdTokenClaims {
         self
     }
 }
+
+/// Copies the attacker's active `algorithm` key row from `theirs` into `ours` as a retired key
+/// published for another hour: `mac` is the row's own MAC (under the attacker's key-encryption
+/// key) or none.
+async fn plant(theirs: &Database, ours: &Database, kid: &str, with_mac: bool) {
+    type Planted = (String, String, String, Vec<u8>, String, Option<String>);
+    let read = "SELECT kid, algorithm, kek_id, private_key, public_jwk, mac \
+                FROM oidc_signing_keys WHERE kid = $1";
+    let row: Planted = match theirs {
+        Database::Sqlite(pool) => sqlx::query_as(read).bind(kid).fetch_one(pool).await,
+        Database::Postgres(pool) => sqlx::query_as(read).bind(kid).fetch_one(pool).await,
+    }
+    .expect("their row");
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mac = if with_mac { row.5.clone() } else { None };
+    let insert = "INSERT INTO oidc_signing_keys (kid, algorithm, state, created_at, activated_at, \
+                  retired_at, not_after, kek_id, private_key, public_jwk, mac) \
+                  VALUES ($1, $2, 'retired', $3, $3, $3, $4, $5, $6, $7, $8)";
+    macro_rules! run {
+        ($pool:expr) => {
+            sqlx::query(insert)
+                .bind(&row.0)
+                .bind(&row.1)
+                .bind(&at)
+                .bind(&until)
+                .bind(&row.2)
+                .bind(&row.3)
+                .bind(&row.4)
+                .bind(&mac)
+                .execute($pool)
+                .await
+                .map(drop)
+        };
+    }
+    match ours {
+        Database::Sqlite(pool) => run!(pool),
+        Database::Postgres(pool) => run!(pool),
+    }
+    .expect("plant the row");
+}
+
+/// A database writer who inserts a signing-key row — a retired key with their own public key,
+/// whose private half they hold — can no longer mint tokens the provider accepts: the row is
+/// neither in the JWKS nor trusted when a token is verified, before or after a restart, and it
+/// is reported. Tried with the row's MAC from the attacker's own installation and with none.
+#[tokio::test]
+async fn a_planted_signing_key_is_neither_published_nor_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, attacker_db) = sqlite(&dir).await;
+    let attacker_kek = KeyEncryptionKey::from_bytes([0x13; 32]);
+    let attacker = SigningKeys::load_or_init(&attacker_db, &attacker_kek)
+        .await
+        .expect("the attacker's own keys");
+    let es = attacker.active_kid(SigningAlgorithm::Es256).expect("ES256");
+    let rs = attacker.active_kid(SigningAlgorithm::Rs256).expect("RS256");
+    let forged = attacker
+        .sign(SigningAlgorithm::Es256, &id_claims("talsi:mallory"))
+        .expect("sign");
+    let forged_rs = attacker
+        .sign(SigningAlgorithm::Rs256, &id_claims("talsi:mallory"))
+        .expect("sign");
+
+    let ours_dir = tempfile::tempdir().expect("tempdir");
+    let (_, sqlite_db) = sqlite(&ours_dir).await;
+    let pg = Postgres::start().await;
+    let mut databases = vec![sqlite_db];
+    if let Some(pg) = &pg {
+        databases.push(postgres(pg, "planted").await.1);
+    }
+    for db in databases {
+        let backend = db.backend();
+        let keys = SigningKeys::load_or_init(&db, &kek()).await.expect("keys");
+        let genuine = keys
+            .sign(SigningAlgorithm::Es256, &id_claims("talsi:jana"))
+            .expect("sign");
+        plant(&attacker_db, &db, &es, true).await;
+        plant(&attacker_db, &db, &rs, false).await;
+        keys.reload(&db, &kek())
+            .await
+            .expect("reload keeps serving");
+        let restarted = SigningKeys::load_or_init(&db, &kek())
+            .await
+            .expect("a restart keeps serving");
+        for (when, keys) in [("after reload", &keys), ("after restart", &restarted)] {
+            let published = kids(&keys.jwks());
+            assert!(
+                !published.contains(&es) && !published.contains(&rs),
+                "{backend:?} {when}: planted keys published: {published:?}"
+            );
+            for token in [&forged, &forged_rs] {
+                let refused = keys.verify::<Value>(token, &expect_id());
+                assert!(
+                    refused.is_err(),
+                    "{backend:?} {when}: a forged token was trusted"
+                );
+            }
+            keys.verify::<Value>(&genuine, &expect_id())
+                .unwrap_or_else(|e| panic!("{backend:?} {when}: genuine token refused: {e}"));
+            let mut rejected = keys.rejected_rows();
+            rejected.sort();
+            let mut planted = vec![es.clone(), rs.clone()];
+            planted.sort();
+            assert_eq!(rejected, planted, "{backend:?} {when}");
+        }
+    }
+}
+
+/// Rows written before signing-key rows carried a MAC are sealed at the next start, because
+/// their private halves open under the key-encryption key: an upgrade loses no key.
+#[tokio::test]
+async fn rows_from_before_row_macs_are_sealed_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, sqlite_db) = sqlite(&dir).await;
+    let pg = Postgres::start().await;
+    let mut databases = vec![sqlite_db];
+    if let Some(pg) = &pg {
+        databases.push(postgres(pg, "legacy_rows").await.1);
+    }
+    for db in databases {
+        let backend = db.backend();
+        let before = kids(
+            &SigningKeys::load_or_init(&db, &kek())
+                .await
+                .expect("keys")
+                .jwks(),
+        );
+        db.execute("UPDATE oidc_signing_keys SET mac = NULL")
+            .await
+            .expect("rows as before migration 0011");
+        let keys = SigningKeys::load_or_init(&db, &kek()).await.expect("keys");
+        assert_eq!(kids(&keys.jwks()), before, "{backend:?}");
+        assert!(keys.rejected_rows().is_empty(), "{backend:?}");
+        let unsealed = db
+            .execute("UPDATE oidc_signing_keys SET kek_id = kek_id WHERE mac IS NULL")
+            .await
+            .expect("count");
+        assert_eq!(unsealed, 0, "{backend:?}: every row sealed");
+    }
+}

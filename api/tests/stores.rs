@@ -481,7 +481,7 @@ async fn expired_lockout_counters_are_swept() {
 async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let log = AuditLog::start(db.clone());
+        let log = AuditLog::start(db.clone(), support::audit_key());
         let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
             .expect("time")
             .to_utc();
@@ -515,7 +515,9 @@ async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
             realm: None,
         };
         assert_eq!(exported(window).await, 2, "{backend:?}");
-        let verification = audit::verify(&db).await.expect("verify");
+        let verification = audit::verify(&db, &support::audit_key())
+            .await
+            .expect("verify");
         assert_eq!(
             (verification.first_broken, verification.rows_checked),
             (None, 4),
@@ -589,6 +591,56 @@ async fn logging_out_revokes_every_grant_of_the_session() {
             ),
             "{backend:?}: another session is untouched"
         );
+    })
+    .await;
+}
+
+/// Unauthenticated requests cannot grow the table of pending authorization requests without
+/// bound: past the cap a new one is refused (and nothing stored) until expired ones are swept.
+#[tokio::test]
+async fn pending_authorization_requests_are_capped() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = novads_api::oidc::store::FlowStore::new(db.clone()).with_max_pending(5);
+        let request = novads_api::oidc::request::ValidRequest {
+            client_id: "demo-app".into(),
+            redirect_uri: "https://demo.example/cb".into(),
+            scope: "openid".into(),
+            state: None,
+            nonce: None,
+            code_challenge: None,
+            login_hint: None,
+            prompt_none: false,
+            prompt_login: false,
+            max_age: None,
+        };
+        for _ in 0..5 {
+            store
+                .create_request(&request, "lv")
+                .await
+                .expect("under the cap");
+        }
+        let refused = store
+            .create_request(&request, "lv")
+            .await
+            .expect_err("over the cap");
+        assert!(
+            matches!(
+                refused,
+                novads_api::oidc::store::StoreError::TooManyPending(5)
+            ),
+            "{backend:?}: {refused:?}"
+        );
+        let count = db
+            .execute("UPDATE oidc_authorization_requests SET expires_at = 0")
+            .await
+            .expect("expire them");
+        assert_eq!(count, 5, "{backend:?}: nothing stored past the cap");
+        store.sweep().await.expect("sweep");
+        store
+            .create_request(&request, "lv")
+            .await
+            .expect("room again once expired requests are swept");
     })
     .await;
 }

@@ -106,6 +106,41 @@ pub struct ServerConfig {
     /// Environment variable holding that key instead.
     #[serde(default)]
     pub key_encryption_key_env: Option<String>,
+    /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` headers name the client;
+    /// empty: the headers are ignored and the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A second address serving `/healthz`, `/readyz` and `/metrics`, which then leave the
+    /// public listener (`/healthz` stays on both).
+    #[serde(default)]
+    pub management_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a request's header; also the longest a keep-alive
+    /// connection may sit idle.
+    #[serde(default = "default_header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+    /// Connections open at once on each listener.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Sign-ins (`/oidc/authorize` without a session, each storing a pending request) one
+    /// client address may start per minute on one replica.
+    #[serde(default = "default_authorization_requests_per_minute")]
+    pub authorization_requests_per_minute: u32,
+}
+
+/// Default of `server.authorization_requests_per_minute`: generous, because a
+/// municipality's office behind one address starts many sign-ins at nine in the morning.
+pub const DEFAULT_AUTHORIZATION_REQUESTS_PER_MINUTE: u32 = 120;
+
+fn default_authorization_requests_per_minute() -> u32 {
+    DEFAULT_AUTHORIZATION_REQUESTS_PER_MINUTE
+}
+
+fn default_header_read_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_max_connections() -> u32 {
+    1024
 }
 
 fn default_shutdown_grace_seconds() -> u64 {

@@ -551,3 +551,52 @@ fn group_search_and_disabled_filter_rules() {
     );
     assert_one_error(&with("pool_size: 0"), &["realms[1].ldap.pool_size"]);
 }
+
+#[test]
+fn trusted_proxies_are_cidrs() {
+    let with = |proxies: &str| {
+        valid_yaml().replace(
+            "key_encryption_key_env: NOVADS_TEST_KEK }",
+            &format!("key_encryption_key_env: NOVADS_TEST_KEK, trusted_proxies: {proxies} }}"),
+        )
+    };
+    let config = parse(&with(r#"["10.0.0.0/8", "2001:db8::/32"]"#)).expect("parses");
+    assert_eq!(config.server.trusted_proxies.len(), 2);
+    assert!(
+        parse(&valid_yaml())
+            .expect("parses")
+            .server
+            .trusted_proxies
+            .is_empty()
+    );
+    assert_one_error(&with(r#"["10.0.0.0/33"]"#), &["server.trusted_proxies"]);
+    assert_one_error(&with(r#"["proxy.internal"]"#), &["server.trusted_proxies"]);
+}
+
+#[test]
+fn connection_limits_and_the_management_listener_are_checked() {
+    let with = |extra: &str| {
+        valid_yaml().replace(
+            "key_encryption_key_env: NOVADS_TEST_KEK }",
+            &format!("key_encryption_key_env: NOVADS_TEST_KEK, {extra} }}"),
+        )
+    };
+    let config = parse(&valid_yaml()).expect("parses");
+    assert_eq!(config.server.header_read_timeout_seconds, 10);
+    assert_eq!(config.server.max_connections, 1024);
+    assert_eq!(config.server.management_listen, None);
+    let config = parse(&with(r#"management_listen: "0.0.0.0:9090""#)).expect("parses");
+    assert_eq!(
+        config.server.management_listen,
+        Some("0.0.0.0:9090".parse().expect("addr"))
+    );
+    assert_one_error(
+        &with("header_read_timeout_seconds: 0"),
+        &["server.header_read_timeout_seconds", "at least 1"],
+    );
+    assert_one_error(&with("max_connections: 0"), &["server.max_connections"]);
+    assert_one_error(
+        &with(r#"management_listen: "127.0.0.1:8080""#),
+        &["server.management_listen", "differ"],
+    );
+}

@@ -36,6 +36,28 @@ impl Config {
             ),
         }
 
+        if self.server.header_read_timeout_seconds == 0 {
+            err(
+                "server.header_read_timeout_seconds".into(),
+                "must be at least 1: without it a slow client holds a connection forever".into(),
+            );
+        }
+        if self.server.authorization_requests_per_minute == 0 {
+            err(
+                "server.authorization_requests_per_minute".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.server.max_connections == 0 {
+            err("server.max_connections".into(), "must be at least 1".into());
+        }
+        if self.server.management_listen == Some(self.server.listen) {
+            err(
+                "server.management_listen".into(),
+                "must differ from server.listen".into(),
+            );
+        }
+
         match (
             &self.server.key_encryption_key_file,
             &self.server.key_encryption_key_env,

@@ -1,7 +1,10 @@
 //! The audit trail: one row for every authentication attempt, append-only and hash-chained.
 //!
-//! Each row's `hash` is SHA-256 over its content and `prev_hash`, the hash of the row before
-//! it, so an edited, inserted or deleted row breaks the chain exactly there. Rows are written
+//! Each row's `hash` is an HMAC-SHA256, under a key derived from the key-encryption key, over
+//! its content and `prev_hash`, the hash of the row before it, so an edited, inserted or
+//! deleted row breaks the chain exactly there, and someone who can only write to the database
+//! cannot recompute it (rows written before the chain was keyed keep plain SHA-256; see
+//! `audit_chain.rs`, the pure core that decides what is intact). Rows are written
 //! *before* the caller gets an answer; when a row cannot be written the caller gets an error and
 //! must fail closed.
 //!
@@ -13,15 +16,14 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use aws_lc_rs::digest;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+pub use super::audit_chain::{AuditKey, BrokenLink, ChainHead, GENESIS_HASH};
+use super::audit_chain::{ChainRow, ChainWalk, Checkpoint};
 use crate::db::{Backend, Database, WriteScope, on_pool, on_write};
 
-/// `prev_hash` of the first row.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Most rows appended in one transaction.
 const MAX_BATCH: usize = 256;
 /// Requests waiting for the writer; beyond this, callers wait for room (back-pressure).
@@ -158,7 +160,9 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    fn from_event(id: i64, event: &AuditEvent, prev_hash: String) -> Self {
+    /// The row `event` becomes at `id` after `prev_hash`; always keyed (new rows lie past the
+    /// mark from which the chain is keyed).
+    fn from_event(id: i64, event: &AuditEvent, prev_hash: String, key: &AuditKey) -> Self {
         let clip = |s: &Option<String>| {
             s.as_ref()
                 .map(|v| v.chars().take(MAX_FIELD_CHARS).collect::<String>())
@@ -179,13 +183,14 @@ impl AuditRecord {
             prev_hash,
             hash: String::new(),
         };
-        record.hash = record.compute_hash();
+        record.hash = key.mac(&record.mac_input());
         record
     }
 
-    /// SHA-256 over every field but `hash`, in a fixed order, as a JSON array (unambiguous:
-    /// no field can bleed into the next).
-    pub fn compute_hash(&self) -> String {
+    /// The one input of the row's hash: every field but `hash`, in a fixed order, as a JSON
+    /// array (unambiguous: no field can bleed into the next). A column added to the trail is
+    /// added here, after the existing fields, when it is present.
+    pub fn mac_input(&self) -> Vec<u8> {
         let canonical = serde_json::json!([
             self.id,
             self.at,
@@ -201,20 +206,8 @@ impl AuditRecord {
             self.latency_ms,
             self.prev_hash,
         ]);
-        let digest = digest::digest(&digest::SHA256, canonical.to_string().as_bytes());
-        hex(digest.as_ref())
+        canonical.to_string().into_bytes()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// The one time format of the trail.
@@ -241,10 +234,11 @@ struct AppendRequest {
 }
 
 impl AuditLog {
-    /// Starts the writer task for `db`. It ends when every clone of the log is dropped.
-    pub fn start(db: Database) -> Self {
+    /// Starts the writer task for `db`, chaining under `key`. It ends when every clone of the
+    /// log is dropped.
+    pub fn start(db: Database, key: AuditKey) -> Self {
         let (requests, queue) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(writer(db.clone(), queue));
+        tokio::spawn(writer(db.clone(), key, queue));
         Self { requests, db }
     }
 
@@ -265,11 +259,11 @@ impl AuditLog {
     }
 }
 
-async fn writer(db: Database, mut queue: mpsc::Receiver<AppendRequest>) {
+async fn writer(db: Database, key: AuditKey, mut queue: mpsc::Receiver<AppendRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let events: Vec<&AuditEvent> = batch.iter().map(|r| &r.event).collect();
-        let result = append_batch(&db, &events).await;
+        let result = append_batch(&db, &key, &events).await;
         match result {
             Ok(ids) => {
                 for (request, id) in batch.drain(..).zip(ids) {
@@ -329,12 +323,18 @@ where
 }
 
 /// Chains `events` after the head (`last_id`, `last_hash`); returns the records to insert.
-fn chain(last_id: i64, last_hash: String, events: &[&AuditEvent]) -> Vec<AuditRecord> {
+fn chain(
+    key: &AuditKey,
+    last_id: i64,
+    last_hash: String,
+    events: &[&AuditEvent],
+) -> Vec<AuditRecord> {
     let mut prev = (last_id, last_hash);
     events
         .iter()
         .map(|event| {
-            let record = AuditRecord::from_event(prev.0 + 1, event, std::mem::take(&mut prev.1));
+            let record =
+                AuditRecord::from_event(prev.0 + 1, event, std::mem::take(&mut prev.1), key);
             prev = (record.id, record.hash.clone());
             record
         })
@@ -342,7 +342,11 @@ fn chain(last_id: i64, last_hash: String, events: &[&AuditEvent]) -> Vec<AuditRe
 }
 
 /// Appends `events` in one transaction, chained after the current head. Returns their ids.
-async fn append_batch(db: &Database, events: &[&AuditEvent]) -> Result<Vec<i64>, sqlx::Error> {
+async fn append_batch(
+    db: &Database,
+    key: &AuditKey,
+    events: &[&AuditEvent],
+) -> Result<Vec<i64>, sqlx::Error> {
     // Replicas must append one batch after another: PostgreSQL locks the head row; on SQLite
     // the write transaction (`BEGIN IMMEDIATE`) already holds the file's write lock, and SQLite
     // has no `FOR UPDATE`.
@@ -354,7 +358,7 @@ async fn append_batch(db: &Database, events: &[&AuditEvent]) -> Result<Vec<i64>,
     let records = on_write!(&mut write, |conn| {
         let (last_id, last_hash): (i64, String) =
             sqlx::query_as(read_head).fetch_one(&mut *conn).await?;
-        let records = chain(last_id, last_hash, events);
+        let records = chain(key, last_id, last_hash, events);
         if !records.is_empty() {
             insert_rows(&records).build().execute(&mut *conn).await?;
         }
@@ -533,86 +537,93 @@ pub struct Verification {
     pub rows_checked: u64,
     /// The first row where the chain breaks, if any.
     pub first_broken: Option<BrokenLink>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokenLink {
-    /// The row where the problem shows; for rows missing at the end, the last row present.
-    pub id: i64,
-    pub problem: String,
+    /// The head the intact chain reached (id and hash of its last row); `None` when broken.
+    /// Kept outside the database, it lets a later verification show that nothing was cut off.
+    pub head: Option<ChainHead>,
 }
 
 /// Recomputes every hash from the last checkpoint (or the start) to the head.
-pub async fn verify(db: &Database) -> Result<Verification, sqlx::Error> {
-    let (mut prev_id, mut prev_hash) = latest_checkpoint(db).await?;
-    let mut rows_checked = 0u64;
-    let everything = ExportFilter::default();
-    let broken = |id: i64, problem: String| Verification {
-        rows_checked: 0,
-        first_broken: Some(BrokenLink { id, problem }),
-    };
-    loop {
-        let rows = page(db, prev_id, &everything).await?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in rows {
-            let mut result = None;
-            if row.id != prev_id + 1 {
-                result = Some(broken(
-                    row.id,
-                    format!("rows {} to {} are missing", prev_id + 1, row.id - 1),
-                ));
-            } else if row.prev_hash != prev_hash {
-                result = Some(broken(
-                    row.id,
-                    "prev_hash does not match the previous row's hash".into(),
-                ));
-            } else if row.compute_hash() != row.hash {
-                result = Some(broken(
-                    row.id,
-                    "content does not match its hash (the row was changed)".into(),
-                ));
-            }
-            if let Some(mut result) = result {
-                result.rows_checked = rows_checked;
-                return Ok(result);
-            }
-            rows_checked += 1;
-            prev_id = row.id;
-            prev_hash = row.hash;
-        }
-    }
-    // Rows removed from the end leave the head pointing past the last row.
-    let (head_id, head_hash) = chain_head(db).await?;
-    if head_id != prev_id || head_hash != prev_hash {
-        return Ok(Verification {
-            rows_checked,
-            first_broken: Some(BrokenLink {
-                id: prev_id,
-                problem: format!(
-                    "the chain head is row {head_id} but the last row is {prev_id} (rows were removed from the end)"
-                ),
-            }),
-        });
-    }
-    Ok(Verification {
+pub async fn verify(db: &Database, key: &AuditKey) -> Result<Verification, sqlx::Error> {
+    verify_expecting(db, key, None).await
+}
+
+/// Like [`verify`]; with `expect`, a head recorded earlier (by `novads audit verify` or the
+/// server's log), the chain must also still pass through it: same row, same hash.
+pub async fn verify_expecting(
+    db: &Database,
+    key: &AuditKey,
+    expect: Option<ChainHead>,
+) -> Result<Verification, sqlx::Error> {
+    let broken = |rows_checked, link| Verification {
         rows_checked,
-        first_broken: None,
+        first_broken: Some(link),
+        head: None,
+    };
+    let Some(keyed_from) = keyed_from(db).await? else {
+        return Ok(broken(
+            0,
+            BrokenLink {
+                id: 0,
+                problem: "the mark from which the chain is keyed (audit_chain_keying) was removed"
+                    .into(),
+            },
+        ));
+    };
+    let checkpoint = latest_checkpoint(db).await?;
+    let mut walk = match ChainWalk::start(key, keyed_from, checkpoint.as_ref(), expect) {
+        Ok(walk) => walk,
+        Err(link) => return Ok(broken(0, link)),
+    };
+    let everything = ExportFilter::default();
+    let mut after = checkpoint.as_ref().map_or(0, |c| c.through_id);
+    loop {
+        let rows = page(db, after, &everything).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        for row in &rows {
+            let input = row.mac_input();
+            let checked = walk.next(&ChainRow {
+                id: row.id,
+                input: &input,
+                prev_hash: &row.prev_hash,
+                hash: &row.hash,
+            });
+            if let Err(link) = checked {
+                return Ok(broken(walk.rows_checked, link));
+            }
+        }
+    }
+    let rows_checked = walk.rows_checked;
+    Ok(match walk.finish(&head(db).await?) {
+        Ok(head) => Verification {
+            rows_checked,
+            first_broken: None,
+            head: Some(head),
+        },
+        Err(link) => broken(rows_checked, link),
     })
 }
 
-async fn chain_head(db: &Database) -> Result<(i64, String), sqlx::Error> {
+/// The chain head as the database records it.
+pub async fn head(db: &Database) -> Result<ChainHead, sqlx::Error> {
     let sql = "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1";
-    on_pool!(db, |pool| sqlx::query_as(sql).fetch_one(pool).await)
+    let (id, hash): (i64, String) =
+        on_pool!(db, |pool| sqlx::query_as(sql).fetch_one(pool).await?);
+    Ok(ChainHead { id, hash })
 }
 
-async fn latest_checkpoint(db: &Database) -> Result<(i64, String), sqlx::Error> {
-    let sql =
-        "SELECT through_id, through_hash FROM audit_checkpoints ORDER BY through_id DESC LIMIT 1";
-    let found: Option<(i64, String)> =
-        on_pool!(db, |pool| sqlx::query_as(sql).fetch_optional(pool).await?);
-    Ok(found.unwrap_or((0, GENESIS_HASH.to_owned())))
+/// The first row whose hash is keyed; rows before it were written before the upgrade.
+async fn keyed_from(db: &Database) -> Result<Option<i64>, sqlx::Error> {
+    let sql = "SELECT keyed_from FROM audit_chain_keying WHERE id = 1";
+    on_pool!(db, |pool| sqlx::query_scalar(sql)
+        .fetch_optional(pool)
+        .await)
+}
+
+async fn latest_checkpoint(db: &Database) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let sql = "SELECT pruned_at, through_id, through_hash, mac FROM audit_checkpoints \
+               ORDER BY through_id DESC, id DESC LIMIT 1";
+    on_pool!(db, |pool| sqlx::query_as(sql).fetch_optional(pool).await)
 }
 
 /// What [`prune`] removed.
@@ -625,8 +636,18 @@ pub struct Pruned {
 }
 
 /// Deletes rows older than `before`, first recording a checkpoint (the last deleted row's id
-/// and hash) so that [`verify`] still checks the rest of the chain from there.
-pub async fn prune(db: &Database, before: DateTime<Utc>) -> Result<Pruned, sqlx::Error> {
+/// and hash, authenticated under `key`) so that [`verify`] still checks the rest of the chain
+/// from there.
+///
+/// The database allows deleting only rows a checkpoint covers. On PostgreSQL the application
+/// role has no DELETE on the trail at all: pruning goes through `novads_audit_prune`, a
+/// function owned by the schema owner (migration 0010), which also refuses rows younger than
+/// a day.
+pub async fn prune(
+    db: &Database,
+    key: &AuditKey,
+    before: DateTime<Utc>,
+) -> Result<Pruned, sqlx::Error> {
     let cutoff = format_time(before);
     let pruned_at = format_time(Utc::now());
     let postgres = db.backend() == Backend::Postgres;
@@ -651,26 +672,35 @@ pub async fn prune(db: &Database, before: DateTime<Utc>) -> Result<Pruned, sqlx:
                 through_id: None,
             },
             Some((through_id, through_hash)) => {
-                sqlx::query(
-                    "INSERT INTO audit_checkpoints (pruned_at, through_id, through_hash) \
-                     VALUES ($1, $2, $3)",
-                )
-                .bind(&pruned_at)
-                .bind(through_id)
-                .bind(&through_hash)
-                .execute(&mut *conn)
-                .await?;
-                if postgres {
-                    // The append-only trigger lets exactly this transaction delete.
-                    sqlx::query("SELECT set_config('novads.audit_prune', 'on', true)")
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                let rows = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
-                    .bind(through_id)
+                let checkpoint = Checkpoint::sealed(key, pruned_at, through_id, through_hash);
+                let rows = if postgres {
+                    let removed: i64 =
+                        sqlx::query_scalar("SELECT novads_audit_prune($1, $2, $3, $4)")
+                            .bind(checkpoint.through_id)
+                            .bind(&checkpoint.through_hash)
+                            .bind(&checkpoint.pruned_at)
+                            .bind(&checkpoint.mac)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    u64::try_from(removed).unwrap_or_default()
+                } else {
+                    sqlx::query(
+                        "INSERT INTO audit_checkpoints (pruned_at, through_id, through_hash, mac) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&checkpoint.pruned_at)
+                    .bind(checkpoint.through_id)
+                    .bind(&checkpoint.through_hash)
+                    .bind(&checkpoint.mac)
                     .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
+                    .await?;
+                    // The trigger of migration 0010 lets exactly the checkpointed rows go.
+                    sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+                        .bind(through_id)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                };
                 Pruned {
                     rows,
                     through_id: Some(through_id),
@@ -683,15 +713,43 @@ pub async fn prune(db: &Database, before: DateTime<Utc>) -> Result<Pruned, sqlx:
 }
 
 /// Prunes once an hour by `retention_days`, for as long as the server runs.
-pub async fn prune_periodically(db: Database, retention_days: u32) {
+pub async fn prune_periodically(db: Database, key: AuditKey, retention_days: u32) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
         let before = Utc::now() - chrono::Duration::days(i64::from(retention_days));
-        match prune(&db, before).await {
+        match prune(&db, &key, before).await {
             Ok(Pruned { rows: 0, .. }) => {}
             Ok(pruned) => tracing::info!(rows = pruned.rows, "pruned audit rows past retention"),
             Err(e) => tracing::error!(error = %e, "audit pruning failed"),
+        }
+    }
+}
+
+/// How often the server logs the signed chain head.
+pub const HEAD_RECORD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Logs the chain head every [`HEAD_RECORD_INTERVAL`] as one line under the target
+/// `novads::audit::head`, with a MAC over time, id and hash, so that a log collector holds a
+/// copy outside the database: `novads audit verify --expect-head ID:HASH` then shows whether
+/// rows were later cut off or rewritten.
+pub async fn record_head_periodically(db: Database, key: AuditKey) {
+    let mut tick = tokio::time::interval(HEAD_RECORD_INTERVAL);
+    loop {
+        tick.tick().await;
+        match head(&db).await {
+            Ok(head) => {
+                let at = format_time(Utc::now());
+                let mac = head.record_mac(&key, &at);
+                tracing::info!(
+                    target: "novads::audit::head",
+                    head = %head,
+                    at = %at,
+                    mac = %mac,
+                    "audit chain head"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the audit chain head failed"),
         }
     }
 }

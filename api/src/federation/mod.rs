@@ -5,6 +5,7 @@
 //! `novads realm test` all go through it.
 
 pub mod audit;
+mod audit_chain;
 pub mod directory;
 pub mod engine;
 pub mod hash_work;

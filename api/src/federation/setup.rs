@@ -9,7 +9,7 @@ use prometheus::Registry;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::audit::AuditLog;
+use super::audit::{AuditKey, AuditLog};
 use super::directory::Directory;
 use super::directory::ldap::LdapDirectory;
 use super::directory::static_users::StaticDirectory;
@@ -30,10 +30,24 @@ pub enum SetupError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("audit trail key: {0}")]
+    AuditKey(#[from] crate::oidc::keys::KeyError),
 }
 
-/// Everything sign-in needs, from a validated configuration.
+/// Everything sign-in needs, from a validated configuration; the audit trail is keyed from
+/// the configured key-encryption key.
 pub fn build(config: &Config, db: Database, registry: &Registry) -> Result<Federation, SetupError> {
+    let audit_key = AuditKey::configured(&config.server)?;
+    build_with_audit_key(config, db, registry, audit_key)
+}
+
+/// [`build`] with the audit key given.
+pub fn build_with_audit_key(
+    config: &Config,
+    db: Database,
+    registry: &Registry,
+    audit_key: AuditKey,
+) -> Result<Federation, SetupError> {
     let mut realms = Vec::with_capacity(config.realms.len());
     for (index, realm) in config.realms.iter().enumerate() {
         let directory = match (&realm.ldap, &realm.static_directory) {
@@ -62,7 +76,7 @@ pub fn build(config: &Config, db: Database, registry: &Registry) -> Result<Feder
         applications,
         TrustPolicy::from_config(&config.trusts),
         LockoutStore::new(db.clone(), lockout_policy(&config.lockout)),
-        AuditLog::start(db),
+        AuditLog::start(db, audit_key),
         metrics,
     ))
 }

@@ -253,6 +253,9 @@ pub enum PageError {
     BadRequest(Locale, String),
     /// Storage failed; logged where it happened ([`PageError::unavailable`]).
     Unavailable(Locale),
+    /// Too many sign-ins were started (by this address: 429; by everyone: 503); try again
+    /// after the given seconds.
+    TryLater(Locale, StatusCode, u64),
 }
 
 impl PageError {
@@ -278,6 +281,16 @@ impl IntoResponse for PageError {
                 locale,
                 "Sign-in is temporarily unavailable.",
             ),
+            Self::TryLater(locale, status, seconds) => {
+                let mut page = error_page(
+                    status,
+                    locale,
+                    "Too many sign-ins were started; try again in a minute.",
+                );
+                page.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, seconds.into());
+                page
+            }
         }
     }
 }

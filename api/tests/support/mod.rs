@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use novads_api::config::Config;
 use novads_api::db::Database;
 use novads_api::dev;
+use novads_api::federation::audit::AuditKey;
+use novads_api::oidc::keys::KeyEncryptionKey;
 use novads_api::server::{ServeError, Server};
 use novads_api::state::AppState;
 use novads_testkit::Postgres;
@@ -17,6 +19,8 @@ use tokio::sync::oneshot;
 pub struct Running {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// `http://127.0.0.1:PORT` of `server.management_listen`, when configured.
+    pub management: Option<String>,
     pub state: AppState,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
@@ -51,6 +55,10 @@ pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
         .await
         .expect("server");
     let state = server.state().clone();
+    let management = server
+        .management_addr()
+        .expect("management address")
+        .map(|addr| format!("http://{addr}"));
     let routes = novads_api::server::router_with(state.clone(), novads_api::dev::demo::routes());
     let server = server.with_router(routes);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -59,6 +67,7 @@ pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
     }));
     Running {
         base,
+        management,
         state,
         config,
         stop: Some(stop),
@@ -70,23 +79,60 @@ pub async fn start_dev(adjust: impl FnOnce(&mut Config, &str)) -> Running {
 /// Runs `body` on a fresh SQLite database, then on a fresh database of a throwaway PostgreSQL
 /// cluster (skipped when PostgreSQL is not installed, unless `NOVADS_REQUIRE_SERVICES=1`), so
 /// that every store statement is exercised on both backends. `db.backend()` names the one in
-/// use for assertion messages.
+/// use for assertion messages. On PostgreSQL `db` is the application role of
+/// docs/security.md: the owner role applied the migrations, and every statement runs with the
+/// privileges production grants.
 pub async fn each_backend<F, Fut>(body: F)
 where
     F: Fn(Database) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    each_backend_with_owner(|app, _owner| body(app)).await;
+}
+
+/// Like [`each_backend`], also handing `body` the owner's connection: a database writer with
+/// every privilege (on SQLite the same file, as anyone who can write it).
+pub async fn each_backend_with_owner<F, Fut>(body: F)
+where
+    F: Fn(Database, Database) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("novads.db").display());
     let db = Database::open(&url, None).await.expect("SQLite opens");
-    body(db.clone()).await;
+    body(db.clone(), db.clone()).await;
     db.close().await;
     let Some(pg) = Postgres::start().await else {
         return;
     };
-    let db = Database::open(&pg.fresh_database().await, None)
+    let roles = pg.fresh_database_with_roles().await;
+    let owner = Database::open(&roles.owner, None)
         .await
-        .expect("PostgreSQL opens");
-    body(db.clone()).await;
-    db.close().await;
+        .expect("PostgreSQL migrates as the owner");
+    let app = Database::open(&roles.app, None)
+        .await
+        .expect("PostgreSQL opens as the application role");
+    body(app.clone(), owner.clone()).await;
+    app.close().await;
+    owner.close().await;
+}
+
+/// The key-encryption key of tests that build the federation by hand.
+pub const TEST_KEK: [u8; 32] = [0x5a; 32];
+
+/// A file holding [`TEST_KEK`], for `server.key_encryption_key_file`.
+pub fn test_kek_file() -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), TEST_KEK).expect("write key");
+    file
+}
+
+/// The audit chain's key under [`TEST_KEK`].
+pub fn audit_key() -> AuditKey {
+    audit_key_of(TEST_KEK)
+}
+
+/// The audit chain's key under another key-encryption key.
+pub fn audit_key_of(kek: [u8; 32]) -> AuditKey {
+    AuditKey::from_kek(&KeyEncryptionKey::from_bytes(kek)).expect("audit key")
 }

@@ -37,7 +37,7 @@ mod tls;
 
 pub use error::CommandError;
 pub use fixtures::{Group, Municipality, User};
-pub use postgres::{PG_BINDIR_ENV, Postgres};
+pub use postgres::{DatabaseRoles, PG_BINDIR_ENV, Postgres};
 pub use process::SCRATCH_DIR_ENV;
 pub use skip::{REQUIRE_SERVICES_ENV, services_required};
 pub use slapd::{SLAPD_DEBUG_ENV, Slapd, SlapdOptions};

@@ -133,6 +133,16 @@ enum StartFailure {
     Failed(String),
 }
 
+/// URLs of one database for its two roles (see
+/// [`Postgres::create_database_with_roles`]).
+#[derive(Debug, Clone)]
+pub struct DatabaseRoles {
+    /// The owner: applies migrations, owns the tables.
+    pub owner: String,
+    /// The application: what `novads serve` connects as.
+    pub app: String,
+}
+
 /// A throwaway PostgreSQL cluster on a free loopback port, trust
 /// authentication, superuser `postgres`, no durability (`fsync=off`).
 ///
@@ -321,11 +331,62 @@ impl Postgres {
         self.database_url(name)
     }
 
+    /// Creates database `name` the way docs/security.md asks production to:
+    /// owned by role `<name>_owner`, which applies the migrations and owns
+    /// every table, and used by role `<name>_app`, which the server connects
+    /// as and which gets only `USAGE` on the schema and, through default
+    /// privileges, `SELECT, INSERT, UPDATE, DELETE` on the owner's tables and
+    /// `USAGE, SELECT, UPDATE` on its sequences (the migrations take more away
+    /// from it on the audit tables). Panics like [`Postgres::create_database`].
+    pub async fn create_database_with_roles(&self, name: &str) -> DatabaseRoles {
+        let owner = format!("{name}_owner");
+        let app = format!("{name}_app");
+        for (database, sql) in [
+            (
+                "postgres".to_owned(),
+                format!("CREATE ROLE \"{owner}\" LOGIN; CREATE ROLE \"{app}\" LOGIN"),
+            ),
+            (
+                "postgres".to_owned(),
+                format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""),
+            ),
+            (
+                name.to_owned(),
+                format!(
+                    "ALTER SCHEMA public OWNER TO \"{owner}\"; \
+                     REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+                     GRANT USAGE ON SCHEMA public TO \"{app}\"; \
+                     ALTER DEFAULT PRIVILEGES FOR ROLE \"{owner}\" IN SCHEMA public \
+                     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO \"{app}\"; \
+                     ALTER DEFAULT PRIVILEGES FOR ROLE \"{owner}\" IN SCHEMA public \
+                     GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO \"{app}\""
+                ),
+            ),
+        ] {
+            if let Err(e) = self.psql(&database, &sql).await {
+                panic!(
+                    "novads-testkit: creating database {name} with roles failed: {e}\nserver log:\n{}",
+                    process::log_tail(&self.log_path(), 20)
+                );
+            }
+        }
+        DatabaseRoles {
+            owner: format!("postgres://{owner}@127.0.0.1:{}/{name}", self.port),
+            app: format!("postgres://{app}@127.0.0.1:{}/{name}", self.port),
+        }
+    }
+
     /// Creates a database with a fresh name (`test_1`, `test_2`, ...) and
     /// returns its URL.
     pub async fn fresh_database(&self) -> String {
         let n = self.next_database.fetch_add(1, Ordering::Relaxed);
         self.create_database(&format!("test_{n}")).await
+    }
+
+    /// [`Postgres::create_database_with_roles`] with a fresh name.
+    pub async fn fresh_database_with_roles(&self) -> DatabaseRoles {
+        let n = self.next_database.fetch_add(1, Ordering::Relaxed);
+        self.create_database_with_roles(&format!("test_{n}")).await
     }
 
     /// Runs SQL with `psql` as `postgres` in `database` and returns the

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Form, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 
@@ -14,7 +14,7 @@ use super::login::{login_page, redirect_with_code};
 use crate::federation::audit::AuditReason;
 use crate::oidc::pages::{Locale, PageError};
 use crate::oidc::request::{AuthorizeParams, ErrorRedirect, RequestError, ValidRequest, validate};
-use crate::oidc::store::PendingRequest;
+use crate::oidc::store::{PendingRequest, StoreError};
 use crate::state::AppState;
 
 pub(super) async fn authorize_get(
@@ -69,11 +69,26 @@ async fn authorize(
             "the user is not signed in",
         ));
     }
+    // Each request stores a row before anyone authenticated: an address gets a bounded
+    // number a minute, and the store a bounded number in all.
+    if let Err(wait) = state.flows().admit_request_from(peer.ip()) {
+        return Err(PageError::TryLater(
+            locale,
+            StatusCode::TOO_MANY_REQUESTS,
+            wait.as_secs().max(1),
+        ));
+    }
     let (id, csrf) = state
         .flows()
         .create_request(&request, locale.as_str())
         .await
-        .map_err(|e| PageError::unavailable(locale, &e))?;
+        .map_err(|e| match e {
+            StoreError::TooManyPending(_) => {
+                tracing::warn!(error = %e, "refusing a new authorization request");
+                PageError::TryLater(locale, StatusCode::SERVICE_UNAVAILABLE, 60)
+            }
+            e => PageError::unavailable(locale, &e),
+        })?;
     Ok(login_page(
         &state,
         locale,

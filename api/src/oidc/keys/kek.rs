@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 use aws_lc_rs::digest::{self, SHA256};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use aws_lc_rs::{hkdf, hmac};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -177,6 +178,19 @@ impl KeyEncryptionKey {
         encode_hex(&ctx.finish().as_ref()[..8])
     }
 
+    /// An HMAC-SHA256 key for one `purpose`, derived with HKDF from this key. Keys for
+    /// different purposes are independent, and none of them lets anyone recover this key, so
+    /// the database can hold what they authenticate without holding anything that forges it.
+    pub fn derive_mac_key(&self, purpose: MacPurpose) -> Result<hmac::Key, KeyError> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"novads key-encryption key derivation");
+        let info = [purpose.label()];
+        let prk = salt.extract(&self.bytes[..]);
+        let okm = prk
+            .expand(&info, hmac::HMAC_SHA256)
+            .map_err(|_| KeyError::Crypto("deriving a MAC key"))?;
+        Ok(hmac::Key::from(okm))
+    }
+
     pub(super) fn to_base64_line(&self) -> Zeroizing<String> {
         let mut line =
             Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&self.bytes[..]));
@@ -234,6 +248,27 @@ impl KeyEncryptionKey {
             .len();
         buf.truncate(len);
         Ok(buf)
+    }
+}
+
+/// What a key derived from the key-encryption key authenticates; each gets its own key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacPurpose {
+    /// The audit trail's chain, checkpoints and head records.
+    AuditChain,
+    /// Rows of `oidc_signing_keys`.
+    SigningKeyRows,
+    /// Identities stored with codes, sessions and refresh tokens.
+    StoredIdentities,
+}
+
+impl MacPurpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::AuditChain => b"novads audit chain v1",
+            Self::SigningKeyRows => b"novads signing key rows v1",
+            Self::StoredIdentities => b"novads stored identities v1",
+        }
     }
 }
 

@@ -46,6 +46,7 @@ mod error;
 mod jwk;
 mod kek;
 mod rotation;
+mod row_mac;
 mod snapshot;
 mod state;
 mod store;
@@ -54,14 +55,15 @@ mod tests;
 mod verify;
 
 pub use error::{KeyError, TokenError};
-pub use kek::KeyEncryptionKey;
+pub use kek::{KeyEncryptionKey, MacPurpose};
 use rotation::plan_rotation;
 pub use rotation::{KeyPolicy, Postponed, Rotated, RotationReport};
+use row_mac::RowKey;
 use snapshot::Snapshot;
 pub use state::KeyState;
 use store::{
-    NewKey, apply_postgres, apply_sqlite, delete_expired_postgres, delete_expired_sqlite,
-    ensure_keys, fetch_postgres, fetch_rows, fetch_sqlite, format_time,
+    NewKey, apply_postgres, apply_sqlite, authentic, delete_expired_postgres,
+    delete_expired_sqlite, ensure_keys, fetch_postgres, fetch_rows, fetch_sqlite, format_time,
 };
 pub use verify::Expectations;
 use verify::verify_at;
@@ -131,6 +133,7 @@ impl SigningKeys {
         policy: &KeyPolicy,
     ) -> Result<RotationReport, KeyError> {
         ensure_keys(db, kek).await?;
+        let row_key = RowKey::new(kek)?;
         // Key generation (RSA takes a while) happens before the lock is taken.
         let mut fresh = BTreeMap::new();
         for algorithm in SigningAlgorithm::ALL {
@@ -146,8 +149,8 @@ impl SigningKeys {
                 // not date its retirement before that one.
                 let now = Utc::now();
                 let now_text = format_time(now);
-                let rows = fetch_sqlite(tx).await?;
-                (changes, report) = plan_rotation(&rows, now, policy, kek, &mut fresh)?;
+                let (rows, _) = authentic(fetch_sqlite(tx).await?, &row_key);
+                (changes, report) = plan_rotation(&rows, now, policy, kek, &row_key, &mut fresh)?;
                 for change in &changes {
                     apply_sqlite(tx, change, &now_text).await?;
                 }
@@ -162,8 +165,8 @@ impl SigningKeys {
                     .await?;
                 let now = Utc::now();
                 let now_text = format_time(now);
-                let rows = fetch_postgres(conn).await?;
-                (changes, report) = plan_rotation(&rows, now, policy, kek, &mut fresh)?;
+                let (rows, _) = authentic(fetch_postgres(conn).await?, &row_key);
+                (changes, report) = plan_rotation(&rows, now, policy, kek, &row_key, &mut fresh)?;
                 for change in &changes {
                     apply_postgres(conn, change, &now_text).await?;
                 }
@@ -209,6 +212,13 @@ impl SigningKeys {
                 not_after: key.not_after,
             })
             .collect()
+    }
+
+    /// Kids of rows the last load refused because their MAC did not authenticate them
+    /// (planted or altered by a database writer), or because they claimed to be published
+    /// for longer than any rotation allows.
+    pub fn rejected_rows(&self) -> Vec<String> {
+        self.current().rejected.clone()
     }
 
     /// The kid that currently signs for `algorithm`.

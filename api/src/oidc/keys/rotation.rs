@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::KeyError;
 use super::kek::KeyEncryptionKey;
+use super::row_mac::RowKey;
 use super::state::KeyState;
 use super::store::{Change, KeyRow, NewKey, chrono_duration, format_time, parse_time};
 use crate::lifetimes::{KEY_RELOAD_INTERVAL, MAX_TOKEN_LIFETIME};
@@ -77,6 +78,7 @@ pub(super) fn plan_rotation(
     now: DateTime<Utc>,
     policy: &KeyPolicy,
     kek: &KeyEncryptionKey,
+    row_key: &RowKey,
     fresh: &mut BTreeMap<SigningAlgorithm, NewKey>,
 ) -> Result<(Vec<Change>, RotationReport), KeyError> {
     let mut changes = Vec::new();
@@ -129,16 +131,40 @@ pub(super) fn plan_rotation(
             next: new_next.kid.clone(),
         });
         // Order matters for the unique indexes: retire, then activate, then add the next key.
+        let not_after = format_time(retired_until);
         changes.push(Change::Retire {
+            mac: row_key.mac(
+                &active.kid,
+                algorithm,
+                KeyState::Retired,
+                Some(&not_after),
+                &active.public_jwk,
+            ),
             kid: active.kid.clone(),
             at: at.clone(),
-            not_after: format_time(retired_until),
+            not_after,
         });
         changes.push(Change::Activate {
+            mac: row_key.mac(
+                &next.kid,
+                algorithm,
+                KeyState::Active,
+                None,
+                &next.public_jwk,
+            ),
             kid: next.kid.clone(),
             at: at.clone(),
         });
-        changes.push(Change::InsertNext(new_next));
+        changes.push(Change::InsertNext {
+            mac: row_key.mac(
+                &new_next.kid,
+                algorithm,
+                KeyState::Next,
+                None,
+                &new_next.public_jwk,
+            ),
+            key: new_next,
+        });
     }
     Ok((changes, report))
 }

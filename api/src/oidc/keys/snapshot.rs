@@ -9,8 +9,10 @@ use serde_json::Value;
 use super::error::KeyError;
 use super::jwk::{PublicKey, Signer};
 use super::kek::KeyEncryptionKey;
+use super::rotation::KeyPolicy;
+use super::row_mac::RowKey;
 use super::state::KeyState;
-use super::store::{KeyRow, parse_time};
+use super::store::{KeyRow, chrono_duration, parse_time, refuse_wrong_kek};
 use crate::oidc::algorithm::SigningAlgorithm;
 
 /// A published key, as a replica holds it.
@@ -32,19 +34,34 @@ impl Published {
 pub(super) struct Snapshot {
     pub(super) keys: Vec<Published>,
     pub(super) signers: BTreeMap<SigningAlgorithm, (String, Signer)>,
+    /// Kids of rows refused: not authenticated by their MAC, or published for too long.
+    pub(super) rejected: Vec<String>,
 }
 
 impl Snapshot {
-    /// Decrypts the active and next keys (next too, so a damaged one is noticed before it is
+    /// Leaves out every row its MAC does not authenticate (a database writer's), then
+    /// decrypts the active and next keys (next too, so a damaged one is noticed before it is
     /// due to sign) and checks every row's kid and JWK. Retired keys' private halves are never
-    /// decrypted: they no longer sign.
+    /// decrypted: they no longer sign. A retired key claiming publication beyond what any
+    /// rotation sets (now + the longest token lifetime + the grace) is left out too.
     pub(super) fn build(
         rows: &[KeyRow],
         kek: &KeyEncryptionKey,
         now: DateTime<Utc>,
     ) -> Result<Self, KeyError> {
         let mut snapshot = Self::default();
+        let row_key = RowKey::new(kek)?;
+        refuse_wrong_kek(rows, &row_key, kek)?;
+        let policy = KeyPolicy::default();
+        let longest = now
+            + chrono_duration(policy.max_token_lifetime)
+            + chrono_duration(policy.retirement_grace);
         for row in rows {
+            if !row_key.authenticates(row) {
+                tracing::error!(kid = %row.kid, state = %row.state, "a signing key row is not authenticated by the key-encryption key (planted or altered); it is neither published nor trusted");
+                snapshot.rejected.push(row.kid.clone());
+                continue;
+            }
             let algorithm = row.algorithm()?;
             let state = row.state()?;
             let not_after = match (&row.not_after, state) {
@@ -52,6 +69,11 @@ impl Snapshot {
                 (None, KeyState::Retired) => return Err(row.corrupt("retired without not_after")),
                 _ => None,
             };
+            if not_after.is_some_and(|until| until > longest) {
+                tracing::error!(kid = %row.kid, "a retired signing key claims publication beyond any rotation's; it is neither published nor trusted");
+                snapshot.rejected.push(row.kid.clone());
+                continue;
+            }
             let jwk: Value = serde_json::from_str(&row.public_jwk)
                 .map_err(|e| row.corrupt(format!("the public JWK is not JSON ({e})")))?;
             let public = PublicKey::from_jwk(&jwk)

@@ -6,8 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::error::KeyError;
-use super::jwk::Signer;
+use super::jwk::{PublicKey, Signer};
 use super::kek::KeyEncryptionKey;
+use super::row_mac::RowKey;
 use super::state::KeyState;
 use crate::db::{Database, Write, WriteScope};
 use crate::oidc::algorithm::SigningAlgorithm;
@@ -23,6 +24,8 @@ pub(super) struct KeyRow {
     pub(super) kek_id: String,
     pub(super) private_key: Vec<u8>,
     pub(super) public_jwk: String,
+    /// See `row_mac.rs`; absent on rows written before migration 0011 until they are sealed.
+    pub(super) mac: Option<String>,
 }
 
 pub(super) type RowTuple = (
@@ -34,11 +37,12 @@ pub(super) type RowTuple = (
     String,
     Vec<u8>,
     String,
+    Option<String>,
 );
 
 impl From<RowTuple> for KeyRow {
     fn from(
-        (kid, algorithm, state, created_at, not_after, kek_id, private_key, public_jwk): RowTuple,
+        (kid, algorithm, state, created_at, not_after, kek_id, private_key, public_jwk, mac): RowTuple,
     ) -> Self {
         Self {
             kid,
@@ -49,6 +53,7 @@ impl From<RowTuple> for KeyRow {
             kek_id,
             private_key,
             public_jwk,
+            mac,
         }
     }
 }
@@ -69,6 +74,22 @@ impl KeyRow {
     pub(super) fn state(&self) -> Result<KeyState, KeyError> {
         KeyState::parse(&self.state)
             .ok_or_else(|| self.corrupt(format!("unknown state {:?}", self.state)))
+    }
+
+    /// Whether the sealed private key opens under `kek` and matches the public JWK.
+    pub(super) fn check_private_key(&self, kek: &KeyEncryptionKey) -> Result<(), KeyError> {
+        self.check_kek(kek)?;
+        let algorithm = self.algorithm()?;
+        let jwk: serde_json::Value = serde_json::from_str(&self.public_jwk)
+            .map_err(|e| self.corrupt(format!("the public JWK is not JSON ({e})")))?;
+        let public = PublicKey::from_jwk(&jwk)
+            .ok_or_else(|| self.corrupt("the public JWK is not a supported key"))?;
+        let pkcs8 = kek.open(&self.kid, &self.private_key)?;
+        let signer = Signer::from_pkcs8(algorithm, &pkcs8).map_err(|e| self.corrupt(e))?;
+        if signer.public_key().as_ref() != Some(&public) || public.thumbprint() != self.kid {
+            return Err(self.corrupt("the private key does not match the public JWK and kid"));
+        }
+        Ok(())
     }
 
     pub(super) fn check_kek(&self, kek: &KeyEncryptionKey) -> Result<(), KeyError> {
@@ -115,18 +136,23 @@ impl NewKey {
     }
 }
 
-/// One step of a rotation, applied inside its transaction.
+/// One step of a rotation, applied inside its transaction; each carries the row's new MAC.
 pub(super) enum Change {
     Retire {
         kid: String,
         at: String,
         not_after: String,
+        mac: String,
     },
     Activate {
         kid: String,
         at: String,
+        mac: String,
     },
-    InsertNext(NewKey),
+    InsertNext {
+        key: NewKey,
+        mac: String,
+    },
 }
 
 /// Fixed-width UTC text, so that times compare correctly as strings in SQL.
@@ -156,7 +182,7 @@ macro_rules! key_store {
             ) -> Result<Vec<KeyRow>, sqlx::Error> {
                 let rows: Vec<RowTuple> = sqlx::query_as(
                     "SELECT kid, algorithm, state, created_at, not_after, kek_id, private_key, \
-                     public_jwk FROM oidc_signing_keys ORDER BY created_at, kid",
+                     public_jwk, mac FROM oidc_signing_keys ORDER BY created_at, kid",
                 )
                 .fetch_all(&mut *conn)
                 .await?;
@@ -170,12 +196,13 @@ macro_rules! key_store {
                 key: &NewKey,
                 state: KeyState,
                 now: &str,
+                mac: &str,
             ) -> Result<bool, sqlx::Error> {
                 let activated_at = (state == KeyState::Active).then_some(now);
                 let done = sqlx::query(
                     "INSERT INTO oidc_signing_keys (kid, algorithm, state, created_at, \
-                     activated_at, kek_id, private_key, public_jwk) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                     activated_at, kek_id, private_key, public_jwk, mac) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
                 )
                 .bind(&key.kid)
                 .bind(key.algorithm.as_str())
@@ -185,6 +212,7 @@ macro_rules! key_store {
                 .bind(&key.kek_id)
                 .bind(&key.private_key)
                 .bind(&key.public_jwk)
+                .bind(mac)
                 .execute(&mut *conn)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -196,29 +224,36 @@ macro_rules! key_store {
                 now: &str,
             ) -> Result<(), sqlx::Error> {
                 match change {
-                    Change::Retire { kid, at, not_after } => {
+                    Change::Retire {
+                        kid,
+                        at,
+                        not_after,
+                        mac,
+                    } => {
                         sqlx::query(
                             "UPDATE oidc_signing_keys SET state = 'retired', retired_at = $2, \
-                             not_after = $3 WHERE kid = $1 AND state = 'active'",
+                             not_after = $3, mac = $4 WHERE kid = $1 AND state = 'active'",
                         )
                         .bind(kid)
                         .bind(at)
                         .bind(not_after)
+                        .bind(mac)
                         .execute(&mut *conn)
                         .await?;
                     }
-                    Change::Activate { kid, at } => {
+                    Change::Activate { kid, at, mac } => {
                         sqlx::query(
-                            "UPDATE oidc_signing_keys SET state = 'active', activated_at = $2 \
-                             WHERE kid = $1 AND state = 'next'",
+                            "UPDATE oidc_signing_keys SET state = 'active', activated_at = $2, \
+                             mac = $3 WHERE kid = $1 AND state = 'next'",
                         )
                         .bind(kid)
                         .bind(at)
+                        .bind(mac)
                         .execute(&mut *conn)
                         .await?;
                     }
-                    Change::InsertNext(key) => {
-                        insert(conn, key, KeyState::Next, now).await?;
+                    Change::InsertNext { key, mac } => {
+                        insert(conn, key, KeyState::Next, now, mac).await?;
                     }
                 }
                 Ok(())
@@ -236,6 +271,20 @@ macro_rules! key_store {
                 .bind(now)
                 .fetch_all(&mut *conn)
                 .await
+            }
+
+            /// Records the MAC of a row written before migration 0011.
+            pub(in crate::oidc::keys) async fn seal(
+                conn: &mut $conn,
+                kid: &str,
+                mac: &str,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query("UPDATE oidc_signing_keys SET mac = $2 WHERE kid = $1 AND mac IS NULL")
+                    .bind(kid)
+                    .bind(mac)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
             }
         }
     };
@@ -262,21 +311,89 @@ pub(super) async fn insert_if_absent(
     key: &NewKey,
     state: KeyState,
     now: &str,
+    mac: &str,
 ) -> Result<bool, sqlx::Error> {
     let mut write = db.begin_write(WriteScope::Statement).await?;
     let inserted = match &mut write {
-        Write::Sqlite { tx, .. } => sqlite_store::insert(tx, key, state, now).await?,
-        Write::Postgres(pg) => postgres_store::insert(pg.connection(), key, state, now).await?,
+        Write::Sqlite { tx, .. } => sqlite_store::insert(tx, key, state, now, mac).await?,
+        Write::Postgres(pg) => {
+            postgres_store::insert(pg.connection(), key, state, now, mac).await?
+        }
     };
     write.commit().await?;
     Ok(inserted)
+}
+
+/// Gives rows written before migration 0011 their MAC, each only after its sealed private key
+/// opened under `kek` and matched its public JWK: what a database writer plants does not.
+async fn seal_legacy_rows(
+    db: &Database,
+    kek: &KeyEncryptionKey,
+    row_key: &RowKey,
+) -> Result<(), KeyError> {
+    for row in fetch_rows(db).await? {
+        if row.mac.is_some() {
+            continue;
+        }
+        if let Err(e) = row.check_private_key(kek) {
+            tracing::error!(kid = %row.kid, error = %e, "a signing key row without a MAC does not open under the key-encryption key; it is not trusted");
+            continue;
+        }
+        let mac = row_key.mac(
+            &row.kid,
+            row.algorithm()?,
+            row.state()?,
+            row.not_after.as_deref(),
+            &row.public_jwk,
+        );
+        let mut write = db.begin_write(WriteScope::Statement).await?;
+        match &mut write {
+            Write::Sqlite { tx, .. } => sqlite_store::seal(tx, &row.kid, &mac).await?,
+            Write::Postgres(pg) => postgres_store::seal(pg.connection(), &row.kid, &mac).await?,
+        }
+        write.commit().await?;
+        tracing::info!(kid = %row.kid, "sealed a signing key row written before row MACs");
+    }
+    Ok(())
+}
+
+/// When rows exist but none is authenticated, the likeliest cause is another key-encryption
+/// key than the one the keys were made with: name it (or the row that does not decrypt)
+/// rather than carry on without keys.
+pub(super) fn refuse_wrong_kek(
+    rows: &[KeyRow],
+    row_key: &RowKey,
+    kek: &KeyEncryptionKey,
+) -> Result<(), KeyError> {
+    if rows.iter().any(|row| row_key.authenticates(row)) {
+        return Ok(());
+    }
+    for row in rows {
+        row.check_kek(kek)?;
+        if row.state()? != KeyState::Retired {
+            row.check_private_key(kek)?;
+        }
+    }
+    Ok(())
+}
+
+/// The rows whose MAC authenticates them, and the kids of the others (which loading the
+/// snapshot reports).
+pub(super) fn authentic(rows: Vec<KeyRow>, row_key: &RowKey) -> (Vec<KeyRow>, Vec<String>) {
+    let (good, bad): (Vec<KeyRow>, Vec<KeyRow>) =
+        rows.into_iter().partition(|row| row_key.authenticates(row));
+    (good, bad.into_iter().map(|row| row.kid).collect())
 }
 
 /// Creates whatever active or next key is missing. Concurrent callers each try to insert;
 /// the partial unique indexes let exactly one key per (algorithm, state) in, and the losers'
 /// keys are simply dropped.
 pub(super) async fn ensure_keys(db: &Database, kek: &KeyEncryptionKey) -> Result<(), KeyError> {
-    let rows = fetch_rows(db).await?;
+    let row_key = RowKey::new(kek)?;
+    seal_legacy_rows(db, kek, &row_key).await?;
+    let all = fetch_rows(db).await?;
+    refuse_wrong_kek(&all, &row_key, kek)?;
+    let (rows, _) = authentic(all, &row_key);
     let mut present = Vec::new();
     for row in &rows {
         let state = row.state()?;
@@ -293,7 +410,8 @@ pub(super) async fn ensure_keys(db: &Database, kek: &KeyEncryptionKey) -> Result
                 continue;
             }
             let key = NewKey::generate(algorithm, kek)?;
-            if insert_if_absent(db, &key, state, &now).await? {
+            let mac = row_key.mac(&key.kid, algorithm, state, None, &key.public_jwk);
+            if insert_if_absent(db, &key, state, &now, &mac).await? {
                 tracing::info!(kid = %key.kid, %algorithm, %state, "created a signing key");
             }
         }

@@ -6,6 +6,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::pending_limit::PendingRequestLimit;
+use super::requests::MAX_PENDING_REQUESTS;
 use crate::db::{Database, WriteScope, on_write};
 use crate::lifetimes::{CODE_LIFETIME, millis};
 
@@ -33,17 +39,46 @@ pub enum StoreError {
     Random,
     #[error("stored identity is unreadable: {0}")]
     Identity(#[from] serde_json::Error),
+    #[error("{0} authorization requests are pending, the most this installation keeps")]
+    TooManyPending(i64),
 }
 
 /// The sign-in state of the database. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct FlowStore {
     pub(super) db: Database,
+    /// Pending authorization requests kept at most, all addresses together.
+    pub(super) max_pending: i64,
+    /// Authorization requests started per address (this replica).
+    pub(super) pending_per_source: Arc<PendingRequestLimit>,
 }
 
 impl FlowStore {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            max_pending: MAX_PENDING_REQUESTS,
+            pending_per_source: Arc::default(),
+        }
+    }
+
+    /// The same store letting one address start `per_minute` authorization requests a
+    /// minute.
+    pub fn with_requests_per_source(mut self, per_minute: u32) -> Self {
+        self.pending_per_source = Arc::new(PendingRequestLimit::new(per_minute));
+        self
+    }
+
+    /// The same store keeping at most `max` pending authorization requests.
+    pub fn with_max_pending(mut self, max: i64) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// Counts an authorization request about to be stored for `source`; `Err` with how long
+    /// the address must wait when it started too many this minute.
+    pub fn admit_request_from(&self, source: IpAddr) -> Result<(), Duration> {
+        self.pending_per_source.admit(source, Instant::now())
     }
 
     /// Deletes expired requests, codes, refresh tokens, sessions and revocations (used codes

@@ -11,6 +11,7 @@
 
 mod codes;
 mod flow_store;
+mod pending_limit;
 mod refresh_tokens;
 mod requests;
 mod revocations;
@@ -19,7 +20,8 @@ mod sign_in;
 
 pub use codes::{Exchange, RedeemedCode, ReplayedCode};
 pub use flow_store::{FlowStore, StoreError, hash, random_token};
+pub use pending_limit::{REQUESTS_PER_SOURCE, WINDOW as REQUESTS_WINDOW};
 pub use refresh_tokens::{RefreshInfo, RefreshUse, Rotation, UsableRefresh};
-pub use requests::PendingRequest;
+pub use requests::{MAX_PENDING_REQUESTS, PendingRequest};
 pub use sessions::Session;
 pub use sign_in::CompletedLogin;

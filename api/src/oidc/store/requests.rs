@@ -8,6 +8,11 @@ use crate::db::{WriteScope, on_pool, on_write};
 use crate::lifetimes::{AUTHORIZATION_REQUEST_LIFETIME, millis};
 use crate::oidc::request::ValidRequest;
 
+/// Pending authorization requests kept at most, all addresses together: unauthenticated
+/// requests cannot grow the table beyond this (with [`super::REQUESTS_PER_SOURCE`] a minute
+/// per address, one address alone cannot fill it).
+pub const MAX_PENDING_REQUESTS: i64 = 100_000;
+
 /// A pending request as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PendingRequest {
@@ -49,12 +54,16 @@ impl FlowStore {
         let id = random_token()?;
         let csrf = random_token()?;
         let expires_at = Utc::now().timestamp_millis() + millis(AUTHORIZATION_REQUEST_LIFETIME);
+        let now = Utc::now().timestamp_millis();
         let mut write = self.db.begin_write(WriteScope::Statement).await?;
-        on_write!(&mut write, |conn| {
+        let inserted = on_write!(&mut write, |conn| {
+            // Inserted only while fewer than the cap are pending, in the same statement.
             sqlx::query(
                 "INSERT INTO oidc_authorization_requests (id, client_id, redirect_uri, scope, \
                  state, nonce, code_challenge, csrf_hash, locale, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+                 WHERE (SELECT COUNT(*) FROM oidc_authorization_requests \
+                        WHERE expires_at > $11) < $12",
             )
             .bind(hash(&id))
             .bind(&request.client_id)
@@ -66,10 +75,16 @@ impl FlowStore {
             .bind(hash(&csrf))
             .bind(locale)
             .bind(expires_at)
+            .bind(now)
+            .bind(self.max_pending)
             .execute(&mut *conn)
-            .await?;
+            .await?
+            .rows_affected()
         });
         write.commit().await?;
+        if inserted == 0 {
+            return Err(StoreError::TooManyPending(self.max_pending));
+        }
         Ok((id, csrf))
     }
 
