@@ -105,7 +105,7 @@ seccompProfile:
 {{/* The configuration file the chart writes when no existing Secret is named. */}}
 {{- define "novads.configFile" -}}
 {{- $config := dict -}}
-{{- $_ := set $config "server" (dict "listen" (printf "0.0.0.0:%d" (int .Values.serve.port)) "issuer" .Values.serve.issuer "shutdown_grace_seconds" (int .Values.serve.shutdownGraceSeconds) "key_encryption_key_file" (include "novads.kekPath" .)) -}}
+{{- $_ := set $config "server" (dict "listen" (printf "0.0.0.0:%d" (int .Values.serve.port)) "management_listen" (printf "0.0.0.0:%d" (int .Values.serve.managementPort)) "issuer" .Values.serve.issuer "shutdown_grace_seconds" (int .Values.serve.shutdownGraceSeconds) "key_encryption_key_file" (include "novads.kekPath" .)) -}}
 {{- if eq .Values.database.type "postgres" }}
 {{- /* The URL itself comes from NOVADS_DATABASE_URL (the Secret); this is its placeholder. */}}
 {{- $_ := set $config "database" "postgres://from-NOVADS_DATABASE_URL/novads" -}}
