@@ -209,8 +209,11 @@ impl CollectFederation for ConfiguredFederation {
     fn collect(
         &self,
         now: DateTime<Utc>,
+        admin_groups: Vec<novads_monitor::facts::AdminGroups>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = FactsDocument> + Send + '_>> {
-        Box::pin(novads_api::compliance::collect_configured(&self.0, now))
+        Box::pin(async move {
+            novads_api::compliance::collect_configured(&self.0, now, &admin_groups).await
+        })
     }
 }
 
@@ -587,12 +590,14 @@ async fn policies_eval(args: EvalArgs) -> Result<(), CliError> {
     let now = args.now.unwrap_or_else(Utc::now);
     let mut facts = FactsDocument::default();
     let mut exemptions = Vec::new();
+    let mut admin_groups = Vec::new();
     if !args.files.is_empty() {
         let documents = read_documents(&args.files)?;
         let objects = novads_operator::compliance::ClusterObjects::from_yaml(&documents)
             .map_err(|e| CliError::Input(e.to_string()))?;
         facts = novads_operator::compliance::cluster_facts(&objects, now);
         exemptions = novads_operator::compliance::exemptions(&objects).map_err(CliError::Input)?;
+        admin_groups = novads_operator::compliance::admin_groups(&objects);
     }
     if let Some(path) = &args.facts {
         let text = std::fs::read_to_string(path)
@@ -609,7 +614,7 @@ async fn policies_eval(args: EvalArgs) -> Result<(), CliError> {
         facts.merge(document);
     }
     if let Some(config) = &config {
-        facts.merge(novads_api::compliance::collect_configured(config, now).await);
+        facts.merge(novads_api::compliance::collect_configured(config, now, &admin_groups).await);
     }
     facts.sources.entry(Source::Federation).or_insert_with(|| {
         SourceState::NotCollected("federation facts not collected (no --config)".into())

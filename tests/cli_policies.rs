@@ -603,10 +603,29 @@ async fn eval_with_config_collects_federation_facts_from_the_database_and_the_re
             .starts_with("1 identities gone"),
         "{departed}"
     );
-    // Stale accounts are not collected yet: the check cannot pass.
+    // Every enabled account of the fresh directory was created or signed in today.
+    let stale = result_on(&json, "accounts.stale", "talsi");
+    assert_eq!(stale["result"], "pass", "{stale}");
+    assert!(
+        stale["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("4 enabled accounts; the longest without a sign-in 0 days"),
+        "{stale}"
+    );
+    // The Municipality's adminGroups (it-admins) counted in the realm's directory: jana.
+    let admins = result_on(&json, "accounts.admins-per-municipality", "talsi");
+    assert_eq!(admins["result"], "pass", "{admins}");
+    assert!(
+        admins["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("1 people hold the admin role"),
+        "{admins}"
+    );
     assert_eq!(
-        result_on(&json, "accounts.stale", "talsi")["result"],
-        "error"
+        result_on(&json, "accounts.shared-admin", "talsi")["result"],
+        "pass"
     );
     // Cluster checks still run on the objects.
     assert_eq!(

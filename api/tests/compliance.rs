@@ -1,5 +1,5 @@
 //! Federation facts for the security monitor, collected from a real database on SQLite and
-//! PostgreSQL and evaluated with the shipped policies.
+//! PostgreSQL and a real directory (slapd), and evaluated with the shipped policies.
 
 mod support;
 
@@ -10,8 +10,11 @@ use novads_api::compliance::{self, PLATFORM_SUBJECT};
 use novads_api::config;
 use novads_api::db::Database;
 use novads_api::federation::audit::{self, AuditEvent, AuditEventKind, AuditReason};
+use novads_api::federation::directory::ldap::LdapDirectory;
 use novads_api::oidc::keys::{KeyEncryptionKey, SigningKeys};
+use novads_monitor::facts::{AdminGroups, MunicipalityInfo, Profile};
 use novads_monitor::{FactsDocument, Outcome, PolicySet, SourceState, SubjectKind};
+use novads_testkit::{Municipality, Slapd};
 
 const CONFIG: &str = r#"
 server: {listen: "127.0.0.1:0", issuer: "https://sso.example.lv"}
@@ -40,6 +43,49 @@ fn event(kind: AuditEventKind, realm: &str, hours_ago: i64) -> AuditEvent {
     event
 }
 
+/// A shared account `admin` in Talsi's `accounting` group, beside the fixture's people.
+const SHARED_ADMIN: &str = "dn: uid=admin,ou=people,dc=talsi,dc=lv
+objectClass: inetOrgPerson
+uid: admin
+cn: Talsu administrators
+sn: Administrators
+userPassword: Shared-Admin-1
+";
+const SHARED_ADMIN_IN_ACCOUNTING: &str = "dn: cn=accounting,ou=groups,dc=talsi,dc=lv
+changetype: modify
+add: member
+member: uid=admin,ou=people,dc=talsi,dc=lv
+";
+
+/// Talsi's fixture directory with the shared account added.
+async fn talsi_directory() -> Option<Slapd> {
+    let slapd = Slapd::start(Municipality::Talsi).await?;
+    slapd.ldapadd(SHARED_ADMIN).await.expect("add admin");
+    slapd
+        .ldapmodify(SHARED_ADMIN_IN_ACCOUNTING)
+        .await
+        .expect("add member");
+    Some(slapd)
+}
+
+fn talsi_ldap(slapd: &Slapd) -> config::LdapConfig {
+    let m = slapd.municipality();
+    let mut ldap = config::LdapConfig::new(vec![slapd.url()], m.people_base());
+    ldap.insecure = true;
+    ldap.bind_dn = Some(m.service_dn().to_owned());
+    ldap.bind_password = Some(m.service_password().to_owned());
+    ldap.timeout_seconds = 2;
+    ldap
+}
+
+fn admin_groups(municipality: &str, realm: &str, groups: &[&str]) -> AdminGroups {
+    AdminGroups {
+        municipality: municipality.into(),
+        realm: realm.into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
 fn outcome(evaluation: &novads_monitor::Evaluation, check: &str, subject: &str) -> Outcome {
     evaluation
         .results
@@ -58,12 +104,23 @@ fn policies() -> PolicySet {
 
 #[tokio::test]
 async fn federation_facts_from_the_database_and_the_configuration() {
+    let Some(slapd) = talsi_directory().await else {
+        return;
+    };
+    let talsi_ldap = talsi_ldap(&slapd);
+    let talsi_ldap = &talsi_ldap;
     support::each_backend_with_owner(|db, owner| async move {
         let backend = db.backend();
         let mut config = config::parse(CONFIG).expect("config parses");
+        config.realms[0].ldap = Some(talsi_ldap.clone());
         let kek = support::test_kek_file();
         config.server.key_encryption_key_file = Some(kek.path().to_owned());
         let log = audit::AuditLog::start(db.clone(), support::audit_key());
+        // ilze last signed in 100 days ago; jana an hour ago.
+        let mut ilze = event(AuditEventKind::LoginSucceeded, "talsi", 24 * 100);
+        ilze.username = Some("ilze@talsi".into());
+        ilze.subject = Some("talsi:ilze-entry".into());
+        log.append(ilze).await.expect("append");
         // Ten days ago a lockout; today three attempts in talsi, one failed, one lockout.
         log.append(event(AuditEventKind::LockedOut, "talsi", 24 * 10))
             .await
@@ -110,8 +167,21 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         }
         .expect("session");
 
+        let mut jana = event(AuditEventKind::LoginSucceeded, "talsi", 1);
+        jana.username = Some("jana@talsi".into());
+        log.append(jana).await.expect("append");
+
         let now = Utc::now();
-        let facts = compliance::collect(&config, &db, now)
+        let municipalities = [
+            // Talsi: it-admins is jana alone.
+            admin_groups("talsi", "talsi", &["it-admins"]),
+            // Another tenancy of the same realm: jana, janis.berzins, ilze, disabled and the
+            // shared admin.
+            admin_groups("talsi-services", "talsi", &["vpvkac-staff", "accounting"]),
+            admin_groups("kuldiga", "kuldiga", &["it-admins"]),
+            admin_groups("riga", "riga", &["it-admins"]),
+        ];
+        let facts = compliance::collect(&config, &db, now, &municipalities)
             .await
             .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
         assert_eq!(
@@ -129,9 +199,9 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         };
         let platform = subject(SubjectKind::Platform, PLATFORM_SUBJECT);
         assert_eq!(platform["audit_chain_intact"], true, "{backend:?}");
-        assert_eq!(platform["audit_rows_verified"], 7, "{backend:?}");
+        assert_eq!(platform["audit_rows_verified"], 9, "{backend:?}");
         assert_eq!(platform["audit_retention_days"], 400);
-        assert_eq!(platform["audit_oldest_event_age_days"], 10, "{backend:?}");
+        assert_eq!(platform["audit_oldest_event_age_days"], 100, "{backend:?}");
         assert_eq!(platform["signing_key_age_days"], 0, "{backend:?}");
         assert_eq!(platform["next_signing_key_published"], true, "{backend:?}");
         assert!(!platform.contains_key("clock_offset_ms"));
@@ -140,13 +210,46 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         assert_eq!(talsi["directory_tls"], false);
         assert_eq!(talsi["directory_certificate_verified"], false);
         assert_eq!(talsi["lockout_threshold"], 5);
-        assert_eq!(talsi["sign_ins_24h"], 3, "{backend:?}");
+        assert_eq!(talsi["sign_ins_24h"], 4, "{backend:?}");
         assert_eq!(talsi["failed_sign_ins_24h"], 1, "{backend:?}");
         assert_eq!(talsi["lockouts_24h"], 1, "{backend:?}");
         assert_eq!(talsi["lockouts_daily_average_7d"], 1.0 / 7.0, "{backend:?}");
-        // Nobody holds access in talsi; the other directory facts are not collected.
+        // Nobody holds access in talsi.
         assert_eq!(talsi["departed_with_access"], 0, "{backend:?}");
-        assert!(!talsi.contains_key("enabled_accounts_days_since_sign_in"));
+        // Six accounts, five enabled (`disabled` is locked by an administrator): ilze 100
+        // days without a sign-in, jana signed in today, the others were created today.
+        assert_eq!(talsi["directory_accounts"], 6, "{backend:?}");
+        assert_eq!(talsi["directory_listing_truncated"], false);
+        let mut days: Vec<i64> = serde_json::from_value(
+            talsi["enabled_accounts_days_since_sign_in"].clone(),
+        )
+        .expect("a list of days");
+        days.sort_unstable();
+        assert_eq!(days, [0, 0, 0, 0, 100], "{backend:?}");
+        let municipality = |name: &str| {
+            facts
+                .subjects
+                .iter()
+                .find(|s| s.kind == SubjectKind::Municipality && s.name == name)
+                .unwrap_or_else(|| panic!("{backend:?}: no municipality {name}"))
+        };
+        let talsi_admins = &municipality("talsi").facts;
+        assert_eq!(talsi_admins["admin_members"], 1);
+        assert_eq!(talsi_admins["generic_admin_accounts"], 0);
+        let services = &municipality("talsi-services").facts;
+        assert_eq!(services["admin_members"], 5);
+        assert_eq!(services["generic_admin_accounts"], 1);
+        for (name, reason) in [
+            ("kuldiga", "directory of realm kuldiga"),
+            ("riga", "realm riga of municipality riga is not configured"),
+        ] {
+            let SourceState::Failed(failed) =
+                &municipality(name).sources[&novads_monitor::Source::Federation]
+            else {
+                panic!("{backend:?}: {name}'s admins cannot be counted");
+            };
+            assert!(failed.contains(reason), "{failed}");
+        }
         let kuldiga = subject(SubjectKind::Realm, "kuldiga");
         assert_eq!(kuldiga["directory_tls"], true);
         assert_eq!(kuldiga["sign_ins_24h"], 1, "{backend:?}");
@@ -162,6 +265,15 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         assert!(reason.contains("directory of realm kuldiga"), "{reason}");
 
         let set = policies();
+        // The cluster's facts describe the municipalities (namespace, profile).
+        let mut facts = facts;
+        for m in &municipalities {
+            facts.municipalities.push(MunicipalityInfo {
+                name: m.municipality.clone(),
+                namespace: format!("muni-{}", m.municipality),
+                profile: Profile::Standard,
+            });
+        }
         let evaluation = novads_monitor::evaluate(&set, &facts, &[], now);
         assert_eq!(
             outcome(&evaluation, "audit.chain-intact", PLATFORM_SUBJECT),
@@ -182,8 +294,28 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         );
         assert_eq!(
             outcome(&evaluation, "accounts.stale", "talsi"),
-            Outcome::Error
+            Outcome::Fail
         );
+        for (check, subject, expected) in [
+            ("accounts.admins-per-municipality", "talsi", Outcome::Pass),
+            ("accounts.shared-admin", "talsi", Outcome::Pass),
+            ("accounts.admins-per-municipality", "talsi-services", Outcome::Fail),
+            ("accounts.shared-admin", "talsi-services", Outcome::Fail),
+            // A directory that does not answer, a realm that is not configured: errors.
+            ("accounts.admins-per-municipality", "kuldiga", Outcome::Error),
+            ("accounts.shared-admin", "riga", Outcome::Error),
+        ] {
+            let result = evaluation
+                .results
+                .iter()
+                .find(|r| r.check == check && r.subject.name == subject)
+                .unwrap_or_else(|| panic!("no result of {check} on {subject}"));
+            assert_eq!(
+                result.outcome, expected,
+                "{backend:?}: {check} on {subject}: {}",
+                result.message.en
+            );
+        }
 
         // Someone with direct database access edits a row.
         let disable_trigger = match &owner {
@@ -197,7 +329,7 @@ async fn federation_facts_from_the_database_and_the_configuration() {
             .execute("UPDATE audit_events SET reason = 'trust_denied' WHERE id = 3")
             .await
             .expect("tamper");
-        let facts = compliance::collect(&config, &db, now)
+        let facts = compliance::collect(&config, &db, now, &[])
             .await
             .expect("collect");
         let evaluation = novads_monitor::evaluate(&set, &facts, &[], now);
@@ -215,7 +347,7 @@ async fn an_unreachable_database_gives_errors_never_passes() {
     let mut config = config::parse(CONFIG).expect("config parses");
     let dir = tempfile::tempdir().expect("tempdir");
     config.database = format!("sqlite://{}", dir.path().join("missing.db").display());
-    let facts: FactsDocument = compliance::collect_configured(&config, Utc::now()).await;
+    let facts: FactsDocument = compliance::collect_configured(&config, Utc::now(), &[]).await;
     let SourceState::Failed(reason) = &facts.sources[&novads_monitor::Source::Federation] else {
         panic!("the federation source failed: {:?}", facts.sources);
     };
@@ -257,4 +389,87 @@ async fn an_unreachable_database_gives_errors_never_passes() {
             .iter()
             .all(|r| r.outcome != Outcome::Pass)
     );
+}
+
+#[tokio::test]
+async fn directory_listings_are_bounded_and_fail_with_the_reason() {
+    let Some(slapd) = talsi_directory().await else {
+        return;
+    };
+    let ldap = talsi_ldap(&slapd);
+    let password = ldap.bind_password.clone();
+    let directory = LdapDirectory::new(&ldap, password.clone(), None);
+
+    let listing = directory.accounts(100).await.expect("listing");
+    assert!(!listing.truncated);
+    let mut names: Vec<&str> = listing
+        .accounts
+        .iter()
+        .map(|a| a.username.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "admin",
+            "disabled",
+            "ilze",
+            "jana",
+            "janis.berzins",
+            "lockout"
+        ]
+    );
+    let account = |name: &str| {
+        listing
+            .accounts
+            .iter()
+            .find(|a| a.username == name)
+            .expect("listed")
+    };
+    assert_eq!(account("jana").groups, ["it-admins", "vpvkac-staff"]);
+    assert_eq!(account("admin").groups, ["accounting"]);
+    assert!(!account("disabled").enabled, "locked by an administrator");
+    assert!(account("jana").enabled && account("jana").person);
+    assert!(account("jana").created.is_some(), "createTimestamp is read");
+    assert_ne!(account("jana").id, "uid=jana,ou=people,dc=talsi,dc=lv");
+
+    // Groups from the group entries (`group_search`) when the user entry carries none.
+    let mut searched = ldap.clone();
+    searched.attributes.groups = "novadsNoSuchAttribute".into();
+    searched.group_search = Some(config::GroupSearchConfig {
+        base: slapd.municipality().groups_base().into(),
+        filter: "(member={dn})".into(),
+        name_attribute: "cn".into(),
+        nested_depth: 1,
+    });
+    let by_search = LdapDirectory::new(&searched, password.clone(), None)
+        .accounts(100)
+        .await
+        .expect("listing");
+    let groups_of = |name: &str| {
+        by_search
+            .accounts
+            .iter()
+            .find(|a| a.username == name)
+            .map(|a| a.groups.clone())
+            .expect("listed")
+    };
+    assert_eq!(groups_of("jana"), ["it-admins", "vpvkac-staff"]);
+    assert_eq!(groups_of("janis.berzins"), ["vpvkac-staff"]);
+    assert_eq!(groups_of("admin"), ["accounting"]);
+    assert!(groups_of("lockout").is_empty());
+
+    // Paged in pages smaller than the directory, stopped at the limit.
+    let listing = directory.accounts(2).await.expect("listing");
+    assert_eq!(listing.accounts.len(), 2);
+    assert!(listing.truncated);
+
+    // A directory that does not answer names itself.
+    let mut down = ldap.clone();
+    down.urls = vec![slapd.down_url()];
+    let error = LdapDirectory::new(&down, password, None)
+        .accounts(100)
+        .await
+        .expect_err("the directory is down");
+    assert!(error.contains(&slapd.down_url()), "{error}");
 }

@@ -59,6 +59,7 @@ fn facts() -> FactsDocument {
             expired_exemptions: Some(0),
             admin_members: Some((m % 5) as i64),
             generic_admin_accounts: Some(0),
+            directory_listing_truncated: Some(false),
             admin_sign_ins_24h: Some(10),
             admin_sign_ins_second_factor_24h: Some(0),
             second_factor_available: Some(false),
@@ -75,6 +76,8 @@ fn facts() -> FactsDocument {
             enabled_accounts_days_since_sign_in: Some(
                 (0..ACCOUNTS_PER_REALM).map(|a| (a * 7) % 200).collect(),
             ),
+            directory_accounts: Some(ACCOUNTS_PER_REALM),
+            directory_listing_truncated: Some(false),
             departed_with_access: Some(0),
             sign_ins_24h: Some(900),
             failed_sign_ins_24h: Some(40),

@@ -279,6 +279,19 @@ impl FactsDocument {
     }
 }
 
+/// Which directory groups of which realm administer a municipality (`spec.realm`,
+/// `spec.adminGroups`): what the federation collector needs from the cluster to count a
+/// municipality's administrators in its realm's directory.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminGroups {
+    /// `metadata.name` of the Municipality.
+    pub municipality: String,
+    pub realm: String,
+    /// Group names of the realm, unqualified.
+    pub groups: Vec<String>,
+}
+
 /// A typed facts struct of one subject kind.
 pub trait KindFacts: Serialize + JsonSchema {
     const KIND: SubjectKind;
@@ -369,6 +382,11 @@ pub struct MunicipalityFacts {
     #[schemars(extend("x-source" = "federation"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic_admin_accounts: Option<i64>,
+    /// The realm's directory held more accounts than the collector lists, so `admin_members`
+    /// and `generic_admin_accounts` count only the accounts listed.
+    #[schemars(extend("x-source" = "federation"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_listing_truncated: Option<bool>,
     /// Sign-ins by members of the admin groups in the last 24 hours.
     #[schemars(extend("x-source" = "federation"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -427,6 +445,15 @@ pub struct RealmFacts {
     #[schemars(extend("x-source" = "federation"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled_accounts_days_since_sign_in: Option<Vec<i64>>,
+    /// Accounts the collector listed from the directory (enabled or not).
+    #[schemars(extend("x-source" = "federation"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_accounts: Option<i64>,
+    /// The directory held more accounts than the collector lists; the account facts cover
+    /// only the accounts listed.
+    #[schemars(extend("x-source" = "federation"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_listing_truncated: Option<bool>,
     /// Identities with a live session or refresh token who are gone or disabled in the
     /// directory.
     #[schemars(extend("x-source" = "federation"))]

@@ -97,6 +97,9 @@ struct Fixture {
     profile: Profile,
     pass: serde_json::Map<String, Value>,
     fail: serde_json::Map<String, Value>,
+    /// More facts that must fail, for checks with more than one way to fail.
+    #[serde(default)]
+    also_fail: Vec<serde_json::Map<String, Value>>,
 }
 
 fn document(
@@ -159,7 +162,10 @@ fn every_check_passes_and_fails_its_fixtures() {
             Mode::Enforce => Outcome::Fail,
             Mode::Warn => Outcome::Warn,
         };
-        for (facts, expected) in [(fixture.pass, Outcome::Pass), (fixture.fail, violated)] {
+        let cases = [(fixture.pass, Outcome::Pass), (fixture.fail, violated)]
+            .into_iter()
+            .chain(fixture.also_fail.into_iter().map(|facts| (facts, violated)));
+        for (facts, expected) in cases {
             let document = document(check.subject, facts, fixture.profile);
             assert!(
                 document.problems().is_empty(),

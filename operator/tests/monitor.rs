@@ -2,7 +2,8 @@
 //! `support/`): Reports and `status.compliance` applied with field manager `novads-monitor`,
 //! each request checked against the chart's RBAC, the Reports valid against the OpenReports
 //! schemas, exemptions honoured, an expired one announced once, an unchanged status not
-//! rewritten, and a failed write kept out of the time of last success.
+//! rewritten, a failed write kept out of the time of last success, and each Municipality's
+//! admin groups handed to the federation collector.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,9 +11,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use http::Method;
+use novads_monitor::facts::{AdminGroups, MunicipalityFacts};
 use novads_monitor::metrics::MonitorMetrics;
+use novads_monitor::{FactsDocument, Source, SourceState, Subject};
 use novads_operator::compliance::ClusterObjects;
-use novads_operator::monitor::{Monitor, MonitorOptions, NO_FEDERATION};
+use novads_operator::monitor::{
+    CollectFederation, FederationCollector, Monitor, MonitorOptions, NO_FEDERATION,
+};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{Value, json};
 
@@ -265,4 +270,78 @@ async fn without_the_openreports_crds_the_status_is_still_written() {
         .expect("finishes")
         .expect("a cluster without OpenReports is not a failure");
     server.await.expect("API server script passed");
+}
+
+/// A federation collector standing in for `novads operator --config`: it keeps the admin
+/// groups the monitor hands it and answers as a directory with five members in them would.
+struct FiveAdmins(Arc<std::sync::Mutex<Vec<AdminGroups>>>);
+
+impl CollectFederation for FiveAdmins {
+    fn collect(
+        &self,
+        _now: DateTime<Utc>,
+        admin_groups: Vec<AdminGroups>,
+    ) -> futures::future::BoxFuture<'_, FactsDocument> {
+        let subjects = admin_groups
+            .iter()
+            .map(|m| {
+                let facts = MunicipalityFacts {
+                    admin_members: Some(5),
+                    generic_admin_accounts: Some(0),
+                    directory_listing_truncated: Some(false),
+                    ..MunicipalityFacts::default()
+                };
+                let mut subject = Subject::new(m.municipality.clone(), &facts);
+                subject.municipalities = vec![m.municipality.clone()];
+                subject
+            })
+            .collect();
+        *self.0.lock().expect("admin groups") = admin_groups;
+        Box::pin(async move {
+            FactsDocument {
+                sources: [(Source::Federation, SourceState::Collected)].into(),
+                municipalities: Vec::new(),
+                subjects,
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_collector_counts_the_admins_of_each_municipalitys_admin_groups() {
+    let (client, handle) = mocked_client();
+    let metrics = MonitorMetrics::register(&Registry::new(), false).expect("metrics");
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let options = MonitorOptions {
+        federation: Some(FederationCollector(Arc::new(FiveAdmins(asked.clone())))),
+        ..MonitorOptions::default()
+    };
+    let mut monitor = Monitor::new(client, options, Some("operator-0".into()), metrics);
+    let script = vec![
+        report_apply(|report| {
+            let admins = result(report, "accounts.admins-per-municipality");
+            assert_eq!(admins["result"], "fail", "{admins}");
+            assert!(
+                admins["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("5 people hold the admin role (at most 3)"),
+                "{admins}"
+            );
+        }),
+        cluster_report_apply(),
+        expect(Method::PATCH, &format!("{STATUS}{APPLY}"), applied_status),
+        expect(Method::POST, EVENTS, |body| (201, body)),
+    ];
+    let server = api_server(handle, script);
+    monitor.evaluate(objects(), now()).await.expect("written");
+    server.await.expect("API server script passed");
+    assert_eq!(
+        *asked.lock().expect("admin groups"),
+        [AdminGroups {
+            municipality: "talsi".into(),
+            realm: "talsi".into(),
+            groups: vec!["it-admins".into()],
+        }]
+    );
 }

@@ -3,12 +3,14 @@
 //!
 //! [`realm`] decides the facts a realm's configuration settles; this module is the I/O shell
 //! that opens the database for reading, reads the audit trail, its statistics and the signing
-//! keys, asks the directories about holders of live access ([`directory`]), and assembles a
-//! [`FactsDocument`] with the federation source's state. The other facts that need directory
-//! queries (admin group members, stale accounts, password policy) are not collected yet: they
-//! stay absent, so the checks reading them give `error`, never `pass`. [`own`] evaluates the
-//! federation checks of a running server on a schedule, for `novads dev`'s metrics.
+//! keys, asks the directories about holders of live access ([`directory`]), lists each
+//! realm's accounts and joins them with the audit trail's sign-ins and the municipalities'
+//! admin groups ([`accounts`]), and assembles a [`FactsDocument`] with the federation source's
+//! state. The password policy is not collected yet: it stays absent, so the checks reading it
+//! give `error`, never `pass`. [`own`] evaluates the federation checks of a running server on
+//! a schedule, for `novads dev`'s metrics.
 
+pub mod accounts;
 pub mod directory;
 pub mod own;
 pub mod realm;
@@ -17,7 +19,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
-use novads_monitor::facts::{PlatformFacts, RealmFacts};
+use novads_monitor::facts::{AdminGroups, MunicipalityFacts, PlatformFacts, RealmFacts};
 use novads_monitor::{FactsDocument, Source, SourceState, Subject};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
@@ -86,11 +88,16 @@ pub async fn open_read_only(config: &Config) -> Result<Database, CollectError> {
 }
 
 /// Opens the database and collects; a failure becomes a document whose federation source
-/// failed with the reason, so every federation check is an `error`.
-pub async fn collect_configured(config: &Config, now: DateTime<Utc>) -> FactsDocument {
+/// failed with the reason, so every federation check is an `error`. `admin_groups` (from the
+/// Municipality objects) says whose administrators to count.
+pub async fn collect_configured(
+    config: &Config,
+    now: DateTime<Utc>,
+    admin_groups: &[AdminGroups],
+) -> FactsDocument {
     let collected = match open_read_only(config).await {
         Ok(db) => {
-            let facts = collect(config, &db, now).await;
+            let facts = collect(config, &db, now, admin_groups).await;
             db.close().await;
             facts
         }
@@ -117,11 +124,13 @@ pub fn failed(config: &Config, reason: String) -> FactsDocument {
     }
 }
 
-/// The federation facts of the platform and of every configured realm at `now`.
+/// The federation facts of the platform, of every configured realm and of each municipality
+/// in `admin_groups` at `now`.
 pub async fn collect(
     config: &Config,
     db: &Database,
     now: DateTime<Utc>,
+    admin_groups: &[AdminGroups],
 ) -> Result<FactsDocument, CollectError> {
     let query = |source| CollectError::Query {
         url: redact_url(&config.database),
@@ -130,19 +139,48 @@ pub async fn collect(
     let platform = platform_facts(config, db, now).await.map_err(query)?;
     let statistics = audit_statistics(db, now).await.map_err(query)?;
     let holders = directory::live_holders(db, now).await.map_err(query)?;
+    let sign_ins = last_sign_ins(db).await.map_err(query)?;
     // The directories as sign-in reaches them; the database handle is only read through.
     let federation =
         setup::build(config, db.clone(), &prometheus::Registry::new()).map_err(|e| e.to_string());
     let mut subjects = vec![Subject::new(PLATFORM_SUBJECT, &platform)];
+    let mut listings = BTreeMap::new();
     for realm in &config.realms {
         let mut facts = realm::realm_settings(realm, &config.lockout);
         statistics.fill(&realm.name, &mut facts);
         let users = holders.get(&realm.name).cloned().unwrap_or_default();
-        let departed = match &federation {
-            Ok(federation) => directory::departed(federation, &realm.name, &users).await,
-            Err(reason) => Err(format!("directories cannot be set up: {reason}")),
+        let (departed, listing) = match &federation {
+            Ok(federation) => (
+                directory::departed(federation, &realm.name, &users).await,
+                match federation.realm(&realm.name) {
+                    Some(configured) => configured
+                        .directory
+                        .accounts(accounts::MAX_ACCOUNTS)
+                        .await
+                        .map_err(|reason| format!("directory of realm {}: {reason}", realm.name)),
+                    None => Err(format!("realm {} is not set up", realm.name)),
+                },
+            ),
+            Err(reason) => {
+                let reason = format!("directories cannot be set up: {reason}");
+                (Err(reason.clone()), Err(reason))
+            }
         };
-        let subject = match departed {
+        if let Ok(listing) = &listing {
+            facts.enabled_accounts_days_since_sign_in = Some(accounts::days_since_sign_in(
+                listing,
+                &realm.name,
+                &sign_ins,
+                now,
+            ));
+            facts.directory_accounts =
+                Some(i64::try_from(listing.accounts.len()).unwrap_or(i64::MAX));
+            facts.directory_listing_truncated = Some(listing.truncated);
+        }
+        let outcome =
+            departed.and_then(|count| listing.as_ref().map(|_| count).map_err(Clone::clone));
+        listings.insert(realm.name.clone(), listing);
+        let subject = match outcome {
             Ok(count) => {
                 facts.departed_with_access = Some(count);
                 Subject::new(realm.name.clone(), &facts)
@@ -160,11 +198,86 @@ pub async fn collect(
         };
         subjects.push(subject);
     }
+    for municipality in admin_groups {
+        subjects.push(municipality_subject(municipality, &listings));
+    }
     Ok(FactsDocument {
         sources: BTreeMap::from([(Source::Federation, SourceState::Collected)]),
         municipalities: Vec::new(),
         subjects,
     })
+}
+
+/// A municipality's admin facts from its realm's listing; a realm that is not configured or
+/// whose directory could not be listed fails the subject's federation source with the reason.
+fn municipality_subject(
+    municipality: &AdminGroups,
+    listings: &BTreeMap<String, Result<crate::federation::directory::AccountListing, String>>,
+) -> Subject {
+    let listing = match listings.get(&municipality.realm) {
+        Some(listing) => listing.clone(),
+        None => Err(format!(
+            "realm {} of municipality {} is not configured in the federation",
+            municipality.realm, municipality.municipality
+        )),
+    };
+    let mut subject = match &listing {
+        Ok(listing) => {
+            let (members, generic) = accounts::admin_members(listing, &municipality.groups);
+            let facts = MunicipalityFacts {
+                admin_members: Some(members),
+                generic_admin_accounts: Some(generic),
+                directory_listing_truncated: Some(listing.truncated),
+                ..MunicipalityFacts::default()
+            };
+            Subject::new(municipality.municipality.clone(), &facts)
+        }
+        Err(_) => Subject::new(
+            municipality.municipality.clone(),
+            &MunicipalityFacts::default(),
+        ),
+    };
+    subject.municipalities = vec![municipality.municipality.clone()];
+    if let Err(reason) = listing {
+        subject
+            .sources
+            .insert(Source::Federation, SourceState::Failed(reason));
+    }
+    subject
+}
+
+/// The last successful sign-in of every identity in the audit trail, and where the trail
+/// starts.
+async fn last_sign_ins(db: &Database) -> Result<accounts::LastSignIns, sqlx::Error> {
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = on_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT subject, username, MAX(at) FROM audit_events \
+             WHERE event = $1 AND realm IS NOT NULL GROUP BY subject, username",
+        )
+        .bind(AuditEventKind::LoginSucceeded.as_str())
+        .fetch_all(pool)
+        .await
+    })?;
+    let oldest: Option<String> = on_pool!(db, |pool| {
+        sqlx::query_scalar("SELECT MIN(at) FROM audit_events")
+            .fetch_one(pool)
+            .await
+    })?;
+    let parse = |at: &str| {
+        DateTime::parse_from_rfc3339(at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut sign_ins = accounts::LastSignIns {
+        trail_start: oldest.as_deref().and_then(parse),
+        ..accounts::LastSignIns::default()
+    };
+    for (subject, username, at) in rows {
+        if let Some(at) = at.as_deref().and_then(parse) {
+            sign_ins.record(subject.into_iter().chain(username), at);
+        }
+    }
+    Ok(sign_ins)
 }
 
 async fn platform_facts(

@@ -21,7 +21,8 @@ pub const NO_CLUSTER: &str = "cluster facts not collected (no cluster: novads de
 /// The facts of `config` and `db` at `now`, each realm counting towards a municipality of its
 /// name (namespace `muni-REALM`).
 pub async fn own_facts(config: &Config, db: &Database, now: DateTime<Utc>) -> FactsDocument {
-    let mut facts = collect(config, db, now)
+    // Without a cluster no Municipality names admin groups to count.
+    let mut facts = collect(config, db, now, &[])
         .await
         .unwrap_or_else(|error| failed(config, error.to_string()));
     for realm in &config.realms {

@@ -23,8 +23,8 @@ use kube::ResourceExt;
 use novads_crds::{Municipality, SecurityExemption, SecurityProfile, ServiceType, VirtualServer};
 use novads_monitor::Exemption;
 use novads_monitor::facts::{
-    FactsDocument, MunicipalityFacts, MunicipalityInfo, PlatformFacts, Profile, PublicPort,
-    RealmFacts, Source, SourceState, Subject, VirtualServerFacts,
+    AdminGroups, FactsDocument, MunicipalityFacts, MunicipalityInfo, PlatformFacts, Profile,
+    PublicPort, RealmFacts, Source, SourceState, Subject, VirtualServerFacts,
 };
 
 pub use objects::{ClusterObjects, ObjectsError};
@@ -91,6 +91,20 @@ pub fn cluster_facts(objects: &ClusterObjects, now: DateTime<Utc>) -> FactsDocum
         .subjects
         .push(Subject::new(PLATFORM_SUBJECT, &PlatformFacts::default()));
     document
+}
+
+/// Each Municipality's realm and admin groups, for the federation collector to count their
+/// members in the realm's directory.
+pub fn admin_groups(objects: &ClusterObjects) -> Vec<AdminGroups> {
+    objects
+        .municipalities
+        .iter()
+        .map(|municipality| AdminGroups {
+            municipality: municipality.name_any(),
+            realm: municipality.spec.realm.clone(),
+            groups: municipality.spec.admin_groups.clone(),
+        })
+        .collect()
 }
 
 /// The exemptions of `objects`, for [`novads_monitor::evaluate`]. One whose expiry is not a

@@ -27,6 +27,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{ComplianceSummary, Municipality, SecurityExemption};
+use novads_monitor::facts::AdminGroups;
 use novads_monitor::metrics::MonitorMetrics;
 use novads_monitor::report::Report;
 use novads_monitor::{FactsDocument, PolicySet, Source, SourceState};
@@ -50,7 +51,13 @@ pub const NO_FEDERATION: &str =
 /// operator cannot reach them itself; `novads operator --config` supplies a collector.
 pub trait CollectFederation: Send + Sync {
     /// The facts; a failure is a document whose federation source failed, never an error.
-    fn collect(&self, now: DateTime<Utc>) -> BoxFuture<'_, FactsDocument>;
+    /// `admin_groups` names each municipality's realm and admin groups, whose members the
+    /// collector counts in the realm's directory.
+    fn collect(
+        &self,
+        now: DateTime<Utc>,
+        admin_groups: Vec<AdminGroups>,
+    ) -> BoxFuture<'_, FactsDocument>;
 }
 
 /// A shared federation collector.
@@ -175,7 +182,10 @@ impl Monitor {
             })
             .collect();
         match &self.options.federation {
-            Some(collector) => facts.merge(collector.0.collect(now).await),
+            Some(collector) => {
+                let admin_groups = crate::compliance::admin_groups(&objects);
+                facts.merge(collector.0.collect(now, admin_groups).await);
+            }
             None => {
                 facts.sources.insert(
                     Source::Federation,

@@ -18,6 +18,8 @@ use ldap3::{
 };
 use tokio::sync::Mutex;
 
+mod listing;
+
 use super::entry_cache::EntryCache;
 use super::{DirectoryAnswer, DirectoryFailure, DirectoryUser};
 use crate::config::{GroupSearchConfig, LdapAttributes, LdapConfig};

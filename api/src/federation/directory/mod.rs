@@ -24,6 +24,33 @@ pub struct DirectoryUser {
     pub groups: Vec<String>,
 }
 
+/// An account as a directory listing shows it, for the security monitor: identifiers and
+/// state only, never a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryAccount {
+    /// Stable identifier (the entry's id attribute, or its DN when it has none).
+    pub id: String,
+    /// The username, lowercased as sign-in normalises it.
+    pub username: String,
+    /// Group names of the realm, unqualified.
+    pub groups: Vec<String>,
+    /// Neither disabled nor locked by an administrator.
+    pub enabled: bool,
+    /// The entry names a person (`givenName` or `sn`); shared and technical accounts often
+    /// do not.
+    pub person: bool,
+    /// When the entry was created, when the directory says.
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The accounts of a directory, at most as many as asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountListing {
+    pub accounts: Vec<DirectoryAccount>,
+    /// The directory holds more accounts than were listed.
+    pub truncated: bool,
+}
+
 /// Why a directory did not vouch for a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryFailure {
@@ -98,6 +125,15 @@ impl Directory {
     pub async fn probe(&self) {
         if let Self::Ldap(dir) = self {
             dir.probe().await;
+        }
+    }
+
+    /// Lists up to `limit` accounts with their groups and state, for the security monitor.
+    /// A directory that cannot be listed gives its reason.
+    pub async fn accounts(&self, limit: usize) -> Result<AccountListing, String> {
+        match self {
+            Self::Static(dir) => Ok(dir.accounts(limit)),
+            Self::Ldap(dir) => dir.accounts(limit).await,
         }
     }
 

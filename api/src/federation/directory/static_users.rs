@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{DirectoryAnswer, DirectoryFailure, DirectoryUser};
+use super::{AccountListing, DirectoryAccount, DirectoryAnswer, DirectoryFailure, DirectoryUser};
 use crate::config::StaticDirectoryConfig;
 use crate::federation::hash_work;
 
@@ -74,6 +74,30 @@ impl StaticDirectory {
         DirectoryAnswer {
             result,
             server: None,
+        }
+    }
+
+    /// The configured users, by username, at most `limit`. They are written by hand, so each
+    /// counts as a person; creation times are unknown.
+    pub fn accounts(&self, limit: usize) -> AccountListing {
+        let mut accounts: Vec<DirectoryAccount> = self
+            .users
+            .iter()
+            .map(|(key, entry)| DirectoryAccount {
+                id: entry.user.id.clone(),
+                username: key.clone(),
+                groups: entry.user.groups.clone(),
+                enabled: !entry.disabled,
+                person: true,
+                created: None,
+            })
+            .collect();
+        accounts.sort_by(|a, b| a.username.cmp(&b.username));
+        let truncated = accounts.len() > limit;
+        accounts.truncate(limit);
+        AccountListing {
+            accounts,
+            truncated,
         }
     }
 
