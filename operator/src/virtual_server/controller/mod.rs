@@ -25,18 +25,23 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{
-    Backup, Municipality, Phase, ServerImage, SnapshotDeletion, VirtualServer, VirtualServerStatus,
+    Backup, Municipality, Phase, RestorePhase, RunStrategy, ServerImage, SnapshotDeletion,
+    VirtualServer, VirtualServerStatus,
 };
 use serde_json::json;
 
 use crate::kubevirt::{
-    DataVolumeTemplateSpec, VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot,
+    DataVolumeTemplateSpec, VirtualMachine, VirtualMachineInstance, VirtualMachineRestore,
+    VirtualMachineSnapshot,
 };
 use crate::quantity::Amount;
 use crate::reconcile::{self, FIELD_MANAGER, FailureCounts, backoff};
 use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
+};
+use crate::virtual_server::restore::{
+    self as restoring, ActiveRestore, RESTORE_RECHECK, RestoreInput, RestoreStep,
 };
 use crate::virtual_server::schedule::{self, BackupDecision};
 use crate::virtual_server::status::{self, Observed, RestartDecision};

@@ -19,6 +19,21 @@ pub struct Observations {
     pub service: Option<Service>,
     /// The tenant's cloud-init user data.
     pub user_data: UserData,
+    /// What a restore in progress or asked for needs; empty without one.
+    pub restore: RestoreObservations,
+}
+
+/// What the restore step is decided from (read only while a restore is active).
+#[derive(Clone, Debug, Default)]
+pub struct RestoreObservations {
+    /// The restore worked on.
+    pub active: Option<ActiveRestore>,
+    /// The backup it names.
+    pub backup: Option<VirtualMachineSnapshot>,
+    /// Its VirtualMachineRestore.
+    pub ours: Option<VirtualMachineRestore>,
+    /// Every VirtualMachineRestore of the namespace (another one may be restoring the VM).
+    pub restores: Vec<VirtualMachineRestore>,
 }
 
 /// The tenant's extra cloud-init user data (`spec.cloudInit.secretRef`).
@@ -61,6 +76,7 @@ pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Obs
         .get_opt(&service_name(server))
         .await?;
     let user_data = tenant_user_data(server, ctx, &ns).await?;
+    let restore = observe_restore(server, ctx, &ns).await?;
     Ok(Observations {
         municipality,
         image,
@@ -70,6 +86,35 @@ pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Obs
         snapshots,
         service,
         user_data,
+        restore,
+    })
+}
+
+/// The backup, KubeVirt's restore of it and the namespace's other restores — only while a
+/// restore is active, so a converged server makes none of these reads.
+async fn observe_restore(
+    server: &VirtualServer,
+    ctx: &Context,
+    ns: &str,
+) -> Result<RestoreObservations, Error> {
+    let Some(active) = restoring::active_restore(server) else {
+        return Ok(RestoreObservations::default());
+    };
+    let backup = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&active.request.backup)
+        .await?;
+    let restores = Api::<VirtualMachineRestore>::namespaced(ctx.client.clone(), ns);
+    let ours = restores.get_opt(&active.name).await?;
+    let restores = if ours.is_none() && !active.started {
+        restores.list(&ListParams::default()).await?.items
+    } else {
+        Vec::new()
+    };
+    Ok(RestoreObservations {
+        active: Some(active),
+        backup,
+        ours,
+        restores,
     })
 }
 
