@@ -23,7 +23,7 @@ use novads_crds::{ServerImage, VirtualServer};
 use novads_operator::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use novads_operator::virtual_server::build;
 use novads_operator::virtual_server::controller::{
-    self, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
+    self, Caches, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
 };
 use novads_operator::virtual_server::restore;
 use novads_operator::virtual_server::status::{self, Observed};
@@ -2100,4 +2100,127 @@ fn municipal_admins_and_viewers_see_restores_but_only_admins_ask_for_them() {
         "virtualservers",
         "patch"
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading from the caches
+// ---------------------------------------------------------------------------------------------
+
+/// A store holding `objects`, listed once (as the watcher's first listing leaves it).
+fn store_of<K>(objects: Vec<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    use kube::runtime::{reflector, watcher};
+    let (store, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// The controller's caches as the watches fill them for `world` and `server`.
+fn caches(world: &World, server: &VirtualServer) -> Caches {
+    let mut servers: Vec<VirtualServer> = world
+        .siblings
+        .iter()
+        .map(|s| serde_json::from_value(s.clone()).expect("server"))
+        .collect();
+    servers.push(server.clone());
+    Caches {
+        municipalities: store_of(
+            world
+                .municipality
+                .iter()
+                .map(|m| serde_json::from_value(m.clone()).expect("municipality"))
+                .collect(),
+        ),
+        images: store_of(
+            world
+                .image
+                .iter()
+                .map(|i| serde_json::from_value(i.clone()).expect("image"))
+                .collect(),
+        ),
+        servers: store_of(servers),
+    }
+}
+
+/// The reads of one reconcile with the caches: the API is asked only for the namespace and
+/// the server's own objects.
+fn cached_reads(world: &World, server: &VirtualServer) -> Vec<Expect> {
+    let cached = [
+        MUNICIPALITY.to_string(),
+        IMAGE.to_string(),
+        format!("{SERVERS}?"),
+    ];
+    world
+        .reads(server)
+        .into_iter()
+        .filter(|read| !cached.contains(&read.uri))
+        .collect()
+}
+
+fn cached_harness(world: &World, server: &VirtualServer) -> Harness {
+    let caches = caches(world, server);
+    Harness::with(move |ctx| ctx.with_caches(caches), NOW)
+}
+
+#[tokio::test]
+async fn with_caches_a_converged_server_asks_the_api_only_for_its_own_objects() {
+    let server = web(basic_spec());
+    let world = running_world(&server);
+    let server = converged(&server, &world);
+    let mut script = cached_reads(&world, &server);
+    assert_eq!(
+        script
+            .iter()
+            .map(|read| read.uri.as_str())
+            .collect::<Vec<_>>(),
+        [
+            NS,
+            VM,
+            VMI,
+            &format!("{SNAPSHOTS}?&{SNAPSHOT_SELECTOR}"),
+            SERVICE
+        ]
+    );
+    script.push(cloud_init_apply(&server, None));
+    script.push(vm_apply(&server, world.vm.clone(), |_| {}));
+    let mut harness = cached_harness(&world, &server);
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn with_caches_the_quota_counts_the_cached_servers_and_a_missing_image_refuses() {
+    let server = web(basic_spec());
+    let mut world = World::new();
+    world.municipality = Some(municipality(1));
+    let mut older = serde_json::to_value(web(basic_spec())).expect("JSON");
+    older["metadata"]["name"] = json!("db");
+    older["metadata"]["uid"] = json!("uid-db");
+    older["metadata"]["creationTimestamp"] = json!("2025-04-01T00:00:00Z");
+    world.siblings = vec![older];
+    let mut script = cached_reads(&world, &server);
+    script.push(status_patch(&server, |status| {
+        assert_eq!(reason_of(status, "Degraded"), pair("True", "QuotaExceeded"));
+    }));
+    script.push(event("QuotaExceeded", "Warning"));
+    let mut harness = cached_harness(&world, &server);
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
+
+    let mut world = World::new();
+    world.image = None;
+    let mut script = cached_reads(&world, &server);
+    script.push(status_patch(&server, |status| {
+        assert_eq!(reason_of(status, "Degraded"), pair("True", "ImageNotFound"));
+    }));
+    script.push(event("ImageNotFound", "Warning"));
+    let mut harness = cached_harness(&world, &server);
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
 }

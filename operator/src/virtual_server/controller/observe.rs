@@ -53,13 +53,22 @@ pub enum UserData {
 pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Observations, Error> {
     let ns = namespace(server)?;
     let name = server.name_any();
+    if let Some(caches) = &ctx.caches {
+        caches.ready().await?;
+    }
     let municipality = find_municipality(ctx, &ns).await?;
-    let image = Api::<ServerImage>::all(ctx.client.clone())
-        .get_opt(&server.spec.image)
-        .await?;
-    // Listed, not taken from the cache: a sibling created a moment ago must count against
-    // the quota too.
-    let siblings = servers(ctx, &ns).list(&ListParams::default()).await?.items;
+    let image = match &ctx.caches {
+        Some(caches) => caches.image(&server.spec.image),
+        None => {
+            Api::<ServerImage>::all(ctx.client.clone())
+                .get_opt(&server.spec.image)
+                .await?
+        }
+    };
+    let siblings = match &ctx.caches {
+        Some(caches) => caches.servers_in(&ns),
+        None => servers(ctx, &ns).list(&ListParams::default()).await?.items,
+    };
     let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&name)
         .await?;
@@ -141,9 +150,14 @@ pub(super) async fn find_municipality(
     else {
         return Ok(None);
     };
-    let municipality = Api::<Municipality>::all(ctx.client.clone())
-        .get_opt(&owner.name)
-        .await?;
+    let municipality = match &ctx.caches {
+        Some(caches) => caches.municipality(&owner.name),
+        None => {
+            Api::<Municipality>::all(ctx.client.clone())
+                .get_opt(&owner.name)
+                .await?
+        }
+    };
     // A re-created Municipality of the same name does not own the old namespace.
     Ok(municipality.filter(|m| m.metadata.uid.as_deref() == Some(owner.uid.as_str())))
 }
