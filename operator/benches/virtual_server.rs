@@ -43,6 +43,7 @@ use novads_operator::virtual_server::build;
 use novads_operator::virtual_server::controller::{
     self, Caches, Context, FINALIZER, Observations, Plan,
 };
+use novads_operator::virtual_server::namespace_index::ServersByNamespace;
 use novads_operator::virtual_server::status::{self, Observed};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -87,6 +88,7 @@ fn caches(fleet: &Fleet) -> Caches {
         municipalities: store_of(fleet.municipalities.iter().cloned()),
         images: store_of(fleet.images.iter().cloned()),
         servers: store_of(fleet.servers.iter().flatten().cloned()),
+        servers_by_namespace: ServersByNamespace::of(fleet.servers.iter().flatten()),
     }
 }
 

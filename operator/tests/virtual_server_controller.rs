@@ -25,6 +25,7 @@ use novads_operator::virtual_server::build;
 use novads_operator::virtual_server::controller::{
     self, Caches, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
 };
+use novads_operator::virtual_server::namespace_index::ServersByNamespace;
 use novads_operator::virtual_server::restore;
 use novads_operator::virtual_server::status::{self, Observed};
 use novads_operator::{OperatorOptions, run_with_client};
@@ -2144,6 +2145,7 @@ fn caches(world: &World, server: &VirtualServer) -> Caches {
                 .map(|i| serde_json::from_value(i.clone()).expect("image"))
                 .collect(),
         ),
+        servers_by_namespace: ServersByNamespace::of(&servers),
         servers: store_of(servers),
     }
 }

@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod build;
 pub mod controller;
+pub mod namespace_index;
 pub mod restore;
 pub mod schedule;
 pub mod status;

@@ -13,7 +13,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 
 use super::build::SERVER_LABEL;
 use super::controller::{self, Caches, Context, Error};
+use super::namespace_index::ServersByNamespace;
 use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use crate::watch::{Stop, log_result, measured, metadata_stream, object_events};
@@ -174,8 +175,11 @@ async fn run_once(
     stop: Stop,
 ) {
     let (reader, writer) = reflector::store::<VirtualServer>();
+    let by_namespace = ServersByNamespace::default();
+    let index = by_namespace.clone();
     let servers = object_events::<VirtualServer>(client, health, Cache::VirtualServers)
         .reflect(writer)
+        .inspect_ok(move |event| index.apply(event))
         .applied_objects();
     // Images and municipalities are cached whole (a reconcile reads them from the stores);
     // only their spec changes trigger (admission reads the spec), as a municipality's status
@@ -197,6 +201,7 @@ async fn run_once(
         municipalities: municipality_reader,
         images: image_reader,
         servers: reader.clone(),
+        servers_by_namespace: by_namespace,
     });
     if let Some(reason) = &kubevirt_missing {
         context = context.with_kubevirt_unavailable(reason.clone());

@@ -41,6 +41,7 @@ use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
 };
+use crate::virtual_server::namespace_index::ServersByNamespace;
 use crate::virtual_server::restore::{
     self as restoring, ActiveRestore, RESTORE_RECHECK, RestoreInput, RestoreStep,
 };
@@ -123,6 +124,8 @@ pub struct Caches {
     pub municipalities: Store<Municipality>,
     pub images: Store<ServerImage>,
     pub servers: Store<VirtualServer>,
+    /// The names of the servers in each namespace, kept from the same events as `servers`.
+    pub servers_by_namespace: ServersByNamespace,
 }
 
 impl Caches {
@@ -153,12 +156,10 @@ impl Caches {
     /// so it holds every server whose event came before this reconcile's; admission counts
     /// older servers first, and a server created later is admitted in its own reconcile,
     /// counting this one.
-    fn servers_in(&self, namespace: &str) -> Vec<VirtualServer> {
-        self.servers
-            .state_filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
-            .iter()
-            .map(|s| (**s).clone())
-            .collect()
+    fn servers_in(&self, namespace: &str) -> Result<Vec<VirtualServer>, Error> {
+        self.servers_by_namespace
+            .servers_in(&self.servers, namespace)
+            .ok_or(Error::CachesGone)
     }
 }
 

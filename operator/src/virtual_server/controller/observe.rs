@@ -66,7 +66,7 @@ pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Obs
         }
     };
     let siblings = match &ctx.caches {
-        Some(caches) => caches.servers_in(&ns),
+        Some(caches) => caches.servers_in(&ns)?,
         None => servers(ctx, &ns).list(&ListParams::default()).await?.items,
     };
     let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns)
