@@ -117,6 +117,42 @@ pub struct VirtualServerSpec {
     /// restart (CPU or memory). Without it, such changes wait for a `restart` request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_window: Option<MaintenanceWindow>,
+
+    /// Restore the server's disks from one of its backups (listed in `status.backups`), or
+    /// create this new server from another server's backup (`fromServer`). The operator stops
+    /// the server, restores every disk, and starts it again per `runStrategy`; progress and
+    /// outcome are in the `Restoring` condition and `status.restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Restore>,
+}
+
+/// A restore request: carried out once per (`backup`, `fromServer`, `token`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Restore {
+    /// Name of the backup (a VirtualMachineSnapshot in the namespace), as `status.backups`
+    /// lists it, e.g. `web-20261203-0200`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub backup: String,
+
+    /// The server the backup belongs to, when it is another one. Only a new server (one whose
+    /// VirtualMachine does not exist yet) is made from another server's backup: its disks are
+    /// then the backup's instead of the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub from_server: Option<String>,
+
+    /// Set it to a new value (e.g. the current time) to restore the same backup once more;
+    /// the value acted on is recorded in `status.restore.token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub token: Option<String>,
 }
 
 /// CEL rule bounding guest memory (Kubernetes ≥ 1.29 quantity library).
@@ -444,8 +480,16 @@ pub struct VirtualServerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_handled: Option<String>,
 
-    /// Current state: `Ready`, `Progressing`, `Degraded` and `RestartRequired`, with reason
-    /// and message.
+    /// The server's scheduled backups, newest first: what `spec.restore.backup` can name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupStatus>,
+
+    /// The latest restore through `spec.restore`: which backup, how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+
+    /// Current state: `Ready`, `Progressing`, `Degraded` and `RestartRequired` (and
+    /// `Restoring` once a restore was asked for), with reason and message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -468,4 +512,55 @@ pub struct GuestOs {
     /// Kernel release, e.g. `6.1.0-18-amd64`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+}
+
+/// One backup of a server, as listed in its status.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// Name of the VirtualMachineSnapshot, for `spec.restore.backup`.
+    pub name: String,
+    /// When it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Whether it can be restored from.
+    pub ready: bool,
+}
+
+/// The latest restore of a server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The backup restored.
+    pub backup: String,
+    /// The server the backup belongs to, when another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_server: Option<String>,
+    /// The `spec.restore.token` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// How far it got.
+    pub phase: RestorePhase,
+    /// The KubeVirt VirtualMachineRestore doing the work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine_restore: Option<String>,
+    /// When the restore began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When it ended, restored or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}
+
+/// How far a restore got.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestorePhase {
+    /// The server is being stopped; nothing is restored yet.
+    Stopping,
+    /// KubeVirt restores the disks.
+    Restoring,
+    /// The disks hold the backup; the server runs again per its run strategy.
+    Succeeded,
+    /// KubeVirt could not restore; the server runs again per its run strategy.
+    Failed,
 }

@@ -897,6 +897,7 @@ fn generate_virtual_server(
             expose: None,
             backup: None,
             maintenance_window: None,
+            restore: None,
         },
     );
     let created = 1_705_000_000 + rng.below(10_000_000) as i64;

@@ -20,7 +20,9 @@
 //!   its reconciles changes nothing (resourceVersion unchanged), against an in-process API
 //!   service that answers at once and plays KubeVirt (a new VM runs at once, a snapshot is
 //!   ready at once). The figures include the fake API's own work (decoding requests, encoding
-//!   responses): everything but the network.
+//!   responses): everything but the network. It runs twice: reading Municipalities,
+//!   ServerImages and the namespace's servers from the API (as without caches), then from
+//!   reflector stores filled with the same objects (as the runtime does).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -33,10 +35,15 @@ use http::{Method, Request, Response};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use novads_crds::{Municipality, ServerImage, VirtualServer};
 use novads_operator::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use novads_operator::virtual_server::build;
-use novads_operator::virtual_server::controller::{self, Context, FINALIZER, Observations, Plan};
+use novads_operator::virtual_server::controller::{
+    self, Caches, Context, FINALIZER, Observations, Plan,
+};
+use novads_operator::virtual_server::namespace_index::ServersByNamespace;
 use novads_operator::virtual_server::status::{self, Observed};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -56,7 +63,33 @@ fn main() {
     );
     let fleet = Fleet::generate(servers, municipalities);
     build_and_diff(&fleet, passes);
-    cold_start(&fleet);
+    cold_start(&fleet, false);
+    cold_start(&fleet, true);
+}
+
+/// A store holding `objects`, listed once.
+fn store_of<K>(objects: impl IntoIterator<Item = K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// The controller's caches filled with the fleet (its servers as created: admission reads
+/// their specs, which the cold start does not change).
+fn caches(fleet: &Fleet) -> Caches {
+    Caches {
+        municipalities: store_of(fleet.municipalities.iter().cloned()),
+        images: store_of(fleet.images.iter().cloned()),
+        servers: store_of(fleet.servers.iter().flatten().cloned()),
+        servers_by_namespace: ServersByNamespace::of(fleet.servers.iter().flatten()),
+    }
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -659,7 +692,7 @@ fn server_path(namespace: &str, name: &str) -> String {
     format!("/apis/novads.io/v1alpha1/namespaces/{namespace}/virtualservers/{name}")
 }
 
-fn cold_start(fleet: &Fleet) {
+fn cold_start(fleet: &Fleet, cached: bool) {
     let mut api = FakeApi::default();
     for image in &fleet.images {
         let name = image.metadata.name.clone().unwrap_or_default();
@@ -737,7 +770,11 @@ fn cold_start(fleet: &Fleet) {
             instance: Some("bench".into()),
         };
         let fixed = now();
-        let ctx = Arc::new(Context::new(client, reporter).with_clock(move || fixed));
+        let mut ctx = Context::new(client, reporter).with_clock(move || fixed);
+        if cached {
+            ctx = ctx.with_caches(caches(fleet));
+        }
+        let ctx = Arc::new(ctx);
 
         let cpu_before = process_cpu();
         let started = Instant::now();
@@ -788,8 +825,13 @@ fn cold_start(fleet: &Fleet) {
             .count();
         let servers: usize = fleet.servers.iter().map(Vec::len).sum();
         assert_eq!(vms, servers, "every server has its VM");
+        let reads = if cached {
+            "Municipality, ServerImage and servers from the caches"
+        } else {
+            "Municipality, ServerImage and servers from the API"
+        };
         println!(
-            "cold start of {servers} VirtualServers: converged in {:.2} s ({} reconciles in {} \
+            "cold start of {servers} VirtualServers ({reads}): converged in {:.2} s ({} reconciles in {} \
              rounds {rounds:?}, {:.0} reconciles/s, {} API requests, {errors} errors; \
              {vms} VMs, {snapshots} snapshots); process CPU {:.2} s, {:.0} µs per reconcile \
              (reconciler + kube client + the fake API), concurrency {CONCURRENCY}",

@@ -702,6 +702,51 @@ pub struct SnapshotError {
     pub time: Option<Time>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// VirtualMachineRestore (snapshot.kubevirt.io/v1beta1)
+// ---------------------------------------------------------------------------------------------
+
+/// Specification of a `VirtualMachineRestore` (`snapshot.kubevirt.io/v1beta1`): restores a
+/// VM's disks from a VirtualMachineSnapshot, into the VM it was taken of or into a new VM
+/// (which KubeVirt then creates from the snapshot, with `patches` applied).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "snapshot.kubevirt.io",
+    version = "v1beta1",
+    kind = "VirtualMachineRestore",
+    plural = "virtualmachinerestores",
+    namespaced,
+    status = "VirtualMachineRestoreStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq"
+)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VirtualMachineRestoreSpec {
+    /// The VM to restore into.
+    pub target: TypedLocalObjectReference,
+    /// The snapshot to restore from.
+    pub virtual_machine_snapshot_name: String,
+    /// JSON patches (as strings) applied to a new target VM before KubeVirt creates it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<String>,
+}
+
+/// Observed state of a VirtualMachineRestore, as read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VirtualMachineRestoreStatus {
+    /// True once every disk is restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
+    /// When the restore completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_time: Option<Time>,
+    /// Conditions (`Progressing`, `Ready`, `Failure`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<KubeVirtCondition>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,16 +1,17 @@
 //! End-to-end against a real cluster (kind/k3d with the CRDs installed: `novads crds |
 //! kubectl apply -f -`). Runs only when KUBECONFIG is set and the cluster answers; otherwise
 //! it says so and passes. The VirtualServer scenario also needs KubeVirt and CDI in the
-//! cluster; without KubeVirt it says so and passes.
+//! cluster; without KubeVirt it says so and passes. The restore scenario also needs snapshot
+//! support of the storage (a VolumeSnapshotClass); without it, it says so and passes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
-use novads_crds::{Municipality, ServerImage, VirtualServer};
-use novads_operator::kubevirt::VirtualMachine;
+use novads_crds::{Municipality, RestorePhase, ServerImage, VirtualServer};
+use novads_operator::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
 use novads_operator::municipality::build::TenancySettings;
 use novads_operator::municipality::controller::{self as municipality, Context};
 use novads_operator::virtual_server::controller as virtual_server;
@@ -244,4 +245,154 @@ async fn a_virtual_server_becomes_a_kubevirt_vm_and_goes_away_with_it() {
         .await
         .expect("delete municipality");
     reconcile_until(&municipalities, &tenancy, "e2e-vs", |m| m.is_none()).await;
+}
+
+/// A server restored from a snapshot of its own: it is stopped, KubeVirt restores, and it
+/// reports the outcome. Needs a storage class with CSI snapshots (a VolumeSnapshotClass);
+/// without one the snapshot never becomes ready and the scenario says so and passes.
+#[tokio::test]
+async fn a_virtual_server_is_restored_from_its_backup() {
+    let Some(client) = cluster().await else {
+        println!("skipped: no cluster (set KUBECONFIG to a kind/k3d cluster)");
+        return;
+    };
+    if let Err(reason) = probe_kubevirt(&client).await {
+        println!("skipped: the cluster has no KubeVirt ({reason})");
+        return;
+    }
+    let reporter = Reporter {
+        controller: "novads-operator-e2e".into(),
+        instance: None,
+    };
+    let tenancy = Arc::new(Context::new(
+        client.clone(),
+        TenancySettings::default(),
+        reporter.clone(),
+    ));
+    let servers_ctx = Arc::new(virtual_server::Context::new(client.clone(), reporter));
+    let municipalities: Api<Municipality> = Api::all(client.clone());
+    let municipality: Municipality = serde_json::from_value(serde_json::json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
+        "metadata": { "name": "e2e-restore" },
+        "spec": {
+            "code": "e2e-restore", "displayName": "E2E restore", "realm": "e2e",
+            "quotas": { "cpu": 4, "memory": "8Gi", "storage": "20Gi", "maxVirtualServers": 2 },
+            "deletionPolicy": "Delete"
+        }
+    }))
+    .expect("fixture");
+    municipalities
+        .create(&PostParams::default(), &municipality)
+        .await
+        .expect("create municipality");
+    reconcile_until(&municipalities, &tenancy, "e2e-restore", |m| {
+        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await;
+    let images: Api<ServerImage> = Api::all(client.clone());
+    let image: ServerImage = serde_json::from_value(serde_json::json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+        "metadata": { "name": "e2e-restore-cirros" },
+        "spec": {
+            "source": { "registry": "docker://quay.io/kubevirt/cirros-container-disk-demo:latest" },
+            "osFamily": "Linux", "version": "0.6", "supportEnd": "2099-12-31",
+            "lastPatched": "2024-01-01", "minDiskSize": "1Gi", "approved": true
+        }
+    }))
+    .expect("fixture");
+    images
+        .create(&PostParams::default(), &image)
+        .await
+        .expect("create image");
+
+    let namespace = "muni-e2e-restore";
+    let servers: Api<VirtualServer> = Api::namespaced(client.clone(), namespace);
+    let server: VirtualServer = serde_json::from_value(serde_json::json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
+        "metadata": { "name": "web" },
+        "spec": { "image": "e2e-restore-cirros", "cpu": 1, "memory": "256Mi", "runStrategy": "Halted" }
+    }))
+    .expect("fixture");
+    servers
+        .create(&PostParams::default(), &server)
+        .await
+        .expect("create virtual server");
+    reconcile_server_until(&servers, &servers_ctx, "web", |s| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|s| s.phase.is_some() && s.observed_generation.is_some())
+    })
+    .await;
+
+    // A backup as the schedule takes it (the builder's snapshot, labelled scheduled).
+    let current = servers.get("web").await.expect("get server");
+    let snapshot = novads_operator::virtual_server::build::snapshot(
+        &current,
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+    .expect("snapshot builds");
+    let backup = snapshot.metadata.name.clone().expect("name");
+    let snapshots: Api<VirtualMachineSnapshot> = Api::namespaced(client.clone(), namespace);
+    snapshots
+        .create(&PostParams::default(), &snapshot)
+        .await
+        .expect("create snapshot");
+    let mut ready = false;
+    for _ in 0..60 {
+        let seen = snapshots.get(&backup).await.expect("get snapshot");
+        if seen.status.and_then(|s| s.ready_to_use) == Some(true) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if ready {
+        let patch =
+            serde_json::json!({ "spec": { "restore": { "backup": backup, "token": "e2e" } } });
+        servers
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("ask for the restore");
+        reconcile_server_until(&servers, &servers_ctx, "web", |s| {
+            s.and_then(|s| s.status.as_ref())
+                .and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| matches!(r.phase, RestorePhase::Succeeded | RestorePhase::Failed))
+        })
+        .await;
+        let restored = servers.get("web").await.expect("get server");
+        let record = restored
+            .status
+            .and_then(|s| s.restore)
+            .expect("restore recorded");
+        assert_eq!(record.phase, RestorePhase::Succeeded, "{record:?}");
+        let vm: VirtualMachine = Api::namespaced(client.clone(), namespace)
+            .get("web")
+            .await
+            .expect("the VM exists");
+        assert_eq!(vm.spec.run_strategy.as_deref(), Some("Halted"));
+    } else {
+        println!(
+            "skipped the restore: snapshot {backup} never became ready (the cluster's storage \
+             needs a VolumeSnapshotClass)"
+        );
+    }
+
+    servers
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete virtual server");
+    reconcile_server_until(&servers, &servers_ctx, "web", |s| s.is_none()).await;
+    let _ = snapshots.delete(&backup, &DeleteParams::default()).await;
+    images
+        .delete("e2e-restore-cirros", &DeleteParams::default())
+        .await
+        .expect("delete image");
+    municipalities
+        .delete("e2e-restore", &DeleteParams::default())
+        .await
+        .expect("delete municipality");
+    reconcile_until(&municipalities, &tenancy, "e2e-restore", |m| m.is_none()).await;
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
-use novads_crds::{ServerImage, VirtualServer};
+use novads_crds::{Restore, ServerImage, VirtualServer};
 use novads_operator::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
 use novads_operator::virtual_server::build::{self, BuildError};
 use serde_json::{Value, json};
@@ -314,6 +314,7 @@ struct Schemas {
     vm: jsonschema::Validator,
     dv: jsonschema::Validator,
     snapshot: jsonschema::Validator,
+    restore: jsonschema::Validator,
 }
 
 fn schemas() -> Schemas {
@@ -330,6 +331,7 @@ fn schemas() -> Schemas {
         vm: load("kubevirt.io/virtualmachine_v1.json"),
         dv: load("cdi.kubevirt.io/datavolume_v1beta1.json"),
         snapshot: load("snapshot.kubevirt.io/virtualmachinesnapshot_v1beta1.json"),
+        restore: load("snapshot.kubevirt.io/virtualmachinerestore_v1beta1.json"),
     }
 }
 
@@ -460,6 +462,145 @@ fn every_generated_object_is_valid_against_the_published_schemas() {
     }
     // system disks of four servers, three data disks.
     assert_eq!(data_volumes, 7);
+}
+
+/// Restores of every case's server: from its own backup, and as a new server from another's.
+#[test]
+fn every_generated_restore_is_valid_against_the_published_schema_and_patches_its_vm() {
+    let schemas = schemas();
+    for case in CASES {
+        let server = server(case.server);
+        let name = server.metadata.name.clone().expect("name");
+        let requests = [
+            Restore {
+                backup: format!("{name}-20261126-0200"),
+                from_server: None,
+                token: Some("2026-12-04T10:00:00Z".into()),
+            },
+            Restore {
+                backup: "old-20261126-0200".into(),
+                from_server: Some("old".into()),
+                token: None,
+            },
+        ];
+        for request in &requests {
+            let what = format!("{}: {request:?}", case.file);
+            let restore = build::virtual_machine_restore(&server, request).expect(&what);
+            let restore = to_value(&restore);
+            assert_valid(&schemas.restore, &restore, &what);
+            assert_type_and_name(
+                &restore,
+                "snapshot.kubevirt.io/v1beta1",
+                "VirtualMachineRestore",
+                253,
+            );
+            assert_eq!(
+                restore["spec"]["virtualMachineSnapshotName"],
+                request.backup
+            );
+            assert_eq!(
+                restore["spec"]["target"],
+                json!({ "apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": name })
+            );
+            assert_eq!(
+                restore["metadata"]["ownerReferences"][0]["kind"],
+                "VirtualServer"
+            );
+
+            // The patches apply to the VM a backup holds (another server's, built by the
+            // same builder) and make it this server's: its labels and its instances'.
+            let mut source = server.clone();
+            source.metadata.name = Some(request.from_server.clone().unwrap_or(name.clone()));
+            let image = image_for(&source);
+            let mut vm = to_value(
+                &build::virtual_machine(&source, &image, &system_size(&source, &image))
+                    .expect(&what),
+            );
+            let patches: Vec<Value> = restore["spec"]["patches"]
+                .as_array()
+                .expect("patches")
+                .iter()
+                .map(|p| serde_json::from_str(p.as_str().expect("string")).expect("JSON"))
+                .collect();
+            let patch: json_patch::Patch =
+                serde_json::from_value(Value::Array(patches)).expect("a JSON patch");
+            json_patch::patch(&mut vm, &patch).expect("the patches apply");
+            assert_eq!(vm["metadata"]["labels"]["novads.io/virtual-server"], name);
+            assert_eq!(
+                vm["spec"]["template"]["metadata"]["labels"]["novads.io/virtual-server"],
+                name
+            );
+            assert_valid(&schemas.vm, &vm, &what);
+        }
+    }
+
+    // The schema can fail: a restore without its snapshot.
+    let server = server(CASES[0].server);
+    let request = Restore {
+        backup: "web-20261126-0200".into(),
+        from_server: None,
+        token: None,
+    };
+    let mut restore = to_value(&build::virtual_machine_restore(&server, &request).expect("builds"));
+    if let Some(spec) = restore["spec"].as_object_mut() {
+        spec.remove("virtualMachineSnapshotName");
+    }
+    assert!(
+        !errors(&schemas.restore, &restore).is_empty(),
+        "restore without a snapshot"
+    );
+}
+
+/// A restored VM keeps the DataVolumes KubeVirt restored into; every other disk keeps its
+/// own name.
+#[test]
+fn a_restored_vm_keeps_its_restored_disks() {
+    let server = server(CASES[0].server);
+    let image = image_for(&server);
+    let desired =
+        build::virtual_machine(&server, &image, &system_size(&server, &image)).expect("builds");
+    // As KubeVirt leaves the VM after restoring the system disk only.
+    let mut live = to_value(&desired);
+    let system = live["spec"]["dataVolumeTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    live["spec"]["dataVolumeTemplates"][0]["metadata"]["name"] = json!("restore-uid-system");
+    for volume in live["spec"]["template"]["spec"]["volumes"]
+        .as_array_mut()
+        .expect("volumes")
+    {
+        if volume["dataVolume"]["name"] == system.as_str() {
+            volume["dataVolume"]["name"] = json!("restore-uid-system");
+        }
+    }
+    let live: VirtualMachine = serde_json::from_value(live).expect("VM");
+
+    let mut kept = desired.clone();
+    build::keep_restored_disks(&mut kept, &live);
+    let kept = to_value(&kept);
+    let unchanged = to_value(&desired);
+    assert_eq!(
+        kept["spec"]["dataVolumeTemplates"][0]["metadata"]["name"],
+        "restore-uid-system"
+    );
+    assert_eq!(
+        kept["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"],
+        "restore-uid-system"
+    );
+    // Everything else is as built: the other disks, the template's spec.
+    assert_eq!(
+        kept["spec"]["dataVolumeTemplates"][1],
+        unchanged["spec"]["dataVolumeTemplates"][1]
+    );
+    assert_eq!(
+        kept["spec"]["dataVolumeTemplates"][0]["spec"],
+        unchanged["spec"]["dataVolumeTemplates"][0]["spec"]
+    );
+    // A VM that was never restored is applied exactly as built.
+    let mut same = desired.clone();
+    build::keep_restored_disks(&mut same, &desired);
+    assert_eq!(same, desired);
 }
 
 #[test]

@@ -23,8 +23,10 @@ use novads_crds::{ServerImage, VirtualServer};
 use novads_operator::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use novads_operator::virtual_server::build;
 use novads_operator::virtual_server::controller::{
-    self, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
+    self, Caches, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
 };
+use novads_operator::virtual_server::namespace_index::ServersByNamespace;
+use novads_operator::virtual_server::restore;
 use novads_operator::virtual_server::status::{self, Observed};
 use novads_operator::{OperatorOptions, run_with_client};
 use serde_json::{Value, json};
@@ -140,6 +142,8 @@ const SNAPSHOTS: &str =
     "/apis/snapshot.kubevirt.io/v1beta1/namespaces/muni-talsi/virtualmachinesnapshots";
 const SNAPSHOT_SELECTOR: &str =
     "labelSelector=novads.io%2Fvirtual-server%3Dweb%2Cnovads.io%2Fbackup%3Dscheduled";
+const RESTORES: &str =
+    "/apis/snapshot.kubevirt.io/v1beta1/namespaces/muni-talsi/virtualmachinerestores";
 const SERVICE: &str = "/api/v1/namespaces/muni-talsi/services/web";
 const CLAIMS: &str = "/api/v1/namespaces/muni-talsi/persistentvolumeclaims";
 const CLOUD_INIT: &str = "/api/v1/namespaces/muni-talsi/secrets/web-cloud-init";
@@ -246,6 +250,10 @@ struct World {
     service: Option<Value>,
     /// The tenant's user-data Secret, when the server names one.
     tenant_secret: Option<Option<Value>>,
+    /// The backup a restore names, KubeVirt's restore of it, and the namespace's restores.
+    backup: Option<Value>,
+    kubevirt_restore: Option<Value>,
+    restores: Vec<Value>,
 }
 
 impl World {
@@ -259,6 +267,9 @@ impl World {
             snapshots: Vec::new(),
             service: None,
             tenant_secret: None,
+            backup: None,
+            kubevirt_restore: None,
+            restores: Vec::new(),
         }
     }
 
@@ -296,6 +307,27 @@ impl World {
                 "/api/v1/namespaces/muni-talsi/secrets/web-user-data",
                 move |_| answer(secret),
             ));
+        }
+        // Only while a restore is asked for or running.
+        if let Some(active) = restore::active_restore(server) {
+            let backup = self.backup.clone();
+            script.push(expect(
+                Method::GET,
+                &format!("{SNAPSHOTS}/{}", active.request.backup),
+                move |_| answer(backup),
+            ));
+            let ours = self.kubevirt_restore.clone();
+            script.push(expect(
+                Method::GET,
+                &format!("{RESTORES}/{}", active.name),
+                move |_| answer(ours.clone()),
+            ));
+            if self.kubevirt_restore.is_none() && !active.started {
+                let restores = self.restores.clone();
+                script.push(expect(Method::GET, &format!("{RESTORES}?"), move |_| {
+                    (200, list("VirtualMachineRestoreList", restores))
+                }));
+            }
         }
         script
     }
@@ -1611,4 +1643,589 @@ async fn with_kubevirt_its_kinds_are_watched_metadata_only_by_label() {
             .any(|(_, uri, _, _)| uri.starts_with("/apis/novads.io/v1alpha1/virtualservers?")),
         "watches virtual servers"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restores
+// ---------------------------------------------------------------------------------------------
+
+const BACKUP: &str = "web-20250601-0200";
+
+fn restore_spec(restore: Value) -> Value {
+    json!({ "image": "debian-12", "cpu": 2, "memory": "4Gi", "restore": restore })
+}
+
+/// A scheduled, ready backup `name` of server `of`.
+fn backup_of(of: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+        "metadata": { "name": name, "namespace": "muni-talsi", "creationTimestamp": "2025-06-01T02:00:00Z",
+                      "labels": { "novads.io/virtual-server": of, "novads.io/backup": "scheduled" } },
+        "spec": { "source": { "apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": of } },
+        "status": { "readyToUse": true, "creationTime": "2025-06-01T02:00:00Z", "phase": "Succeeded" }
+    })
+}
+
+/// KubeVirt's restore of the server's request, with `status`.
+fn kubevirt_restore(server: &VirtualServer, status: Value) -> Value {
+    let request = server.spec.restore.clone().expect("a restore is asked for");
+    let built = build::virtual_machine_restore(server, &request).expect("restore builds");
+    let mut restore = serde_json::to_value(built).expect("JSON");
+    restore["status"] = status;
+    restore
+}
+
+/// `server` with the status `status` as the previous reconcile wrote it.
+fn with_status(server: &VirtualServer, status: Value) -> VirtualServer {
+    let mut next = server.clone();
+    next.status = Some(serde_json::from_value(status).expect("status"));
+    next
+}
+
+/// A status apply that hands the written status to the test.
+fn status_capture(
+    server: &VirtualServer,
+    check: impl FnOnce(&Value) + Send + 'static,
+) -> (Expect, std::sync::mpsc::Receiver<Value>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let step = status_patch(server, move |status| {
+        check(status);
+        tx.send(status.clone()).expect("send");
+    });
+    (step, rx)
+}
+
+fn restore_condition(status: &Value) -> (String, String) {
+    reason_of(status, restore::RESTORING)
+}
+
+#[tokio::test]
+async fn a_restore_stops_the_server_restores_waits_and_starts_it_again() {
+    let plain = web(basic_spec());
+    let mut world = running_world(&plain);
+    world.snapshots = vec![backup_of("web", BACKUP)];
+    let running = converged(&plain, &world);
+    let mut asked = running.clone();
+    asked.spec.restore =
+        Some(serde_json::from_value(json!({ "backup": BACKUP, "token": "t1" })).expect("restore"));
+    world.backup = Some(backup_of("web", BACKUP));
+    let mut harness = Harness::new();
+
+    // 1. Stop: the VM is applied Halted; nothing is restored yet.
+    let mut script = world.reads(&asked);
+    script.push(cloud_init_apply(&asked, None));
+    let mut halted = asked.clone();
+    halted.spec.run_strategy = novads_crds::RunStrategy::Halted;
+    script.push(vm_apply(&halted, world.vm.clone(), |_| {}));
+    let (write, written) = status_capture(&asked, |status| {
+        assert_eq!(restore_condition(status), pair("True", "Stopping"));
+        assert_eq!(status["restore"]["phase"], "Stopping");
+        assert_eq!(status["restore"]["backup"], BACKUP);
+        assert_eq!(status["restore"]["token"], "t1");
+        assert_eq!(status["restore"]["startTime"], NOW);
+        // The backups an admin chooses from.
+        assert_eq!(
+            status["backups"],
+            json!([{ "name": BACKUP, "time": "2025-06-01T02:00:00Z", "ready": true }])
+        );
+    });
+    script.push(write);
+    script.push(event("Stopping", "Normal"));
+    let result = harness.run(&asked, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(restore::RESTORE_RECHECK)
+    );
+    let stopping = with_status(&asked, written.recv().expect("status"));
+
+    // 2. Stopped: KubeVirt is asked to restore into the VM, which stays Halted.
+    world.vm = Some(live_vm(&halted, "Stopped"));
+    world.vmi = None;
+    let mut script = world.reads(&stopping);
+    script.push(cloud_init_apply(&stopping, None));
+    script.push(vm_apply(&halted, world.vm.clone(), |_| {}));
+    let built = build::virtual_machine_restore(&asked, asked.spec.restore.as_ref().expect("asked"))
+        .expect("restore builds");
+    let expected = serde_json::to_value(&built).expect("JSON");
+    script.push(expect(Method::POST, &format!("{RESTORES}?"), move |body| {
+        assert_eq!(body, expected);
+        assert_eq!(body["spec"]["virtualMachineSnapshotName"], BACKUP);
+        assert_eq!(body["spec"]["target"]["name"], "web");
+        (201, body)
+    }));
+    let name = built.metadata.name.clone().expect("name");
+    let (write, written) = status_capture(&stopping, move |status| {
+        assert_eq!(restore_condition(status), pair("True", "Restoring"));
+        assert_eq!(status["restore"]["phase"], "Restoring");
+        assert_eq!(status["restore"]["virtualMachineRestore"], name.as_str());
+        assert_eq!(status["phase"], "Stopped");
+    });
+    script.push(write);
+    script.push(event("Restoring", "Normal"));
+    script.push(event("Stopped", "Normal"));
+    let result = harness.run(&stopping, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(restore::RESTORE_RECHECK)
+    );
+    let restoring = with_status(&stopping, written.recv().expect("status"));
+
+    // 3. KubeVirt restores: the VM is left alone, nothing is written.
+    world.kubevirt_restore = Some(kubevirt_restore(&asked, json!({ "complete": false })));
+    let mut script = world.reads(&restoring);
+    script.push(cloud_init_apply(&restoring, None));
+    let result = harness.run(&restoring, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(restore::RESTORE_RECHECK)
+    );
+
+    // 4. Complete: the VM keeps the restored disk and runs again per its run strategy.
+    world.kubevirt_restore = Some(kubevirt_restore(
+        &asked,
+        json!({ "complete": true, "restoreTime": "2025-06-02T09:59:00Z" }),
+    ));
+    let mut restored_vm = live_vm(&halted, "Stopped");
+    restored_vm["spec"]["dataVolumeTemplates"][0]["metadata"]["name"] = json!("restore-uid-system");
+    restored_vm["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"] =
+        json!("restore-uid-system");
+    world.vm = Some(restored_vm);
+    let mut script = world.reads(&restoring);
+    script.push(cloud_init_apply(&restoring, None));
+    script.push(vm_apply_with(&restoring, world.vm.clone(), |vm| {
+        vm["spec"]["dataVolumeTemplates"][0]["metadata"]["name"] = json!("restore-uid-system");
+        vm["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"] =
+            json!("restore-uid-system");
+    }));
+    let (write, written) = status_capture(&restoring, |status| {
+        assert_eq!(restore_condition(status), pair("False", "Restored"));
+        assert_eq!(status["restore"]["phase"], "Succeeded");
+        assert_eq!(status["restore"]["completionTime"], "2025-06-02T09:59:00Z");
+    });
+    script.push(write);
+    script.push(event("Restored", "Normal"));
+    let result = harness.run(&restoring, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+    let restored = with_status(&restoring, written.recv().expect("status"));
+
+    // 5. Done: the request is not read about nor carried out again.
+    world.kubevirt_restore = None;
+    let mut script = world.reads(&restored);
+    assert_eq!(script.len(), world_without_restore_reads(&world, &restored));
+    script.push(cloud_init_apply(&restored, None));
+    script.push(vm_apply_with(&restored, world.vm.clone(), |vm| {
+        vm["spec"]["dataVolumeTemplates"][0]["metadata"]["name"] = json!("restore-uid-system");
+        vm["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"] =
+            json!("restore-uid-system");
+    }));
+    let result = harness.run(&restored, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+/// How many reads a reconcile of `server` makes without a restore.
+fn world_without_restore_reads(world: &World, server: &VirtualServer) -> usize {
+    let mut plain = server.clone();
+    plain.spec.restore = None;
+    plain.status = None;
+    world.reads(&plain).len()
+}
+
+/// The VM apply of `server`, with `edit` made to what the builder gives.
+fn vm_apply_with(
+    server: &VirtualServer,
+    live: Option<Value>,
+    edit: impl FnOnce(&mut Value),
+) -> Expect {
+    let vm = build::virtual_machine(server, &image_object(), &Quantity("20Gi".into()))
+        .expect("VM builds");
+    let mut expected = serde_json::to_value(vm).expect("JSON");
+    edit(&mut expected);
+    apply(VM, expected, live)
+}
+
+/// A refused restore of a running server: the server is applied as ever (running), the
+/// condition and one Warning say why, and no VirtualMachineRestore is made.
+async fn assert_restore_refused(
+    restore: Value,
+    world: World,
+    reason: &'static str,
+    says: &'static str,
+) {
+    let plain = web(basic_spec());
+    let running = converged(&plain, &world);
+    let mut asked = running.clone();
+    asked.spec.restore = Some(serde_json::from_value(restore).expect("restore"));
+    let mut script = world.reads(&asked);
+    script.push(cloud_init_apply(&asked, None));
+    script.push(vm_apply(&asked, world.vm.clone(), |vm| {
+        assert_eq!(vm["spec"]["runStrategy"], "Always");
+    }));
+    let previous = running.status.clone();
+    let (write, _written) = status_capture(&asked, move |status| {
+        assert_eq!(restore_condition(status), pair("False", reason));
+        let text = condition(status, restore::RESTORING)["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.contains(says), "{text}");
+        assert!(
+            status.get("restore").is_none(),
+            "nothing recorded: {status}"
+        );
+        assert_eq!(reason_of(status, "Ready"), pair("True", "Running"));
+        assert_eq!(
+            previous.map(|p| p.phase),
+            Some(Some(novads_crds::Phase::Running))
+        );
+    });
+    script.push(write);
+    script.push(event(reason, "Warning"));
+    let mut harness = Harness::new();
+    let result = harness.run(&asked, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn an_unknown_backup_is_refused_and_nothing_touched() {
+    let world = running_world(&web(basic_spec()));
+    assert_restore_refused(
+        json!({ "backup": "web-20250101-0200" }),
+        world,
+        "BackupNotFound",
+        "there is no backup \"web-20250101-0200\"",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_backup_of_another_server_is_refused_and_nothing_touched() {
+    let mut world = running_world(&web(basic_spec()));
+    world.backup = Some(backup_of("db", BACKUP));
+    assert_restore_refused(
+        json!({ "backup": BACKUP }),
+        world.clone(),
+        "BackupOfAnotherServer",
+        "not of server web",
+    )
+    .await;
+    // Naming the other server is no way around it for a server that exists.
+    world.backup = Some(backup_of("db", "db-20250601-0200"));
+    assert_restore_refused(
+        json!({ "backup": "db-20250601-0200", "fromServer": "db" }),
+        world,
+        "BackupOfAnotherServer",
+        "Create a new server",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_restore_while_another_runs_is_refused_and_nothing_touched() {
+    let mut world = running_world(&web(basic_spec()));
+    world.backup = Some(backup_of("web", BACKUP));
+    world.restores = vec![json!({
+        "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+        "metadata": { "name": "by-hand", "namespace": "muni-talsi" },
+        "spec": { "target": { "apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "web" },
+                  "virtualMachineSnapshotName": BACKUP },
+        "status": { "complete": false }
+    })];
+    assert_restore_refused(
+        json!({ "backup": BACKUP }),
+        world,
+        "RestoreInProgress",
+        "by-hand",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_server_from_another_servers_backup_is_created_by_the_restore() {
+    let server = web(restore_spec(
+        json!({ "backup": "db-20250601-0200", "fromServer": "db" }),
+    ));
+    let mut world = World::new();
+    world.backup = Some(backup_of("db", "db-20250601-0200"));
+    let mut script = world.reads(&server);
+    // The Secret, but no VM from the image: KubeVirt creates it from the backup.
+    script.push(cloud_init_apply(&server, None));
+    script.push(expect(Method::POST, &format!("{RESTORES}?"), |body| {
+        assert_eq!(
+            body["spec"]["virtualMachineSnapshotName"],
+            "db-20250601-0200"
+        );
+        assert_eq!(body["spec"]["target"]["name"], "web");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-web");
+        (201, body)
+    }));
+    script.push(status_patch(&server, |status| {
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(restore_condition(status), pair("True", "Restoring"));
+        assert_eq!(status["restore"]["fromServer"], "db");
+    }));
+    script.push(event("Restoring", "Normal"));
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(restore::RESTORE_RECHECK)
+    );
+}
+
+#[tokio::test]
+async fn a_new_server_from_a_backup_over_quota_is_refused_and_nothing_made() {
+    let server = web(restore_spec(
+        json!({ "backup": "db-20250601-0200", "fromServer": "db" }),
+    ));
+    let mut world = World::new();
+    world.municipality = Some(municipality(1));
+    let mut db = serde_json::to_value(web(basic_spec())).expect("JSON");
+    db["metadata"]["name"] = json!("db");
+    db["metadata"]["uid"] = json!("uid-db");
+    db["metadata"]["creationTimestamp"] = json!("2025-04-01T00:00:00Z");
+    world.siblings = vec![db];
+    world.backup = Some(backup_of("db", "db-20250601-0200"));
+    // The reads, the refusal, and neither a VM nor a restore.
+    assert_refused(
+        &server,
+        &world,
+        "QuotaExceeded",
+        "servers: 2 requested of 1 allowed",
+    )
+    .await;
+
+    // A new server whose backup does not exist is not installed from the image instead.
+    let mut world = World::new();
+    world.backup = None;
+    assert_refused(&server, &world, "BackupNotFound", "db-20250601-0200").await;
+}
+
+#[tokio::test]
+async fn a_restore_kubevirt_fails_is_reported_and_the_server_started_again() {
+    let plain = web(basic_spec());
+    let mut asked = plain.clone();
+    asked.spec.restore =
+        Some(serde_json::from_value(json!({ "backup": BACKUP })).expect("restore"));
+    let name = build::virtual_machine_restore(&asked, asked.spec.restore.as_ref().expect("asked"))
+        .expect("builds")
+        .metadata
+        .name
+        .expect("name");
+    let mut halted = asked.clone();
+    halted.spec.run_strategy = novads_crds::RunStrategy::Halted;
+    let mut world = World::new();
+    world.vm = Some(live_vm(&halted, "Stopped"));
+    world.backup = Some(backup_of("web", BACKUP));
+    world.kubevirt_restore = Some(kubevirt_restore(
+        &asked,
+        json!({ "complete": false, "conditions": [
+            { "type": "Failure", "status": "True", "reason": "Failed", "message": "volume snapshot web-system is not ready" }
+        ] }),
+    ));
+    let restoring = with_status(
+        &asked,
+        json!({ "restore": { "backup": BACKUP, "phase": "Restoring", "virtualMachineRestore": name,
+                             "startTime": "2025-06-02T09:50:00Z" } }),
+    );
+    let mut script = world.reads(&restoring);
+    script.push(cloud_init_apply(&restoring, None));
+    script.push(vm_apply(&restoring, world.vm.clone(), |vm| {
+        assert_eq!(vm["spec"]["runStrategy"], "Always");
+    }));
+    script.push(status_patch(&restoring, |status| {
+        assert_eq!(restore_condition(status), pair("False", "RestoreFailed"));
+        let text = condition(status, restore::RESTORING)["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            text.contains("volume snapshot web-system is not ready"),
+            "{text}"
+        );
+        assert_eq!(status["restore"]["phase"], "Failed");
+        assert_eq!(status["restore"]["startTime"], "2025-06-02T09:50:00Z");
+        assert_eq!(status["restore"]["completionTime"], NOW);
+    }));
+    script.push(event("RestoreFailed", "Warning"));
+    script.push(event("Stopped", "Normal"));
+    let mut harness = Harness::new();
+    let result = harness.run(&restoring, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn deleting_a_server_during_a_restore_calls_the_restore_off_first() {
+    let server = deleting(web(basic_spec()));
+    let server = with_status(
+        &server,
+        json!({ "restore": { "backup": BACKUP, "phase": "Restoring",
+                             "virtualMachineRestore": "web-restore-0123456789abcdef" } }),
+    );
+    let script = vec![
+        delete(&format!("{RESTORES}/web-restore-0123456789abcdef"), false),
+        delete(VM, false),
+        delete(SERVICE, true),
+        delete(POLICY, true),
+        delete(CLOUD_INIT, false),
+        release_finalizer(),
+    ];
+    let mut harness = Harness::new();
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+}
+
+#[test]
+fn municipal_admins_and_viewers_see_restores_but_only_admins_ask_for_them() {
+    use support::rbac::municipality_role_allows;
+    for role in ["novads-municipality-admin", "novads-municipality-viewer"] {
+        for verb in ["get", "list", "watch"] {
+            assert!(municipality_role_allows(
+                role,
+                "snapshot.kubevirt.io",
+                "virtualmachinerestores",
+                verb
+            ));
+        }
+        // Restores go through the VirtualServer, never straight to KubeVirt.
+        assert!(!municipality_role_allows(
+            role,
+            "snapshot.kubevirt.io",
+            "virtualmachinerestores",
+            "create"
+        ));
+    }
+    assert!(municipality_role_allows(
+        "novads-municipality-admin",
+        "novads.io",
+        "virtualservers",
+        "patch"
+    ));
+    assert!(!municipality_role_allows(
+        "novads-municipality-viewer",
+        "novads.io",
+        "virtualservers",
+        "patch"
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading from the caches
+// ---------------------------------------------------------------------------------------------
+
+/// A store holding `objects`, listed once (as the watcher's first listing leaves it).
+fn store_of<K>(objects: Vec<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    use kube::runtime::{reflector, watcher};
+    let (store, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// The controller's caches as the watches fill them for `world` and `server`.
+fn caches(world: &World, server: &VirtualServer) -> Caches {
+    let mut servers: Vec<VirtualServer> = world
+        .siblings
+        .iter()
+        .map(|s| serde_json::from_value(s.clone()).expect("server"))
+        .collect();
+    servers.push(server.clone());
+    Caches {
+        municipalities: store_of(
+            world
+                .municipality
+                .iter()
+                .map(|m| serde_json::from_value(m.clone()).expect("municipality"))
+                .collect(),
+        ),
+        images: store_of(
+            world
+                .image
+                .iter()
+                .map(|i| serde_json::from_value(i.clone()).expect("image"))
+                .collect(),
+        ),
+        servers_by_namespace: ServersByNamespace::of(&servers),
+        servers: store_of(servers),
+    }
+}
+
+/// The reads of one reconcile with the caches: the API is asked only for the namespace and
+/// the server's own objects.
+fn cached_reads(world: &World, server: &VirtualServer) -> Vec<Expect> {
+    let cached = [
+        MUNICIPALITY.to_string(),
+        IMAGE.to_string(),
+        format!("{SERVERS}?"),
+    ];
+    world
+        .reads(server)
+        .into_iter()
+        .filter(|read| !cached.contains(&read.uri))
+        .collect()
+}
+
+fn cached_harness(world: &World, server: &VirtualServer) -> Harness {
+    let caches = caches(world, server);
+    Harness::with(move |ctx| ctx.with_caches(caches), NOW)
+}
+
+#[tokio::test]
+async fn with_caches_a_converged_server_asks_the_api_only_for_its_own_objects() {
+    let server = web(basic_spec());
+    let world = running_world(&server);
+    let server = converged(&server, &world);
+    let mut script = cached_reads(&world, &server);
+    assert_eq!(
+        script
+            .iter()
+            .map(|read| read.uri.as_str())
+            .collect::<Vec<_>>(),
+        [
+            NS,
+            VM,
+            VMI,
+            &format!("{SNAPSHOTS}?&{SNAPSHOT_SELECTOR}"),
+            SERVICE
+        ]
+    );
+    script.push(cloud_init_apply(&server, None));
+    script.push(vm_apply(&server, world.vm.clone(), |_| {}));
+    let mut harness = cached_harness(&world, &server);
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn with_caches_the_quota_counts_the_cached_servers_and_a_missing_image_refuses() {
+    let server = web(basic_spec());
+    let mut world = World::new();
+    world.municipality = Some(municipality(1));
+    let mut older = serde_json::to_value(web(basic_spec())).expect("JSON");
+    older["metadata"]["name"] = json!("db");
+    older["metadata"]["uid"] = json!("uid-db");
+    older["metadata"]["creationTimestamp"] = json!("2025-04-01T00:00:00Z");
+    world.siblings = vec![older];
+    let mut script = cached_reads(&world, &server);
+    script.push(status_patch(&server, |status| {
+        assert_eq!(reason_of(status, "Degraded"), pair("True", "QuotaExceeded"));
+    }));
+    script.push(event("QuotaExceeded", "Warning"));
+    let mut harness = cached_harness(&world, &server);
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
+
+    let mut world = World::new();
+    world.image = None;
+    let mut script = cached_reads(&world, &server);
+    script.push(status_patch(&server, |status| {
+        assert_eq!(reason_of(status, "Degraded"), pair("True", "ImageNotFound"));
+    }));
+    script.push(event("ImageNotFound", "Warning"));
+    let mut harness = cached_harness(&world, &server);
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(REFUSED_RECHECK));
 }

@@ -9,9 +9,10 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use novads_crds::{GuestOs, Phase, RunStrategy, VirtualServer, VirtualServerStatus};
+use novads_crds::{BackupStatus, GuestOs, Phase, RunStrategy, VirtualServer, VirtualServerStatus};
 
 use super::admission::{Refusal, describe_refusals};
+use super::restore::RESTORING;
 use super::schedule::{self, SnapshotInfo};
 use crate::kubevirt::{
     KubeVirtCondition, VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot,
@@ -448,6 +449,31 @@ pub fn snapshot_infos(snapshots: &[VirtualMachineSnapshot]) -> Vec<SnapshotInfo>
         .collect()
 }
 
+/// The server's backups for its status, newest first (at most [`MAX_BACKUPS`]): what an
+/// admin chooses from for `spec.restore.backup`. A snapshot being deleted is left out.
+pub fn backups(snapshots: &[VirtualMachineSnapshot]) -> Vec<BackupStatus> {
+    let mut backups: Vec<BackupStatus> = snapshots
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .filter_map(|snapshot| {
+            let status = snapshot.status.as_ref();
+            Some(BackupStatus {
+                name: snapshot.metadata.name.clone().filter(|n| !n.is_empty())?,
+                time: status
+                    .and_then(|s| s.creation_time.clone())
+                    .or_else(|| snapshot.metadata.creation_timestamp.clone()),
+                ready: status.and_then(|s| s.ready_to_use) == Some(true),
+            })
+        })
+        .collect();
+    backups.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.name.cmp(&b.name)));
+    backups.truncate(MAX_BACKUPS);
+    backups
+}
+
+/// Most backups listed in the status: retention keeps at most 100, plus those in progress.
+pub const MAX_BACKUPS: usize = 128;
+
 /// When the newest successful snapshot of *this* server was taken (`status.creationTime`,
 /// else its creation): snapshots older than the server are an earlier server's of the same
 /// name, kept by a `Retain` policy.
@@ -672,6 +698,31 @@ pub fn next_status(
         Some(token) if !vm_running(observed.vmi) => Some(token.to_string()),
         _ => previous.restart_handled.clone(),
     };
+    let mut conditions = vec![
+        make(READY, ready, &ready_reason, ready_message),
+        make(
+            PROGRESSING,
+            progressing,
+            &progressing_reason,
+            progressing_message,
+        ),
+        make(DEGRADED, degraded, &degraded_reason, degraded_message),
+        make(
+            RESTART_REQUIRED,
+            restart_status,
+            restart_reason,
+            restart_message,
+        ),
+    ];
+    // The restore's condition and record change only with a restore step (see
+    // `restore::record_step`); every other reconcile carries them over.
+    conditions.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == RESTORING)
+            .cloned(),
+    );
     VirtualServerStatus {
         phase: Some(match (&refused, observed.vm) {
             (Some(_), None) => Phase::Pending,
@@ -684,22 +735,9 @@ pub fn next_status(
         guest_os: guest_os(vmi),
         last_backup_time,
         restart_handled,
-        conditions: vec![
-            make(READY, ready, &ready_reason, ready_message),
-            make(
-                PROGRESSING,
-                progressing,
-                &progressing_reason,
-                progressing_message,
-            ),
-            make(DEGRADED, degraded, &degraded_reason, degraded_message),
-            make(
-                RESTART_REQUIRED,
-                restart_status,
-                restart_reason,
-                restart_message,
-            ),
-        ],
+        backups: backups(observed.snapshots),
+        restore: previous.restore,
+        conditions,
         observed_generation: generation,
     }
 }

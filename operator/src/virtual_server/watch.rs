@@ -1,5 +1,6 @@
-//! What the VirtualServer controller watches and how it runs: every VirtualServer (cached);
-//! ServerImages and Municipalities (spec changes only) mapped to the servers that use them;
+//! What the VirtualServer controller watches and how it runs: every VirtualServer, ServerImage
+//! and Municipality (cached: a reconcile reads them from the stores; images and
+//! municipalities trigger on spec changes only, mapped to the servers that use them);
 //! the servers' Services and KubeVirt's VirtualMachines, instances and snapshots as metadata
 //! only, by the server label.
 //!
@@ -12,7 +13,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -25,7 +26,8 @@ use novads_crds::{Municipality, ServerImage, VirtualServer};
 use serde::de::DeserializeOwned;
 
 use super::build::SERVER_LABEL;
-use super::controller::{self, Context, Error};
+use super::controller::{self, Caches, Context, Error};
+use super::namespace_index::ServersByNamespace;
 use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use crate::watch::{Stop, log_result, measured, metadata_stream, object_events};
@@ -174,25 +176,34 @@ async fn run_once(
 ) {
     let (reader, writer) = reflector::store::<VirtualServer>();
     metrics.watch_virtual_servers(reader.clone());
+    let by_namespace = ServersByNamespace::default();
+    let index = by_namespace.clone();
     let servers = object_events::<VirtualServer>(client, health, Cache::VirtualServers)
         .reflect(writer)
+        .inspect_ok(move |event| index.apply(event))
         .applied_objects();
-    // Only spec changes of images and municipalities matter (admission reads the spec);
-    // a municipality's status changes with every VM that starts.
-    let images = metadata_stream::<ServerImage>(
-        client,
-        health,
-        Cache::ServerImages,
-        watcher::Config::default(),
-    )
-    .predicate_filter(predicates::generation, Default::default());
+    // Images and municipalities are cached whole (a reconcile reads them from the stores);
+    // only their spec changes trigger (admission reads the spec), as a municipality's status
+    // changes with every VM that starts.
+    let (image_reader, image_writer) = reflector::store::<ServerImage>();
+    let images = object_events::<ServerImage>(client, health, Cache::ServerImages)
+        .reflect(image_writer)
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let (municipality_reader, municipality_writer) = reflector::store::<Municipality>();
     let municipalities = object_events::<Municipality>(client, health, Cache::ServerMunicipalities)
+        .reflect(municipality_writer)
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
     let with_label = watcher::Config::default().labels(SERVER_LABEL);
     let services = metadata_stream::<Service>(client, health, Cache::Services, with_label.clone());
 
-    let mut context = Context::new(client.clone(), reporter.clone());
+    let mut context = Context::new(client.clone(), reporter.clone()).with_caches(Caches {
+        municipalities: municipality_reader,
+        images: image_reader,
+        servers: reader.clone(),
+        servers_by_namespace: by_namespace,
+    });
     if let Some(reason) = &kubevirt_missing {
         context = context.with_kubevirt_unavailable(reason.clone());
     }

@@ -7,7 +7,7 @@
 //!
 //! One file per object a server becomes — [`cloud_init`] (the cloud-init Secret), [`machine`]
 //! (the VirtualMachine with its disks), [`exposure`] (the Service and NetworkPolicy) and
-//! [`backup`] (the snapshots) — all built on the naming checks, labels and owner reference of
+//! [`backup`] (the snapshots), [`restore`] (a restore from one of them) — all built on the naming checks, labels and owner reference of
 //! this module.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,11 +42,13 @@ mod backup;
 mod cloud_init;
 mod exposure;
 mod machine;
+mod restore;
 
 pub use backup::*;
 pub use cloud_init::*;
 pub use exposure::*;
 pub use machine::*;
+pub use restore::*;
 
 /// Label naming the server on everything the operator creates for it. The Service and the
 /// NetworkPolicy select the virt-launcher pod by it.

@@ -68,7 +68,11 @@ pub(super) async fn carry_out(
     let key = key(server);
     let client = &ctx.client;
     reconcile::apply_namespaced(client, &ns, &desired.cloud_init).await?;
-    let vm = reconcile::apply_namespaced(client, &ns, &desired.vm).await?;
+    let vm = if desired.apply_vm {
+        Some(reconcile::apply_namespaced(client, &ns, &desired.vm).await?)
+    } else {
+        seen.vm.clone()
+    };
     for growth in &desired.grow {
         grow_disk(server, ctx, &ns, growth).await;
     }
@@ -89,7 +93,7 @@ pub(super) async fn carry_out(
         .await?;
         reconcile::delete_namespaced::<Service>(&ctx.client, &ns, &service_name(server)).await?;
     }
-    if seen.vm.is_none() {
+    if let (None, Some(vm)) = (&seen.vm, &vm) {
         let note = format!(
             "Created VirtualMachine {} from ServerImage {}",
             vm.name_any(),
@@ -110,7 +114,7 @@ pub(super) async fn carry_out(
     match &restart {
         RestartDecision::None => {}
         RestartDecision::Requested { token } => {
-            restart_vm(ctx, &ns, &vm.name_any()).await?;
+            restart_vm(ctx, &ns, &server.name_any()).await?;
             ctx.remember_restart(
                 &key,
                 RestartMemo {
@@ -123,7 +127,7 @@ pub(super) async fn carry_out(
             restarted_token = Some(token.clone());
         }
         RestartDecision::MaintenanceWindow => {
-            restart_vm(ctx, &ns, &vm.name_any()).await?;
+            restart_vm(ctx, &ns, &server.name_any()).await?;
             ctx.remember_restart(
                 &key,
                 RestartMemo {
@@ -145,10 +149,13 @@ pub(super) async fn carry_out(
     if let Some(backup) = &desired.backup {
         take_backups(server, ctx, backup).await?;
     }
+    if let Some(RestoreStep::Create(_, restore)) = &desired.restore {
+        start_restore(ctx, &ns, restore).await?;
+    }
 
     let current = server.status.clone().unwrap_or_default();
     let observed = Observed {
-        vm: Some(&vm),
+        vm: vm.as_ref(),
         vmi: seen.vmi.as_ref(),
         snapshots: &seen.snapshots,
         service: service.as_ref(),
@@ -157,7 +164,18 @@ pub(super) async fn carry_out(
     if let Some(token) = restarted_token.or_else(|| remembered(server, &memo)) {
         next.restart_handled = Some(token);
     }
+    if let Some(step) = &desired.restore {
+        restoring::record_step(&mut next, &current, server, step, now);
+    }
     write_status(server, ctx, &next).await?;
+    if let Some((warning, reason, note)) = restoring::restore_event(&current, &next) {
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, server, type_, &reason, "Restore", note).await;
+    }
     if let Some((warning, reason, note)) = phase_event(&current, &next) {
         let type_ = if warning {
             EventType::Warning
@@ -251,6 +269,21 @@ pub(super) async fn take_backups(
         .await;
     }
     Ok(())
+}
+
+/// Asks KubeVirt to restore. Its name comes from the request, so an earlier reconcile that
+/// created it and failed before recording it finds a 409 here and follows it from then on.
+pub(super) async fn start_restore(
+    ctx: &Context,
+    ns: &str,
+    restore: &VirtualMachineRestore,
+) -> Result<(), Error> {
+    let api = Api::<VirtualMachineRestore>::namespaced(ctx.client.clone(), ns);
+    match api.create(&PostParams::default(), restore).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The token this replica restarted for, while the cached status still lacks it (so that a

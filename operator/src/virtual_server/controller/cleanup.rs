@@ -7,6 +7,17 @@ use super::*;
 pub(super) async fn cleanup(server: &VirtualServer, ctx: &Context) -> Result<Action, Error> {
     let ns = namespace(server)?;
     let name = server.name_any();
+    // A restore still running is called off first, so KubeVirt does not go on restoring
+    // into a VM that is being deleted (finished ones go with the server: it owns them).
+    if let Some(restore) = server
+        .status
+        .as_ref()
+        .and_then(|s| s.restore.as_ref())
+        .filter(|r| matches!(r.phase, RestorePhase::Stopping | RestorePhase::Restoring))
+        .and_then(|r| r.virtual_machine_restore.as_deref())
+    {
+        reconcile::delete_namespaced::<VirtualMachineRestore>(&ctx.client, &ns, restore).await?;
+    }
     // The VM takes its DataVolumes with it (they are owned by the VM). Without KubeVirt the
     // delete answers 404, which counts as gone.
     reconcile::delete_namespaced::<VirtualMachine>(&ctx.client, &ns, &name).await?;

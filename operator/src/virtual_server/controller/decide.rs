@@ -35,6 +35,11 @@ pub struct Desired {
     pub restart: RestartDecision,
     /// Backups, when the server has a schedule and a VM.
     pub backup: Option<BackupPlan>,
+    /// Whether to apply the VM: not while KubeVirt restores it, nor before a restore creates
+    /// it.
+    pub apply_vm: bool,
+    /// The step of a restore in progress or asked for.
+    pub restore: Option<RestoreStep>,
     /// When the server needs looking at again without any change: the next backup, the next
     /// maintenance window opening for a pending restart, or the resync.
     pub wake: Timestamp,
@@ -142,6 +147,22 @@ pub fn plan(
             ),
         });
     }
+    let restore = seen.restore.active.as_ref().map(|active| {
+        restoring::restore_step(&RestoreInput {
+            server,
+            active,
+            backup: seen.restore.backup.as_ref(),
+            ours: seen.restore.ours.as_ref(),
+            restores: &seen.restore.restores,
+            vm: seen.vm.as_ref(),
+            instance: seen.vmi.is_some(),
+            now,
+        })
+    });
+    if let (Some(RestoreStep::Refused(refusal)), None) = (&restore, &seen.vm) {
+        // A server to be made from a backup is never installed from the image instead.
+        refusals.push(refusal.clone());
+    }
     let backup = match (&server.spec.backup, &seen.vm) {
         // Only a VM that already exists has disks to snapshot.
         (Some(backup), Some(_)) => Some(backups(server, backup, &seen.snapshots, now)),
@@ -152,11 +173,24 @@ pub fn plan(
         let backup = backup.and_then(Result::ok).map(Box::new);
         return Plan::Refused { refusals, backup };
     };
-    let (cloud_init, vm, service, network_policy) =
+    let (cloud_init, mut vm, service, network_policy) =
         match build_objects(server, image, admitted, user_data) {
             Ok(built) => built,
             Err(error) => return Plan::Invalid(error),
         };
+    if let Some(live) = &seen.vm {
+        build::keep_restored_disks(&mut vm, live);
+    }
+    let holds_the_vm = restore.as_ref().is_some_and(RestoreStep::holds_the_vm);
+    if holds_the_vm {
+        vm.spec.run_strategy = Some(RunStrategy::Halted.kubevirt().to_string());
+    }
+    // While KubeVirt restores, the VM is its; a restore into a new server creates the VM.
+    let apply_vm = match &restore {
+        Some(RestoreStep::Wait(_)) => false,
+        Some(RestoreStep::Create(..)) => seen.vm.is_some(),
+        _ => true,
+    };
 
     let mut wake = later(now, RESYNC);
     let restart_required = status::restart_required(server, seen.vmi.as_ref());
@@ -182,9 +216,16 @@ pub fn plan(
     if let Some(backup) = &backup {
         wake = wake.min(backup.next);
     }
+    let (restart, backup, grow) = if holds_the_vm {
+        // A stopped VM under restore is neither restarted, grown nor snapshotted.
+        wake = wake.min(later(now, RESTORE_RECHECK));
+        (RestartDecision::None, None, Vec::new())
+    } else {
+        (restart, backup, disk_growth(seen.vm.as_ref(), &vm))
+    };
 
     Plan::Apply(Box::new(Desired {
-        grow: disk_growth(seen.vm.as_ref(), &vm),
+        grow,
         unexpose: service.is_none() && seen.service.is_some(),
         cloud_init,
         vm,
@@ -193,6 +234,8 @@ pub fn plan(
         restart_required,
         restart,
         backup,
+        apply_vm,
+        restore,
         wake,
     }))
 }

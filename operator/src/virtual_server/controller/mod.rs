@@ -23,20 +23,27 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{
-    Backup, Municipality, Phase, ServerImage, SnapshotDeletion, VirtualServer, VirtualServerStatus,
+    Backup, Municipality, Phase, RestorePhase, RunStrategy, ServerImage, SnapshotDeletion,
+    VirtualServer, VirtualServerStatus,
 };
 use serde_json::json;
 
 use crate::kubevirt::{
-    DataVolumeTemplateSpec, VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot,
+    DataVolumeTemplateSpec, VirtualMachine, VirtualMachineInstance, VirtualMachineRestore,
+    VirtualMachineSnapshot,
 };
 use crate::quantity::Amount;
 use crate::reconcile::{self, FIELD_MANAGER, FailureCounts, backoff};
 use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
+};
+use crate::virtual_server::namespace_index::ServersByNamespace;
+use crate::virtual_server::restore::{
+    self as restoring, ActiveRestore, RESTORE_RECHECK, RestoreInput, RestoreStep,
 };
 use crate::virtual_server::schedule::{self, BackupDecision};
 use crate::virtual_server::status::{self, Observed, RestartDecision};
@@ -81,6 +88,8 @@ pub enum Error {
     Request(#[from] http::Error),
     #[error("the object lacks {0}")]
     IncompleteObject(&'static str),
+    #[error("the controller's caches stopped")]
+    CachesGone,
 }
 
 impl Error {
@@ -90,7 +99,7 @@ impl Error {
             Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Self::Kube(_) => "api",
             Self::InvalidSpec(_) | Self::IncompleteObject(_) => "invalid_spec",
-            Self::Request(_) => "internal",
+            Self::Request(_) | Self::CachesGone => "internal",
         }
     }
 }
@@ -108,6 +117,52 @@ struct RestartMemo {
     instance: Option<String>,
 }
 
+/// The controller's reflector stores: what a reconcile reads of Municipalities, ServerImages
+/// and the namespace's servers, instead of asking the API server each time.
+#[derive(Clone)]
+pub struct Caches {
+    pub municipalities: Store<Municipality>,
+    pub images: Store<ServerImage>,
+    pub servers: Store<VirtualServer>,
+    /// The names of the servers in each namespace, kept from the same events as `servers`.
+    pub servers_by_namespace: ServersByNamespace,
+}
+
+impl Caches {
+    /// Waits until every store has listed its kind once: a reconcile before that would take a
+    /// Municipality or image not yet listed for a missing one and refuse the server.
+    async fn ready(&self) -> Result<(), Error> {
+        for ready in [
+            self.municipalities.wait_until_ready().await,
+            self.images.wait_until_ready().await,
+            self.servers.wait_until_ready().await,
+        ] {
+            ready.map_err(|_| Error::CachesGone)?;
+        }
+        Ok(())
+    }
+
+    fn municipality(&self, name: &str) -> Option<Municipality> {
+        self.municipalities
+            .get(&ObjectRef::new(name))
+            .map(|m| (*m).clone())
+    }
+
+    fn image(&self, name: &str) -> Option<ServerImage> {
+        self.images.get(&ObjectRef::new(name)).map(|i| (*i).clone())
+    }
+
+    /// The namespace's servers. The store is the one the controller's trigger stream fills,
+    /// so it holds every server whose event came before this reconcile's; admission counts
+    /// older servers first, and a server created later is admitted in its own reconcile,
+    /// counting this one.
+    fn servers_in(&self, namespace: &str) -> Result<Vec<VirtualServer>, Error> {
+        self.servers_by_namespace
+            .servers_in(&self.servers, namespace)
+            .ok_or(Error::CachesGone)
+    }
+}
+
 /// Shared by every reconcile of the controller.
 pub struct Context {
     pub client: Client,
@@ -119,6 +174,8 @@ pub struct Context {
     /// Consecutive failures per server (`namespace/name`), for the error policy's back-off.
     failures: FailureCounts,
     restarts: Mutex<HashMap<String, RestartMemo>>,
+    /// Read instead of the API when given (the runtime always gives them).
+    caches: Option<Caches>,
 }
 
 impl Context {
@@ -130,7 +187,15 @@ impl Context {
             clock: Arc::new(Timestamp::now),
             failures: FailureCounts::default(),
             restarts: Mutex::default(),
+            caches: None,
         }
+    }
+
+    /// The same context reading Municipalities, ServerImages and servers from `caches`.
+    #[must_use]
+    pub fn with_caches(mut self, caches: Caches) -> Self {
+        self.caches = Some(caches);
+        self
     }
 
     /// The same context reading time from `clock` (tests and benchmarks pin it).

@@ -19,6 +19,21 @@ pub struct Observations {
     pub service: Option<Service>,
     /// The tenant's cloud-init user data.
     pub user_data: UserData,
+    /// What a restore in progress or asked for needs; empty without one.
+    pub restore: RestoreObservations,
+}
+
+/// What the restore step is decided from (read only while a restore is active).
+#[derive(Clone, Debug, Default)]
+pub struct RestoreObservations {
+    /// The restore worked on.
+    pub active: Option<ActiveRestore>,
+    /// The backup it names.
+    pub backup: Option<VirtualMachineSnapshot>,
+    /// Its VirtualMachineRestore.
+    pub ours: Option<VirtualMachineRestore>,
+    /// Every VirtualMachineRestore of the namespace (another one may be restoring the VM).
+    pub restores: Vec<VirtualMachineRestore>,
 }
 
 /// The tenant's extra cloud-init user data (`spec.cloudInit.secretRef`).
@@ -38,13 +53,22 @@ pub enum UserData {
 pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Observations, Error> {
     let ns = namespace(server)?;
     let name = server.name_any();
+    if let Some(caches) = &ctx.caches {
+        caches.ready().await?;
+    }
     let municipality = find_municipality(ctx, &ns).await?;
-    let image = Api::<ServerImage>::all(ctx.client.clone())
-        .get_opt(&server.spec.image)
-        .await?;
-    // Listed, not taken from the cache: a sibling created a moment ago must count against
-    // the quota too.
-    let siblings = servers(ctx, &ns).list(&ListParams::default()).await?.items;
+    let image = match &ctx.caches {
+        Some(caches) => caches.image(&server.spec.image),
+        None => {
+            Api::<ServerImage>::all(ctx.client.clone())
+                .get_opt(&server.spec.image)
+                .await?
+        }
+    };
+    let siblings = match &ctx.caches {
+        Some(caches) => caches.servers_in(&ns)?,
+        None => servers(ctx, &ns).list(&ListParams::default()).await?.items,
+    };
     let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&name)
         .await?;
@@ -61,6 +85,7 @@ pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Obs
         .get_opt(&service_name(server))
         .await?;
     let user_data = tenant_user_data(server, ctx, &ns).await?;
+    let restore = observe_restore(server, ctx, &ns).await?;
     Ok(Observations {
         municipality,
         image,
@@ -70,6 +95,35 @@ pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Obs
         snapshots,
         service,
         user_data,
+        restore,
+    })
+}
+
+/// The backup, KubeVirt's restore of it and the namespace's other restores — only while a
+/// restore is active, so a converged server makes none of these reads.
+async fn observe_restore(
+    server: &VirtualServer,
+    ctx: &Context,
+    ns: &str,
+) -> Result<RestoreObservations, Error> {
+    let Some(active) = restoring::active_restore(server) else {
+        return Ok(RestoreObservations::default());
+    };
+    let backup = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&active.request.backup)
+        .await?;
+    let restores = Api::<VirtualMachineRestore>::namespaced(ctx.client.clone(), ns);
+    let ours = restores.get_opt(&active.name).await?;
+    let restores = if ours.is_none() && !active.started {
+        restores.list(&ListParams::default()).await?.items
+    } else {
+        Vec::new()
+    };
+    Ok(RestoreObservations {
+        active: Some(active),
+        backup,
+        ours,
+        restores,
     })
 }
 
@@ -96,9 +150,14 @@ pub(super) async fn find_municipality(
     else {
         return Ok(None);
     };
-    let municipality = Api::<Municipality>::all(ctx.client.clone())
-        .get_opt(&owner.name)
-        .await?;
+    let municipality = match &ctx.caches {
+        Some(caches) => caches.municipality(&owner.name),
+        None => {
+            Api::<Municipality>::all(ctx.client.clone())
+                .get_opt(&owner.name)
+                .await?
+        }
+    };
     // A re-created Municipality of the same name does not own the old namespace.
     Ok(municipality.filter(|m| m.metadata.uid.as_deref() == Some(owner.uid.as_str())))
 }
