@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use novads_monitor::metrics::MonitorMetrics;
 use kube::runtime::reflector;
 use novads_crds::{Phase, RunStrategy, VirtualServer};
+use novads_monitor::metrics::MonitorMetrics;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
