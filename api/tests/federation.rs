@@ -112,6 +112,7 @@ impl World {
             ],
             lockout: LockoutConfig::default(),
             audit: AuditConfig::default(),
+            admin_api: Default::default(),
         };
         assert_eq!(
             config.validate(Mode::Dev),

@@ -228,6 +228,7 @@ impl Config {
                 (None, true) => {}
             }
         }
+        self.admin_api.validate(self, &mut err);
         errors
     }
 

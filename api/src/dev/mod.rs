@@ -114,6 +114,7 @@ pub fn config(data_dir: &Path, listen: SocketAddr) -> Config {
         }],
         lockout: LockoutConfig::default(),
         audit: AuditConfig::default(),
+        admin_api: Default::default(),
     }
 }
 
