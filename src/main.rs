@@ -380,7 +380,8 @@ async fn run(command: Command) -> Result<(), CliError> {
                 Format::Jsonl => ExportFormat::Jsonl,
                 Format::Csv => ExportFormat::Csv,
             };
-            let mut stdout = std::io::stdout().lock();
+            // Buffered: the export flushes it when done.
+            let mut stdout = std::io::BufWriter::new(std::io::stdout());
             commands::audit_export(&config, &filter, format, &mut stdout).await?;
             Ok(())
         }

@@ -1,10 +1,15 @@
 //! The admin API at `/api/v1` over HTTP, with tokens from the real sign-in flow: the
 //! authorisation code flow with PKCE for people, `client_credentials` for services.
 
-use novads_api::config::{AdminApiConfig, ClientConfig, Config, PlatformRole, ServiceClientConfig};
+use novads_api::config::{
+    AdminApiConfig, ClientConfig, Config, LdapConfig, PlatformRole, RealmConfig,
+    ServiceClientConfig,
+};
 use novads_api::dev;
+use novads_testkit::fixtures::talsi;
+use novads_testkit::{Municipality, Postgres, Slapd, User};
 use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod support;
 use support::{Running, start_dev};
@@ -327,4 +332,362 @@ async fn cors_answers_configured_origins_only() {
             .is_none()
     );
     server.stop().await;
+}
+
+/// The dev configuration plus Talsi's directory, with `console` a client of Talsi: Talsi's
+/// `it-admins` are platform admins, its `accounting` auditors; `robot` is an auditor.
+async fn start_talsi(ldap: &Slapd, database: Option<String>) -> Running {
+    let m = Municipality::Talsi;
+    start_dev(|config, _| {
+        if let Some(url) = database {
+            config.database = url;
+        }
+        config.realms.push(RealmConfig {
+            name: "talsi".into(),
+            display_name: Some(m.display_name().into()),
+            ldap: Some(LdapConfig {
+                insecure: true,
+                bind_dn: Some(m.service_dn().into()),
+                bind_password: Some(m.service_password().into()),
+                timeout_seconds: 2,
+                pool_size: 2,
+                ..LdapConfig::new(vec![ldap.url()], m.people_base())
+            }),
+            static_directory: None,
+        });
+        add_clients(config, "talsi");
+        config.admin_api = AdminApiConfig {
+            clients: vec![CONSOLE.into(), "robot".into()],
+            platform_admin_groups: vec!["talsi:it-admins".into()],
+            auditor_groups: vec!["talsi:accounting".into()],
+            service_clients: vec![ServiceClientConfig {
+                client_id: "robot".into(),
+                role: PlatformRole::Auditor,
+            }],
+            cors_origins: vec![],
+        };
+    })
+    .await
+}
+
+async fn talsi_token(base: &str, user: &User) -> String {
+    user_token(
+        base,
+        CONSOLE,
+        CONSOLE_REDIRECT,
+        &user.login(),
+        user.password,
+    )
+    .await
+}
+
+async fn post_json(base: &str, path: &str, token: &str, body: &Value) -> Answer {
+    let response = browser()
+        .post(format!("{base}/api/v1{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("post");
+    Answer::from(response).await
+}
+
+async fn get_text(base: &str, path: &str, token: &str) -> (u16, String, String) {
+    let response = browser()
+        .get(format!("{base}/api/v1{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.expect("text"))
+}
+
+/// Every event id from `path` (a query without `cursor`), from `cursor` on, following
+/// cursors to the end.
+async fn all_ids(base: &str, path: &str, token: &str, mut cursor: Option<String>) -> Vec<i64> {
+    let mut ids = Vec::new();
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let answer = get(base, &url, Some(token)).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        ids.extend(
+            answer.body["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["id"].as_i64().expect("id")),
+        );
+        match answer.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+/// Identity views, the realm test and the audit trail, against Talsi's real directory with
+/// tokens from the real sign-in flow, on one database.
+async fn identity_and_audit(ldap: &Slapd, database: Option<String>) {
+    let server = start_talsi(ldap, database).await;
+    let base = &server.base;
+    let jana = talsi_token(base, &talsi::JANA).await; // platform admin
+    let ilze = talsi_token(base, &talsi::ILZE).await; // auditor
+    let janis = talsi_token(base, &talsi::JANIS_BERZINS).await; // no role
+    let robot = robot_token(base).await;
+
+    // Read views: everything visible to admins and auditors, no secret anywhere.
+    let realms = get(base, "/realms", Some(&ilze)).await;
+    assert_eq!(realms.status, 200, "{}", realms.body);
+    let talsi_view = realms
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["name"] == "talsi")
+        .expect("talsi listed")
+        .clone();
+    assert_eq!(talsi_view["directory"], "ldap");
+    assert_eq!(talsi_view["ldap"]["bind_password_set"], true);
+    assert_eq!(talsi_view["ldap"]["urls"][0], ldap.url());
+    let realm = get(base, "/realms/talsi", Some(&robot)).await;
+    assert_eq!(realm.body, talsi_view);
+    let clients = get(base, "/clients", Some(&jana)).await;
+    assert_eq!(clients.status, 200);
+    let robot_view = get(base, "/clients/robot", Some(&jana)).await;
+    assert_eq!(robot_view.body["secret_set"], true);
+    assert_eq!(robot_view.body["admin_api"], true);
+    assert_eq!(get(base, "/trusts", Some(&jana)).await.status, 200);
+    for body in [&realms.body, &clients.body, &robot_view.body] {
+        let text = body.to_string();
+        assert!(
+            !text.contains(Municipality::Talsi.service_password()),
+            "{text}"
+        );
+        assert!(!text.contains("$argon2id"), "{text}");
+    }
+    assert_eq!(
+        get(base, "/realms/nowhere", Some(&jana))
+            .await
+            .problem_type(),
+        "https://novads.io/problems/not-found"
+    );
+    assert_eq!(get(base, "/clients/nobody", Some(&jana)).await.status, 404);
+    let refused = get(base, "/realms", Some(&janis)).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.problem_type(),
+        "https://novads.io/problems/forbidden"
+    );
+    assert!(
+        refused.headers[WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii")
+            .contains("insufficient_scope")
+    );
+
+    // The realm test signs in through the production path.
+    let test =
+        |username: &str, password: &str| json!({ "username": username, "password": password });
+    let signed_in = post_json(
+        base,
+        "/realms/talsi/test",
+        &jana,
+        &test("ilze", talsi::ILZE.password),
+    )
+    .await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    assert_eq!(signed_in.body["result"], "signed_in");
+    assert_eq!(signed_in.body["groups"], json!(["talsi:accounting"]));
+    let ilze_subject = signed_in.body["subject"]
+        .as_str()
+        .expect("subject")
+        .to_owned();
+    let refused = post_json(
+        base,
+        "/realms/talsi/test",
+        &jana,
+        &test("ilze@talsi", "wrong"),
+    )
+    .await;
+    assert_eq!(refused.body["result"], "refused");
+    assert_eq!(refused.body["reason"], "bad_credentials");
+    // Auditors change nothing; bad input is named and does nothing.
+    assert_eq!(
+        post_json(base, "/realms/talsi/test", &ilze, &test("ilze", "x"))
+            .await
+            .status,
+        403
+    );
+    for (path, body, status) in [
+        ("/realms/talsi/test", test("ilze@ventspils", "x"), 400),
+        (
+            "/realms/talsi/test",
+            json!({ "username": "ilze", "password": "x", "extra": 1 }),
+            400,
+        ),
+        (
+            "/realms/talsi/test",
+            json!({ "username": 7, "password": "x" }),
+            400,
+        ),
+        ("/realms/nowhere/test", test("ilze", "x"), 404),
+        (
+            "/realms/talsi/test",
+            test("ilze", &"x".repeat(70 * 1024)),
+            413,
+        ),
+    ] {
+        let answer = post_json(base, path, &jana, &body).await;
+        assert_eq!(answer.status, status, "{path} {}", answer.body);
+        assert!(
+            answer
+                .problem_type()
+                .starts_with("https://novads.io/problems/"),
+            "{}",
+            answer.body
+        );
+    }
+
+    // Events, newest first, filtered.
+    let failed = get(
+        base,
+        "/audit/events?realm=talsi&event=login_failed&reason=bad_credentials",
+        Some(&ilze),
+    )
+    .await;
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    let failed = failed.body["events"].as_array().expect("events").clone();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["username"], "ilze@talsi");
+    let by_user = get(
+        base,
+        &format!("/audit/events?user={ilze_subject}"),
+        Some(&ilze),
+    )
+    .await;
+    assert!(
+        by_user.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .all(|e| e["subject"] == ilze_subject.as_str())
+    );
+    assert!(
+        !by_user.body["events"]
+            .as_array()
+            .expect("events")
+            .is_empty()
+    );
+    let by_client = get(
+        base,
+        &format!("/audit/events?client={CONSOLE}&event=login_succeeded"),
+        Some(&ilze),
+    )
+    .await;
+    assert_eq!(
+        by_client.body["events"].as_array().expect("events").len(),
+        3,
+        "three sign-ins at the console"
+    );
+    let future = get(base, "/audit/events?since=2999-01-01", Some(&ilze)).await;
+    assert_eq!(future.body["events"], json!([]));
+    assert!(future.body["next_cursor"].is_null());
+    for bad in [
+        "?event=hacked",
+        "?limit=0",
+        "?limit=5000",
+        "?cursor=forged",
+        "?since=yesterday",
+        "?colour=red",
+    ] {
+        let answer = get(base, &format!("/audit/events{bad}"), Some(&ilze)).await;
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
+        assert_eq!(
+            answer.problem_type(),
+            "https://novads.io/problems/invalid-request"
+        );
+    }
+    assert_eq!(get(base, "/audit/events", Some(&janis)).await.status, 403);
+
+    // Pages stay stable while rows are appended: follow the cursor after new sign-ins.
+    let everything = all_ids(base, "/audit/events?limit=1000", &ilze, None).await;
+    let first = get(base, "/audit/events?limit=2", Some(&ilze)).await;
+    let cursor = first.body["next_cursor"]
+        .as_str()
+        .expect("more pages")
+        .to_owned();
+    let mut paged: Vec<i64> = first.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["id"].as_i64().expect("id"))
+        .collect();
+    for _ in 0..3 {
+        post_json(base, "/realms/talsi/test", &jana, &test("ilze", "wrong")).await;
+    }
+    paged.extend(all_ids(base, "/audit/events?limit=2", &ilze, Some(cursor)).await);
+    assert_eq!(paged, everything, "no row skipped or repeated across pages");
+    assert!(paged.windows(2).all(|w| w[0] > w[1]), "newest first");
+
+    // Exports stream every row of the trail; verification covers the same rows.
+    let total = all_ids(base, "/audit/events?limit=1000", &ilze, None)
+        .await
+        .len();
+    let (status, content_type, csv) = get_text(base, "/audit/export?format=csv", &ilze).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/csv; charset=utf-8")
+    );
+    assert!(csv.starts_with("id,at,event,realm,"), "{csv}");
+    assert_eq!(csv.lines().count(), total + 1);
+    let (status, content_type, jsonl) = get_text(base, "/audit/export?realm=talsi", &robot).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/x-ndjson")
+    );
+    assert!(
+        jsonl
+            .lines()
+            .all(|l| serde_json::from_str::<Value>(l).expect("json")["realm"] == "talsi")
+    );
+    assert_eq!(
+        get(base, "/audit/export?format=xml", Some(&ilze))
+            .await
+            .status,
+        400
+    );
+    let verify = get(base, "/audit/verify", Some(&robot)).await;
+    assert_eq!(verify.status, 200, "{}", verify.body);
+    assert_eq!(verify.body["intact"], true);
+    assert_eq!(verify.body["rows_checked"], json!(total));
+    assert_eq!(verify.body["head"]["id"], json!(everything[0] + 3));
+    assert_eq!(get(base, "/audit/verify", Some(&janis)).await.status, 403);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn identity_and_audit_endpoints_against_a_real_realm_on_sqlite() {
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        return;
+    };
+    identity_and_audit(&ldap, None).await;
+}
+
+#[tokio::test]
+async fn identity_and_audit_endpoints_against_a_real_realm_on_postgres() {
+    let Some(ldap) = Slapd::start(Municipality::Talsi).await else {
+        return;
+    };
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    identity_and_audit(&ldap, Some(pg.fresh_database().await)).await;
 }

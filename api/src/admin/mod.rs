@@ -3,10 +3,14 @@
 //!
 //! Read it top-down: [`authz`] decides who may do what (pure), [`principal`] turns a bearer
 //! token into an authorised caller, [`problem`] words every refusal, [`extract`] words bad
-//! input; the endpoint modules are thin handlers over the provider's stores.
+//! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
+//! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
+//! verification).
 
+pub mod audit;
 pub mod authz;
 pub mod extract;
+pub mod identity;
 pub mod principal;
 pub mod problem;
 
@@ -36,6 +40,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new()
         .route("/me", get(me))
+        .merge(identity::routes())
+        .merge(audit::routes())
         .fallback(not_found)
         // Set here, before the layers, so that CORS also wraps the method fallback (a
         // preflight `OPTIONS` reaches it) and the server's own fallback does not replace it.

@@ -418,12 +418,13 @@ pub enum ExportFormat {
     Csv,
 }
 
-/// Writes every matching row to `out`; returns how many were written.
+/// Writes every matching row to `out`; returns how many were written. `out` is `Send` so that
+/// the admin API can stream an export from a request task (api/src/admin/audit.rs).
 pub async fn export(
     db: &Database,
     filter: &ExportFilter,
     format: ExportFormat,
-    out: &mut dyn std::io::Write,
+    out: &mut (dyn std::io::Write + Send),
 ) -> Result<u64, ExportError> {
     let mut sink = match format {
         ExportFormat::Csv => {
@@ -452,8 +453,8 @@ pub async fn export(
 }
 
 enum Sink<'a> {
-    Csv(Box<csv::Writer<&'a mut dyn std::io::Write>>),
-    Jsonl(&'a mut dyn std::io::Write, Vec<u8>),
+    Csv(Box<csv::Writer<&'a mut (dyn std::io::Write + Send)>>),
+    Jsonl(&'a mut (dyn std::io::Write + Send), Vec<u8>),
 }
 
 impl Sink<'_> {
