@@ -637,6 +637,43 @@ async fn identity_and_audit(ldap: &Slapd, database: Option<String>) {
     assert_eq!(paged, everything, "no row skipped or repeated across pages");
     assert!(paged.windows(2).all(|w| w[0] > w[1]), "newest first");
 
+    // Every realm test, and the refused one, is an admin action in the same chain.
+    let acts = get(
+        base,
+        "/audit/events?event=admin_action&realm=talsi",
+        Some(&ilze),
+    )
+    .await;
+    let acts: Vec<(Value, Value)> = acts.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let detail = serde_json::from_str(e["detail"].as_str().expect("detail")).expect("json");
+            (e["subject"].clone(), detail)
+        })
+        .collect();
+    assert_eq!(acts.len(), 6, "{acts:?}");
+    let (jana_subject, signed_in_act) = &acts[5];
+    assert_eq!(
+        signed_in_act,
+        &json!({ "role": "platform-admin", "action": "realm.test", "target": "realm/talsi", "outcome": "signed_in" })
+    );
+    assert_eq!(acts[4].1["outcome"], "refused");
+    assert_eq!(
+        acts[3].1,
+        json!({ "role": null, "action": "realm.test", "target": "realm/talsi", "outcome": "denied" })
+    );
+    assert_ne!(
+        &acts[3].0, jana_subject,
+        "the auditor's refusal names the auditor"
+    );
+    assert!(
+        acts[..3]
+            .iter()
+            .all(|(subject, detail)| subject == jana_subject && detail["outcome"] == "refused")
+    );
+
     // Exports stream every row of the trail; verification covers the same rows.
     let total = all_ids(base, "/audit/events?limit=1000", &ilze, None)
         .await
@@ -668,7 +705,8 @@ async fn identity_and_audit(ldap: &Slapd, database: Option<String>) {
     assert_eq!(verify.status, 200, "{}", verify.body);
     assert_eq!(verify.body["intact"], true);
     assert_eq!(verify.body["rows_checked"], json!(total));
-    assert_eq!(verify.body["head"]["id"], json!(everything[0] + 3));
+    // Three sign-ins and three admin actions were appended since `everything` was read.
+    assert_eq!(verify.body["head"]["id"], json!(everything[0] + 6));
     assert_eq!(get(base, "/audit/verify", Some(&janis)).await.status, 403);
     server.stop().await;
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::authz::{Action, Principal};
 use super::extract::{self, Path};
 use super::problem::AdminError;
+use super::record::{self, AdminAct, Peer};
 use crate::config::{AdminApiConfig, ClientConfig, RealmConfig, TrustConfig};
 use crate::state::AppState;
 
@@ -248,14 +249,28 @@ pub struct RealmTest {
 const MAX_CREDENTIAL_CHARS: usize = 1024;
 
 /// `POST /realms/{name}/test`: one sign-in through the production path, as `novads realm test`
-/// runs it; audited like any sign-in.
+/// runs it; audited like any sign-in, and the test itself (or its refusal) as an admin action
+/// before the answer.
 async fn test_realm(
     principal: Principal,
+    peer: Peer,
     State(state): State<AppState>,
     Path(name): Path<String>,
     extract::Json(test): extract::Json<RealmTest>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    principal.may(Action::TestRealm(&name))?;
+    let act = |role, outcome: &str| AdminAct {
+        principal: &principal,
+        peer,
+        role,
+        action: "realm.test",
+        target: format!("realm/{name}"),
+        realm: Some(name.clone()),
+        outcome: outcome.to_owned(),
+    };
+    let allowed = match principal.may(Action::TestRealm(&name)) {
+        Ok(allowed) => allowed,
+        Err(refusal) => return Err(record::refused(&state, act(None, "denied"), refusal).await),
+    };
     if state.config().realm(&name).is_none() {
         return Err(AdminError::NotFound(format!("no realm {name:?}")));
     }
@@ -277,7 +292,7 @@ async fn test_realm(
         env!("CARGO_PKG_VERSION"),
         principal.subject
     );
-    let (report, _) = crate::commands::test_sign_in(
+    let (report, signed_in) = crate::commands::test_sign_in(
         state.federation(),
         &username,
         test.client_id.as_deref(),
@@ -285,6 +300,8 @@ async fn test_realm(
         user_agent,
     )
     .await;
+    let outcome = if signed_in { "signed_in" } else { "refused" };
+    record::record(&state, &act(Some(allowed.role), outcome)).await?;
     Ok(Json(report))
 }
 

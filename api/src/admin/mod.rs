@@ -5,7 +5,8 @@
 //! token into an authorised caller, [`problem`] words every refusal, [`extract`] words bad
 //! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
 //! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
-//! verification).
+//! verification). Every state-changing call goes into the audit trail through [`record`]
+//! before it is answered.
 
 pub mod audit;
 pub mod authz;
@@ -13,6 +14,7 @@ pub mod extract;
 pub mod identity;
 pub mod principal;
 pub mod problem;
+pub mod record;
 
 use std::time::Duration;
 

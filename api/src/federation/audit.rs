@@ -39,6 +39,8 @@ pub enum AuditEventKind {
     RefreshDenied,
     Logout,
     LockedOut,
+    /// A state-changing call of the admin API; `detail` says who did what to what.
+    AdminAction,
 }
 
 /// The true reason of a failure; users only ever see "wrong username or password".
@@ -88,6 +90,7 @@ text_enum!(AuditEventKind {
     RefreshDenied => "refresh_denied",
     Logout => "logout",
     LockedOut => "locked_out",
+    AdminAction => "admin_action",
 });
 
 text_enum!(AuditReason {
@@ -116,6 +119,8 @@ pub struct AuditEvent {
     /// The directory URL that answered (or failed), for LDAP realms.
     pub directory: Option<String>,
     pub latency_ms: i64,
+    /// A JSON object with what the other fields do not hold (admin actions).
+    pub detail: Option<String>,
 }
 
 impl AuditEvent {
@@ -133,6 +138,7 @@ impl AuditEvent {
             reason: None,
             directory: None,
             latency_ms: 0,
+            detail: None,
         }
     }
 }
@@ -155,6 +161,7 @@ pub struct AuditRecord {
     pub latency_ms: i64,
     pub prev_hash: String,
     pub hash: String,
+    pub detail: Option<String>,
 }
 
 impl AuditRecord {
@@ -178,15 +185,17 @@ impl AuditRecord {
             latency_ms: event.latency_ms,
             prev_hash,
             hash: String::new(),
+            detail: event.detail.clone(),
         };
         record.hash = record.compute_hash();
         record
     }
 
     /// SHA-256 over every field but `hash`, in a fixed order, as a JSON array (unambiguous:
-    /// no field can bleed into the next).
+    /// no field can bleed into the next). `detail` is appended only when present, so rows
+    /// written before it existed keep their hashes.
     pub fn compute_hash(&self) -> String {
-        let canonical = serde_json::json!([
+        let mut canonical = serde_json::json!([
             self.id,
             self.at,
             self.event,
@@ -201,6 +210,9 @@ impl AuditRecord {
             self.latency_ms,
             self.prev_hash,
         ]);
+        if let (Some(detail), Some(fields)) = (&self.detail, canonical.as_array_mut()) {
+            fields.push(detail.clone().into());
+        }
         let digest = digest::digest(&digest::SHA256, canonical.to_string().as_bytes());
         hex(digest.as_ref())
     }
@@ -294,7 +306,7 @@ async fn writer(db: Database, mut queue: mpsc::Receiver<AppendRequest>) {
 macro_rules! columns {
     () => {
         "id, at, event, realm, username, subject, client_id, source_ip, user_agent, reason, \
-         directory, latency_ms, prev_hash, hash"
+         directory, latency_ms, prev_hash, hash, detail"
     };
 }
 
@@ -323,7 +335,8 @@ where
             .push_bind(r.directory.clone())
             .push_bind(r.latency_ms)
             .push_bind(r.prev_hash.clone())
-            .push_bind(r.hash.clone());
+            .push_bind(r.hash.clone())
+            .push_bind(r.detail.clone());
     });
     builder
 }
@@ -481,7 +494,7 @@ impl Sink<'_> {
 }
 
 /// One CSV row of `row`, in the order of `columns!()`, with every text cell neutralised.
-fn csv_cells(row: &AuditRecord) -> [std::borrow::Cow<'_, str>; 14] {
+fn csv_cells(row: &AuditRecord) -> [std::borrow::Cow<'_, str>; 15] {
     let text = neutralise_csv_cell;
     fn optional(s: &Option<String>) -> std::borrow::Cow<'_, str> {
         neutralise_csv_cell(s.as_deref().unwrap_or(""))
@@ -501,6 +514,7 @@ fn csv_cells(row: &AuditRecord) -> [std::borrow::Cow<'_, str>; 14] {
         row.latency_ms.to_string().into(),
         text(&row.prev_hash),
         text(&row.hash),
+        optional(&row.detail),
     ]
 }
 
