@@ -729,3 +729,39 @@ async fn identity_and_audit_endpoints_against_a_real_realm_on_postgres() {
     };
     identity_and_audit(&ldap, Some(pg.fresh_database().await)).await;
 }
+
+#[tokio::test]
+async fn the_contract_is_served_as_openapi_and_as_a_self_contained_page() {
+    let server = start_demo(vec![]).await;
+    let document = get(&server.base, "/openapi.json", None).await;
+    assert_eq!(document.status, 200);
+    assert!(
+        document.body["openapi"]
+            .as_str()
+            .expect("version")
+            .starts_with("3.1")
+    );
+    assert!(document.body["paths"]["/api/v1/audit/events"]["get"].is_object());
+    let page = browser()
+        .get(format!("{}/api/v1/docs", server.base))
+        .send()
+        .await
+        .expect("docs");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    let html = page.text().await.expect("html");
+    assert!(html.contains("GET /api/v1/audit/events"), "{html}");
+    assert!(html.contains("POST /api/v1/realms/{name}/test"), "{html}");
+    for external in ["src=\"http", "href=\"http", "<script"] {
+        assert!(
+            !html.contains(external),
+            "the page loads nothing from elsewhere: {external}"
+        );
+    }
+    server.stop().await;
+}

@@ -17,10 +17,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::authz::{Action, Principal, Scope};
 use super::extract::Query;
+use super::openapi::{AuditEventDoc, ProblemDoc};
 use super::problem::AdminError;
 use crate::commands::parse_time;
 use crate::db::{Database, on_pool};
@@ -41,7 +42,8 @@ pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
 
 /// The filters of `GET /audit/events`; every one optional, all of them combined with AND.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     pub realm: Option<String>,
@@ -156,8 +158,9 @@ fn decode_cursor(cursor: &str) -> Result<i64, AdminError> {
 }
 
 /// One page of events, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventPage {
+    #[schema(value_type = Vec<AuditEventDoc>)]
     pub events: Vec<AuditRecord>,
     /// Pass as `cursor` for the next (older) page; absent on the last page. Rows appended
     /// meanwhile have larger ids and never shift a page.
@@ -221,7 +224,20 @@ pub async fn page(db: &Database, filter: &EventFilter) -> Result<EventPage, sqlx
 }
 
 /// `GET /audit/events`.
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/events",
+    tag = "audit",
+    params(EventQuery),
+    responses(
+        (status = 200, description = "One page, newest first", body = EventPage),
+        (status = 400, description = "A parameter is wrong", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn events(
     principal: Principal,
     State(state): State<AppState>,
     Query(query): Query<EventQuery>,
@@ -235,7 +251,8 @@ async fn events(
 }
 
 /// The query of `GET /audit/export`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// `jsonl` (default) or `csv`.
@@ -247,7 +264,20 @@ pub struct ExportQuery {
 
 /// `GET /audit/export`: every matching row, oldest first, streamed as JSON lines or CSV by
 /// the same code as `novads audit export`.
-async fn export(
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/export",
+    tag = "audit",
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "Every matching row, oldest first, as JSON lines or CSV", content((String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is wrong", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn export(
     principal: Principal,
     State(state): State<AppState>,
     Query(query): Query<ExportQuery>,
@@ -360,25 +390,62 @@ fn export_stream(
 }
 
 /// `GET /audit/verify`: the chain checked from its last checkpoint to the head.
-async fn verify(
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/verify",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The chain from its last checkpoint to the head", body = ChainStatus),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn verify(
     principal: Principal,
     State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, AdminError> {
+) -> Result<Json<ChainStatus>, AdminError> {
     principal.may(Action::VerifyAudit)?;
     let db = state.db();
     let verification = audit::verify(db)
         .await
         .map_err(|e| AdminError::storage("verifying the audit chain failed", e))?;
     let head_sql = "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1";
-    let (head_id, head_hash): (i64, String) =
+    let (id, hash): (i64, String) =
         on_pool!(db, |pool| sqlx::query_as(head_sql).fetch_one(pool).await)
             .map_err(|e| AdminError::storage("reading the audit chain head failed", e))?;
-    Ok(Json(json!({
-        "intact": verification.first_broken.is_none(),
-        "rows_checked": verification.rows_checked,
-        "first_broken": verification.first_broken.map(|b| json!({ "id": b.id, "problem": b.problem })),
-        "head": { "id": head_id, "hash": head_hash },
-    })))
+    Ok(Json(ChainStatus {
+        intact: verification.first_broken.is_none(),
+        rows_checked: verification.rows_checked,
+        first_broken: verification.first_broken.map(|b| BrokenRow {
+            id: b.id,
+            problem: b.problem,
+        }),
+        head: ChainHead { id, hash },
+    }))
+}
+
+/// The answer of `GET /audit/verify`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainStatus {
+    pub intact: bool,
+    pub rows_checked: u64,
+    /// The first row where the chain breaks.
+    pub first_broken: Option<BrokenRow>,
+    /// The last row appended, as the chain head records it.
+    pub head: ChainHead,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrokenRow {
+    pub id: i64,
+    pub problem: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainHead {
+    pub id: i64,
+    pub hash: String,
 }
 
 #[cfg(test)]

@@ -15,13 +15,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::config::{AdminApiConfig, PlatformRole};
 use crate::federation::trust::qualify;
 use crate::oidc::jwt::AccessTokenClaims;
 
 /// A role a token holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     PlatformAdmin,
@@ -61,7 +62,7 @@ pub struct MunicipalityGroups {
 }
 
 /// The roles a token holds in one Municipality.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct MunicipalityRoles {
     pub realm: String,
     pub admin: bool,

@@ -8,9 +8,11 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::authz::{Action, Principal};
 use super::extract::{self, Path};
+use super::openapi::ProblemDoc;
 use super::problem::AdminError;
 use super::record::{self, AdminAct, Peer};
 use crate::config::{AdminApiConfig, ClientConfig, RealmConfig, TrustConfig};
@@ -27,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A realm as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RealmView {
     pub name: String,
     pub display_name: Option<String>,
@@ -42,7 +44,7 @@ pub struct RealmView {
     pub static_users: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LdapView {
     pub urls: Vec<String>,
     pub start_tls: bool,
@@ -89,7 +91,7 @@ impl RealmView {
 }
 
 /// A trust as the API shows it (the configuration holds no secret here).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TrustView {
     pub trusting: String,
     pub trusted: String,
@@ -111,7 +113,7 @@ impl From<&TrustConfig> for TrustView {
 }
 
 /// A client as the API shows it: whether it has a secret, never the secret's hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClientView {
     pub client_id: String,
     pub realm: String,
@@ -153,7 +155,18 @@ fn outside(what: &str, name: &str) -> AdminError {
     ))
 }
 
-async fn list_realms(
+#[utoipa::path(
+    get,
+    path = "/api/v1/realms",
+    tag = "identity",
+    responses(
+        (status = 200, description = "The realms the caller may see", body = Vec<RealmView>),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn list_realms(
     principal: Principal,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<RealmView>>, AdminError> {
@@ -169,7 +182,20 @@ async fn list_realms(
     ))
 }
 
-async fn get_realm(
+#[utoipa::path(
+    get,
+    path = "/api/v1/realms/{name}",
+    tag = "identity",
+    params(("name" = String, Path, description = "Realm name")),
+    responses(
+        (status = 200, description = "The realm", body = RealmView),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn get_realm(
     principal: Principal,
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -185,7 +211,18 @@ async fn get_realm(
     Ok(Json(RealmView::of(realm, directory_up(&state, &name))))
 }
 
-async fn list_trusts(
+#[utoipa::path(
+    get,
+    path = "/api/v1/trusts",
+    tag = "identity",
+    responses(
+        (status = 200, description = "Trusts touching the realms the caller may see", body = Vec<TrustView>),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn list_trusts(
     principal: Principal,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<TrustView>>, AdminError> {
@@ -201,7 +238,18 @@ async fn list_trusts(
     ))
 }
 
-async fn list_clients(
+#[utoipa::path(
+    get,
+    path = "/api/v1/clients",
+    tag = "identity",
+    responses(
+        (status = 200, description = "Clients of the realms the caller may see", body = Vec<ClientView>),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn list_clients(
     principal: Principal,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ClientView>>, AdminError> {
@@ -217,7 +265,20 @@ async fn list_clients(
     ))
 }
 
-async fn get_client(
+#[utoipa::path(
+    get,
+    path = "/api/v1/clients/{client_id}",
+    tag = "identity",
+    params(("client_id" = String, Path, description = "Client id")),
+    responses(
+        (status = 200, description = "The client", body = ClientView),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn get_client(
     principal: Principal,
     State(state): State<AppState>,
     Path(client_id): Path<String>,
@@ -234,7 +295,7 @@ async fn get_client(
 }
 
 /// The body of `POST /realms/{name}/test`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RealmTest {
     /// `name` or `name@realm`; the realm, when written, must be the one in the path.
@@ -251,7 +312,24 @@ const MAX_CREDENTIAL_CHARS: usize = 1024;
 /// `POST /realms/{name}/test`: one sign-in through the production path, as `novads realm test`
 /// runs it; audited like any sign-in, and the test itself (or its refusal) as an admin action
 /// before the answer.
-async fn test_realm(
+#[utoipa::path(
+    post,
+    path = "/api/v1/realms/{name}/test",
+    tag = "identity",
+    params(("name" = String, Path, description = "Realm name")),
+    request_body = RealmTest,
+    responses(
+        (status = 200, description = "The sign-in report of `novads realm test`: `result` is `signed_in` or `refused`", body = Object),
+        (status = 400, description = "The body or a name is wrong", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 64 KiB", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn test_realm(
     principal: Principal,
     peer: Peer,
     State(state): State<AppState>,

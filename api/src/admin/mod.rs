@@ -12,22 +12,26 @@ pub mod audit;
 pub mod authz;
 pub mod extract;
 pub mod identity;
+pub mod openapi;
 pub mod principal;
 pub mod problem;
 pub mod record;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::ToSchema;
 
-use self::authz::Principal;
+use self::authz::{MunicipalityRoles, Principal, Role};
+use self::openapi::ProblemDoc;
 use self::problem::AdminError;
 use crate::state::AppState;
 
@@ -42,6 +46,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new()
         .route("/me", get(me))
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::page))
         .merge(identity::routes())
         .merge(audit::routes())
         .fallback(not_found)
@@ -100,13 +106,34 @@ async fn method_not_allowed() -> AdminError {
     AdminError::MethodNotAllowed
 }
 
-/// `GET /api/v1/me`: who the token speaks for and which roles it holds where.
-async fn me(principal: Principal, State(_): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "subject": principal.subject,
-        "client_id": principal.client_id,
-        "realm": principal.realm,
-        "roles": principal.roles(),
-        "municipalities": principal.municipalities,
-    }))
+/// Who the token speaks for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeView {
+    pub subject: String,
+    pub client_id: String,
+    pub realm: String,
+    pub roles: Vec<Role>,
+    /// Municipality code → the roles held there.
+    pub municipalities: BTreeMap<String, MunicipalityRoles>,
+}
+
+/// Who the token speaks for and which roles it holds where.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "identity",
+    responses(
+        (status = 200, description = "The caller", body = MeView),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn me(principal: Principal) -> Json<MeView> {
+    Json(MeView {
+        roles: principal.roles().into_iter().collect(),
+        subject: principal.subject,
+        client_id: principal.client_id,
+        realm: principal.realm,
+        municipalities: principal.municipalities,
+    })
 }
