@@ -765,3 +765,54 @@ async fn the_contract_is_served_as_openapi_and_as_a_self_contained_page() {
     }
     server.stop().await;
 }
+
+/// Where scripts/test installed schemathesis (`NOVADS_SCHEMATHESIS`); without it the test is
+/// skipped, unless services are required.
+fn schemathesis() -> Option<std::path::PathBuf> {
+    match std::env::var_os("NOVADS_SCHEMATHESIS") {
+        Some(path) => Some(path.into()),
+        None if novads_testkit::services_required() => {
+            panic!("NOVADS_SCHEMATHESIS is not set: scripts/test installs schemathesis")
+        }
+        None => {
+            eprintln!("skipping: NOVADS_SCHEMATHESIS is not set (scripts/test installs it)");
+            None
+        }
+    }
+}
+
+/// schemathesis generates requests from the served document, a bounded number per operation,
+/// with a platform admin's token: no answer may be a server error, and every documented answer
+/// must match its schema.
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
+    let Some(schemathesis) = schemathesis() else {
+        return;
+    };
+    let server = start_demo(vec![]).await;
+    let base = server.base.clone();
+    let anna = &dev::DEMO_USERS[0];
+    let token = user_token(&base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let output = tokio::process::Command::new(schemathesis)
+        .arg("run")
+        .arg(format!("{base}/api/v1/openapi.json"))
+        .args(["--url", &base])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--max-examples", "25", "--request-timeout", "20"])
+        .arg("--generation-deterministic")
+        .output()
+        .await
+        .expect("schemathesis runs");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{report}");
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{report}"
+    );
+    server.stop().await;
+}
