@@ -793,7 +793,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
     let base = server.base.clone();
     let anna = &dev::DEMO_USERS[0];
     let token = user_token(&base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    // schemathesis keeps state in its working directory; a throwaway one keeps the tree clean.
+    let workdir = tempfile::tempdir().expect("tempdir");
     let output = tokio::process::Command::new(schemathesis)
+        .current_dir(workdir.path())
         .arg("run")
         .arg(format!("{base}/api/v1/openapi.json"))
         .args(["--url", &base])
