@@ -790,6 +790,24 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         return;
     };
     let server = start_demo(vec![]).await;
+    // A cluster whose API lists two Municipalities, however often it is asked.
+    let (service, mut handle): (_, ApiHandle) = tower_test::mock::pair();
+    assert!(
+        server
+            .state
+            .set_cluster(kube::Client::new(service, "default"))
+    );
+    let list = serde_json::to_vec(&municipality_list()).expect("json");
+    tokio::spawn(async move {
+        while let Some((_, send)) = handle.next_request().await {
+            send.send_response(
+                axum::http::Response::builder()
+                    .status(200)
+                    .body(kube::client::Body::from(list.clone()))
+                    .expect("response"),
+            );
+        }
+    });
     let base = server.base.clone();
     let anna = &dev::DEMO_USERS[0];
     let token = user_token(&base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
@@ -817,5 +835,176 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         output.status.success(),
         "schemathesis found problems:\n{report}"
     );
+    server.stop().await;
+}
+
+/// The test's end of a mocked Kubernetes API (tower-test).
+type ApiHandle = tower_test::mock::Handle<
+    axum::http::Request<kube::client::Body>,
+    axum::http::Response<kube::client::Body>,
+>;
+
+fn municipality(code: &str, realm: &str, admin_groups: &[&str], resource_version: &str) -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "Municipality",
+        "metadata": { "name": code, "resourceVersion": resource_version },
+        "spec": {
+            "code": code,
+            "displayName": format!("{code} novads"),
+            "realm": realm,
+            "adminGroups": admin_groups,
+            "quotas": { "cpu": "8", "memory": "16Gi", "storage": "200Gi", "maxVirtualServers": 4 },
+        },
+    })
+}
+
+/// demo-town (realm demo, administered by demo's `staff`) and talsi.
+fn municipality_list() -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "MunicipalityList",
+        "metadata": { "resourceVersion": "50" },
+        "items": [
+            municipality("demo-town", "demo", &["staff"], "42"),
+            municipality("talsi", "talsi", &["it-admins"], "43"),
+        ],
+    })
+}
+
+/// Answers `answers.len()` requests in order, each of which must list the Municipalities;
+/// fails on any request beyond them.
+fn municipalities_api(
+    mut handle: ApiHandle,
+    answers: Vec<(u16, Value)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for (index, (status, body)) in answers.into_iter().enumerate() {
+            let (request, send) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request())
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| panic!("request {index} never came"));
+            assert_eq!(request.method(), "GET", "request {index}");
+            assert_eq!(
+                request.uri().path(),
+                "/apis/novads.io/v1alpha1/municipalities",
+                "request {index}: {}",
+                request.uri()
+            );
+            let body = serde_json::to_vec(&body).expect("json");
+            send.send_response(
+                axum::http::Response::builder()
+                    .status(status)
+                    .body(kube::client::Body::from(body))
+                    .expect("response"),
+            );
+        }
+        if let Ok(Some((request, _))) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await
+        {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    })
+}
+
+/// Municipality roles come from the cluster's Municipalities, one list per request, and
+/// reach their own municipality only; without a cluster the resources answer 503.
+#[tokio::test]
+async fn municipalities_come_from_the_cluster_and_roles_follow_their_groups() {
+    let server = start_demo(vec![]).await;
+    let base = &server.base;
+    let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
+    let admin = user_token(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let staff = user_token(
+        base,
+        CONSOLE,
+        CONSOLE_REDIRECT,
+        "peteris@demo",
+        peteris.password,
+    )
+    .await;
+
+    let answer = get(base, "/municipalities", Some(&admin)).await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(
+        answer.problem_type(),
+        "https://novads.io/problems/cluster-unavailable"
+    );
+
+    let (service, handle) = tower_test::mock::pair();
+    assert!(
+        server
+            .state
+            .set_cluster(kube::Client::new(service, "default"))
+    );
+    let list = municipality_list();
+    let down = (
+        500,
+        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500 }),
+    );
+    let api = municipalities_api(
+        handle,
+        vec![
+            (200, list.clone()),
+            (200, list.clone()),
+            (200, list.clone()),
+            (200, list.clone()),
+            (200, list.clone()),
+            (200, list.clone()),
+            (200, list.clone()),
+            (200, list.clone()),
+            down.clone(),
+            down,
+        ],
+    );
+
+    // Peteris is in demo's `staff`, the adminGroups of demo-town: its admin, and no more.
+    let me = get(base, "/me", Some(&staff)).await;
+    assert_eq!(me.body["roles"], json!(["municipality-admin"]));
+    assert_eq!(me.body["municipalities"]["demo-town"]["admin"], true);
+    let listed = get(base, "/municipalities", Some(&staff)).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let codes: Vec<&str> = listed
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["code"].as_str().expect("code"))
+        .collect();
+    assert_eq!(codes, ["demo-town"]);
+    let own = get(base, "/municipalities/demo-town", Some(&staff)).await;
+    assert_eq!(own.status, 200);
+    assert_eq!(own.headers["etag"], "\"42\"");
+    assert_eq!(own.body["spec"]["realm"], "demo");
+    let other = get(base, "/municipalities/talsi", Some(&staff)).await;
+    assert_eq!(other.status, 403);
+    assert_eq!(
+        get(base, "/municipalities/Bad_Code", Some(&staff))
+            .await
+            .status,
+        400
+    );
+    // A municipality admin reads the identity configuration of its realm, not the trail.
+    let realms = get(base, "/realms", Some(&staff)).await;
+    assert_eq!(realms.status, 200);
+    assert_eq!(realms.body.as_array().expect("array").len(), 1);
+    assert_eq!(get(base, "/audit/events", Some(&staff)).await.status, 403);
+    // The platform admin sees every municipality.
+    let all = get(base, "/municipalities", Some(&admin)).await;
+    assert_eq!(all.body.as_array().expect("array").len(), 2);
+
+    // The cluster does not answer: no municipality role is granted, and the resources say so.
+    let unreachable = get(base, "/municipalities", Some(&staff)).await;
+    assert_eq!(unreachable.status, 503);
+    assert_eq!(
+        unreachable.problem_type(),
+        "https://novads.io/problems/cluster-unreachable"
+    );
+    let me = get(base, "/me", Some(&staff)).await;
+    assert_eq!(me.body["roles"], json!([]));
+    api.await
+        .expect("the API saw exactly the expected requests");
     server.stop().await;
 }

@@ -158,6 +158,8 @@ pub enum Action<'a> {
     ReadAudit,
     /// Verify the whole chain.
     VerifyAudit,
+    /// Read a Municipality (by code) and its status.
+    ReadMunicipality(&'a str),
 }
 
 impl Action<'_> {
@@ -287,6 +289,19 @@ impl Principal {
                 self.realms_where(|m| m.security_officer),
                 "reading the audit trail needs platform-admin, auditor or security-officer",
             ),
+            Action::ReadMunicipality(code) => match self.municipalities.get(code) {
+                Some(roles) if roles.admin || roles.security_officer => Ok(Allowed {
+                    role: if roles.admin {
+                        Role::MunicipalityAdmin
+                    } else {
+                        Role::SecurityOfficer
+                    },
+                    scope: Scope::Realms([roles.realm.clone()].into()),
+                }),
+                _ => Err(Denied(format!(
+                    "municipality {code:?} is not one you hold a role in"
+                ))),
+            },
             Action::VerifyAudit => Err(Denied(
                 "verifying the whole audit chain needs platform-admin or auditor".to_owned(),
             )),
@@ -459,6 +474,36 @@ mod tests {
     }
 
     #[test]
+    fn municipality_roles_read_their_own_municipality_only() {
+        let talsi_admin = of(&user("talsi", &["talsi:it-admins"]));
+        let talsi_officer = of(&user("talsi", &["talsi:security"]));
+        assert_eq!(
+            talsi_admin
+                .authorise(Action::ReadMunicipality("talsi"))
+                .map(|a| a.role),
+            Ok(Role::MunicipalityAdmin)
+        );
+        assert_eq!(
+            talsi_officer
+                .authorise(Action::ReadMunicipality("talsi"))
+                .map(|a| a.role),
+            Ok(Role::SecurityOfficer)
+        );
+        for principal in [&talsi_admin, &talsi_officer] {
+            assert!(
+                principal
+                    .authorise(Action::ReadMunicipality("ventspils"))
+                    .is_err()
+            );
+        }
+        assert!(
+            of(&service("reader"))
+                .authorise(Action::ReadMunicipality("ventspils"))
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn a_token_without_roles_may_do_nothing() {
         let nobody = of(&user("demo", &["demo:staff"]));
         for action in [
@@ -466,6 +511,7 @@ mod tests {
             Action::TestRealm("demo"),
             Action::ReadAudit,
             Action::VerifyAudit,
+            Action::ReadMunicipality("talsi"),
         ] {
             assert!(nobody.authorise(action).is_err(), "{action:?}");
         }

@@ -10,8 +10,10 @@
 
 pub mod audit;
 pub mod authz;
+pub mod cluster;
 pub mod extract;
 pub mod identity;
+pub mod municipalities;
 pub mod openapi;
 pub mod principal;
 pub mod problem;
@@ -50,6 +52,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/docs", get(openapi::page))
         .merge(identity::routes())
         .merge(audit::routes())
+        .merge(municipalities::routes())
         .fallback(not_found)
         // Set here, before the layers, so that CORS also wraps the method fallback (a
         // preflight `OPTIONS` reaches it) and the server's own fallback does not replace it.

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{audit, identity};
+use super::{audit, identity, municipalities};
 use crate::oidc::pages::{self, CSS_PATH};
 
 #[derive(OpenApi)]
@@ -33,6 +33,8 @@ use crate::oidc::pages::{self, CSS_PATH};
         audit::events,
         audit::export,
         audit::verify,
+        municipalities::list_municipalities,
+        municipalities::get_municipality,
     ),
     modifiers(&BearerTokens),
     security(("bearer" = []))
@@ -203,6 +205,8 @@ mod tests {
             "/api/v1/audit/events",
             "/api/v1/audit/export",
             "/api/v1/audit/verify",
+            "/api/v1/municipalities",
+            "/api/v1/municipalities/{code}",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

@@ -39,6 +39,9 @@ pub enum AdminError {
     /// The API runs without a Kubernetes cluster, and the resource lives there.
     #[error("no Kubernetes cluster is configured: {0} live in the cluster")]
     ClusterUnavailable(&'static str),
+    /// The cluster did not answer; nothing was read or changed.
+    #[error("the Kubernetes cluster did not answer; try again")]
+    ClusterUnreachable,
     /// The audit trail could not take the row that must precede the answer; nothing was done.
     #[error("the audit trail is unavailable; nothing was changed")]
     AuditUnavailable,
@@ -63,6 +66,7 @@ impl AdminError {
             }
             Self::Timeout(_) => ("timeout", StatusCode::SERVICE_UNAVAILABLE),
             Self::ClusterUnavailable(_) => ("cluster-unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            Self::ClusterUnreachable => ("cluster-unreachable", StatusCode::SERVICE_UNAVAILABLE),
             Self::AuditUnavailable => ("audit-unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::StorageUnavailable => ("storage-unavailable", StatusCode::SERVICE_UNAVAILABLE),
         }
