@@ -1008,3 +1008,70 @@ async fn municipalities_come_from_the_cluster_and_roles_follow_their_groups() {
         .expect("the API saw exactly the expected requests");
     server.stop().await;
 }
+
+/// The first `name=value` of each `Set-Cookie` of a response, joined for a `Cookie` header.
+fn cookies_of(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect()
+}
+
+/// What `novads dev` prints: sign in at the demo application as the demo admin, take the
+/// access token it shows, and list the realms with it.
+#[tokio::test]
+async fn the_dev_demo_admin_gets_a_token_from_the_demo_page_and_lists_realms() {
+    let server = start_dev(|_, _| {}).await;
+    let base = &server.base;
+    let anna = &dev::DEMO_USERS[0];
+    let start = browser()
+        .get(format!("{base}/demo/login"))
+        .send()
+        .await
+        .expect("demo login");
+    let mut jar = cookies_of(&start);
+    let authorize = start.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let page = browser().get(&authorize).send().await.expect("authorize");
+    let login_cookie = cookies_of(&page).join("; ");
+    let html = page.text().await.expect("html");
+    let signed_in = browser()
+        .post(format!("{base}/oidc/login"))
+        .header("cookie", login_cookie)
+        .form(&[
+            ("request", hidden(&html, "request")),
+            ("csrf", hidden(&html, "csrf")),
+            ("username", "anna@demo".to_owned()),
+            ("password", anna.password.to_owned()),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(signed_in.status(), 303);
+    jar.extend(cookies_of(&signed_in));
+    let callback = signed_in.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let demo = browser()
+        .get(callback)
+        .header("cookie", jar.join("; "))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(demo.status(), 200);
+    let html = demo.text().await.expect("html");
+    let marker = "<code class=\"token\">";
+    let start = html.find(marker).expect("the page shows the access token") + marker.len();
+    let token = &html[start..start + html[start..].find('<').expect("closed")];
+    let realms = get(base, "/realms", Some(token)).await;
+    assert_eq!(realms.status, 200, "{}", realms.body);
+    assert_eq!(realms.body[0]["name"], "demo");
+    let me = get(base, "/me", Some(token)).await;
+    assert_eq!(me.body["roles"], json!(["platform-admin"]));
+    server.stop().await;
+}
