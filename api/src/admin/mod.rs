@@ -5,8 +5,9 @@
 //! token into an authorised caller, [`problem`] words every refusal, [`extract`] words bad
 //! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
 //! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
-//! verification). Every state-changing call goes into the audit trail through [`record`]
-//! before it is answered.
+//! verification), and over the cluster ([`cluster`]): [`municipalities`]. [`openapi`]
+//! generates the contract from the handlers. Every state-changing call goes into the audit
+//! trail through [`record`] before it is answered.
 
 pub mod audit;
 pub mod authz;
