@@ -247,6 +247,7 @@ fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64
         clients: vec![],
         lockout: LockoutConfig::default(),
         audit: AuditConfig::default(),
+        admin_api: Default::default(),
     }
 }
 

@@ -423,6 +423,14 @@ async fn run(command: Command) -> Result<(), CliError> {
             let shutdown = shutdown_signal();
             let config = config::load(&config, Mode::Production).map_err(CliError::Config)?;
             let server = Server::bind(config).await.map_err(CliError::Serve)?;
+            // The admin API's cluster resources need the Kubernetes API: in a Pod or with
+            // KUBECONFIG. A cluster that is named but unusable stops the start.
+            if let Some(client) = novads_api::admin::cluster::client_from_environment()
+                .await
+                .map_err(|e| CliError::Io(e.to_string()))?
+            {
+                server.state().set_cluster(client);
+            }
             server.run(shutdown).await.map_err(CliError::Serve)
         }
         Command::Realm {
@@ -465,7 +473,8 @@ async fn run(command: Command) -> Result<(), CliError> {
                 Format::Jsonl => ExportFormat::Jsonl,
                 Format::Csv => ExportFormat::Csv,
             };
-            let mut stdout = std::io::stdout().lock();
+            // Buffered: the export flushes it when done.
+            let mut stdout = std::io::BufWriter::new(std::io::stdout());
             commands::audit_export(&config, &filter, format, &mut stdout).await?;
             Ok(())
         }

@@ -12,7 +12,7 @@ use crate::federation::audit::{
     self, AuditKey, ChainHead, ExportFilter, ExportFormat, Verification,
 };
 use crate::federation::setup::{self, SetupError};
-use crate::federation::{LoginRequest, engine::TrustUsed};
+use crate::federation::{Federation, LoginRequest, engine::TrustUsed};
 use crate::oidc::keys::{KeyEncryptionKey, KeyError, KeyPolicy, SigningKeys};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +51,28 @@ pub async fn realm_test(
 ) -> Result<(Value, bool), CommandError> {
     let (config, db) = open(config_path).await?;
     let federation = setup::build(&config, db, &prometheus::Registry::new())?;
+    let user_agent = format!("novads realm test/{}", env!("CARGO_PKG_VERSION"));
+    Ok(test_sign_in(&federation, username, client_id, password, user_agent).await)
+}
+
+/// One sign-in through [`Federation::login`], reported as `novads realm test` prints it (and
+/// the admin API's `POST /api/v1/realms/{name}/test` answers): the JSON report and whether the
+/// user was signed in. The sign-in is audited like any other.
+pub async fn test_sign_in(
+    federation: &Federation,
+    username: &str,
+    client_id: Option<&str>,
+    password: &str,
+    user_agent: String,
+) -> (Value, bool) {
     let request = LoginRequest {
         username: username.to_owned(),
         password: password.to_owned(),
         client_id: client_id.map(str::to_owned),
         source_ip: None,
-        user_agent: Some(format!("novads realm test/{}", env!("CARGO_PKG_VERSION"))),
+        user_agent: Some(user_agent),
     };
-    Ok(match federation.login(&request).await {
+    match federation.login(&request).await {
         Ok(identity) => {
             let trust = identity
                 .trust
@@ -90,7 +104,7 @@ pub async fn realm_test(
             }),
             false,
         ),
-    })
+    }
 }
 
 /// `novads audit export`: writes matching rows to `out`, returns how many.
@@ -98,7 +112,7 @@ pub async fn audit_export(
     config_path: &Path,
     filter: &ExportFilter,
     format: ExportFormat,
-    out: &mut dyn std::io::Write,
+    out: &mut (dyn std::io::Write + Send),
 ) -> Result<u64, CommandError> {
     let (_, db) = open(config_path).await?;
     Ok(audit::export(&db, filter, format, out).await?)

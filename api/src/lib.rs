@@ -11,12 +11,14 @@
 //! 4. [`state`]: what every handler reaches, built once.
 //! 5. [`compliance`]: federation facts for the security monitor, read from the configuration
 //!    and the database.
-//! 6. The HTTP faces: [`oidc::endpoints`] with [`oidc::bearer`] and [`oidc::error`], then
-//!    [`server`] (routes, middleware, background tasks) with [`connections`] (accepting
-//!    connections under limits) and [`proxy`] (the client's address
-//!    behind trusted reverse proxies), [`commands`] (the CLI's work) and
+//! 6. The HTTP faces: [`oidc::endpoints`] with [`oidc::bearer`] and [`oidc::error`], the
+//!    admin API in [`admin`] (on the same bearer check), then [`server`] (routes, middleware,
+//!    background tasks) with [`connections`] (accepting connections under limits) and
+//!    [`proxy`] (the client's address behind trusted reverse proxies), [`commands`] (the CLI's
+//!    work) and
 //!    [`dev`] (`novads dev` and its demo application, on top of the provider).
 
+pub mod admin;
 pub mod commands;
 pub mod compliance;
 pub mod config;

@@ -75,6 +75,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     };
     public
         .merge(crate::oidc::endpoints::routes())
+        .nest("/api/v1", crate::admin::routes(&state))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

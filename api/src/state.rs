@@ -1,7 +1,7 @@
 //! What every handler can reach: the configuration and the stores and services built from it,
 //! once at start-up and shared by every request.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
 use crate::db::Database;
@@ -27,6 +27,8 @@ struct Shared {
     keys: SigningKeys,
     clients: Clients,
     flows: FlowStore,
+    /// The Kubernetes API, when `novads serve` runs with a cluster (set once at start).
+    cluster: OnceLock<kube::Client>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
                 metrics,
                 federation,
                 keys,
+                cluster: OnceLock::new(),
             }),
         }
     }
@@ -82,6 +85,16 @@ impl AppState {
     /// The registered applications.
     pub fn clients(&self) -> &Clients {
         &self.inner.clients
+    }
+
+    /// The Kubernetes API the admin API's cluster resources live in; `None` without a cluster.
+    pub fn cluster(&self) -> Option<&kube::Client> {
+        self.inner.cluster.get()
+    }
+
+    /// Connects the state to a cluster; only the first call counts (returns whether it did).
+    pub fn set_cluster(&self, client: kube::Client) -> bool {
+        self.inner.cluster.set(client).is_ok()
     }
 
     /// Sign-in state in the database: requests, codes, sessions, refresh tokens, revocations.

@@ -119,6 +119,7 @@ impl World {
             ],
             lockout: LockoutConfig::default(),
             audit: AuditConfig::default(),
+            admin_api: Default::default(),
         };
         assert_eq!(
             config.validate(Mode::Dev),
@@ -751,6 +752,7 @@ async fn rows(db: &Database) -> Vec<audit::AuditRecord> {
                 latency_ms: v["latency_ms"].as_i64().expect("latency"),
                 prev_hash: text("prev_hash").expect("prev_hash"),
                 hash: text("hash").expect("hash"),
+                detail: text("detail"),
             }
         })
         .collect()
@@ -1066,6 +1068,7 @@ async fn an_upgraded_trail_verifies_old_rows_as_before_and_keys_new_ones() {
                 latency_ms: 3,
                 prev_hash: prev.clone(),
                 hash: String::new(),
+                detail: None,
             };
             row.hash = sha256_hex(&row.mac_input());
             write_raw(

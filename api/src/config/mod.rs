@@ -19,7 +19,10 @@ use url::Url;
 
 use crate::oidc::algorithm::SigningAlgorithm;
 
+mod admin_api;
 mod validate;
+
+pub use admin_api::{AdminApiConfig, PlatformRole, ServiceClientConfig};
 
 /// Largest configuration file we read; anything bigger is a mistake, not a configuration.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
@@ -58,6 +61,9 @@ pub struct Config {
     pub lockout: LockoutConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Who may use the admin API at `/api/v1`.
+    #[serde(default)]
+    pub admin_api: AdminApiConfig,
 }
 
 /// Brute-force protection (defaults follow the national password rules: 5 failures in 15

@@ -250,6 +250,7 @@ impl Config {
                 (None, true) => {}
             }
         }
+        self.admin_api.validate(self, &mut err);
         errors
     }
 

@@ -35,6 +35,9 @@ struct SignedIn {
     realm: String,
     groups: String,
     logout_href: String,
+    /// Shown so that a developer can call the admin API as this user (`novads dev` accepts
+    /// the demo application's tokens there).
+    access_token: String,
 }
 
 #[derive(Template)]
@@ -122,10 +125,10 @@ async fn callback(
         source_ip: None,
         user_agent: None,
     };
-    let Some(id_token) = exchange_code(&state, redemption)
+    let Some((id_token, access_token)) = exchange_code(&state, redemption)
         .await
         .ok()
-        .and_then(|tokens| tokens.id_token)
+        .and_then(|tokens| Some((tokens.id_token?, tokens.access_token)))
     else {
         return refused("The code could not be exchanged for tokens.");
     };
@@ -146,6 +149,7 @@ async fn callback(
         realm: claims.realm,
         groups: claims.groups.unwrap_or_default().join(", "),
         logout_href,
+        access_token,
     };
     pages::html(
         StatusCode::OK,

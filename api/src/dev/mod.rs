@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    AuditConfig, ClientConfig, Config, LockoutConfig, RealmConfig, ServerConfig,
+    AdminApiConfig, AuditConfig, ClientConfig, Config, LockoutConfig, RealmConfig, ServerConfig,
     StaticDirectoryConfig, StaticUserConfig,
 };
 
@@ -119,6 +119,13 @@ pub fn config(data_dir: &Path, listen: SocketAddr) -> Config {
         }],
         lockout: LockoutConfig::default(),
         audit: AuditConfig::default(),
+        // The demo application's tokens open the admin API; the demo realm's `it-admins`
+        // (anna) are platform admins.
+        admin_api: AdminApiConfig {
+            clients: vec![DEMO_CLIENT.to_owned()],
+            platform_admin_groups: vec![format!("{DEMO_REALM}:it-admins")],
+            ..AdminApiConfig::default()
+        },
     }
 }
 
@@ -146,6 +153,11 @@ pub fn banner(config: &Config, data_dir: &Path) -> String {
             user.groups.join(", ")
         ));
     }
+    let admin = &DEMO_USERS[0];
+    text.push_str(&format!(
+        "\x20 admin API       {base}/api/v1  (docs: {base}/api/v1/docs)\n         \x20   token: sign in at {base}/demo/ as {}@{DEMO_REALM} (platform admin); the page shows an access token\n         \x20   then:  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/realms\n",
+        admin.username
+    ));
     text
 }
 
@@ -185,6 +197,10 @@ mod tests {
         let text = banner(&config, Path::new("/d"));
         assert!(text.contains("http://127.0.0.1:9999/healthz"));
         assert!(text.contains("anna@demo / anna-demo"));
+        assert!(text.contains(
+            "curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:9999/api/v1/realms"
+        ));
+        assert!(text.contains("sign in at http://127.0.0.1:9999/demo/ as anna@demo"));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum AuditEventKind {
     RefreshDenied,
     Logout,
     LockedOut,
+    /// A state-changing call of the admin API; `detail` says who did what to what.
+    AdminAction,
 }
 
 /// The true reason of a failure; users only ever see "wrong username or password".
@@ -90,6 +92,7 @@ text_enum!(AuditEventKind {
     RefreshDenied => "refresh_denied",
     Logout => "logout",
     LockedOut => "locked_out",
+    AdminAction => "admin_action",
 });
 
 text_enum!(AuditReason {
@@ -118,6 +121,8 @@ pub struct AuditEvent {
     /// The directory URL that answered (or failed), for LDAP realms.
     pub directory: Option<String>,
     pub latency_ms: i64,
+    /// A JSON object with what the other fields do not hold (admin actions).
+    pub detail: Option<String>,
 }
 
 impl AuditEvent {
@@ -135,6 +140,7 @@ impl AuditEvent {
             reason: None,
             directory: None,
             latency_ms: 0,
+            detail: None,
         }
     }
 }
@@ -157,6 +163,7 @@ pub struct AuditRecord {
     pub latency_ms: i64,
     pub prev_hash: String,
     pub hash: String,
+    pub detail: Option<String>,
 }
 
 impl AuditRecord {
@@ -182,6 +189,7 @@ impl AuditRecord {
             latency_ms: event.latency_ms,
             prev_hash,
             hash: String::new(),
+            detail: event.detail.clone(),
         };
         record.hash = key.mac(&record.mac_input());
         record
@@ -189,9 +197,10 @@ impl AuditRecord {
 
     /// The one input of the row's hash: every field but `hash`, in a fixed order, as a JSON
     /// array (unambiguous: no field can bleed into the next). A column added to the trail is
-    /// added here, after the existing fields, when it is present.
+    /// added here, after the existing fields, when it is present: `detail` (admin actions) is
+    /// appended only when present, so rows written before it existed keep their hashes.
     pub fn mac_input(&self) -> Vec<u8> {
-        let canonical = serde_json::json!([
+        let mut canonical = serde_json::json!([
             self.id,
             self.at,
             self.event,
@@ -206,6 +215,9 @@ impl AuditRecord {
             self.latency_ms,
             self.prev_hash,
         ]);
+        if let (Some(detail), Some(fields)) = (&self.detail, canonical.as_array_mut()) {
+            fields.push(detail.clone().into());
+        }
         canonical.to_string().into_bytes()
     }
 }
@@ -226,6 +238,7 @@ pub enum AuditError {
 pub struct AuditLog {
     requests: mpsc::Sender<AppendRequest>,
     db: Database,
+    key: AuditKey,
 }
 
 struct AppendRequest {
@@ -238,8 +251,13 @@ impl AuditLog {
     /// log is dropped.
     pub fn start(db: Database, key: AuditKey) -> Self {
         let (requests, queue) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(writer(db.clone(), key, queue));
-        Self { requests, db }
+        tokio::spawn(writer(db.clone(), key.clone(), queue));
+        Self { requests, db, key }
+    }
+
+    /// The key the chain is written under, for verifying it (the admin API's `audit/verify`).
+    pub fn key(&self) -> &AuditKey {
+        &self.key
     }
 
     /// Appends one event and returns its id once it is committed.
@@ -288,7 +306,7 @@ async fn writer(db: Database, key: AuditKey, mut queue: mpsc::Receiver<AppendReq
 macro_rules! columns {
     () => {
         "id, at, event, realm, username, subject, client_id, source_ip, user_agent, reason, \
-         directory, latency_ms, prev_hash, hash"
+         directory, latency_ms, prev_hash, hash, detail"
     };
 }
 
@@ -317,7 +335,8 @@ where
             .push_bind(r.directory.clone())
             .push_bind(r.latency_ms)
             .push_bind(r.prev_hash.clone())
-            .push_bind(r.hash.clone());
+            .push_bind(r.hash.clone())
+            .push_bind(r.detail.clone());
     });
     builder
 }
@@ -422,12 +441,13 @@ pub enum ExportFormat {
     Csv,
 }
 
-/// Writes every matching row to `out`; returns how many were written.
+/// Writes every matching row to `out`; returns how many were written. `out` is `Send` so that
+/// the admin API can stream an export from a request task (api/src/admin/audit.rs).
 pub async fn export(
     db: &Database,
     filter: &ExportFilter,
     format: ExportFormat,
-    out: &mut dyn std::io::Write,
+    out: &mut (dyn std::io::Write + Send),
 ) -> Result<u64, ExportError> {
     let mut sink = match format {
         ExportFormat::Csv => {
@@ -456,8 +476,8 @@ pub async fn export(
 }
 
 enum Sink<'a> {
-    Csv(Box<csv::Writer<&'a mut dyn std::io::Write>>),
-    Jsonl(&'a mut dyn std::io::Write, Vec<u8>),
+    Csv(Box<csv::Writer<&'a mut (dyn std::io::Write + Send)>>),
+    Jsonl(&'a mut (dyn std::io::Write + Send), Vec<u8>),
 }
 
 impl Sink<'_> {
@@ -484,7 +504,7 @@ impl Sink<'_> {
 }
 
 /// One CSV row of `row`, in the order of `columns!()`, with every text cell neutralised.
-fn csv_cells(row: &AuditRecord) -> [std::borrow::Cow<'_, str>; 14] {
+fn csv_cells(row: &AuditRecord) -> [std::borrow::Cow<'_, str>; 15] {
     let text = neutralise_csv_cell;
     fn optional(s: &Option<String>) -> std::borrow::Cow<'_, str> {
         neutralise_csv_cell(s.as_deref().unwrap_or(""))
@@ -504,6 +524,7 @@ fn csv_cells(row: &AuditRecord) -> [std::borrow::Cow<'_, str>; 14] {
         row.latency_ms.to_string().into(),
         text(&row.prev_hash),
         text(&row.hash),
+        optional(&row.detail),
     ]
 }
 

@@ -1,0 +1,507 @@
+//! The audit trail over HTTP: filtered pages of events with a cursor, streamed exports and the
+//! chain's verification. Rows are read as `federation/audit.rs` wrote them; nothing here
+//! writes.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::authz::{Action, Principal, Scope};
+use super::extract::Query;
+use super::openapi::{AuditEventDoc, ProblemDoc};
+use super::problem::AdminError;
+use crate::commands::parse_time;
+use crate::db::{Database, on_pool};
+use crate::federation::audit::{
+    self, AuditEventKind, AuditReason, AuditRecord, ExportFilter, ExportFormat, format_time,
+};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/audit/events", get(events))
+        .route("/audit/export", get(export))
+        .route("/audit/verify", get(verify))
+}
+
+/// Events per page unless `limit` says otherwise, and the most a page holds.
+pub const DEFAULT_PAGE: u32 = 100;
+pub const MAX_PAGE: u32 = 1000;
+
+/// The filters of `GET /audit/events`; every one optional, all of them combined with AND.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    pub realm: Option<String>,
+    /// The user name as typed, or the subject.
+    pub user: Option<String>,
+    pub client: Option<String>,
+    pub event: Option<String>,
+    pub reason: Option<String>,
+    /// RFC 3339 time or `YYYY-MM-DD`; inclusive.
+    pub since: Option<String>,
+    /// RFC 3339 time or `YYYY-MM-DD`; exclusive.
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// [`EventQuery`] checked: what the database is asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// `None`: every realm the caller may read; otherwise exactly these.
+    pub realms: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub client: Option<String>,
+    pub event: Option<AuditEventKind>,
+    pub reason: Option<AuditReason>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Only rows older (smaller id) than this: the cursor.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Checks the query against the caller's scope. Pure.
+pub fn event_filter(query: EventQuery, scope: &Scope) -> Result<EventFilter, AdminError> {
+    let invalid = AdminError::InvalidRequest;
+    let realms = scoped_realms(query.realm, scope)?;
+    let event = query
+        .event
+        .map(|e| {
+            e.parse::<AuditEventKind>().map_err(|_| {
+                invalid(format!(
+                    "event {e:?} is not one of {}",
+                    join(AuditEventKind::ALL.iter().map(|k| k.as_str()))
+                ))
+            })
+        })
+        .transpose()?;
+    let reason = query
+        .reason
+        .map(|r| {
+            r.parse::<AuditReason>().map_err(|_| {
+                invalid(format!(
+                    "reason {r:?} is not one of {}",
+                    join(AuditReason::ALL.iter().map(|k| k.as_str()))
+                ))
+            })
+        })
+        .transpose()?;
+    let time = |name: &str, text: Option<String>| {
+        text.map(|t| parse_time(&t).map_err(|e| invalid(format!("{name}: {e}"))))
+            .transpose()
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(invalid(format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    Ok(EventFilter {
+        realms,
+        user: query.user,
+        client: query.client,
+        event,
+        reason,
+        since: time("since", query.since)?,
+        until: time("until", query.until)?,
+        before_id: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit,
+    })
+}
+
+/// The realms a query may read: the one asked for if the scope covers it, else all the scope
+/// covers (`None` for everything).
+fn scoped_realms(asked: Option<String>, scope: &Scope) -> Result<Option<Vec<String>>, AdminError> {
+    match (asked, scope) {
+        (Some(realm), scope) if scope.covers_realm(&realm) => Ok(Some(vec![realm])),
+        (Some(realm), _) => Err(AdminError::Forbidden(format!(
+            "the audit trail of realm {realm:?} is outside your municipalities"
+        ))),
+        (None, Scope::Everything) => Ok(None),
+        (None, Scope::Realms(realms)) => Ok(Some(realms.iter().cloned().collect())),
+    }
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+/// Cursors are opaque to clients: the id of the last row of the page, versioned so that the
+/// format can change without old cursors being misread.
+fn encode_cursor(before_id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1:{before_id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, AdminError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix("v1:")?.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| AdminError::InvalidRequest("cursor is not one this API issued".into()))
+}
+
+/// One page of events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    #[schema(value_type = Vec<AuditEventDoc>)]
+    pub events: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page. Rows appended
+    /// meanwhile have larger ids and never shift a page.
+    pub next_cursor: Option<String>,
+}
+
+/// Reads one page matching `filter`, newest first.
+pub async fn page(db: &Database, filter: &EventFilter) -> Result<EventPage, sqlx::Error> {
+    // `SELECT *`: the record's columns are federation/audit.rs's business, and its row type
+    // reads them by name.
+    let limit = i64::from(filter.limit);
+    let mut rows: Vec<AuditRecord> = on_pool!(db, |pool| {
+        let mut sql = sqlx::QueryBuilder::new("SELECT * FROM audit_events WHERE 1 = 1");
+        if let Some(before) = filter.before_id {
+            sql.push(" AND id < ").push_bind(before);
+        }
+        if let Some(realms) = &filter.realms {
+            sql.push(" AND realm IN (");
+            let mut list = sql.separated(", ");
+            for realm in realms {
+                list.push_bind(realm.clone());
+            }
+            sql.push(")");
+        }
+        if let Some(user) = &filter.user {
+            sql.push(" AND (username = ")
+                .push_bind(user.clone())
+                .push(" OR subject = ")
+                .push_bind(user.clone())
+                .push(")");
+        }
+        if let Some(client) = &filter.client {
+            sql.push(" AND client_id = ").push_bind(client.clone());
+        }
+        if let Some(event) = filter.event {
+            sql.push(" AND event = ").push_bind(event.as_str());
+        }
+        if let Some(reason) = filter.reason {
+            sql.push(" AND reason = ").push_bind(reason.as_str());
+        }
+        // Times compare as the stored RFC 3339 text, which sorts as time does.
+        if let Some(since) = filter.since {
+            sql.push(" AND at >= ").push_bind(format_time(since));
+        }
+        if let Some(until) = filter.until {
+            sql.push(" AND at < ").push_bind(format_time(until));
+        }
+        sql.push(" ORDER BY id DESC LIMIT ").push_bind(limit + 1);
+        sql.build_query_as().fetch_all(pool).await?
+    });
+    // One row more than the page says whether another page follows.
+    let more = rows.len() > filter.limit as usize;
+    rows.truncate(filter.limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|last| encode_cursor(last.id)))
+        .flatten();
+    Ok(EventPage {
+        events: rows,
+        next_cursor,
+    })
+}
+
+/// `GET /audit/events`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/events",
+    tag = "audit",
+    params(EventQuery),
+    responses(
+        (status = 200, description = "One page, newest first", body = EventPage),
+        (status = 400, description = "A parameter is wrong", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn events(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(query): Query<EventQuery>,
+) -> Result<Json<EventPage>, AdminError> {
+    let scope = principal.may(Action::ReadAudit)?.scope;
+    let filter = event_filter(query, &scope)?;
+    page(state.db(), &filter)
+        .await
+        .map(Json)
+        .map_err(|e| AdminError::storage("reading audit events failed", e))
+}
+
+/// The query of `GET /audit/export`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `jsonl` (default) or `csv`.
+    pub format: Option<String>,
+    pub realm: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// `GET /audit/export`: every matching row, oldest first, streamed as JSON lines or CSV by
+/// the same code as `novads audit export`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/export",
+    tag = "audit",
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "Every matching row, oldest first, as JSON lines or CSV", content((String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is wrong", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn export(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, AdminError> {
+    let scope = principal.may(Action::ReadAudit)?.scope;
+    let (format, content_type, extension) = match query.format.as_deref() {
+        None | Some("jsonl") => (ExportFormat::Jsonl, "application/x-ndjson", "jsonl"),
+        Some("csv") => (ExportFormat::Csv, "text/csv; charset=utf-8", "csv"),
+        Some(other) => {
+            return Err(AdminError::InvalidRequest(format!(
+                "format {other:?} is not one of jsonl, csv"
+            )));
+        }
+    };
+    let realm = match scoped_realms(query.realm, &scope)? {
+        None => None,
+        Some(realms) if realms.len() == 1 => realms.into_iter().next(),
+        Some(_) => {
+            return Err(AdminError::InvalidRequest(
+                "you read the trail of several realms: name one with `realm`".into(),
+            ));
+        }
+    };
+    let time = |name: &str, text: Option<String>| {
+        text.map(|t| parse_time(&t).map_err(|e| AdminError::InvalidRequest(format!("{name}: {e}"))))
+            .transpose()
+    };
+    let filter = ExportFilter {
+        since: time("since", query.since)?,
+        until: time("until", query.until)?,
+        realm,
+    };
+    let mut response =
+        Body::from_stream(export_stream(state.db().clone(), filter, format)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(disposition) =
+        HeaderValue::from_str(&format!("attachment; filename=\"audit.{extension}\""))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// What the export has written and the body has not yet sent.
+#[derive(Clone, Default)]
+struct Pending(Arc<Mutex<Vec<u8>>>);
+
+impl Pending {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl std::io::Write for Pending {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs [`audit::export`] as the body asks for more: the export is polled only when the
+/// client has taken what was written, so at most about one page of rows (the export reads a
+/// thousand at a time) is held in memory, however large the trail.
+fn export_stream(
+    db: Database,
+    filter: ExportFilter,
+    format: ExportFormat,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let pending = Pending::default();
+    let mut out = pending.clone();
+    let mut run: Option<Pin<Box<dyn Future<Output = _> + Send>>> = Some(Box::pin(async move {
+        audit::export(&db, &filter, format, &mut out).await
+    }));
+    futures::stream::poll_fn(move |cx| {
+        loop {
+            let written = pending.take();
+            if !written.is_empty() {
+                return Poll::Ready(Some(Ok(Bytes::from(written))));
+            }
+            let Some(export) = run.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match export.as_mut().poll(cx) {
+                Poll::Pending => {
+                    let written = pending.take();
+                    if written.is_empty() {
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(Some(Ok(Bytes::from(written))));
+                }
+                Poll::Ready(Ok(_rows)) => run = None,
+                Poll::Ready(Err(error)) => {
+                    run = None;
+                    // The status is sent; cutting the body is how the client learns of it.
+                    tracing::error!(%error, "audit export failed midway");
+                    return Poll::Ready(Some(Err(std::io::Error::other(error.to_string()))));
+                }
+            }
+        }
+    })
+}
+
+/// `GET /audit/verify`: the chain checked from its last checkpoint to the head.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/verify",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The chain from its last checkpoint to the head", body = ChainStatus),
+        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn verify(
+    principal: Principal,
+    State(state): State<AppState>,
+) -> Result<Json<ChainStatus>, AdminError> {
+    principal.may(Action::VerifyAudit)?;
+    let db = state.db();
+    let verification = audit::verify(db, state.federation().audit().key())
+        .await
+        .map_err(|e| AdminError::storage("verifying the audit chain failed", e))?;
+    let head_sql = "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1";
+    let (id, hash): (i64, String) =
+        on_pool!(db, |pool| sqlx::query_as(head_sql).fetch_one(pool).await)
+            .map_err(|e| AdminError::storage("reading the audit chain head failed", e))?;
+    Ok(Json(ChainStatus {
+        intact: verification.first_broken.is_none(),
+        rows_checked: verification.rows_checked,
+        first_broken: verification.first_broken.map(|b| BrokenRow {
+            id: b.id,
+            problem: b.problem,
+        }),
+        head: ChainHead { id, hash },
+    }))
+}
+
+/// The answer of `GET /audit/verify`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainStatus {
+    pub intact: bool,
+    pub rows_checked: u64,
+    /// The first row where the chain breaks.
+    pub first_broken: Option<BrokenRow>,
+    /// The last row appended, as the chain head records it.
+    pub head: ChainHead,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrokenRow {
+    pub id: i64,
+    pub problem: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainHead {
+    pub id: i64,
+    pub hash: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Ok(42));
+        for forged in ["42", "djE6LTE", "", "v1:abc"] {
+            assert!(decode_cursor(forged).is_err(), "{forged}");
+        }
+    }
+
+    #[test]
+    fn filters_are_checked_and_scoped() {
+        let talsi = Scope::Realms(["talsi".to_owned()].into());
+        let filter = event_filter(
+            EventQuery {
+                event: Some("login_failed".into()),
+                reason: Some("bad_credentials".into()),
+                since: Some("2026-12-01".into()),
+                ..Default::default()
+            },
+            &talsi,
+        )
+        .expect("valid");
+        assert_eq!(filter.realms, Some(vec!["talsi".to_owned()]));
+        assert_eq!(filter.event, Some(AuditEventKind::LoginFailed));
+        assert_eq!(filter.limit, DEFAULT_PAGE);
+        let other = EventQuery {
+            realm: Some("ventspils".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            event_filter(other, &talsi),
+            Err(AdminError::Forbidden(_))
+        ));
+        for bad in [
+            EventQuery {
+                event: Some("hacked".into()),
+                ..Default::default()
+            },
+            EventQuery {
+                limit: Some(0),
+                ..Default::default()
+            },
+            EventQuery {
+                until: Some("yesterday".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(
+                event_filter(bad, &Scope::Everything),
+                Err(AdminError::InvalidRequest(_))
+            ));
+        }
+    }
+}
