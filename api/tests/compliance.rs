@@ -304,6 +304,9 @@ async fn federation_facts_from_the_database_and_the_configuration() {
             // A directory that does not answer, a realm that is not configured: errors.
             ("accounts.admins-per-municipality", "kuldiga", Outcome::Error),
             ("accounts.shared-admin", "riga", Outcome::Error),
+            // novads offers no second factor: the check fails honestly, never passes.
+            ("auth.mfa-privileged", "talsi", Outcome::Fail),
+            ("auth.mfa-privileged", "kuldiga", Outcome::Error),
         ] {
             let result = evaluation
                 .results

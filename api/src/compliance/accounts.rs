@@ -42,6 +42,9 @@ pub struct LastSignIns {
     pub by_key: BTreeMap<String, DateTime<Utc>>,
     /// The oldest row of the audit trail: before it, nothing is known about sign-ins.
     pub trail_start: Option<DateTime<Utc>>,
+    /// Successful sign-ins of the last 24 hours: each identity's keys (as `by_key`) and how
+    /// many times it signed in.
+    pub last_24h: Vec<(Vec<String>, i64)>,
 }
 
 impl LastSignIns {
@@ -104,6 +107,35 @@ pub fn admin_members(listing: &AccountListing, admin_groups: &[String]) -> (i64,
     (i64::try_from(members.len()).unwrap_or(i64::MAX), generic)
 }
 
+/// Successful sign-ins of the last 24 hours by members of `admin_groups` in `realm`'s listing
+/// (enabled or not), matched by token subject or qualified username as
+/// [`days_since_sign_in`] matches them.
+pub fn admin_sign_ins(
+    listing: &AccountListing,
+    realm: &str,
+    admin_groups: &[String],
+    sign_ins: &LastSignIns,
+) -> i64 {
+    let wanted: BTreeSet<&str> = admin_groups.iter().map(String::as_str).collect();
+    let admin_keys: BTreeSet<String> = listing
+        .accounts
+        .iter()
+        .filter(|account| account.groups.iter().any(|g| wanted.contains(g.as_str())))
+        .flat_map(|account| {
+            [
+                format!("{realm}:{}", account.id),
+                format!("{}@{realm}", account.username),
+            ]
+        })
+        .collect();
+    sign_ins
+        .last_24h
+        .iter()
+        .filter(|(keys, _)| keys.iter().any(|key| admin_keys.contains(key)))
+        .map(|(_, count)| count)
+        .sum()
+}
+
 /// An account is generic when its entry names no person, or its username, stripped to its
 /// letters, names a role (`admin2`, `it-admin`, `Support`).
 fn is_generic(username: &str, person: bool) -> bool {
@@ -156,6 +188,29 @@ mod tests {
         let groups = ["it-admins".to_owned(), "servers".to_owned()];
         assert_eq!(admin_members(&listing, &groups), (4, 2));
         assert_eq!(admin_members(&listing, &["nobody".to_owned()]), (0, 0));
+    }
+
+    #[test]
+    fn admin_sign_ins_count_members_of_the_admin_groups_only() {
+        let listing = AccountListing {
+            accounts: vec![
+                account("jana", &["it-admins"], true),
+                account("ilze", &["staff"], true),
+            ],
+            truncated: false,
+        };
+        let sign_ins = LastSignIns {
+            last_24h: vec![
+                // jana by token subject, then by username; ilze is no admin.
+                (vec!["talsi:id-jana".into(), "jana@talsi".into()], 3),
+                (vec!["jana@talsi".into()], 1),
+                (vec!["talsi:id-ilze".into(), "ilze@talsi".into()], 5),
+            ],
+            ..LastSignIns::default()
+        };
+        let groups = ["it-admins".to_owned()];
+        assert_eq!(admin_sign_ins(&listing, "talsi", &groups, &sign_ins), 4);
+        assert_eq!(admin_sign_ins(&listing, "other", &groups, &sign_ins), 0);
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub async fn collect(
     let platform = platform_facts(config, db, now).await.map_err(query)?;
     let statistics = audit_statistics(db, now).await.map_err(query)?;
     let holders = directory::live_holders(db, now).await.map_err(query)?;
-    let sign_ins = last_sign_ins(db).await.map_err(query)?;
+    let sign_ins = last_sign_ins(db, now).await.map_err(query)?;
     // The directories as sign-in reaches them; the database handle is only read through.
     let federation =
         setup::build(config, db.clone(), &prometheus::Registry::new()).map_err(|e| e.to_string());
@@ -199,7 +199,7 @@ pub async fn collect(
         subjects.push(subject);
     }
     for municipality in admin_groups {
-        subjects.push(municipality_subject(municipality, &listings));
+        subjects.push(municipality_subject(municipality, &listings, &sign_ins));
     }
     Ok(FactsDocument {
         sources: BTreeMap::from([(Source::Federation, SourceState::Collected)]),
@@ -213,6 +213,7 @@ pub async fn collect(
 fn municipality_subject(
     municipality: &AdminGroups,
     listings: &BTreeMap<String, Result<crate::federation::directory::AccountListing, String>>,
+    sign_ins: &accounts::LastSignIns,
 ) -> Subject {
     let listing = match listings.get(&municipality.realm) {
         Some(listing) => listing.clone(),
@@ -228,6 +229,16 @@ fn municipality_subject(
                 admin_members: Some(members),
                 generic_admin_accounts: Some(generic),
                 directory_listing_truncated: Some(listing.truncated),
+                admin_sign_ins_24h: Some(accounts::admin_sign_ins(
+                    listing,
+                    &municipality.realm,
+                    &municipality.groups,
+                    sign_ins,
+                )),
+                // novads offers no second factor yet: every admin sign-in is by password
+                // alone, and auth.mfa-privileged fails until one exists.
+                second_factor_available: Some(false),
+                admin_sign_ins_second_factor_24h: Some(0),
                 ..MunicipalityFacts::default()
             };
             Subject::new(municipality.municipality.clone(), &facts)
@@ -246,9 +257,12 @@ fn municipality_subject(
     subject
 }
 
-/// The last successful sign-in of every identity in the audit trail, and where the trail
-/// starts.
-async fn last_sign_ins(db: &Database) -> Result<accounts::LastSignIns, sqlx::Error> {
+/// The last successful sign-in of every identity in the audit trail, where the trail starts,
+/// and the sign-ins of the 24 hours before `now`.
+async fn last_sign_ins(
+    db: &Database,
+    now: DateTime<Utc>,
+) -> Result<accounts::LastSignIns, sqlx::Error> {
     let rows: Vec<(Option<String>, Option<String>, Option<String>)> = on_pool!(db, |pool| {
         sqlx::query_as(
             "SELECT subject, username, MAX(at) FROM audit_events \
@@ -277,6 +291,22 @@ async fn last_sign_ins(db: &Database) -> Result<accounts::LastSignIns, sqlx::Err
             sign_ins.record(subject.into_iter().chain(username), at);
         }
     }
+    // `at` is the trail's one fixed-width UTC format, so text order is time order.
+    let since = format_time(now - Duration::hours(24));
+    let recent: Vec<(Option<String>, Option<String>, i64)> = on_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT subject, username, COUNT(*) FROM audit_events \
+             WHERE event = $1 AND realm IS NOT NULL AND at >= $2 GROUP BY subject, username",
+        )
+        .bind(AuditEventKind::LoginSucceeded.as_str())
+        .bind(&since)
+        .fetch_all(pool)
+        .await
+    })?;
+    sign_ins.last_24h = recent
+        .into_iter()
+        .map(|(subject, username, count)| (subject.into_iter().chain(username).collect(), count))
+        .collect();
     Ok(sign_ins)
 }
 
