@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::authz::{Action, Principal};
 use super::extract::{self, Path};
-use super::openapi::ProblemDoc;
+use super::openapi::{ProblemDoc, Refusals};
 use super::problem::AdminError;
 use super::record::{self, AdminAct, Peer};
 use crate::config::{AdminApiConfig, ClientConfig, RealmConfig, TrustConfig};
@@ -161,9 +161,7 @@ fn outside(what: &str, name: &str) -> AdminError {
     tag = "identity",
     responses(
         (status = 200, description = "The realms the caller may see", body = Vec<RealmView>),
-        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     )
 )]
 pub(crate) async fn list_realms(
@@ -189,10 +187,8 @@ pub(crate) async fn list_realms(
     params(("name" = String, Path, description = "Realm name")),
     responses(
         (status = 200, description = "The realm", body = RealmView),
-        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such resource", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     )
 )]
 pub(crate) async fn get_realm(
@@ -217,9 +213,7 @@ pub(crate) async fn get_realm(
     tag = "identity",
     responses(
         (status = 200, description = "Trusts touching the realms the caller may see", body = Vec<TrustView>),
-        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     )
 )]
 pub(crate) async fn list_trusts(
@@ -244,9 +238,7 @@ pub(crate) async fn list_trusts(
     tag = "identity",
     responses(
         (status = 200, description = "Clients of the realms the caller may see", body = Vec<ClientView>),
-        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     )
 )]
 pub(crate) async fn list_clients(
@@ -272,10 +264,8 @@ pub(crate) async fn list_clients(
     params(("client_id" = String, Path, description = "Client id")),
     responses(
         (status = 200, description = "The client", body = ClientView),
-        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such resource", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     )
 )]
 pub(crate) async fn get_client(
@@ -321,12 +311,10 @@ const MAX_CREDENTIAL_CHARS: usize = 1024;
     responses(
         (status = 200, description = "The sign-in report of `novads realm test`: `result` is `signed_in` or `refused`", body = Object),
         (status = 400, description = "The body or a name is wrong", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The token's roles do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such resource", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than 64 KiB", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or one that is forged, expired, revoked or for another client", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Storage, the audit trail or the time limit failed", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     )
 )]
 pub(crate) async fn test_realm(

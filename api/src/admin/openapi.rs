@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use super::{audit, identity, municipalities};
 use crate::oidc::pages::{self, CSS_PATH};
@@ -71,6 +71,29 @@ pub struct ProblemDoc {
     pub title: String,
     pub status: u16,
     pub detail: Option<String>,
+}
+
+/// The refusals every authorised endpoint may answer, documented once for its `responses`.
+#[derive(IntoResponses)]
+pub enum Refusals {
+    #[response(
+        status = 401,
+        description = "No token, or one that is forged, expired, revoked or for another client",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(ProblemDoc),
+    #[response(
+        status = 403,
+        description = "The token's roles do not allow this",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(ProblemDoc),
+    #[response(
+        status = 503,
+        description = "Storage, the audit trail or the time limit failed",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(ProblemDoc),
 }
 
 /// A row of the audit trail, as `federation/audit.rs` stores and hashes it.
