@@ -122,6 +122,56 @@ async fn reconcile_server_until(
     panic!("virtual server {name} did not converge");
 }
 
+/// A Ready tenancy `code` (deletion policy Delete, room for two small servers) and an approved
+/// cirros image `image` to install servers from: where both VirtualServer scenarios start.
+async fn ready_tenancy_and_image(
+    client: &kube::Client,
+    tenancy: &Arc<Context>,
+    code: &str,
+    allowed_network_ranges: &[&str],
+    image: &str,
+) {
+    let municipalities: Api<Municipality> = Api::all(client.clone());
+    let municipality: Municipality = serde_json::from_value(serde_json::json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
+        "metadata": { "name": code },
+        "spec": {
+            "code": code, "displayName": format!("E2E {code}"), "realm": "e2e",
+            "quotas": { "cpu": 4, "memory": "8Gi", "storage": "20Gi", "maxVirtualServers": 2 },
+            "allowedNetworkRanges": allowed_network_ranges,
+            "deletionPolicy": "Delete"
+        }
+    }))
+    .expect("fixture");
+    municipalities
+        .create(&PostParams::default(), &municipality)
+        .await
+        .expect("create municipality");
+    reconcile_until(&municipalities, tenancy, code, |m| {
+        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await;
+    let images: Api<ServerImage> = Api::all(client.clone());
+    let image: ServerImage = serde_json::from_value(serde_json::json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+        "metadata": { "name": image },
+        "spec": {
+            "source": { "registry": "docker://quay.io/kubevirt/cirros-container-disk-demo:latest" },
+            "osFamily": "Linux", "version": "0.6", "supportEnd": "2099-12-31",
+            "lastPatched": "2024-01-01", "minDiskSize": "1Gi", "approved": true
+        }
+    }))
+    .expect("fixture");
+    images
+        .create(&PostParams::default(), &image)
+        .await
+        .expect("create image");
+}
+
 #[tokio::test]
 async fn a_virtual_server_becomes_a_kubevirt_vm_and_goes_away_with_it() {
     let Some(client) = cluster().await else {
@@ -148,44 +198,8 @@ async fn a_virtual_server_becomes_a_kubevirt_vm_and_goes_away_with_it() {
 
     // A tenancy to put the server in, and an image to install it from.
     let municipalities: Api<Municipality> = Api::all(client.clone());
-    let municipality: Municipality = serde_json::from_value(serde_json::json!({
-        "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
-        "metadata": { "name": "e2e-vs" },
-        "spec": {
-            "code": "e2e-vs", "displayName": "E2E virtual servers", "realm": "e2e",
-            "quotas": { "cpu": 4, "memory": "8Gi", "storage": "20Gi", "maxVirtualServers": 2 },
-            "allowedNetworkRanges": ["10.99.0.0/16"],
-            "deletionPolicy": "Delete"
-        }
-    }))
-    .expect("fixture");
-    municipalities
-        .create(&PostParams::default(), &municipality)
-        .await
-        .expect("create municipality");
-    reconcile_until(&municipalities, &tenancy, "e2e-vs", |m| {
-        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    })
-    .await;
+    ready_tenancy_and_image(&client, &tenancy, "e2e-vs", &["10.99.0.0/16"], "e2e-cirros").await;
     let images: Api<ServerImage> = Api::all(client.clone());
-    let image: ServerImage = serde_json::from_value(serde_json::json!({
-        "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-        "metadata": { "name": "e2e-cirros" },
-        "spec": {
-            "source": { "registry": "docker://quay.io/kubevirt/cirros-container-disk-demo:latest" },
-            "osFamily": "Linux", "version": "0.6", "supportEnd": "2099-12-31",
-            "lastPatched": "2024-01-01", "minDiskSize": "1Gi", "approved": true
-        }
-    }))
-    .expect("fixture");
-    images
-        .create(&PostParams::default(), &image)
-        .await
-        .expect("create image");
 
     // A halted server: its VM and disk are created, nothing has to boot.
     let servers: Api<VirtualServer> = Api::namespaced(client.clone(), "muni-e2e-vs");
@@ -271,43 +285,8 @@ async fn a_virtual_server_is_restored_from_its_backup() {
     ));
     let servers_ctx = Arc::new(virtual_server::Context::new(client.clone(), reporter));
     let municipalities: Api<Municipality> = Api::all(client.clone());
-    let municipality: Municipality = serde_json::from_value(serde_json::json!({
-        "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
-        "metadata": { "name": "e2e-restore" },
-        "spec": {
-            "code": "e2e-restore", "displayName": "E2E restore", "realm": "e2e",
-            "quotas": { "cpu": 4, "memory": "8Gi", "storage": "20Gi", "maxVirtualServers": 2 },
-            "deletionPolicy": "Delete"
-        }
-    }))
-    .expect("fixture");
-    municipalities
-        .create(&PostParams::default(), &municipality)
-        .await
-        .expect("create municipality");
-    reconcile_until(&municipalities, &tenancy, "e2e-restore", |m| {
-        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    })
-    .await;
+    ready_tenancy_and_image(&client, &tenancy, "e2e-restore", &[], "e2e-restore-cirros").await;
     let images: Api<ServerImage> = Api::all(client.clone());
-    let image: ServerImage = serde_json::from_value(serde_json::json!({
-        "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-        "metadata": { "name": "e2e-restore-cirros" },
-        "spec": {
-            "source": { "registry": "docker://quay.io/kubevirt/cirros-container-disk-demo:latest" },
-            "osFamily": "Linux", "version": "0.6", "supportEnd": "2099-12-31",
-            "lastPatched": "2024-01-01", "minDiskSize": "1Gi", "approved": true
-        }
-    }))
-    .expect("fixture");
-    images
-        .create(&PostParams::default(), &image)
-        .await
-        .expect("create image");
 
     let namespace = "muni-e2e-restore";
     let servers: Api<VirtualServer> = Api::namespaced(client.clone(), namespace);
