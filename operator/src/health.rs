@@ -40,6 +40,8 @@ pub enum Cache {
     VirtualServers,
     ServerImages,
     ServerMunicipalities,
+    ServerNamespaces,
+    ServerNetworkPolicies,
     Services,
     VirtualMachines,
     VirtualMachineInstances,
@@ -48,7 +50,7 @@ pub enum Cache {
 
 impl Cache {
     /// Every cache, in declaration order (the order [`Health`] keeps their flags in).
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::Municipalities,
         Self::Namespaces,
         Self::ResourceQuotas,
@@ -58,16 +60,20 @@ impl Cache {
         Self::VirtualServers,
         Self::ServerImages,
         Self::ServerMunicipalities,
+        Self::ServerNamespaces,
+        Self::ServerNetworkPolicies,
         Self::Services,
         Self::VirtualMachines,
         Self::VirtualMachineInstances,
         Self::VirtualMachineSnapshots,
     ];
     /// The VirtualServer controller's caches, to list again whenever it restarts.
-    pub const VIRTUAL_SERVER: [Self; 7] = [
+    pub const VIRTUAL_SERVER: [Self; 9] = [
         Self::VirtualServers,
         Self::ServerImages,
         Self::ServerMunicipalities,
+        Self::ServerNamespaces,
+        Self::ServerNetworkPolicies,
         Self::Services,
         Self::VirtualMachines,
         Self::VirtualMachineInstances,

@@ -1,7 +1,8 @@
-//! What both controllers' watches share: every stream drops managedFields before anything is
-//! cached, marks its [`Cache`] synced after its first complete listing, and children are
-//! watched as metadata only; plus the controllers' common run-time plumbing (the stop signal,
-//! reconciles recorded in the metrics, results logged).
+//! What both controllers' watches share: every stream drops managedFields (and kubectl's
+//! last-applied copy) before anything is cached and marks its [`Cache`] synced after its first
+//! complete listing; children are cached whole or watched as metadata only, by label; plus the
+//! controllers' common run-time plumbing (the stop signal, reconciles recorded in the metrics,
+//! results logged).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -33,8 +34,7 @@ fn synced<K>(health: &Arc<Health>, cache: Cache) -> impl Fn(&watcher::Event<K>) 
     }
 }
 
-/// The watch events of every `K` in the cluster, managedFields dropped (nothing reads them,
-/// and they are much of an object's size in a cache).
+/// The watch events of every `K` in the cluster, trimmed (see [`trim`]).
 pub fn object_events<K>(
     client: &Client,
     health: &Arc<Health>,
@@ -43,13 +43,44 @@ pub fn object_events<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+    selected_events(client, health, cache, watcher::Config::default())
+}
+
+/// The watch events of the `K`s that `config` selects (a controller's children, by label),
+/// trimmed (see [`trim`]), for a cache of the whole objects.
+pub fn selected_events<K>(
+    client: &Client,
+    health: &Arc<Health>,
+    cache: Cache,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
-        .modify(|object: &mut K| object.managed_fields_mut().clear())
+        .modify(trim)
         .inspect_ok(synced(health, cache))
 }
 
-/// A metadata-only watch of `K` (managedFields dropped, nothing cached): enough to trigger.
+/// The watch events of the metadata of the `K`s that `config` selects, trimmed (see [`trim`]).
+pub fn metadata_events<K>(
+    client: &Client,
+    health: &Arc<Health>,
+    cache: Cache,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>> + Send + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
+    watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .inspect_ok(synced(health, cache))
+}
+
+/// A metadata-only watch of `K` (trimmed, nothing cached): enough to trigger.
 pub fn metadata_stream<K>(
     client: &Client,
     health: &Arc<Health>,
@@ -59,13 +90,20 @@ pub fn metadata_stream<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    watcher(api, config)
-        .default_backoff()
-        .modify(|child: &mut PartialObjectMeta<K>| child.managed_fields_mut().clear())
-        .inspect_ok(synced(health, cache))
-        .touched_objects()
+    metadata_events(client, health, cache, config).touched_objects()
 }
+
+/// Drops what nothing reads before an object is cached: managedFields and kubectl's
+/// last-applied copy of the object, often much of its size.
+fn trim<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The annotation `kubectl apply` keeps a copy of the applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Runs `reconcile` and records it in the metrics under `controller`, failed or not (`label`
 /// names the kind of error, from a bounded set).

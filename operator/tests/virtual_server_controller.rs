@@ -22,10 +22,11 @@ use kube::runtime::events::Reporter;
 use novads_crds::{ServerImage, VirtualServer};
 use novads_operator::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use novads_operator::virtual_server::build;
+use novads_operator::virtual_server::controller::unchanged;
 use novads_operator::virtual_server::controller::{
     self, Caches, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
 };
-use novads_operator::virtual_server::namespace_index::ServersByNamespace;
+use novads_operator::virtual_server::namespace_index::{ServersByNamespace, SnapshotsByServer};
 use novads_operator::virtual_server::restore;
 use novads_operator::virtual_server::status::{self, Observed};
 use novads_operator::{OperatorOptions, run_with_client};
@@ -1607,7 +1608,7 @@ async fn without_kubevirt_the_tenancy_runs_and_the_gap_is_reported() {
 }
 
 #[tokio::test]
-async fn with_kubevirt_its_kinds_are_watched_metadata_only_by_label() {
+async fn with_kubevirt_the_children_are_cached_by_label_and_namespaces_as_metadata() {
     let fake = Arc::new(Mutex::new(Fake {
         kubevirt: true,
         ..Fake::default()
@@ -1626,17 +1627,28 @@ async fn with_kubevirt_its_kinds_are_watched_metadata_only_by_label() {
         "/apis/kubevirt.io/v1/virtualmachineinstances?",
         "/apis/snapshot.kubevirt.io/v1beta1/virtualmachinesnapshots?",
         "/api/v1/services?",
+        "/apis/networking.k8s.io/v1/networkpolicies?",
     ] {
-        // The controller's watch (the security monitor watches snapshots and Services in full).
+        // The controller's watch, whole objects (a reconcile reads them from its cache),
+        // only the servers' children.
         assert!(
             fake.log
                 .iter()
                 .any(|(_, uri, accept, _)| uri.starts_with(kind)
                     && uri.contains("labelSelector=novads.io%2Fvirtual-server")
-                    && accept.contains("as=PartialObjectMetadata")),
-            "no metadata-only watch of {kind} by label"
+                    && !accept.contains("as=PartialObjectMetadata")),
+            "no watch of {kind} by the server label"
         );
     }
+    // Namespaces: every one, metadata only (the owner reference is all a reconcile reads).
+    assert!(
+        fake.log.iter().any(|(_, uri, accept, _)| {
+            uri.starts_with("/api/v1/namespaces?")
+                && !uri.contains("labelSelector")
+                && accept.contains("as=PartialObjectMetadata")
+        }),
+        "no metadata-only watch of every namespace"
+    );
     assert!(
         fake.log
             .iter()
@@ -2125,41 +2137,51 @@ where
     store
 }
 
-/// The controller's caches as the watches fill them for `world` and `server`.
-fn caches(world: &World, server: &VirtualServer) -> Caches {
-    let mut servers: Vec<VirtualServer> = world
-        .siblings
-        .iter()
-        .map(|s| serde_json::from_value(s.clone()).expect("server"))
-        .collect();
+/// The objects of `value` (none when it is `None`), typed.
+fn typed<K: serde::de::DeserializeOwned>(values: impl IntoIterator<Item = Value>) -> Vec<K> {
+    values
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("typed object"))
+        .collect()
+}
+
+/// The controller's caches as the watches fill them for `world` and `server`; the
+/// NetworkPolicy is `policy` (the World has none: without caches it is never read).
+fn caches_with(world: &World, server: &VirtualServer, policy: Option<Value>) -> Caches {
+    let mut servers: Vec<VirtualServer> = typed(world.siblings.clone());
     servers.push(server.clone());
+    let snapshots: Vec<VirtualMachineSnapshot> = typed(world.snapshots.clone());
     Caches {
-        municipalities: store_of(
-            world
-                .municipality
-                .iter()
-                .map(|m| serde_json::from_value(m.clone()).expect("municipality"))
-                .collect(),
-        ),
-        images: store_of(
-            world
-                .image
-                .iter()
-                .map(|i| serde_json::from_value(i.clone()).expect("image"))
-                .collect(),
-        ),
+        municipalities: store_of(typed(world.municipality.clone())),
+        images: store_of(typed(world.image.clone())),
         servers_by_namespace: ServersByNamespace::of(&servers),
         servers: store_of(servers),
+        namespaces: store_of(typed(Some(namespace()))),
+        vms: store_of(typed(world.vm.clone())),
+        vmis: store_of(typed(world.vmi.clone())),
+        snapshots_by_server: SnapshotsByServer::of(&snapshots),
+        snapshots: store_of(snapshots),
+        services: store_of(typed(world.service.clone())),
+        network_policies: store_of(typed(policy)),
     }
 }
 
-/// The reads of one reconcile with the caches: the API is asked only for the namespace and
-/// the server's own objects.
+fn caches(world: &World, server: &VirtualServer) -> Caches {
+    caches_with(world, server, None)
+}
+
+/// The reads of one reconcile with the caches: only the tenant's Secret and a restore in
+/// progress are read from the API.
 fn cached_reads(world: &World, server: &VirtualServer) -> Vec<Expect> {
     let cached = [
+        NS.to_string(),
         MUNICIPALITY.to_string(),
         IMAGE.to_string(),
         format!("{SERVERS}?"),
+        VM.to_string(),
+        VMI.to_string(),
+        format!("{SNAPSHOTS}?&{SNAPSHOT_SELECTOR}"),
+        SERVICE.to_string(),
     ];
     world
         .reads(server)
@@ -2173,30 +2195,148 @@ fn cached_harness(world: &World, server: &VirtualServer) -> Harness {
     Harness::with(move |ctx| ctx.with_caches(caches), NOW)
 }
 
+/// What the operator applies with the caches: each child carries the digest of its body
+/// (the VM also of the cloud-init Secret applied with it).
+fn stamped_vm(server: &VirtualServer) -> Value {
+    let vm = build::virtual_machine(server, &image_object(), &Quantity("20Gi".into()))
+        .expect("VM builds");
+    let secret = build::cloud_init_secret(server, None).expect("secret builds");
+    serde_json::to_value(unchanged::stamped(vm, &[&secret])).expect("JSON")
+}
+
+fn stamped_service(server: &VirtualServer) -> Value {
+    let service = build::service(server).expect("builds").expect("exposed");
+    serde_json::to_value(unchanged::stamped(service, &[])).expect("JSON")
+}
+
+fn stamped_policy(server: &VirtualServer) -> Value {
+    let policy = build::network_policy(server)
+        .expect("builds")
+        .expect("exposed");
+    serde_json::to_value(unchanged::stamped(policy, &[])).expect("JSON")
+}
+
+/// An exposed, running server as the operator left it: every child applied by it (stamped),
+/// with what the API server and KubeVirt added (status, clusterIP, defaults).
+fn converged_exposed_world(server: &VirtualServer) -> (World, Value) {
+    let mut world = World::new();
+    let mut vm = stamped_vm(server);
+    vm["metadata"]["uid"] = json!("uid-vm");
+    vm["status"] = json!({ "printableStatus": "Running", "ready": true, "created": true });
+    world.vm = Some(vm);
+    world.vmi = Some(running_vmi("uid-vmi-1", 2, "4Gi"));
+    let mut service = stamped_service(server);
+    service["spec"]["clusterIP"] = json!("10.96.0.10");
+    service["spec"]["ports"][0]["protocol"] = json!("TCP");
+    world.service = Some(service);
+    let mut policy = stamped_policy(server);
+    policy["spec"]["policyTypes"] = json!(["Ingress"]);
+    (world, policy)
+}
+
 #[tokio::test]
-async fn with_caches_a_converged_server_asks_the_api_only_for_its_own_objects() {
+async fn with_caches_a_converged_server_makes_no_api_request() {
+    let server = web(exposed_spec());
+    let (world, policy) = converged_exposed_world(&server);
+    let server = converged(&server, &world);
+    let caches = caches_with(&world, &server, Some(policy));
+    let mut harness = Harness::with(move |ctx| ctx.with_caches(caches), NOW);
+    // The empty script fails on any request at all.
+    for _ in 0..2 {
+        let result = harness.run(&server, vec![]).await;
+        assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+    }
+}
+
+#[tokio::test]
+async fn with_caches_a_drifted_or_missing_child_is_applied_again() {
+    let server = web(exposed_spec());
+    let (world, policy) = converged_exposed_world(&server);
+    let server = converged(&server, &world);
+
+    // `virtctl start` rewrote the VM's runStrategy behind the server's back: the VM is
+    // applied again (with its cloud-init Secret), and nothing else.
+    let mut drifted = world.clone();
+    if let Some(vm) = drifted.vm.as_mut() {
+        vm["spec"]["runStrategy"] = json!("Halted");
+    }
+    let caches = caches_with(&drifted, &server, Some(policy.clone()));
+    let mut harness = Harness::with(move |ctx| ctx.with_caches(caches), NOW);
+    let script = vec![
+        cloud_init_apply(&server, None),
+        apply(VM, stamped_vm(&server), world.vm.clone()),
+    ];
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+
+    // The NetworkPolicy was deleted by hand: only it is applied.
+    let caches = caches_with(&world, &server, None);
+    let mut harness = Harness::with(move |ctx| ctx.with_caches(caches), NOW);
+    let script = vec![apply(POLICY, stamped_policy(&server), None)];
+    harness.run(&server, script).await.expect("ok");
+
+    // A Service someone added a port to is applied again, its address kept in the status.
+    let mut extra_port = world.clone();
+    if let Some(service) = extra_port.service.as_mut() {
+        service["spec"]["ports"]
+            .as_array_mut()
+            .expect("ports")
+            .push(json!({ "name": "ssh", "port": 22, "protocol": "TCP" }));
+    }
+    let caches = caches_with(&extra_port, &server, Some(policy));
+    let mut harness = Harness::with(move |ctx| ctx.with_caches(caches), NOW);
+    let script = vec![apply(
+        SERVICE,
+        stamped_service(&server),
+        world.service.clone(),
+    )];
+    harness.run(&server, script).await.expect("ok");
+}
+
+#[tokio::test]
+async fn with_caches_a_cache_behind_the_last_apply_costs_one_redundant_apply() {
     let server = web(basic_spec());
     let world = running_world(&server);
     let server = converged(&server, &world);
-    let mut script = cached_reads(&world, &server);
-    assert_eq!(
-        script
-            .iter()
-            .map(|read| read.uri.as_str())
-            .collect::<Vec<_>>(),
-        [
-            NS,
-            VM,
-            VMI,
-            &format!("{SNAPSHOTS}?&{SNAPSHOT_SELECTOR}"),
-            SERVICE
-        ]
-    );
-    script.push(cloud_init_apply(&server, None));
-    script.push(vm_apply(&server, world.vm.clone(), |_| {}));
+    // The cache still holds the VM as it was before this operator stamped it (an earlier
+    // version, or the watch event of the last apply not yet arrived): it is applied again,
+    // which the API server takes as a no-op; the next event brings the cache up to date.
     let mut harness = cached_harness(&world, &server);
+    let mut live = stamped_vm(&server);
+    live["metadata"]["uid"] = json!("uid-vm");
+    live["status"] = world.vm.clone().expect("vm")["status"].clone();
+    let script = vec![
+        cloud_init_apply(&server, None),
+        apply(VM, stamped_vm(&server), Some(live)),
+    ];
     let result = harness.run(&server, script).await;
     assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn with_caches_a_new_vm_is_announced_once_while_the_cache_lags() {
+    let server = web(basic_spec());
+    let world = World::new();
+    let mut harness = cached_harness(&world, &server);
+    for first in [true, false] {
+        // The VM store has not seen the VM yet either time; the second reconcile applies it
+        // again but does not announce it again.
+        let mut script = vec![
+            cloud_init_apply(&server, None),
+            apply(
+                VM,
+                stamped_vm(&server),
+                Some(json!({ "metadata": { "uid": "uid-vm" } })),
+            ),
+        ];
+        if first {
+            script.push(event("Created", "Normal"));
+        }
+        script.push(status_patch(&server, |status| {
+            assert_eq!(status["phase"], "Pending");
+        }));
+        harness.run(&server, script).await.expect("ok");
+    }
 }
 
 #[tokio::test]

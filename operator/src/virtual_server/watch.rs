@@ -1,8 +1,8 @@
 //! What the VirtualServer controller watches and how it runs: every VirtualServer, ServerImage
-//! and Municipality (cached: a reconcile reads them from the stores; images and
-//! municipalities trigger on spec changes only, mapped to the servers that use them);
-//! the servers' Services and KubeVirt's VirtualMachines, instances and snapshots as metadata
-//! only, by the server label.
+//! and Municipality (images and municipalities trigger on spec changes only, mapped to the
+//! servers that use them), every namespace (metadata only), and the servers' Services,
+//! NetworkPolicies and KubeVirt's VirtualMachines, instances and snapshots by the server
+//! label. All of them are cached: a reconcile reads them from the stores, not the API.
 //!
 //! The controller needs KubeVirt's APIs. Without them (a cluster where KubeVirt is not
 //! installed, or not yet) it runs in a reduced form that only tells each server so in its
@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
@@ -27,10 +29,10 @@ use serde::de::DeserializeOwned;
 
 use super::build::SERVER_LABEL;
 use super::controller::{self, Caches, Context, Error};
-use super::namespace_index::ServersByNamespace;
+use super::namespace_index::{ServersByNamespace, SnapshotsByServer};
 use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
-use crate::watch::{Stop, log_result, measured, metadata_stream, object_events};
+use crate::watch::{Stop, log_result, measured, metadata_events, object_events, selected_events};
 
 /// How often a leader without KubeVirt looks again whether it has been installed.
 pub const KUBEVIRT_PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -195,20 +197,57 @@ async fn run_once(
         .reflect(municipality_writer)
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
+    // The children are cached whole, by the server label, and trigger their server: a
+    // reconcile reads them from the stores and applies only what differs (docs/operator.md,
+    // "Caches").
     let with_label = watcher::Config::default().labels(SERVER_LABEL);
-    let services = metadata_stream::<Service>(client, health, Cache::Services, with_label.clone());
+    let (service_reader, service_writer) = reflector::store::<Service>();
+    let services = selected_events::<Service>(client, health, Cache::Services, with_label.clone())
+        .reflect(service_writer)
+        .touched_objects();
+    let (policy_reader, policy_writer) = reflector::store::<NetworkPolicy>();
+    let policies = selected_events::<NetworkPolicy>(
+        client,
+        health,
+        Cache::ServerNetworkPolicies,
+        with_label.clone(),
+    )
+    .reflect(policy_writer)
+    .touched_objects();
+    // Namespaces as metadata only: their owner reference names the Municipality.
+    let (namespace_reader, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let namespaces = metadata_events::<Namespace>(
+        client,
+        health,
+        Cache::ServerNamespaces,
+        watcher::Config::default(),
+    )
+    .reflect(namespace_writer)
+    .touched_objects();
+    let (vm_reader, vm_writer) = reflector::store::<VirtualMachine>();
+    let (vmi_reader, vmi_writer) = reflector::store::<VirtualMachineInstance>();
+    let (snapshot_reader, snapshot_writer) = reflector::store::<VirtualMachineSnapshot>();
+    let snapshots_by_server = SnapshotsByServer::default();
 
     let mut context = Context::new(client.clone(), reporter.clone()).with_caches(Caches {
         municipalities: municipality_reader,
         images: image_reader,
         servers: reader.clone(),
         servers_by_namespace: by_namespace,
+        namespaces: namespace_reader,
+        vms: vm_reader,
+        vmis: vmi_reader,
+        snapshots: snapshot_reader,
+        snapshots_by_server: snapshots_by_server.clone(),
+        services: service_reader,
+        network_policies: policy_reader,
     });
     if let Some(reason) = &kubevirt_missing {
         context = context.with_kubevirt_unavailable(reason.clone());
     }
     let by_image = reader.clone();
     let by_namespace = reader.clone();
+    let in_namespace = reader.clone();
     let mut controller = Controller::for_stream(servers, reader)
         .watches_stream(images, move |image| {
             servers_using_image(&by_image, &image.name_any())
@@ -216,24 +255,33 @@ async fn run_once(
         .watches_stream(municipalities, move |municipality| {
             servers_in_namespace(&by_namespace, &municipality.namespace_name())
         })
-        .watches_stream(services, |service| labelled_server(service.meta()));
+        .watches_stream(namespaces, move |namespace| {
+            servers_in_namespace(&in_namespace, &namespace.name_any())
+        })
+        .watches_stream(services, |service| labelled_server(service.meta()))
+        .watches_stream(policies, |policy| labelled_server(policy.meta()));
     if kubevirt_missing.is_none() {
         let [vms, vmis, snapshots] = Cache::KUBEVIRT;
         // VMs carry the server as controller owner; instances and snapshots only its label
         // (KubeVirt owns instances; retained snapshots have no owner at all).
+        let index = snapshots_by_server;
         controller = controller
-            .owns_stream(metadata_stream::<VirtualMachine>(
-                client,
-                health,
-                vms,
-                with_label.clone(),
-            ))
+            .owns_stream(
+                selected_events::<VirtualMachine>(client, health, vms, with_label.clone())
+                    .reflect(vm_writer)
+                    .touched_objects(),
+            )
             .watches_stream(
-                metadata_stream::<VirtualMachineInstance>(client, health, vmis, with_label.clone()),
+                selected_events::<VirtualMachineInstance>(client, health, vmis, with_label.clone())
+                    .reflect(vmi_writer)
+                    .touched_objects(),
                 |vmi| labelled_server(vmi.meta()),
             )
             .watches_stream(
-                metadata_stream::<VirtualMachineSnapshot>(client, health, snapshots, with_label),
+                selected_events::<VirtualMachineSnapshot>(client, health, snapshots, with_label)
+                    .reflect(snapshot_writer)
+                    .inspect_ok(move |event| index.apply(event))
+                    .touched_objects(),
                 |snapshot| labelled_server(snapshot.meta()),
             );
     }

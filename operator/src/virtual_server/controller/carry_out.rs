@@ -67,33 +67,19 @@ pub(super) async fn carry_out(
     let ns = namespace(server)?;
     let key = key(server);
     let client = &ctx.client;
-    reconcile::apply_namespaced(client, &ns, &desired.cloud_init).await?;
-    let vm = if desired.apply_vm {
-        Some(reconcile::apply_namespaced(client, &ns, &desired.vm).await?)
-    } else {
-        seen.vm.clone()
-    };
+    let (vm, service) = apply_children(ctx, &ns, seen, &desired).await?;
     for growth in &desired.grow {
         grow_disk(server, ctx, &ns, growth).await;
     }
-    let service = match &desired.service {
-        Some(service) => Some(reconcile::apply_namespaced(client, &ns, service).await?),
-        None => None,
-    };
-    if let Some(policy) = &desired.network_policy {
-        reconcile::apply_namespaced(client, &ns, policy).await?;
-    }
     if desired.unexpose {
         // The policy first, so that after a failure the Service still marks the work left.
-        reconcile::delete_namespaced::<NetworkPolicy>(
-            &ctx.client,
-            &ns,
-            &network_policy_name(server),
-        )
-        .await?;
-        reconcile::delete_namespaced::<Service>(&ctx.client, &ns, &service_name(server)).await?;
+        reconcile::delete_namespaced::<NetworkPolicy>(client, &ns, &network_policy_name(server))
+            .await?;
+        reconcile::delete_namespaced::<Service>(client, &ns, &service_name(server)).await?;
     }
-    if let (None, Some(vm)) = (&seen.vm, &vm) {
+    if let (None, Some(vm)) = (&seen.vm, &vm)
+        && ctx.note_created(&key, vm.metadata.uid.as_deref())
+    {
         let note = format!(
             "Created VirtualMachine {} from ServerImage {}",
             vm.name_any(),
@@ -185,6 +171,64 @@ pub(super) async fn carry_out(
         publish(ctx, server, type_, reason, "Observe", note).await;
     }
     Ok(Action::requeue(requeue_after(now, desired.wake)))
+}
+
+/// Applies the cloud-init Secret, the VM, the Service and the NetworkPolicy; returns the VM
+/// and the Service as the API server holds them. With the caches, each applied object carries
+/// the digest of its body ([`unchanged`]) and an apply that would change nothing is skipped:
+/// the cached object stands for the answer. The cloud-init Secret is not cached (Secrets are
+/// never listed), so its body is in the VM's digest and it is applied whenever the VM is.
+async fn apply_children(
+    ctx: &Context,
+    ns: &str,
+    seen: &Observations,
+    desired: &Desired,
+) -> Result<(Option<VirtualMachine>, Option<Service>), Error> {
+    let client = &ctx.client;
+    let compare = ctx.caches.is_some();
+    let vm = if desired.apply_vm {
+        let wanted = if compare {
+            unchanged::stamped(desired.vm.clone(), &[&desired.cloud_init])
+        } else {
+            desired.vm.clone()
+        };
+        if compare && unchanged::is_current(seen.vm.as_ref(), &wanted) {
+            seen.vm.clone()
+        } else {
+            reconcile::apply_namespaced(client, ns, &desired.cloud_init).await?;
+            Some(reconcile::apply_namespaced(client, ns, &wanted).await?)
+        }
+    } else {
+        // KubeVirt restores the VM; the Secret it boots from is kept as specified.
+        reconcile::apply_namespaced(client, ns, &desired.cloud_init).await?;
+        seen.vm.clone()
+    };
+    let service = match &desired.service {
+        Some(service) => {
+            let wanted = stamp_if(compare, service.clone());
+            if compare && unchanged::is_current(seen.service.as_ref(), &wanted) {
+                seen.service.clone()
+            } else {
+                Some(reconcile::apply_namespaced(client, ns, &wanted).await?)
+            }
+        }
+        None => None,
+    };
+    if let Some(policy) = &desired.network_policy {
+        let wanted = stamp_if(compare, policy.clone());
+        if !(compare && unchanged::is_current(seen.network_policy.as_ref(), &wanted)) {
+            reconcile::apply_namespaced(client, ns, &wanted).await?;
+        }
+    }
+    Ok((vm, service))
+}
+
+fn stamp_if<K: ResourceExt + serde::Serialize>(compare: bool, object: K) -> K {
+    if compare {
+        unchanged::stamped(object, &[])
+    } else {
+        object
+    }
 }
 
 /// Asks for a larger claim. A storage class without expansion refuses; that is the platform's

@@ -226,7 +226,8 @@ pub fn plan(
 
     Plan::Apply(Box::new(Desired {
         grow,
-        unexpose: service.is_none() && seen.service.is_some(),
+        // The policy may be left over alone from a removal that failed halfway.
+        unexpose: service.is_none() && (seen.service.is_some() || seen.network_policy.is_some()),
         cloud_init,
         vm,
         service,

@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -41,7 +42,7 @@ use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
 };
-use crate::virtual_server::namespace_index::ServersByNamespace;
+use crate::virtual_server::namespace_index::{self, ServersByNamespace, SnapshotsByServer};
 use crate::virtual_server::restore::{
     self as restoring, ActiveRestore, RESTORE_RECHECK, RestoreInput, RestoreStep,
 };
@@ -52,6 +53,7 @@ mod carry_out;
 mod cleanup;
 mod decide;
 mod observe;
+pub mod unchanged;
 
 use carry_out::*;
 use cleanup::*;
@@ -117,8 +119,9 @@ struct RestartMemo {
     instance: Option<String>,
 }
 
-/// The controller's reflector stores: what a reconcile reads of Municipalities, ServerImages
-/// and the namespace's servers, instead of asking the API server each time.
+/// The controller's reflector stores: everything a converged reconcile reads, so that it makes
+/// no API request at all (docs/operator.md, "Caches"). The runtime's watches fill them; a
+/// reconcile reads them instead of asking the API server.
 #[derive(Clone)]
 pub struct Caches {
     pub municipalities: Store<Municipality>,
@@ -126,16 +129,33 @@ pub struct Caches {
     pub servers: Store<VirtualServer>,
     /// The names of the servers in each namespace, kept from the same events as `servers`.
     pub servers_by_namespace: ServersByNamespace,
+    /// Every namespace, metadata only (its owner reference names the Municipality).
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The children, each watched by the server label.
+    pub vms: Store<VirtualMachine>,
+    pub vmis: Store<VirtualMachineInstance>,
+    pub snapshots: Store<VirtualMachineSnapshot>,
+    /// The snapshots of each server, kept from the same events as `snapshots`.
+    pub snapshots_by_server: SnapshotsByServer,
+    pub services: Store<Service>,
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 impl Caches {
     /// Waits until every store has listed its kind once: a reconcile before that would take a
-    /// Municipality or image not yet listed for a missing one and refuse the server.
+    /// Municipality or image not yet listed for a missing one and refuse the server, or a VM
+    /// not yet listed for one to create.
     async fn ready(&self) -> Result<(), Error> {
         for ready in [
             self.municipalities.wait_until_ready().await,
             self.images.wait_until_ready().await,
             self.servers.wait_until_ready().await,
+            self.namespaces.wait_until_ready().await,
+            self.vms.wait_until_ready().await,
+            self.vmis.wait_until_ready().await,
+            self.snapshots.wait_until_ready().await,
+            self.services.wait_until_ready().await,
+            self.network_policies.wait_until_ready().await,
         ] {
             ready.map_err(|_| Error::CachesGone)?;
         }
@@ -161,6 +181,39 @@ impl Caches {
             .servers_in(&self.servers, namespace)
             .ok_or(Error::CachesGone)
     }
+
+    fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
+        self.namespaces.get(&ObjectRef::new(name))
+    }
+
+    /// The server's scheduled snapshots (see [`snapshot_selector`]).
+    fn snapshots_of(&self, ns: &str, server: &str) -> Result<Vec<VirtualMachineSnapshot>, Error> {
+        let group = namespace_index::server_group(ns, server);
+        let snapshots = self
+            .snapshots_by_server
+            .members(&self.snapshots, &group)
+            .ok_or(Error::CachesGone)?;
+        Ok(snapshots
+            .into_iter()
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(BACKUP_LABEL))
+                    .is_some_and(|v| v == BACKUP_SCHEDULED)
+            })
+            .collect())
+    }
+}
+
+/// `name` in `ns` from `store`, cloned out of it.
+fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|object| (*object).clone())
 }
 
 /// Shared by every reconcile of the controller.
@@ -174,6 +227,9 @@ pub struct Context {
     /// Consecutive failures per server (`namespace/name`), for the error policy's back-off.
     failures: FailureCounts,
     restarts: Mutex<HashMap<String, RestartMemo>>,
+    /// Per server, the uid of the VM this replica created: the cache may not show it yet, and
+    /// the next reconcile must not announce it again.
+    created: Mutex<HashMap<String, String>>,
     /// Read instead of the API when given (the runtime always gives them).
     caches: Option<Caches>,
 }
@@ -187,6 +243,7 @@ impl Context {
             clock: Arc::new(Timestamp::now),
             failures: FailureCounts::default(),
             restarts: Mutex::default(),
+            created: Mutex::default(),
             caches: None,
         }
     }
@@ -239,6 +296,18 @@ impl Context {
         if let Ok(mut memos) = self.restarts.lock() {
             memos.remove(key);
         }
+        if let Ok(mut created) = self.created.lock() {
+            created.remove(key);
+        }
+    }
+
+    /// Records that the server's VM `uid` was created; whether it was not known yet (so the
+    /// creation is worth an Event).
+    fn note_created(&self, key: &str, uid: Option<&str>) -> bool {
+        let (Some(uid), Ok(mut created)) = (uid, self.created.lock()) else {
+            return true;
+        };
+        created.insert(key.to_string(), uid.to_string()).as_deref() != Some(uid)
     }
 }
 

@@ -1,4 +1,7 @@
-//! Observing: everything a reconcile reads from the API before it decides.
+//! Observing: everything a reconcile reads before it decides — from the controller's caches
+//! when it has them (a converged server then costs no API request), else from the API.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::*;
 
@@ -17,6 +20,9 @@ pub struct Observations {
     pub snapshots: Vec<VirtualMachineSnapshot>,
     /// The Service of exposed ports, when it exists.
     pub service: Option<Service>,
+    /// The NetworkPolicy of exposed ports, when it exists (read from the caches only: without
+    /// them every reconcile applies it).
+    pub network_policy: Option<NetworkPolicy>,
     /// The tenant's cloud-init user data.
     pub user_data: UserData,
     /// What a restore in progress or asked for needs; empty without one.
@@ -52,40 +58,74 @@ pub enum UserData {
 /// errors: admission and the status say what is missing.
 pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Observations, Error> {
     let ns = namespace(server)?;
+    let seen = match &ctx.caches {
+        Some(caches) => observe_cached(server, caches, &ns).await?,
+        None => observe_api(server, ctx, &ns).await?,
+    };
+    // Neither is cached: the tenant's Secret is never listed (the operator may not list
+    // Secrets), and a restore is short-lived and read only while it runs.
+    Ok(Observations {
+        user_data: tenant_user_data(server, ctx, &ns).await?,
+        restore: observe_restore(server, ctx, &ns).await?,
+        ..seen
+    })
+}
+
+/// The observations from the controller's stores: no API request.
+async fn observe_cached(
+    server: &VirtualServer,
+    caches: &Caches,
+    ns: &str,
+) -> Result<Observations, Error> {
+    caches.ready().await?;
     let name = server.name_any();
-    if let Some(caches) = &ctx.caches {
-        caches.ready().await?;
-    }
-    let municipality = find_municipality(ctx, &ns).await?;
-    let image = match &ctx.caches {
-        Some(caches) => caches.image(&server.spec.image),
-        None => {
-            Api::<ServerImage>::all(ctx.client.clone())
-                .get_opt(&server.spec.image)
-                .await?
-        }
-    };
-    let siblings = match &ctx.caches {
-        Some(caches) => caches.servers_in(&ns)?,
-        None => servers(ctx, &ns).list(&ListParams::default()).await?.items,
-    };
-    let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns)
+    let municipality = caches
+        .namespace(ns)
+        .and_then(|namespace| owning_municipality(&namespace.metadata))
+        .and_then(|owner| {
+            let found = caches.municipality(&owner.name);
+            owned_by(found, &owner)
+        });
+    Ok(Observations {
+        municipality,
+        image: caches.image(&server.spec.image),
+        siblings: caches.servers_in(ns)?,
+        vm: cached(&caches.vms, ns, &name),
+        vmi: cached(&caches.vmis, ns, &name),
+        snapshots: caches.snapshots_of(ns, &name)?,
+        service: cached(&caches.services, ns, &service_name(server)),
+        network_policy: cached(&caches.network_policies, ns, &network_policy_name(server)),
+        ..Observations::default()
+    })
+}
+
+/// The observations read from the API, one request per object (without caches).
+async fn observe_api(
+    server: &VirtualServer,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Observations, Error> {
+    let name = server.name_any();
+    let municipality = find_municipality(ctx, ns).await?;
+    let image = Api::<ServerImage>::all(ctx.client.clone())
+        .get_opt(&server.spec.image)
+        .await?;
+    let siblings = servers(ctx, ns).list(&ListParams::default()).await?.items;
+    let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), ns)
         .get_opt(&name)
         .await?;
     // Without a VM there is neither an instance nor a snapshot of this server to read.
     let (vmi, snapshots) = if vm.is_some() {
-        let vmi = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), &ns)
+        let vmi = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), ns)
             .get_opt(&name)
             .await?;
-        (vmi, list_snapshots(ctx, &ns, &name).await?)
+        (vmi, list_snapshots(ctx, ns, &name).await?)
     } else {
         (None, Vec::new())
     };
-    let service = Api::<Service>::namespaced(ctx.client.clone(), &ns)
+    let service = Api::<Service>::namespaced(ctx.client.clone(), ns)
         .get_opt(&service_name(server))
         .await?;
-    let user_data = tenant_user_data(server, ctx, &ns).await?;
-    let restore = observe_restore(server, ctx, &ns).await?;
     Ok(Observations {
         municipality,
         image,
@@ -94,8 +134,7 @@ pub(super) async fn observe(server: &VirtualServer, ctx: &Context) -> Result<Obs
         vmi,
         snapshots,
         service,
-        user_data,
-        restore,
+        ..Observations::default()
     })
 }
 
@@ -128,7 +167,8 @@ async fn observe_restore(
 }
 
 /// The Municipality that owns the server's namespace (the namespace's owner reference, as
-/// the tenancy controller sets it), if it still exists with that uid.
+/// the tenancy controller sets it), if it still exists with that uid. Read from the API
+/// (without caches).
 pub(super) async fn find_municipality(
     ctx: &Context,
     ns: &str,
@@ -139,27 +179,31 @@ pub(super) async fn find_municipality(
     else {
         return Ok(None);
     };
+    let Some(owner) = owning_municipality(&namespace.metadata) else {
+        return Ok(None);
+    };
+    let municipality = Api::<Municipality>::all(ctx.client.clone())
+        .get_opt(&owner.name)
+        .await?;
+    Ok(owned_by(municipality, &owner))
+}
+
+/// The namespace's owner reference to a Municipality.
+fn owning_municipality(namespace: &ObjectMeta) -> Option<OwnerReference> {
     let api_version = Municipality::api_version(&());
     let kind = Municipality::kind(&());
-    let Some(owner) = namespace
-        .metadata
+    namespace
         .owner_references
         .iter()
         .flatten()
         .find(|o| o.api_version == api_version && o.kind == kind)
-    else {
-        return Ok(None);
-    };
-    let municipality = match &ctx.caches {
-        Some(caches) => caches.municipality(&owner.name),
-        None => {
-            Api::<Municipality>::all(ctx.client.clone())
-                .get_opt(&owner.name)
-                .await?
-        }
-    };
-    // A re-created Municipality of the same name does not own the old namespace.
-    Ok(municipality.filter(|m| m.metadata.uid.as_deref() == Some(owner.uid.as_str())))
+        .cloned()
+}
+
+/// `municipality` if it is the owner named: a re-created Municipality of the same name does
+/// not own the old namespace.
+fn owned_by(municipality: Option<Municipality>, owner: &OwnerReference) -> Option<Municipality> {
+    municipality.filter(|m| m.metadata.uid.as_deref() == Some(owner.uid.as_str()))
 }
 
 /// The label selector of a server's scheduled snapshots. Only the operator's own: a snapshot
