@@ -58,6 +58,7 @@ use novads_operator::virtual_server::controller::{
 };
 use novads_operator::virtual_server::namespace_index::{ServersByNamespace, SnapshotsByServer};
 use novads_operator::virtual_server::status::{self, Observed};
+use novads_operator::virtual_server::watch::{trim_instance, trim_snapshot};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -185,10 +186,12 @@ impl Watches {
             }
         } else if path.contains("/virtualmachineinstances/") {
             if let Some(e) = event(object, deleted) {
+                let e = e.modify(trim_instance);
                 self.vmis.apply_watcher_event(&e);
             }
         } else if path.contains("/virtualmachinesnapshots/") {
             if let Some(e) = event(object, deleted) {
+                let e = e.modify(trim_snapshot);
                 self.snapshots.apply_watcher_event(&e);
                 self.snapshots_by_server.apply(&e);
             }
@@ -410,81 +413,123 @@ fn as_watched<K: Serialize + serde::de::DeserializeOwned>(object: &K) -> K {
     serde_json::from_slice(&bytes).expect("decode")
 }
 
-/// Fills the controller's stores with a converged fleet, one object at a time, and prints the
-/// RSS before and after.
+/// Fills the controller's stores with a converged fleet, one kind after the other and one
+/// object at a time (trimmed as the runtime's watches trim them), and prints the RSS after
+/// each kind.
 fn cache_memory(fleet: &Fleet) {
-    fn fill<K>(writer: &mut Writer<K>, objects: impl IntoIterator<Item = K>)
-    where
+    /// Fills a store with what `objects` makes of each converged server, then marks it listed.
+    fn fill<K>(
+        fleet: &Fleet,
+        writer: &mut Writer<K>,
+        mut objects: impl FnMut(Case) -> Vec<K>,
+        mut also: impl FnMut(&watcher::Event<K>),
+    ) where
         K: kube::Resource<DynamicType = ()> + Clone + 'static,
     {
-        for object in objects {
-            writer.apply_watcher_event(&watcher::Event::InitApply(object));
-        }
-    }
-    let before = rss_kib();
-    let (servers, mut server_writer) = reflector::store::<VirtualServer>();
-    let (namespaces, mut namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-    let (vms, mut vm_writer) = reflector::store::<VirtualMachine>();
-    let (vmis, mut vmi_writer) = reflector::store::<VirtualMachineInstance>();
-    let (snapshots, mut snapshot_writer) = reflector::store::<VirtualMachineSnapshot>();
-    let (services, mut service_writer) = reflector::store::<Service>();
-    let (policies, mut policy_writer) = reflector::store::<NetworkPolicy>();
-    let by_namespace = ServersByNamespace::default();
-    let by_server = SnapshotsByServer::default();
-    by_namespace.apply(&watcher::Event::Init);
-    by_server.apply(&watcher::Event::Init);
-    let mut index = 0;
-    for (municipality, list) in fleet.municipalities.iter().zip(&fleet.servers) {
-        fill(
-            &mut namespace_writer,
-            [as_watched(&from_json::<PartialObjectMeta<Namespace>>(
-                namespace_of(municipality),
-            ))],
-        );
-        for server in list {
+        writer.apply_watcher_event(&watcher::Event::Init);
+        also(&watcher::Event::Init);
+        let mut index = 0;
+        for server in fleet.servers.iter().flatten() {
             index += 1;
-            let case = converged_case(fleet, server, index, 7);
-            let server = as_watched(&case.server);
-            by_namespace.apply(&watcher::Event::InitApply(server.clone()));
-            fill(&mut server_writer, [server]);
-            fill(&mut vm_writer, [as_watched(&case.vm)]);
-            fill(&mut vmi_writer, [as_watched(&case.vmi)]);
-            for snapshot in &case.snapshots {
-                let snapshot = as_watched(snapshot);
-                by_server.apply(&watcher::Event::InitApply(snapshot.clone()));
-                fill(&mut snapshot_writer, [snapshot]);
+            for object in objects(converged_case(fleet, server, index, 7)) {
+                let event = watcher::Event::InitApply(object);
+                writer.apply_watcher_event(&event);
+                also(&event);
             }
-            fill(&mut service_writer, case.service.iter().map(as_watched));
-            fill(
-                &mut policy_writer,
-                case.network_policy.iter().map(as_watched),
-            );
         }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        also(&watcher::Event::InitDone);
     }
-    server_writer.apply_watcher_event(&watcher::Event::InitDone);
-    by_namespace.apply(&watcher::Event::InitDone);
-    namespace_writer.apply_watcher_event(&watcher::Event::InitDone);
-    vm_writer.apply_watcher_event(&watcher::Event::InitDone);
-    vmi_writer.apply_watcher_event(&watcher::Event::InitDone);
-    snapshot_writer.apply_watcher_event(&watcher::Event::InitDone);
-    by_server.apply(&watcher::Event::InitDone);
-    service_writer.apply_watcher_event(&watcher::Event::InitDone);
-    policy_writer.apply_watcher_event(&watcher::Event::InitDone);
-    let after = rss_kib();
+    let start = rss_kib();
+    let mut last = start;
+    let mut step = |what: &str, count: usize| {
+        let now = rss_kib();
+        println!(
+            "  {count} {what}: +{:.1} MiB",
+            kib_to_mib(now.saturating_sub(last))
+        );
+        last = now;
+    };
+    println!("memory of the VirtualServer controller's caches (RSS added per store):");
+    let (namespaces, mut writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for municipality in &fleet.municipalities {
+        let namespace = as_watched(&from_json::<PartialObjectMeta<Namespace>>(namespace_of(
+            municipality,
+        )));
+        writer.apply_watcher_event(&watcher::Event::InitApply(namespace));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    step("namespaces (metadata)", namespaces.len());
+    let (servers, mut writer) = reflector::store::<VirtualServer>();
+    let by_namespace = ServersByNamespace::default();
+    fill(
+        fleet,
+        &mut writer,
+        |case| vec![as_watched(&case.server)],
+        |event| by_namespace.apply(event),
+    );
+    step(
+        "VirtualServers (with status) and their index",
+        servers.len(),
+    );
+    let (vms, mut writer) = reflector::store::<VirtualMachine>();
+    fill(
+        fleet,
+        &mut writer,
+        |case| vec![as_watched(&case.vm)],
+        |_| {},
+    );
+    step("VirtualMachines", vms.len());
+    let (vmis, mut writer) = reflector::store::<VirtualMachineInstance>();
+    let trimmed = |vmi: &VirtualMachineInstance| {
+        let mut vmi = as_watched(vmi);
+        trim_instance(&mut vmi);
+        vmi
+    };
+    fill(fleet, &mut writer, |case| vec![trimmed(&case.vmi)], |_| {});
+    step("VirtualMachineInstances (trimmed)", vmis.len());
+    let (snapshots, mut writer) = reflector::store::<VirtualMachineSnapshot>();
+    let by_server = SnapshotsByServer::default();
+    let trimmed = |snapshot: &VirtualMachineSnapshot| {
+        let mut snapshot = as_watched(snapshot);
+        trim_snapshot(&mut snapshot);
+        snapshot
+    };
+    fill(
+        fleet,
+        &mut writer,
+        |case| case.snapshots.iter().map(trimmed).collect(),
+        |event| by_server.apply(event),
+    );
+    step(
+        "VirtualMachineSnapshots (a week for each server with backups, trimmed) and their index",
+        snapshots.len(),
+    );
+    let (services, mut writer) = reflector::store::<Service>();
+    fill(
+        fleet,
+        &mut writer,
+        |case| case.service.iter().map(as_watched).collect(),
+        |_| {},
+    );
+    step("Services", services.len());
+    let (policies, mut writer) = reflector::store::<NetworkPolicy>();
+    fill(
+        fleet,
+        &mut writer,
+        |case| case.network_policy.iter().map(as_watched).collect(),
+        |_| {},
+    );
+    step("NetworkPolicies", policies.len());
     println!(
-        "RSS with the VirtualServer controller's caches of {} servers in {} namespaces ({} VMs, \
-         {} instances, {} snapshots, {} Services, {} NetworkPolicies): {:.1} MiB (before \
-         filling them {:.1} MiB, delta {:.1} MiB; peak {:.1} MiB); target < 64 MiB",
+        "RSS with the VirtualServer controller's caches of {} servers in {} namespaces: {:.1} \
+         MiB (before filling them {:.1} MiB, delta {:.1} MiB; peak {:.1} MiB); target < 64 MiB",
         servers.len(),
         namespaces.len(),
-        vms.len(),
-        vmis.len(),
-        snapshots.len(),
-        services.len(),
-        policies.len(),
-        kib_to_mib(after),
-        kib_to_mib(before),
-        kib_to_mib(after.saturating_sub(before)),
+        kib_to_mib(last),
+        kib_to_mib(start),
+        kib_to_mib(last.saturating_sub(start)),
         kib_to_mib(peak_kib()),
     );
 }

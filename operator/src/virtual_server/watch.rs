@@ -27,7 +27,7 @@ use kube::{Client, Resource, ResourceExt};
 use novads_crds::{Municipality, ServerImage, VirtualServer};
 use serde::de::DeserializeOwned;
 
-use super::build::SERVER_LABEL;
+use super::build::{BACKUP_LABEL, SERVER_LABEL};
 use super::controller::{self, Caches, Context, Error};
 use super::namespace_index::{ServersByNamespace, SnapshotsByServer};
 use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
@@ -140,6 +140,44 @@ pub async fn run(
 pub fn labelled_server(meta: &ObjectMeta) -> Option<ObjectRef<VirtualServer>> {
     let name = meta.labels.as_ref()?.get(SERVER_LABEL)?;
     Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
+}
+
+/// Keeps of an instance what a reconcile reads (its phase, node, addresses, guest OS and
+/// conditions; the CPU and memory it runs with; the server label and uid): an instance is
+/// KubeVirt's and much larger than that, and there is one per running server.
+pub fn trim_instance(vmi: &mut VirtualMachineInstance) {
+    keep_only_labels(&mut vmi.metadata, &[SERVER_LABEL]);
+    let spec = &mut vmi.spec;
+    spec.networks.clear();
+    spec.volumes.clear();
+    spec.hostname = None;
+    spec.eviction_strategy = None;
+    spec.termination_grace_period_seconds = None;
+    let domain = &mut spec.domain;
+    domain.devices = Default::default();
+    domain.resources = None;
+    domain.firmware = None;
+    domain.features = None;
+}
+
+/// Keeps of a snapshot what a reconcile reads (name, times, readiness, phase; the server and
+/// backup labels): a server with backups keeps a week or more of them.
+pub fn trim_snapshot(snapshot: &mut VirtualMachineSnapshot) {
+    keep_only_labels(&mut snapshot.metadata, &[SERVER_LABEL, BACKUP_LABEL]);
+    snapshot.spec = Default::default();
+    if let Some(status) = snapshot.status.as_mut() {
+        status.conditions.clear();
+        status.error = None;
+    }
+}
+
+fn keep_only_labels(meta: &mut ObjectMeta, keep: &[&str]) {
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| keep.contains(&key.as_str()));
+    }
 }
 
 /// The servers in `namespace`, from the controller's cache.
@@ -273,12 +311,14 @@ async fn run_once(
             )
             .watches_stream(
                 selected_events::<VirtualMachineInstance>(client, health, vmis, with_label.clone())
+                    .modify(trim_instance)
                     .reflect(vmi_writer)
                     .touched_objects(),
                 |vmi| labelled_server(vmi.meta()),
             )
             .watches_stream(
                 selected_events::<VirtualMachineSnapshot>(client, health, snapshots, with_label)
+                    .modify(trim_snapshot)
                     .reflect(snapshot_writer)
                     .inspect_ok(move |event| index.apply(event))
                     .touched_objects(),
@@ -364,5 +404,62 @@ mod tests {
             Some(ObjectRef::new("web").within("muni-talsi"))
         );
         assert_eq!(labelled_server(&ObjectMeta::default()), None);
+    }
+
+    #[test]
+    fn trimmed_instances_and_snapshots_keep_what_a_reconcile_reads() {
+        use crate::virtual_server::status;
+        let mut vmi: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": { "name": "web", "namespace": "muni-talsi", "uid": "uid-vmi",
+                          "labels": { SERVER_LABEL: "web", "kubevirt.io/nodeName": "node-a" },
+                          "annotations": { "kubevirt.io/latest-observed-api-version": "v1" },
+                          "ownerReferences": [{ "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "web", "uid": "uid-vm" }],
+                          "finalizers": ["kubevirt.io/virtualMachineControllerFinalize"] },
+            "spec": { "domain": { "cpu": { "cores": 2 }, "memory": { "guest": "4Gi" },
+                                  "devices": { "disks": [{ "name": "system" }] } },
+                      "volumes": [{ "name": "system", "dataVolume": { "name": "web-system" } }],
+                      "networks": [{ "name": "default", "pod": {} }] },
+            "status": { "phase": "Running", "nodeName": "node-a",
+                        "interfaces": [{ "name": "default", "ipAddress": "10.244.1.17" }],
+                        "conditions": [{ "type": "Ready", "status": "True" }] }
+        }))
+        .expect("instance");
+        let before = vmi.clone();
+        trim_instance(&mut vmi);
+        assert_eq!(vmi.status, before.status);
+        assert_eq!(vmi.metadata.uid.as_deref(), Some("uid-vmi"));
+        assert_eq!(
+            labelled_server(&vmi.metadata),
+            labelled_server(&before.metadata)
+        );
+        assert_eq!(vmi.spec.domain.cpu, before.spec.domain.cpu);
+        assert_eq!(vmi.spec.domain.memory, before.spec.domain.memory);
+        assert!(vmi.spec.volumes.is_empty() && vmi.spec.domain.devices.disks.is_empty());
+        assert!(vmi.metadata.annotations.is_none() && vmi.metadata.owner_references.is_none());
+
+        let mut snapshot: VirtualMachineSnapshot = serde_json::from_value(serde_json::json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+            "metadata": { "name": "web-20250602-0200", "namespace": "muni-talsi",
+                          "creationTimestamp": "2025-06-02T02:00:00Z",
+                          "labels": { SERVER_LABEL: "web", BACKUP_LABEL: "scheduled",
+                                      "app.kubernetes.io/managed-by": "novads-operator" } },
+            "spec": { "source": { "apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "web" } },
+            "status": { "readyToUse": true, "creationTime": "2025-06-02T02:00:00Z", "phase": "Succeeded",
+                        "conditions": [{ "type": "Ready", "status": "True", "message": "Operation complete" }] }
+        }))
+        .expect("snapshot");
+        let before = snapshot.clone();
+        trim_snapshot(&mut snapshot);
+        assert_eq!(
+            status::snapshot_infos(std::slice::from_ref(&snapshot)),
+            status::snapshot_infos(std::slice::from_ref(&before))
+        );
+        let labels = snapshot.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.len(), 2, "{labels:?}");
+        assert_eq!(
+            labelled_server(&snapshot.metadata),
+            labelled_server(&before.metadata)
+        );
     }
 }
