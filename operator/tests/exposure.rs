@@ -1,19 +1,317 @@
-//! Effective exposure (`novads_operator::exposure`) on hand-written policies: except blocks,
-//! empty selectors, several policies, peers, ports, load balancer ranges, bad input.
+//! Effective exposure (`novads_operator::exposure`):
+//!
+//! - for every example in examples/ and every tenancy golden file in tests/golden/ (with the
+//!   fixture it was rendered from), what the generated NetworkPolicies and Services let reach
+//!   each virtual server is exactly what the server declares in `spec.expose`: no wider, no
+//!   narrower (the virtual-server golden files are proven in tests/virtual_server_build.rs);
+//! - the attacks: a port declared open to 10.20.8.0/24 is not reachable from the rest of the
+//!   municipal range, the platform ingress namespace reaches no port, a server without
+//!   `expose` is reached from nothing outside its namespace;
+//! - the function itself on hand-written policies (except blocks, empty selectors, several
+//!   policies, peers, ports, load balancer ranges, bad input).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use novads_crds::VirtualServer;
 use novads_operator::exposure::{
-    self, AddressSet, ExposureError, NamespaceScope, PortMatch, Protocol, ServerExposure, ServerPod,
+    self, AddressSet, Drift, ExposureError, NamespaceScope, PortMatch, Protocol, ServerExposure,
+    ServerPod,
 };
 use serde_json::{Value, json};
 
+// ---------------------------------------------------------------------------------------------
+// Generated objects
+// ---------------------------------------------------------------------------------------------
+
+/// The objects of a rendering, sorted by what the exposure needs.
+#[derive(Default)]
+struct Objects {
+    policies: Vec<NetworkPolicy>,
+    services: Vec<Service>,
+    /// `(namespace, server) -> labels of its virt-launcher pod` (the VM's template labels).
+    pods: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+fn objects(yaml: &str) -> Objects {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("YAML");
+    let mut objects = Objects::default();
+    for document in documents.into_iter().filter(|d| !d.is_null()) {
+        match document["kind"].as_str() {
+            Some("NetworkPolicy") => objects
+                .policies
+                .push(serde_json::from_value(document).expect("NetworkPolicy")),
+            Some("Service") => objects
+                .services
+                .push(serde_json::from_value(document).expect("Service")),
+            Some("VirtualMachine") => {
+                let key = (
+                    document["metadata"]["namespace"]
+                        .as_str()
+                        .expect("namespace")
+                        .to_string(),
+                    document["metadata"]["name"]
+                        .as_str()
+                        .expect("name")
+                        .to_string(),
+                );
+                let labels = serde_json::from_value(
+                    document["spec"]["template"]["metadata"]["labels"].clone(),
+                )
+                .expect("template labels");
+                objects.pods.insert(key, labels);
+            }
+            _ => {}
+        }
+    }
+    objects
+}
+
+fn virtual_servers(yaml: &str) -> Vec<VirtualServer> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("YAML");
+    documents
+        .into_iter()
+        .filter(|d| d["kind"] == "VirtualServer")
+        .map(|d| serde_json::from_value(d).expect("VirtualServer"))
+        .collect()
+}
+
+fn exposure_of(objects: &Objects, namespace: &str, server: &str) -> ServerExposure {
+    let labels = objects
+        .pods
+        .get(&(namespace.to_string(), server.to_string()))
+        .unwrap_or_else(|| panic!("no VirtualMachine {namespace}/{server}"));
+    exposure::effective_exposure(
+        ServerPod {
+            server,
+            namespace,
+            labels,
+        },
+        &objects.policies,
+        &objects.services,
+    )
+    .expect("exposure")
+}
+
+/// Proves every server of `servers` is exposed exactly as declared; returns how many.
+fn assert_exposed_as_declared(what: &str, objects: &Objects, servers: &[VirtualServer]) -> usize {
+    for server in servers {
+        let namespace = server.metadata.namespace.as_deref().expect("namespace");
+        let name = server.metadata.name.as_deref().expect("name");
+        let exposure = exposure_of(objects, namespace, name);
+        let drift = exposure::drift(server, &exposure).expect("drift");
+        assert!(
+            drift.is_empty(),
+            "{what}: {namespace}/{name} is not exposed as declared: {drift:#?}"
+        );
+    }
+    servers.len()
+}
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+fn yaml_files(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .map(|path| {
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read_to_string(&path).expect("read"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every example, rendered together as `novads render examples/*.yaml` does.
+fn examples() -> (String, String) {
+    let input: String = yaml_files(&repository().join("examples"))
+        .into_iter()
+        .map(|(_, text)| format!("---\n{text}\n"))
+        .collect();
+    let rendered = novads_operator::render(&input).expect("examples render");
+    (input, rendered)
+}
+
+#[test]
+fn every_example_is_exposed_exactly_as_declared() {
+    let (input, rendered) = examples();
+    let servers = virtual_servers(&input);
+    let proven = assert_exposed_as_declared("examples", &objects(&rendered), &servers);
+    // The web example exposes two ports; an empty set would prove nothing.
+    assert!(
+        servers.iter().any(|s| s.spec.expose.is_some()),
+        "no example exposes a port"
+    );
+    assert!(proven > 0);
+}
+
+#[test]
+fn every_tenancy_golden_file_is_exposed_exactly_as_declared() {
+    let operator = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = yaml_files(&operator.join("tests/fixtures"));
+    assert!(!fixtures.is_empty());
+    for (name, fixture) in fixtures {
+        let golden = std::fs::read_to_string(operator.join("tests/golden").join(&name))
+            .unwrap_or_else(|e| panic!("golden {name}: {e}"));
+        let mut cluster = objects(&golden);
+        let mut servers = virtual_servers(&fixture);
+        // Every tenancy also gets a server that declares nothing, whose pod carries the labels
+        // every server's pod carries.
+        let namespace = cluster.policies[0]
+            .metadata
+            .namespace
+            .clone()
+            .expect("namespace");
+        let quiet: VirtualServer = serde_json::from_value(json!({
+            "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
+            "metadata": {"name": "quiet", "namespace": namespace},
+            "spec": {"image": "debian-12", "cpu": 1, "memory": "1Gi"}
+        }))
+        .expect("VirtualServer");
+        cluster.pods.insert(
+            (namespace.clone(), "quiet".to_string()),
+            novads_operator::virtual_server::build::labels(&quiet),
+        );
+        servers.push(quiet);
+        assert_exposed_as_declared(&name, &cluster, &servers);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks, on the rendered examples (Talsi: 10.20.0.0/16; web: 443 from the whole range,
+// 22 from 10.20.8.0/24 only)
+// ---------------------------------------------------------------------------------------------
+
 fn address(text: &str) -> IpAddr {
     text.parse().expect("address")
+}
+
+fn example_web() -> ServerExposure {
+    let (_, rendered) = examples();
+    exposure_of(&objects(&rendered), "muni-talsi", "web")
+}
+
+#[test]
+fn a_port_open_to_one_subnet_is_not_reachable_from_the_rest_of_the_municipal_range() {
+    let web = example_web();
+    let ssh = web.networks_reaching(Protocol::Tcp, 22);
+    assert_eq!(
+        ssh,
+        AddressSet::from_networks(["10.20.8.0/24".parse().unwrap()])
+    );
+    assert!(ssh.contains(address("10.20.8.17")));
+    for outside in ["10.20.9.17", "10.20.0.1", "10.20.255.254", "10.21.8.17"] {
+        assert!(!ssh.contains(address(outside)), "{outside} reaches port 22");
+    }
+    // Nor through the load balancer.
+    let published = web
+        .publications
+        .iter()
+        .find(|p| p.port == 22)
+        .expect("port 22 published");
+    assert_eq!(published.service_type, "LoadBalancer");
+    assert!(!published.networks.contains(address("10.20.9.17")));
+    // The range as a whole reaches 443 only, and no undeclared port at all.
+    assert!(
+        web.networks_reaching(Protocol::Tcp, 443)
+            .contains(address("10.20.9.17"))
+    );
+    for (protocol, port) in [
+        (Protocol::Tcp, 80),
+        (Protocol::Tcp, 5900),
+        (Protocol::Udp, 443),
+    ] {
+        assert!(
+            web.networks_reaching(protocol, port).is_empty(),
+            "{protocol:?}/{port} is reachable"
+        );
+    }
+}
+
+#[test]
+fn the_platform_ingress_namespace_reaches_no_port() {
+    let web = example_web();
+    for namespace in [
+        "novads-ingress",
+        "ingress-nginx",
+        "muni-ventspils",
+        "kube-system",
+    ] {
+        let labels = BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            namespace.to_string(),
+        )]);
+        assert_eq!(
+            web.ports_reached_from_namespace(namespace, &labels),
+            Vec::<&PortMatch>::new(),
+            "{namespace} reaches web"
+        );
+    }
+    // Its own namespace does: the municipality's servers talk to each other.
+    let own = BTreeMap::from([(
+        "kubernetes.io/metadata.name".to_string(),
+        "muni-talsi".to_string(),
+    )]);
+    assert_eq!(
+        web.ports_reached_from_namespace("muni-talsi", &own),
+        vec![&PortMatch::All]
+    );
+}
+
+#[test]
+fn a_server_without_expose_is_reachable_from_nothing_outside_its_namespace() {
+    // tests/fixtures/talsi.yaml has a `web` without `expose`.
+    let operator = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let golden = std::fs::read_to_string(operator.join("tests/golden/talsi.yaml")).expect("golden");
+    let web = exposure_of(&objects(&golden), "muni-talsi", "web");
+    assert!(web.isolated);
+    assert!(web.publications.is_empty());
+    for admission in &web.admissions {
+        assert!(
+            admission.from.networks.is_empty(),
+            "{:?} reached from {}",
+            admission.ports,
+            admission.from.networks
+        );
+        assert!(admission.from.pods.iter().all(|p| p.is_same_namespace()));
+    }
+    for port in [22, 80, 443, 3389, 5432] {
+        assert!(web.networks_reaching(Protocol::Tcp, port).is_empty());
+    }
+}
+
+#[test]
+fn the_municipal_range_reaches_nothing_through_the_tenancy_policies_alone() {
+    let operator = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let golden = std::fs::read_to_string(operator.join("tests/golden/talsi.yaml")).expect("golden");
+    let policies = objects(&golden).policies;
+    let labels = BTreeMap::from([("novads.io/virtual-server".to_string(), "any".to_string())]);
+    let pod = ServerPod {
+        server: "any",
+        namespace: "muni-talsi",
+        labels: &labels,
+    };
+    let exposure = exposure::effective_exposure(pod, &policies, &[]).expect("exposure");
+    let everything = exposure
+        .admissions
+        .iter()
+        .fold(AddressSet::empty(), |all, a| all.union(&a.from.networks));
+    assert!(everything.is_empty(), "tenancy admits {everything}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,4 +650,86 @@ fn objects_the_api_server_would_refuse_are_errors_naming_them() {
         try_compute(&[bad_protocol], &[]),
         Err(ExposureError::InvalidProtocol { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drift: what the proofs above rely on to fail
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn drift_reports_every_way_exposure_can_be_wider_or_narrower() {
+    let (input, rendered) = examples();
+    let server = virtual_servers(&input)
+        .into_iter()
+        .find(|s| s.metadata.name.as_deref() == Some("web"))
+        .expect("web example");
+    let mut cluster = objects(&rendered);
+    // The namespace-wide policy earlier versions applied, and the platform ingress.
+    cluster.policies.push(
+        serde_json::from_value(json!({
+            "metadata": {"name": "old-municipal-networks", "namespace": "muni-talsi"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}]}
+        }))
+        .expect("policy"),
+    );
+    cluster.policies.push(serde_json::from_value(json!({
+        "metadata": {"name": "old-platform-ingress", "namespace": "muni-talsi"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "novads-ingress"}}}]}]}
+    })).expect("policy"));
+    let exposure = exposure_of(&cluster, "muni-talsi", "web");
+    let drift = exposure::drift(&server, &exposure).expect("drift");
+    assert!(drift.contains(&Drift::Sources {
+        protocol: Protocol::Tcp,
+        port: 22,
+        undeclared: set(&["10.20.0.0/16"]).difference(&set(&["10.20.8.0/24"])),
+        missing: AddressSet::empty(),
+    }));
+    assert!(drift.contains(&Drift::UndeclaredPorts {
+        ports: PortMatch::All,
+        networks: set(&["10.20.0.0/16"]),
+    }));
+    assert!(
+        drift.iter().any(|d| matches!(
+            d,
+            Drift::OtherNamespaces {
+                ports: PortMatch::All,
+                ..
+            }
+        )),
+        "{drift:#?}"
+    );
+
+    // Narrower: the server's own policy and Service gone.
+    let (_, rendered) = examples();
+    let mut cluster = objects(&rendered);
+    cluster
+        .policies
+        .retain(|p| p.metadata.name.as_deref() != Some("web-expose"));
+    cluster.services.clear();
+    let exposure = exposure_of(&cluster, "muni-talsi", "web");
+    let drift = exposure::drift(&server, &exposure).expect("drift");
+    assert!(drift.contains(&Drift::Sources {
+        protocol: Protocol::Tcp,
+        port: 443,
+        undeclared: AddressSet::empty(),
+        missing: set(&["10.20.0.0/16"]),
+    }));
+    assert!(drift.contains(&Drift::Unpublished {
+        protocol: Protocol::Tcp,
+        port: 22
+    }));
+
+    // No policy at all: not isolated.
+    let exposure = exposure_of(
+        &Objects {
+            policies: Vec::new(),
+            ..objects(&rendered)
+        },
+        "muni-talsi",
+        "web",
+    );
+    let drift = exposure::drift(&server, &exposure).expect("drift");
+    assert!(drift.contains(&Drift::NotIsolated));
 }
