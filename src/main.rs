@@ -141,9 +141,6 @@ struct OperatorArgs {
     /// Prefix the kube-apiserver puts before OIDC group names (its --oidc-groups-prefix).
     #[arg(long, default_value = "")]
     oidc_group_prefix: String,
-    /// Namespace of the platform's ingress controller.
-    #[arg(long, default_value = "novads-ingress")]
-    ingress_namespace: String,
     /// The sign-on service's configuration (as `novads serve` reads it): the security monitor
     /// collects federation facts from its database and directories. Without it, federation
     /// checks are skipped.
@@ -189,7 +186,6 @@ impl OperatorArgs {
             concurrency: self.concurrency,
             tenancy: novads_operator::TenancySettings {
                 group_prefix: self.oidc_group_prefix,
-                ingress_namespace: self.ingress_namespace,
             },
             monitor: novads_operator::monitor::MonitorOptions {
                 policies: std::sync::Arc::new(policies),

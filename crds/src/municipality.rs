@@ -114,10 +114,10 @@ pub struct MunicipalitySpec {
     /// Resources the municipality may use in total.
     pub quotas: MunicipalityQuotas,
 
-    /// Networks (CIDRs) that may reach the municipality's servers and that the servers may
-    /// reach, typically the municipality's VPN ranges, e.g. `10.20.0.0/16`. Everything else is
-    /// denied, except traffic within the municipality, DNS and the platform's ingress.
-    /// `0.0.0.0/0` and `::/0` are refused.
+    /// Networks (CIDRs) that the municipality's servers may reach and that their exposed ports
+    /// may admit (each port only from its own `allowedSources`, which must lie within these),
+    /// typically the municipality's VPN ranges, e.g. `10.20.0.0/16`. Everything else is denied,
+    /// except traffic within the municipality and DNS. `0.0.0.0/0` and `::/0` are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 64),

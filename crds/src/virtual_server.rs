@@ -302,7 +302,8 @@ pub struct SecretReference {
 #[serde(rename_all = "camelCase")]
 pub struct Expose {
     /// `LoadBalancer` (default) gives the server an address outside the cluster; `ClusterIP`
-    /// keeps it inside (reached through the platform's ingress or a VPN gateway).
+    /// keeps it inside (reached from the declared sources through a VPN gateway that keeps their
+    /// addresses).
     #[serde(default)]
     pub service_type: ServiceType,
 

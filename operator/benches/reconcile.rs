@@ -59,7 +59,6 @@ fn main() {
         .unwrap_or(20usize);
     let settings = TenancySettings {
         group_prefix: "oidc:".to_string(),
-        ..TenancySettings::default()
     };
     println!(
         "operator benchmark: {MUNICIPALITIES} municipalities, {VIRTUAL_SERVERS} virtual servers, \

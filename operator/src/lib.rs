@@ -10,9 +10,11 @@
 //! controllers while this replica leads. [`render`] prints what the controllers would apply;
 //! [`kubevirt`] holds KubeVirt's types, [`quantity`] Kubernetes quantities as numbers.
 //! [`compliance`] collects the security monitor's cluster facts from the same objects, and
-//! [`monitor`] evaluates them continuously while this replica leads.
+//! [`monitor`] evaluates them continuously while this replica leads. [`exposure`] computes
+//! who reaches which port of a server from its namespace's NetworkPolicies and Services.
 
 pub mod compliance;
+pub mod exposure;
 pub mod health;
 pub mod kubevirt;
 pub mod leader;

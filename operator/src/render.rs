@@ -58,7 +58,7 @@ enum Input {
     VirtualServer(Box<VirtualServer>),
 }
 
-/// Renders with the default settings (no OIDC group prefix, ingress namespace `novads-ingress`).
+/// Renders with the default settings (no OIDC group prefix).
 pub fn render(documents: &str) -> Result<String, RenderError> {
     render_with(documents, &TenancySettings::default())
 }

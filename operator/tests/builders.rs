@@ -60,7 +60,6 @@ fn malformed_quotas_and_ranges_are_all_reported_with_reasons() {
 fn groups_are_qualified_with_realm_and_prefix_and_deduplicated() {
     let settings = TenancySettings {
         group_prefix: "oidc:".into(),
-        ..TenancySettings::default()
     };
     let tenancy = tenancy::plan_tenancy(&talsi(), &settings).expect("valid");
     let admins = &tenancy.role_bindings[0];

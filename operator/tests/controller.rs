@@ -83,11 +83,17 @@ fn our_namespace(labels: Value) -> Value {
     })
 }
 
-/// Server-side applies of every child, each body equal to what the pure builders produce.
+/// Server-side applies of every child, each body equal to what the pure builders produce, and
+/// after the NetworkPolicies the deletion of the retired ones (already gone here).
 fn applies(municipality: &Municipality, quota_used: Value) -> Vec<Expect> {
     let tenancy = tenancy::plan_tenancy(municipality, &TenancySettings::default()).expect("valid");
     let objects = tenancy.to_values().expect("values");
-    objects
+    let after_policies = objects
+        .iter()
+        .rposition(|object| object["kind"] == "NetworkPolicy")
+        .expect("the tenancy has NetworkPolicies")
+        + 1;
+    let mut script: Vec<Expect> = objects
         .into_iter()
         .map(|object| {
             let kind = object["kind"].as_str().unwrap_or_default().to_string();
@@ -123,7 +129,16 @@ fn applies(municipality: &Municipality, quota_used: Value) -> Vec<Expect> {
                 (200, response)
             })
         })
-        .collect()
+        .collect();
+    for (offset, retired) in tenancy::RETIRED_NETWORK_POLICIES.iter().enumerate() {
+        let path =
+            format!("/apis/networking.k8s.io/v1/namespaces/muni-talsi/networkpolicies/{retired}?");
+        script.insert(
+            after_policies + offset,
+            expect(Method::DELETE, &path, |_| not_found()),
+        );
+    }
+    script
 }
 
 fn event(reason: &'static str, type_: &'static str) -> Expect {

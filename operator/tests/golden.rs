@@ -17,7 +17,6 @@ fn settings_for(fixture: &str) -> TenancySettings {
     if fixture.contains("prefixed") {
         TenancySettings {
             group_prefix: "oidc:".to_string(),
-            ingress_namespace: "ingress-nginx".to_string(),
         }
     } else {
         TenancySettings::default()

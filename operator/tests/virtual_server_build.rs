@@ -6,15 +6,19 @@
 //! - every generated VirtualMachine, DataVolume template and VirtualMachineSnapshot validated
 //!   against the published schemas vendored in tests/schemas/, plus the apiVersion, kind and
 //!   metadata those schemas leave out, and a mutation test proving the validation can fail;
+//! - what the golden files let reach each server is exactly its declared `spec.expose`, with
+//!   the tenancy's policies of tests/golden/ (`novads_operator::exposure`);
 //! - bad input refused with the precise error;
 //! - the cloud-init user data parsed back as YAML and MIME.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
 use novads_crds::{Restore, ServerImage, VirtualServer};
+use novads_operator::exposure::{self, ServerPod};
 use novads_operator::kubevirt::{VirtualMachine, VirtualMachineSnapshot};
 use novads_operator::virtual_server::build::{self, BuildError};
 use serde_json::{Value, json};
@@ -829,6 +833,11 @@ fn service_and_network_policy() {
     assert_eq!(service["metadata"]["name"], "web");
     assert_eq!(service["spec"]["type"], "LoadBalancer");
     assert_eq!(service["spec"]["externalTrafficPolicy"], "Local");
+    // The load balancer admits the union of the ports' sources; the policy narrows each port.
+    assert_eq!(
+        service["spec"]["loadBalancerSourceRanges"],
+        json!(["10.20.0.0/16", "192.0.2.0/24", "2001:db8:20::/48"])
+    );
     assert_eq!(
         service["spec"]["ports"],
         json!([
@@ -858,10 +867,92 @@ fn service_and_network_policy() {
     let service = db.service.expect("service");
     assert_eq!(service["spec"]["type"], "ClusterIP");
     assert!(service["spec"].get("externalTrafficPolicy").is_none());
+    assert!(service["spec"].get("loadBalancerSourceRanges").is_none());
+
+    // Nested and duplicate sources are listed once.
+    let nested = with(WEB, |server| {
+        let expose = server.spec.expose.as_mut().expect("expose");
+        expose.ports[1].protocol = novads_crds::Protocol::Tcp;
+        expose.ports[1].allowed_sources = vec!["10.20.8.0/24".into(), "192.0.2.0/24".into()];
+    });
+    let service = build::service(&nested).expect("service").expect("exposed");
+    assert_eq!(
+        service.spec.expect("spec").load_balancer_source_ranges,
+        Some(vec!["10.20.0.0/16".to_string(), "192.0.2.0/24".to_string()])
+    );
 
     let tiny = server(TINY);
     assert_eq!(build::service(&tiny), Ok(None));
     assert_eq!(build::network_policy(&tiny), Ok(None));
+}
+
+/// The NetworkPolicies of the tenancy golden files (tests/golden/*.yaml) in `namespace`.
+fn tenancy_policies(namespace: &str) -> Vec<NetworkPolicy> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut policies = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("golden directory") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|ext| ext != "yaml") {
+            continue;
+        }
+        let documents: Vec<Value> =
+            serde_saphyr::from_multiple(&std::fs::read_to_string(&path).expect("read"))
+                .expect("golden YAML");
+        policies.extend(
+            documents
+                .into_iter()
+                .filter(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["namespace"] == namespace)
+                .map(|d| serde_json::from_value::<NetworkPolicy>(d).expect("NetworkPolicy")),
+        );
+    }
+    assert!(
+        !policies.is_empty(),
+        "no tenancy golden file for {namespace}"
+    );
+    policies
+}
+
+#[test]
+fn golden_objects_expose_each_server_exactly_as_declared() {
+    for case in CASES {
+        let server = server(case.server);
+        let namespace = server.metadata.namespace.clone().expect("namespace");
+        let name = server.metadata.name.clone().expect("name");
+        let golden = std::fs::read_to_string(golden_dir().join(format!("{}.yaml", case.file)))
+            .expect("golden file");
+        let documents: Vec<Value> = serde_saphyr::from_multiple(&golden).expect("golden YAML");
+        let mut policies = tenancy_policies(&namespace);
+        let mut services = Vec::new();
+        let mut labels = None;
+        for document in documents.into_iter().filter(|d| !d.is_null()) {
+            match document["kind"].as_str() {
+                Some("NetworkPolicy") => {
+                    policies.push(serde_json::from_value(document).expect("policy"))
+                }
+                Some("Service") => {
+                    services.push(serde_json::from_value(document).expect("service"))
+                }
+                Some("VirtualMachine") => {
+                    labels = Some(
+                        serde_json::from_value::<BTreeMap<String, String>>(
+                            document["spec"]["template"]["metadata"]["labels"].clone(),
+                        )
+                        .expect("pod labels"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        let labels = labels.expect("the golden file has the VirtualMachine");
+        let pod = ServerPod {
+            server: &name,
+            namespace: &namespace,
+            labels: &labels,
+        };
+        let exposure = exposure::effective_exposure(pod, &policies, &services).expect(case.file);
+        let drift = exposure::drift(&server, &exposure).expect(case.file);
+        assert!(drift.is_empty(), "{}: {drift:#?}", case.file);
+    }
 }
 
 #[test]

@@ -61,26 +61,17 @@ pub const READER_NAME_PREFIX: &str = "novads-municipality-reader-";
 pub const POLICY_DEFAULT_DENY: &str = "novads-default-deny";
 pub const POLICY_SAME_NAMESPACE: &str = "novads-allow-same-namespace";
 pub const POLICY_DNS: &str = "novads-allow-dns";
-pub const POLICY_PLATFORM_INGRESS: &str = "novads-allow-platform-ingress";
 pub const POLICY_MUNICIPAL_NETWORKS: &str = "novads-allow-municipal-networks";
+/// NetworkPolicies earlier versions applied and the controller deletes: the platform ingress
+/// namespace reached every port of every server, which no server declares.
+pub const RETIRED_NETWORK_POLICIES: &[&str] = &["novads-allow-platform-ingress"];
 
 /// What the operator is configured with, beyond each Municipality's spec.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TenancySettings {
     /// Prefix the kube-apiserver puts before OIDC group names (its `--oidc-groups-prefix`,
     /// e.g. `oidc:`); empty when it adds none.
     pub group_prefix: String,
-    /// Namespace of the platform's ingress controller, allowed to reach every municipality.
-    pub ingress_namespace: String,
-}
-
-impl Default for TenancySettings {
-    fn default() -> Self {
-        Self {
-            group_prefix: String::new(),
-            ingress_namespace: "novads-ingress".to_string(),
-        }
-    }
 }
 
 /// A problem in a Municipality spec that CRD validation cannot catch. Each one makes the
@@ -228,7 +219,7 @@ pub fn plan_tenancy(
         namespace: build_namespace(municipality, &owner),
         resource_quota: build_resource_quota(municipality, &owner, &quota),
         limit_range: build_limit_range(municipality, &owner, &quota),
-        network_policies: build_network_policies(municipality, &owner, settings, &ranges),
+        network_policies: build_network_policies(municipality, &owner, &ranges),
         role_bindings: build_role_bindings(municipality, &owner, settings),
         reader_role: build_reader_role(municipality, &owner),
         reader_binding: build_reader_binding(municipality, &owner, settings),
@@ -476,11 +467,14 @@ fn policy(
 }
 
 /// NetworkPolicies: deny everything, then allow traffic within the namespace, DNS to
-/// kube-system, the platform ingress, and the municipality's own networks (both directions).
+/// kube-system, and egress to the municipality's own networks. Ingress from outside the
+/// namespace is admitted by no tenancy policy: each server's `<server>-expose` policy admits
+/// its declared ports from their declared sources alone (docs/operator.md), so a port declared
+/// open to part of the municipal range is not reachable from the rest of it, and the
+/// platform's ingress controller reaches nothing the CRD cannot declare.
 pub fn build_network_policies(
     municipality: &Municipality,
     owner: &OwnerReference,
-    settings: &TenancySettings,
     ranges: &[IpNet],
 ) -> Vec<NetworkPolicy> {
     let same_namespace = || {
@@ -517,19 +511,13 @@ pub fn build_network_policies(
         .collect();
     // With no ranges the policy selects pods but allows nothing, which adds nothing to the
     // default deny; keeping it avoids having to delete it when the last range goes.
-    let (range_ingress, range_egress) = if ip_peers.is_empty() {
-        (vec![], vec![])
+    let range_egress = if ip_peers.is_empty() {
+        vec![]
     } else {
-        (
-            vec![NetworkPolicyIngressRule {
-                from: Some(ip_peers.clone()),
-                ports: None,
-            }],
-            vec![NetworkPolicyEgressRule {
-                to: Some(ip_peers),
-                ports: None,
-            }],
-        )
+        vec![NetworkPolicyEgressRule {
+            to: Some(ip_peers),
+            ports: None,
+        }]
     };
     vec![
         policy(
@@ -565,21 +553,8 @@ pub fn build_network_policies(
         policy(
             municipality,
             owner,
-            POLICY_PLATFORM_INGRESS,
-            Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(namespace_selector(&settings.ingress_namespace)),
-                    ..NetworkPolicyPeer::default()
-                }]),
-                ports: None,
-            }]),
-            None,
-        ),
-        policy(
-            municipality,
-            owner,
             POLICY_MUNICIPAL_NETWORKS,
-            Some(range_ingress),
+            None,
             Some(range_egress),
         ),
     ]

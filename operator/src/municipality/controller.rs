@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -374,6 +375,9 @@ async fn apply_tenancy(ctx: &Context, tenancy: &Tenancy) -> Result<ResourceQuota
     reconcile::apply_namespaced(client, &namespace, &tenancy.limit_range).await?;
     for policy in &tenancy.network_policies {
         reconcile::apply_namespaced(client, &namespace, policy).await?;
+    }
+    for retired in build::RETIRED_NETWORK_POLICIES {
+        reconcile::delete_namespaced::<NetworkPolicy>(client, &namespace, retired).await?;
     }
     for binding in &tenancy.role_bindings {
         reconcile::apply_namespaced(client, &namespace, binding).await?;

@@ -40,7 +40,9 @@ fn exposed_ports(server: &VirtualServer) -> Result<Vec<(i32, &'static str)>, Bui
 
 /// The Service `<server>` for exposed ports, or `None` without `spec.expose`. It selects the
 /// server's virt-launcher pod; with the masquerade binding the pod forwards every port to the
-/// guest, so `targetPort` is the port itself.
+/// guest, so `targetPort` is the port itself. A LoadBalancer admits only the union of the
+/// ports' `allowedSources` (`loadBalancerSourceRanges`), so the load balancer already drops
+/// what the NetworkPolicy would; the policy still narrows each port to its own sources.
 pub fn service(server: &VirtualServer) -> Result<Option<Service>, BuildError> {
     let Some(expose) = &server.spec.expose else {
         return Ok(None);
@@ -86,6 +88,7 @@ pub fn service(server: &VirtualServer) -> Result<Option<Service>, BuildError> {
             // and load balancers that route to pods or nodes directly (MetalLB, Cilium, kube-
             // vip) do not need them.
             allocate_load_balancer_node_ports: Some(false),
+            load_balancer_source_ranges: Some(source_ranges(expose)?),
             ..ServiceSpec::default()
         },
     };
@@ -94,6 +97,19 @@ pub fn service(server: &VirtualServer) -> Result<Option<Service>, BuildError> {
         spec: Some(spec),
         ..Service::default()
     }))
+}
+
+/// Every port's `allowedSources` together, as the fewest networks that cover them (a network
+/// inside another is left out), in address order.
+fn source_ranges(expose: &Expose) -> Result<Vec<String>, BuildError> {
+    let mut networks = Vec::new();
+    for (index, exposed) in expose.ports.iter().enumerate() {
+        networks.extend(allowed_blocks(index, &exposed.allowed_sources)?);
+    }
+    Ok(IpNet::aggregate(&networks)
+        .iter()
+        .map(ToString::to_string)
+        .collect())
 }
 
 /// Parses `allowedSources` of one port, naming the field of any bad entry.

@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff;
 use kube::Resource;
 use novads_crds::{
-    Protocol, ServerImage, ServiceType, SnapshotDeletion, VirtualServer, namespace_for_code,
+    Expose, Protocol, ServerImage, ServiceType, SnapshotDeletion, VirtualServer, namespace_for_code,
 };
 
 use crate::kubevirt::{
