@@ -4,13 +4,13 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Form, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
 
-use super::client_auth::{TokenForm, authenticate_client};
+use super::client_auth::{TokenForm, TokenRequest, authenticate_client};
 use super::http::{MAX_FIELD_CHARS, user_agent};
 use crate::federation::Identity;
 use crate::federation::audit::{AuditEvent, AuditEventKind, AuditReason};
@@ -53,7 +53,7 @@ pub(super) async fn token(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    TokenRequest(form): TokenRequest,
 ) -> Result<TokenResponse, OAuthError> {
     let grant = form.grant_type.as_deref();
     if !matches!(
