@@ -25,7 +25,7 @@ use crate::federation::audit::{self, AuditKey};
 use crate::federation::setup::{self, SetupError};
 use crate::lifetimes::{KEY_RELOAD_INTERVAL, READINESS_TIMEOUT, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::oidc::keys::{KeyEncryptionKey, KeyError, SigningKeys};
+use crate::oidc::keys::{KeyEncryptionKey, KeyError, SigningKeys, StoredIdentityKey};
 use crate::proxy;
 use crate::state::AppState;
 
@@ -317,8 +317,9 @@ impl Server {
             audit_key.clone(),
         )?;
         let keys = SigningKeys::load_or_init(&db, &kek).await?;
+        // The registry adds the `novads_` prefix.
         let rejected_keys = prometheus::IntGauge::new(
-            "novads_signing_key_rows_rejected",
+            "signing_key_rows_rejected",
             "Signing-key rows left out at the last load: not authenticated by the \
              key-encryption key (planted or altered), or published for too long",
         )?;
@@ -351,7 +352,9 @@ impl Server {
             ),
             None => None,
         };
-        let state = AppState::new(config, db, metrics, federation, keys);
+        let identities = StoredIdentityKey::from_kek(&kek)?;
+        let state = AppState::new(config, db, metrics, federation, keys, identities);
+        state.flows().register_metrics(state.metrics().registry())?;
         background.push(tokio::spawn(probe_directories(state.clone())));
         background.push(tokio::spawn(reload_keys(state.clone(), kek, rejected_keys)));
         background.push(tokio::spawn(sweep_flows(state.clone())));

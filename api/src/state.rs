@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::federation::Federation;
 use crate::metrics::Metrics;
-use crate::oidc::keys::SigningKeys;
+use crate::oidc::keys::{SigningKeys, StoredIdentityKey};
 use crate::oidc::request::Clients;
 use crate::oidc::store::FlowStore;
 
@@ -38,12 +38,13 @@ impl AppState {
         metrics: Metrics,
         federation: Federation,
         keys: SigningKeys,
+        identities: StoredIdentityKey,
     ) -> Self {
         Self {
             inner: Arc::new(Shared {
                 issuer: config.server.issuer.trim_end_matches('/').to_owned(),
                 clients: Clients::new(&config.clients),
-                flows: FlowStore::new(db.clone())
+                flows: FlowStore::new(db.clone(), identities)
                     .with_requests_per_source(config.server.authorization_requests_per_minute),
                 config,
                 db,

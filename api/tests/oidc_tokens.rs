@@ -116,6 +116,11 @@ fn urlencode(value: &str) -> String {
 /// Opens the login page of an authorization URL, signs in as the first demo user and returns
 /// the code from the redirect.
 async fn sign_in(base: &str, authorize_url: &str) -> String {
+    sign_in_with_session(base, authorize_url).await.0
+}
+
+/// Like [`sign_in`], also returning the `novads_session=...` cookie pair the sign-in set.
+async fn sign_in_with_session(base: &str, authorize_url: &str) -> (String, String) {
     let page = browser()
         .get(authorize_url)
         .send()
@@ -144,8 +149,17 @@ async fn sign_in(base: &str, authorize_url: &str) -> String {
         .await
         .expect("login post");
     assert_eq!(response.status(), 303);
+    let session = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|pair| pair.starts_with("novads_session="))
+        .expect("session cookie")
+        .to_owned();
     let location = response.headers()["location"].to_str().expect("ascii");
-    query_param(location, "code").expect("code")
+    (query_param(location, "code").expect("code"), session)
 }
 
 /// POSTs a form (optionally with Basic client credentials); the status and the JSON answer.
@@ -619,6 +633,152 @@ async fn revocation_reaches_access_tokens(server: &Running) {
     assert_refused(&userinfo(base, &service).await);
 }
 
+/// A database writer cannot change whom a code, a single sign-on session or a refresh token
+/// names (the demo user Anna, an IT administrator, made into Pēteris or the other way round
+/// would sign in as someone else): against the running server, a refresh token whose subject
+/// and groups were changed is refused (`invalid_grant`), audited as `refresh_denied` /
+/// `tampered` naming no user; a code whose subject was changed
+/// is refused at the exchange and audited as `login_failed` / `tampered`; a session whose
+/// identity was changed gives no single sign-on (the login page instead). The untouched
+/// flow — exchange, refresh, single sign-on — works, and every refusal is counted in
+/// `novads_stored_identity_rows_rejected_total{kind}`.
+async fn stored_identities_cannot_be_changed_in_the_database(server: &Running) {
+    let base = server.base.as_str();
+    let db = server.state.db();
+    let audited_last = || async {
+        let events = audit_events(&server.config.database).await;
+        events.last().cloned().expect("audited")
+    };
+
+    // Untouched: the code is exchanged, the refresh token refreshes, the session signs in.
+    let (code, session) = sign_in_with_session(base, &demo_authorize_url(base)).await;
+    let (status, body) = token_request(base, &exchange_form(base, &code)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, refreshed) = refresh(base, body["refresh_token"].as_str().expect("refresh")).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let live_refresh = refreshed["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let single_sign_on = |session: String| async move {
+        browser()
+            .get(demo_authorize_url(base))
+            .header("cookie", session)
+            .send()
+            .await
+            .expect("authorize")
+    };
+    let answer = single_sign_on(session.clone()).await;
+    assert_eq!(answer.status(), 303, "single sign-on answers with a code");
+
+    // The writer makes the live refresh token name Pēteris with Anna's groups swapped.
+    let changed = db
+        .execute(
+            "UPDATE oidc_refresh_tokens SET identity = \
+             REPLACE(REPLACE(identity, 'demo:anna', 'demo:peteris'), 'demo:it-admins', 'demo:staff') \
+             WHERE used_at IS NULL AND revoked_at IS NULL",
+        )
+        .await
+        .expect("the writer changes the refresh token");
+    assert!(changed >= 1);
+    let (status, body) = refresh(base, &live_refresh).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let row = audited_last().await;
+    assert_eq!(
+        (row["event"].as_str(), row["reason"].as_str()),
+        (Some("refresh_denied"), Some("tampered")),
+        "{row}"
+    );
+    assert_eq!(row["client_id"], dev::DEMO_CLIENT, "{row}");
+    assert!(
+        row["username"].is_null() && row["subject"].is_null(),
+        "{row}"
+    );
+
+    // A code whose subject was changed between the sign-in and the exchange.
+    let code = sign_in(base, &demo_authorize_url(base)).await;
+    let changed = db
+        .execute(
+            "UPDATE oidc_codes SET identity = REPLACE(identity, 'demo:anna', 'demo:peteris') \
+             WHERE used_at IS NULL",
+        )
+        .await
+        .expect("the writer changes the code");
+    assert!(changed >= 1);
+    let (status, body) = token_request(base, &exchange_form(base, &code)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let row = audited_last().await;
+    assert_eq!(
+        (row["event"].as_str(), row["reason"].as_str()),
+        (Some("login_failed"), Some("tampered")),
+        "{row}"
+    );
+
+    // A session whose identity was changed: no single sign-on, the login page instead.
+    let changed = db
+        .execute(
+            "UPDATE oidc_sessions SET identity = REPLACE(identity, 'demo:anna', 'demo:peteris')",
+        )
+        .await
+        .expect("the writer changes the session");
+    assert!(changed >= 1);
+    let answer = single_sign_on(session).await;
+    assert_eq!(answer.status(), 200, "the login page, not a code");
+    assert!(
+        answer
+            .text()
+            .await
+            .expect("page")
+            .contains("name=\"password\"")
+    );
+
+    let metrics = browser()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for kind in ["code", "session", "refresh_token"] {
+        let line = format!("novads_stored_identity_rows_rejected_total{{kind=\"{kind}\"}} ");
+        let count = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("{line} in {metrics}"));
+        assert_ne!(count, "0", "{kind}: {metrics}");
+    }
+    assert!(
+        metrics.contains("\nnovads_signing_key_rows_rejected 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_stored_identities_cannot_be_changed_in_the_database() {
+    let server = start(None).await;
+    stored_identities_cannot_be_changed_in_the_database(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_stored_identities_cannot_be_changed_in_the_database() {
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let server = start(Some(pg.create_database("stored_identities").await)).await;
+    stored_identities_cannot_be_changed_in_the_database(&server).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn sqlite_replayed_code_revokes_every_token_issued_from_it() {
     let server = start(None).await;
@@ -669,7 +829,7 @@ async fn revocation_checks_fail_closed_and_are_swept() {
             .expect("update"),
         1
     );
-    let store = novads_api::oidc::store::FlowStore::new(db.clone());
+    let store = server.state.flows().clone();
     store.sweep().await.expect("sweep");
     assert_eq!(
         db.execute("DELETE FROM oidc_revocations")

@@ -2,16 +2,18 @@
 
 mod support;
 
+use novads_api::db::Database;
 use novads_api::federation::Identity;
 use novads_api::federation::audit::{
     self, AuditEvent, AuditEventKind, AuditLog, ExportFilter, ExportFormat,
 };
 use novads_api::federation::lockout::{LockoutPolicy, LockoutStore};
+use novads_api::oidc::keys::{KeyEncryptionKey, StoredIdentityKey, StoredRowKind};
 use novads_api::oidc::request::ValidRequest;
 use novads_api::oidc::store::{
     Exchange, FlowStore, PendingRequest, RedeemedCode, RefreshUse, Rotation, hash,
 };
-use support::each_backend;
+use support::{each_backend, each_backend_with_owner, flow_store};
 
 fn identity() -> Identity {
     Identity {
@@ -49,13 +51,18 @@ fn accept(_: &RedeemedCode) -> Result<(), &'static str> {
 
 /// A code and the grant's first refresh token, through the same path as the login form.
 async fn signed_in(store: &FlowStore) -> (String, String) {
+    signed_in_as(store, &identity()).await
+}
+
+/// The session and the grant's first refresh token of `who`'s sign-in.
+async fn signed_in_as(store: &FlowStore, who: &Identity) -> (String, String) {
     let (id, _) = store
         .create_request(&request(), "lv")
         .await
         .expect("request");
     let pending = store.request(&id).await.expect("read").expect("pending");
     let completed = store
-        .complete_login(&id, &pending, &identity())
+        .complete_login(&id, &pending, who)
         .await
         .expect("complete")
         .expect("completes");
@@ -67,11 +74,37 @@ async fn signed_in(store: &FlowStore) -> (String, String) {
     (completed.session_id, refresh_token)
 }
 
+/// Talsi's IT administrator, whom a database writer would like to be.
+fn admin() -> Identity {
+    Identity {
+        subject: "talsi:anna".into(),
+        username: "anna@talsi".into(),
+        groups: vec!["talsi:it-admins".into()],
+        ..identity()
+    }
+}
+
+/// Runs one statement as `db` (a database writer), returning the rows it changed.
+async fn write(db: &Database, sql: &str) -> u64 {
+    let sql = || sqlx::AssertSqlSafe(sql.to_owned());
+    let done = match db {
+        Database::Sqlite(pool) => sqlx::query(sql())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+        Database::Postgres(pool) => sqlx::query(sql())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    done.expect("the writer's statement runs")
+}
+
 #[tokio::test]
 async fn authorization_requests_are_stored_renewed_and_finished() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let store = FlowStore::new(db.clone());
+        let store = flow_store(db.clone());
         let (id, csrf) = store
             .create_request(&request(), "en")
             .await
@@ -112,7 +145,7 @@ async fn authorization_requests_are_stored_renewed_and_finished() {
 async fn a_sign_in_yields_one_code_and_a_session_until_it_ends() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let store = FlowStore::new(db);
+        let store = flow_store(db);
         let (id, _) = store
             .create_request(&request(), "lv")
             .await
@@ -156,7 +189,7 @@ async fn a_sign_in_yields_one_code_and_a_session_until_it_ends() {
 async fn a_code_is_redeemed_once_and_its_replay_revokes_the_grant() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let store = FlowStore::new(db.clone());
+        let store = flow_store(db.clone());
         let pending = PendingRequest::from_valid(&request(), "lv");
         // A single sign-on answer: the password sign-in was a while ago.
         let auth_time = chrono::Utc::now().timestamp() - 600;
@@ -230,7 +263,7 @@ async fn a_code_is_redeemed_once_and_its_replay_revokes_the_grant() {
 async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let store = FlowStore::new(db);
+        let store = flow_store(db);
         let (_, refresh_token) = signed_in(&store).await;
         let info = store
             .refresh_info(&refresh_token)
@@ -287,7 +320,7 @@ async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family() {
 async fn revocations_name_tokens_and_grants_and_only_lengthen() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let store = FlowStore::new(db.clone());
+        let store = flow_store(db.clone());
         assert!(
             !store
                 .access_token_revoked("jti-1", None)
@@ -534,7 +567,7 @@ async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
 async fn logging_out_revokes_every_grant_of_the_session() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let store = FlowStore::new(db.clone());
+        let store = flow_store(db.clone());
         let (session_id, first_refresh) = signed_in(&store).await;
         let (other_session, bystander_refresh) = signed_in(&store).await;
         assert_ne!(session_id, other_session);
@@ -601,7 +634,7 @@ async fn logging_out_revokes_every_grant_of_the_session() {
 async fn pending_authorization_requests_are_capped() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let store = novads_api::oidc::store::FlowStore::new(db.clone()).with_max_pending(5);
+        let store = flow_store(db.clone()).with_max_pending(5);
         let request = novads_api::oidc::request::ValidRequest {
             client_id: "demo-app".into(),
             redirect_uri: "https://demo.example/cb".into(),
@@ -641,6 +674,187 @@ async fn pending_authorization_requests_are_capped() {
             .create_request(&request, "lv")
             .await
             .expect("room again once expired requests are swept");
+    })
+    .await;
+}
+
+/// A database writer cannot change whom a code, a single sign-on session or a refresh token
+/// names: a row changed in place (subject, groups, scope), given another user's identity
+/// together with that row's MAC, or stripped of its MAC is refused — the code is used up and
+/// issues nothing, the session is no session, the refresh token is refused and introspects as
+/// unknown — and counted by kind; untouched rows keep working, and under another
+/// key-encryption key nothing authenticates. As the tables' owner, on both databases.
+#[tokio::test]
+async fn stored_identities_changed_by_a_database_writer_are_refused() {
+    each_backend_with_owner(|db, owner| async move {
+        let backend = db.backend();
+        let store = flow_store(db.clone());
+        let (jana_session, jana_refresh) = signed_in(&store).await;
+        let (anna_session, anna_refresh) = signed_in_as(&store, &admin()).await;
+        assert!(store.session(&jana_session).await.expect("read").is_some(), "{backend:?}");
+        assert!(matches!(
+            store.refresh_token_usable(&jana_refresh).await,
+            Ok(RefreshUse::Usable(_))
+        ));
+        assert_eq!(store.rows_rejected(StoredRowKind::Session), 0);
+
+        // Under another key-encryption key, nothing authenticates.
+        let stranger = FlowStore::new(
+            db.clone(),
+            StoredIdentityKey::from_kek(&KeyEncryptionKey::from_bytes([7; 32])).expect("key"),
+        );
+        assert!(stranger.session(&jana_session).await.expect("read").is_none());
+        assert!(matches!(
+            stranger.refresh_token_usable(&jana_refresh).await,
+            Ok(RefreshUse::Tampered)
+        ));
+
+        // Jana's session and refresh token given Anna's identity and MAC, copied from Anna's
+        // authentic rows: the MAC covers the row's own handle, so it does not carry over.
+        let (jana_hash, anna_hash) = (hash(&jana_session), hash(&anna_session));
+        let copied = write(
+            &owner,
+            &format!(
+                "UPDATE oidc_sessions SET \
+                 identity = (SELECT a.identity FROM oidc_sessions a WHERE a.id_hash = '{anna_hash}'), \
+                 mac = (SELECT a.mac FROM oidc_sessions a WHERE a.id_hash = '{anna_hash}') \
+                 WHERE id_hash = '{jana_hash}'"
+            ),
+        )
+        .await;
+        assert_eq!(copied, 1);
+        assert!(
+            store.session(&jana_session).await.expect("read").is_none(),
+            "{backend:?}: a session with a copied identity is no session"
+        );
+        let (jana_hash, anna_hash) = (hash(&jana_refresh), hash(&anna_refresh));
+        write(
+            &owner,
+            &format!(
+                "UPDATE oidc_refresh_tokens SET \
+                 identity = (SELECT a.identity FROM oidc_refresh_tokens a WHERE a.token_hash = '{anna_hash}'), \
+                 mac = (SELECT a.mac FROM oidc_refresh_tokens a WHERE a.token_hash = '{anna_hash}') \
+                 WHERE token_hash = '{jana_hash}'"
+            ),
+        )
+        .await;
+        assert!(
+            matches!(
+                store.refresh_token_usable(&jana_refresh).await,
+                Ok(RefreshUse::Tampered)
+            ),
+            "{backend:?}: a refresh token with a copied identity is refused"
+        );
+        assert!(store.refresh_info(&jana_refresh).await.expect("info").is_none());
+        // Anna's own rows are untouched and still hers.
+        let anna = store.session(&anna_session).await.expect("read").expect("Anna's session");
+        assert_eq!(anna.identity.subject, "talsi:anna");
+        let Ok(RefreshUse::Usable(usable)) = store.refresh_token_usable(&anna_refresh).await
+        else {
+            panic!("{backend:?}: Anna's refresh token still works");
+        };
+        let Ok(Rotation::Rotated(anna_successor)) = store
+            .rotate_refresh_token(&anna_refresh, &usable, &admin())
+            .await
+        else {
+            panic!("{backend:?}: and rotates");
+        };
+        assert!(matches!(
+            store.refresh_token_usable(&anna_successor).await,
+            Ok(RefreshUse::Usable(_))
+        ));
+
+        // Changed in place: subject and groups of a live refresh token and of a session.
+        let (session, refresh) = signed_in(&store).await;
+        let promoted = write(
+            &owner,
+            "UPDATE oidc_refresh_tokens SET identity = \
+             REPLACE(REPLACE(identity, 'talsi:jana', 'talsi:anna'), 'talsi:staff', 'talsi:it-admins') \
+             WHERE used_at IS NULL AND revoked_at IS NULL AND identity LIKE '%talsi:jana%'",
+        )
+        .await;
+        assert_eq!(promoted, 1, "{backend:?}");
+        assert!(matches!(
+            store.refresh_token_usable(&refresh).await,
+            Ok(RefreshUse::Tampered)
+        ));
+        write(
+            &owner,
+            "UPDATE oidc_sessions SET identity = REPLACE(identity, 'talsi:staff', 'talsi:it-admins') \
+             WHERE identity LIKE '%talsi:jana%'",
+        )
+        .await;
+        assert!(store.session(&session).await.expect("read").is_none(), "{backend:?}");
+        // A wider scope is as much a change as another user.
+        let (_, scoped) = signed_in(&store).await;
+        write(
+            &owner,
+            &format!(
+                "UPDATE oidc_refresh_tokens SET scope = 'openid profile email' \
+                 WHERE token_hash = '{}'",
+                hash(&scoped)
+            ),
+        )
+        .await;
+        assert!(matches!(
+            store.refresh_token_usable(&scoped).await,
+            Ok(RefreshUse::Tampered)
+        ));
+
+        // A code whose subject was changed before its exchange: used up, nothing issued, and
+        // its replay names nobody.
+        let pending = PendingRequest::from_valid(&request(), "lv");
+        let code = store
+            .create_code_at(&pending, &identity(), chrono::Utc::now().timestamp())
+            .await
+            .expect("code");
+        write(
+            &owner,
+            "UPDATE oidc_codes SET identity = REPLACE(identity, 'talsi:jana', 'talsi:anna') \
+             WHERE used_at IS NULL",
+        )
+        .await;
+        let checked = std::sync::atomic::AtomicBool::new(false);
+        let exchanged = store
+            .exchange_code(&code, |_| {
+                checked.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok::<(), &str>(())
+            })
+            .await
+            .expect("exchange");
+        assert!(matches!(exchanged, Exchange::Tampered), "{backend:?}: {exchanged:?}");
+        assert!(
+            !checked.load(std::sync::atomic::Ordering::Relaxed),
+            "the caller never sees a changed code"
+        );
+        let Ok(Exchange::AlreadyUsed(replayed)) = store.exchange_code(&code, accept).await else {
+            panic!("{backend:?}: the changed code is used up");
+        };
+        assert!(replayed.identity.is_none() && replayed.client_id.is_none());
+        // (PostgreSQL stores the grant's refresh token with the claim, unauthenticated; it is
+        // revoked at once.)
+        let live_unsealed = "SELECT COUNT(*) FROM oidc_refresh_tokens \
+            WHERE mac IS NULL AND revoked_at IS NULL";
+        let live_unsealed: i64 = match &db {
+            Database::Sqlite(pool) => sqlx::query_scalar(live_unsealed).fetch_one(pool).await,
+            Database::Postgres(pool) => sqlx::query_scalar(live_unsealed).fetch_one(pool).await,
+        }
+        .expect("count");
+        assert_eq!(live_unsealed, 0, "{backend:?}");
+
+        // A row stripped of its MAC (as if written before the upgrade) is refused too.
+        let (session, refresh) = signed_in(&store).await;
+        write(&owner, "UPDATE oidc_sessions SET mac = NULL").await;
+        write(&owner, "UPDATE oidc_refresh_tokens SET mac = NULL").await;
+        assert!(store.session(&session).await.expect("read").is_none());
+        assert!(matches!(
+            store.refresh_token_usable(&refresh).await,
+            Ok(RefreshUse::Tampered)
+        ));
+
+        assert_eq!(store.rows_rejected(StoredRowKind::Code), 2, "{backend:?}");
+        assert_eq!(store.rows_rejected(StoredRowKind::Session), 3, "{backend:?}");
+        assert_eq!(store.rows_rejected(StoredRowKind::RefreshToken), 5, "{backend:?}");
     })
     .await;
 }

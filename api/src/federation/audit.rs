@@ -58,6 +58,9 @@ pub enum AuditReason {
     InvalidRequest,
     /// The source failed too often and must wait; the directory was not asked.
     Throttled,
+    /// A stored code or refresh token was changed in the database: the key-encryption key does
+    /// not authenticate its row.
+    Tampered,
 }
 
 macro_rules! text_enum {
@@ -104,6 +107,7 @@ text_enum!(AuditReason {
     DirectoryUnavailable => "directory_unavailable",
     InvalidRequest => "invalid_request",
     Throttled => "throttled",
+    Tampered => "tampered",
 });
 
 /// One attempt, before it is appended.

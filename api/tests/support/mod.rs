@@ -9,7 +9,8 @@ use novads_api::config::Config;
 use novads_api::db::Database;
 use novads_api::dev;
 use novads_api::federation::audit::AuditKey;
-use novads_api::oidc::keys::KeyEncryptionKey;
+use novads_api::oidc::keys::{KeyEncryptionKey, StoredIdentityKey};
+use novads_api::oidc::store::FlowStore;
 use novads_api::server::{ServeError, Server};
 use novads_api::state::AppState;
 use novads_testkit::Postgres;
@@ -135,4 +136,14 @@ pub fn audit_key() -> AuditKey {
 /// The audit chain's key under another key-encryption key.
 pub fn audit_key_of(kek: [u8; 32]) -> AuditKey {
     AuditKey::from_kek(&KeyEncryptionKey::from_bytes(kek)).expect("audit key")
+}
+
+/// The key that authenticates stored identities under [`TEST_KEK`].
+pub fn identity_key() -> StoredIdentityKey {
+    StoredIdentityKey::from_kek(&KeyEncryptionKey::from_bytes(TEST_KEK)).expect("identity key")
+}
+
+/// The sign-in store of `db`, authenticating stored identities under [`TEST_KEK`].
+pub fn flow_store(db: Database) -> FlowStore {
+    FlowStore::new(db, identity_key())
 }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use ldap3::controls::RawControl;
 use ldap3::{
     LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope, SearchEntry, SearchOptions,
-    ldap_escape,
 };
 use tokio::sync::Mutex;
 
+pub mod filter;
 mod listing;
 
 use super::entry_cache::EntryCache;
@@ -315,9 +315,7 @@ impl LdapDirectory {
 
     /// Finds exactly one enabled entry for `username` with the service account.
     async fn find_user(&self, server: &Server, username: &str) -> Result<FoundUser, OpError> {
-        let filter = self
-            .user_filter
-            .replace("{username}", &ldap_escape(username));
+        let filter = filter::user_filter(&self.user_filter, username);
         let attributes = self.user_attributes();
         let ldap3::SearchResult(entries, result) = {
             let mut ldap = self.service_connection(server).await?;
@@ -531,10 +529,7 @@ impl LdapDirectory {
         for _level in 0..=search.nested_depth {
             let mut next = Vec::new();
             for member in &members {
-                let filter = search
-                    .filter
-                    .replace("{dn}", &ldap_escape(member.as_str()))
-                    .replace("{username}", &ldap_escape(username));
+                let filter = filter::group_filter(&search.filter, member, username);
                 let mut ldap = self.service_connection(server).await?;
                 let (entries, _) = ldap
                     .with_timeout(self.timeout)

@@ -1,6 +1,7 @@
 //! Who is calling the token, revocation and introspection endpoints: `client_secret_basic`,
 //! `client_secret_post`, or no secret for public clients; and the form those endpoints share.
 
+use axum::extract::{Form, FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -27,6 +28,25 @@ pub(super) struct TokenForm {
     /// Revocation and introspection: the token in question (`token_type_hint` is not
     /// needed: both kinds are recognised).
     pub token: Option<String>,
+}
+
+/// A [`TokenForm`] read from the body, refused in the OAuth error format — `400
+/// invalid_request` (RFC 6749 5.2) — when it cannot be read: a parameter given twice (RFC 6749
+/// 3.2 forbids it), a body that is not form-encoded. (axum's own refusal would be a `422` or
+/// `415` problem document that OAuth clients do not understand.)
+pub(super) struct TokenRequest(pub TokenForm);
+
+impl<S: Send + Sync> FromRequest<S> for TokenRequest {
+    type Rejection = OAuthError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Form::<TokenForm>::from_request(request, state).await {
+            Ok(Form(form)) => Ok(Self(form)),
+            Err(_) => Err(OAuthError::InvalidRequest(
+                "the body is not a form, or repeats a parameter",
+            )),
+        }
+    }
 }
 
 /// Client credentials from `Authorization: Basic` (RFC 6749 2.3.1: each part form-encoded).

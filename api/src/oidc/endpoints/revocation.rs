@@ -2,12 +2,12 @@
 //! introspection (RFC 7662).
 
 use axum::Json;
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::client_auth::{TokenForm, client_and_token, confidential_client_and_token};
+use super::client_auth::{TokenRequest, client_and_token, confidential_client_and_token};
 use super::http::no_store;
 use crate::oidc::bearer::{self, BearerRefusal};
 use crate::oidc::error::{OAuthError, OrUnavailable};
@@ -21,7 +21,7 @@ use crate::state::AppState;
 pub(super) async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    TokenRequest(form): TokenRequest,
 ) -> Result<Response, OAuthError> {
     let (client_id, token) = client_and_token(&state, &headers, &form).await?;
     let store = state.flows();
@@ -55,7 +55,7 @@ pub(super) async fn revoke(
 pub(super) async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    TokenRequest(form): TokenRequest,
 ) -> Result<Response, OAuthError> {
     let (client_id, token) = confidential_client_and_token(&state, &headers, &form).await?;
     let body = match bearer::verify(&state, token, None).await {

@@ -4,13 +4,13 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Form, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
 
-use super::client_auth::{TokenForm, authenticate_client};
+use super::client_auth::{TokenForm, TokenRequest, authenticate_client};
 use super::http::{MAX_FIELD_CHARS, user_agent};
 use crate::federation::Identity;
 use crate::federation::audit::{AuditEvent, AuditEventKind, AuditReason};
@@ -53,7 +53,7 @@ pub(super) async fn token(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    TokenRequest(form): TokenRequest,
 ) -> Result<TokenResponse, OAuthError> {
     let grant = form.grant_type.as_deref();
     if !matches!(
@@ -136,10 +136,22 @@ pub async fn exchange_code(
         Exchange::AlreadyUsed(replayed) => {
             // The store has already revoked every token issued from the code: whoever
             // presented it first may have been the thief (RFC 6749 4.1.2, 10.5).
-            tracing::warn!(client_id = %client_id, issued_to = %replayed.client_id,
+            tracing::warn!(client_id = %client_id,
+                issued_to = replayed.client_id.as_deref().unwrap_or("(not authenticated)"),
                 "an authorization code was presented twice; its tokens are revoked");
             audit_code_replay(state, &client_id, &replayed, source_ip, user_agent).await;
             return Err(OAuthError::InvalidGrant("the code was already used"));
+        }
+        Exchange::Tampered => {
+            audit_tampered(
+                state,
+                AuditEventKind::LoginFailed,
+                &client_id,
+                source_ip,
+                user_agent,
+            )
+            .await;
+            return Err(OAuthError::InvalidGrant("the code is invalid or expired"));
         }
         Exchange::Expired | Exchange::Unknown => {
             return Err(OAuthError::InvalidGrant("the code is invalid or expired"));
@@ -181,6 +193,26 @@ async fn audit_code_replay(
     }
 }
 
+/// A code or refresh token whose row does not authenticate (changed in the database) is a
+/// refusal in the audit trail with reason `tampered`, naming the client presenting it and no
+/// user: whom the row names is exactly what cannot be believed.
+async fn audit_tampered(
+    state: &AppState,
+    kind: AuditEventKind,
+    presenting_client: &str,
+    source_ip: Option<IpAddr>,
+    user_agent: Option<String>,
+) {
+    let mut event = AuditEvent::new(kind);
+    event.reason = Some(AuditReason::Tampered);
+    event.client_id = Some(presenting_client.to_owned());
+    event.source_ip = source_ip.map(|ip| ip.to_string());
+    event.user_agent = user_agent;
+    if let Err(e) = state.federation().audit().append(event).await {
+        tracing::error!(error = %e, "could not audit a changed code or refresh token");
+    }
+}
+
 /// `refresh_token` grant: rotate the token, re-check the user in their directory, issue new
 /// tokens. A rotated token presented again revokes its family.
 async fn refresh(
@@ -212,6 +244,19 @@ async fn refresh(
             ));
         }
         RefreshUse::Invalid => {
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token is invalid, expired or revoked",
+            ));
+        }
+        RefreshUse::Tampered => {
+            audit_tampered(
+                state,
+                AuditEventKind::RefreshDenied,
+                &client_id,
+                Some(peer.ip()),
+                user_agent(headers),
+            )
+            .await;
             return Err(OAuthError::InvalidGrant(
                 "the refresh token is invalid, expired or revoked",
             ));

@@ -43,6 +43,7 @@ pub use super::algorithm::SigningAlgorithm;
 use crate::db::{Database, Write, WriteScope};
 
 mod error;
+mod identity_mac;
 mod jwk;
 mod kek;
 mod rotation;
@@ -55,6 +56,7 @@ mod tests;
 mod verify;
 
 pub use error::{KeyError, TokenError};
+pub use identity_mac::{StoredIdentityKey, StoredRow, StoredRowKind};
 pub use kek::{KeyEncryptionKey, MacPurpose};
 use rotation::plan_rotation;
 pub use rotation::{KeyPolicy, Postponed, Rotated, RotationReport};

@@ -1,5 +1,6 @@
 //! `oidc_codes`: authorization codes, redeemed exactly once; a replay revokes everything
-//! issued from the code.
+//! issued from the code. Each row carries a MAC over whom and what it grants
+//! ([`StoredRow::Code`]); a code whose row does not authenticate is refused.
 
 use chrono::Utc;
 
@@ -9,6 +10,7 @@ use super::requests::PendingRequest;
 use crate::db::{Database, WriteScope, on_pool, on_write};
 use crate::federation::Identity;
 use crate::lifetimes::{CODE_LIFETIME, REFRESH_LIFETIME, millis, seconds};
+use crate::oidc::keys::{StoredIdentityKey, StoredRow};
 
 /// A code, once redeemed.
 #[derive(Debug, Clone)]
@@ -28,13 +30,13 @@ pub struct RedeemedCode {
 /// A code presented a second time, as stored.
 #[derive(Debug, Clone)]
 pub struct ReplayedCode {
-    /// The client the code was issued to (not necessarily the one presenting it again).
-    pub client_id: String,
-    /// The user the code was issued for; `None` when the stored identity is unreadable,
-    /// which must not stop the revocation.
+    /// The client the code was issued to (not necessarily the one presenting it again);
+    /// `None` when the row does not authenticate.
+    pub client_id: Option<String>,
+    /// The user the code was issued for; `None` when the row does not authenticate or the
+    /// stored identity is unreadable, which must not stop the revocation.
     pub identity: Option<Identity>,
-    /// The revoked grant; `None` only for a code issued before grants were recorded and
-    /// never redeemed since (no token was issued from it).
+    /// The revoked grant; `None` only for a row without one (none is written so).
     pub grant_id: Option<String>,
 }
 
@@ -51,6 +53,9 @@ pub enum Exchange<R> {
     /// Never issued, or expired and swept.
     Unknown,
     Expired,
+    /// The row does not authenticate: changed (or written) in the database by someone without
+    /// the key-encryption key. Used up, like any code presented; nothing was issued.
+    Tampered,
     /// Presented before: a replay. Every token issued from the code is already revoked.
     AlreadyUsed(Box<ReplayedCode>),
 }
@@ -70,16 +75,19 @@ pub(super) struct NewCode {
     /// Chosen now, not at the exchange, so that a replay of the code can name the grant
     /// whose tokens it must revoke.
     pub grant_id: String,
+    /// Authenticates the row ([`StoredRow::Code`]).
+    pub mac: String,
 }
 
 impl NewCode {
     pub fn new(
+        key: &StoredIdentityKey,
         request: &PendingRequest,
         identity: &Identity,
         auth_time: i64,
     ) -> Result<Self, StoreError> {
         let code = random_token()?;
-        Ok(Self {
+        let mut row = Self {
             code_hash: hash(&code),
             code,
             client_id: request.client_id.clone(),
@@ -91,7 +99,21 @@ impl NewCode {
             auth_time,
             expires_at: Utc::now().timestamp_millis() + millis(CODE_LIFETIME),
             grant_id: random_token()?,
-        })
+            mac: String::new(),
+        };
+        row.mac = key.seal(&StoredRow::Code {
+            code_hash: &row.code_hash,
+            client_id: &row.client_id,
+            redirect_uri: &row.redirect_uri,
+            scope: &row.scope,
+            nonce: row.nonce.as_deref(),
+            code_challenge: row.code_challenge.as_deref(),
+            identity: &row.identity_json,
+            auth_time: row.auth_time,
+            expires_at: row.expires_at,
+            grant_id: Some(&row.grant_id),
+        });
+        Ok(row)
     }
 }
 
@@ -100,8 +122,8 @@ macro_rules! insert_code {
     ($executor:expr, $row:expr) => {
         sqlx::query(
             "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, nonce, \
-             code_challenge, identity, auth_time, expires_at, grant_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             code_challenge, identity, auth_time, expires_at, grant_id, mac) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&$row.code_hash)
         .bind(&$row.client_id)
@@ -113,6 +135,7 @@ macro_rules! insert_code {
         .bind($row.auth_time)
         .bind($row.expires_at)
         .bind(&$row.grant_id)
+        .bind(&$row.mac)
         .execute($executor)
         .await
         .map(|_| ())
@@ -120,25 +143,46 @@ macro_rules! insert_code {
 }
 pub(super) use insert_code;
 
-/// The columns a redemption reads, in this order.
-type CodeRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-    i64,
-    Option<String>,
-);
+/// A code row as a redemption reads it.
+#[derive(sqlx::FromRow)]
+struct CodeRow {
+    client_id: String,
+    redirect_uri: String,
+    scope: String,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    /// JSON, exactly as stored (the MAC covers this text).
+    identity: String,
+    auth_time: i64,
+    expires_at: i64,
+    grant_id: Option<String>,
+    mac: Option<String>,
+}
+
+impl CodeRow {
+    /// What the row's MAC covers.
+    fn authenticated<'a>(&'a self, code_hash: &'a str) -> StoredRow<'a> {
+        StoredRow::Code {
+            code_hash,
+            client_id: &self.client_id,
+            redirect_uri: &self.redirect_uri,
+            scope: &self.scope,
+            nonce: self.nonce.as_deref(),
+            code_challenge: self.code_challenge.as_deref(),
+            identity: &self.identity,
+            auth_time: self.auth_time,
+            expires_at: self.expires_at,
+            grant_id: self.grant_id.as_deref(),
+        }
+    }
+}
 
 /// Claims an unused code: marks it used in the statement that reads it, so two replicas
 /// cannot both redeem it.
-const CLAIM_CODE: &str = "UPDATE oidc_codes SET used_at = $1, grant_id = COALESCE(grant_id, $2) \
-    WHERE code_hash = $3 AND used_at IS NULL \
+const CLAIM_CODE: &str = "UPDATE oidc_codes SET used_at = $1 \
+    WHERE code_hash = $2 AND used_at IS NULL \
     RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, auth_time, \
-    expires_at, grant_id";
+    expires_at, grant_id, mac";
 
 impl FlowStore {
     /// Issues a code whose password sign-in happened at `auth_time` (unix seconds).
@@ -148,7 +192,7 @@ impl FlowStore {
         identity: &Identity,
         auth_time: i64,
     ) -> Result<String, StoreError> {
-        let row = NewCode::new(request, identity, auth_time)?;
+        let row = NewCode::new(&self.identities, request, identity, auth_time)?;
         let mut write = self.db.begin_write(WriteScope::Statement).await?;
         on_write!(&mut write, |conn| insert_code!(&mut *conn, row)?);
         write.commit().await?;
@@ -164,7 +208,7 @@ impl FlowStore {
         auth_time: i64,
         session_id: &str,
     ) -> Result<String, StoreError> {
-        let row = NewCode::new(request, identity, auth_time)?;
+        let row = NewCode::new(&self.identities, request, identity, auth_time)?;
         let session_hash = hash(session_id);
         let now_ms = Utc::now().timestamp_millis();
         let mut write = self.db.begin_write(WriteScope::Transaction).await?;
@@ -184,7 +228,9 @@ impl FlowStore {
     /// PKCE verifier) or expired stays used. A second presentation revokes the code's grant —
     /// every token issued from it (RFC 6749 4.1.2) — before it returns
     /// [`Exchange::AlreadyUsed`]. Because the claim and the refresh token commit together, a
-    /// replay that sees the code used also sees the refresh token and revokes it.
+    /// replay that sees the code used also sees the refresh token and revokes it. A code whose
+    /// row does not authenticate is [`Exchange::Tampered`], logged and counted, before `check`
+    /// sees it.
     pub async fn exchange_code<R>(
         &self,
         code: &str,
@@ -192,19 +238,15 @@ impl FlowStore {
     ) -> Result<Exchange<R>, StoreError> {
         let now = Utc::now().timestamp_millis();
         let code_hash = hash(code);
-        // Codes issued before grants were recorded get one at redemption, stored with it so
-        // that a replay can still name it.
-        let fallback_grant = random_token()?;
         if let Database::Postgres(pool) = &self.db {
             return self
-                .exchange_code_postgres(pool, now, &code_hash, fallback_grant, check)
+                .exchange_code_postgres(pool, now, &code_hash, check)
                 .await;
         }
         let mut write = self.db.begin_write(WriteScope::Transaction).await?;
         let claimed: Option<CodeRow> = on_write!(&mut write, |conn| {
             sqlx::query_as(CLAIM_CODE)
                 .bind(now)
-                .bind(&fallback_grant)
                 .bind(&code_hash)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -213,15 +255,18 @@ impl FlowStore {
             write.rollback().await?;
             return self.replayed_code(&code_hash).await;
         };
-        let expires_at = row.7;
-        if expires_at <= now {
+        if row.expires_at <= now {
             write.commit().await?;
             return Ok(Exchange::Expired);
         }
-        let redeemed = match redeemed(row, fallback_grant) {
-            Ok(redeemed) => redeemed,
+        // Either way the code stays used: a changed or unreadable code is not retried.
+        let redeemed = match self.redeemed(&code_hash, row) {
+            Ok(Some(redeemed)) => redeemed,
+            Ok(None) => {
+                write.commit().await?;
+                return Ok(Exchange::Tampered);
+            }
             Err(e) => {
-                // The code stays used: an unreadable code is not retried.
                 write.commit().await?;
                 return Err(e);
             }
@@ -231,6 +276,7 @@ impl FlowStore {
             return Ok(Exchange::Refused(refusal));
         }
         let refresh = NewRefresh::new(
+            &self.identities,
             &redeemed.grant_id,
             &redeemed.client_id,
             &redeemed.scope,
@@ -245,45 +291,60 @@ impl FlowStore {
         })
     }
 
-    /// [`FlowStore::exchange_code`] on PostgreSQL: one statement, so one round trip and one
-    /// commit. The refresh token is inserted with the claim (unless the code expired), before
-    /// `check` has run; a refused code gets its refresh token revoked at once. Its value never
-    /// left this function, so nobody could present it meanwhile.
+    /// [`FlowStore::exchange_code`] on PostgreSQL: the claim is one statement, so one round
+    /// trip and one commit. The refresh token is inserted with the claim (unless the code
+    /// expired), before the code's MAC and `check` have been checked, and without a MAC of its
+    /// own (so unusable); an accepted code's refresh token then gets its MAC, which needs the
+    /// key the database never sees — the second and last statement. A refused code gets its
+    /// refresh token revoked at once. Its value never left this function, so nobody could
+    /// present it meanwhile.
     async fn exchange_code_postgres<R>(
         &self,
         pool: &sqlx::PgPool,
         now: i64,
         code_hash: &str,
-        fallback_grant: String,
         check: impl FnOnce(&RedeemedCode) -> Result<(), R>,
     ) -> Result<Exchange<R>, StoreError> {
         let refresh = random_token()?;
         let refresh_hash = hash(&refresh);
+        let refresh_lifetime = seconds(REFRESH_LIFETIME);
         let claimed: Option<CodeRow> = sqlx::query_as(
-            "WITH claimed AS (UPDATE oidc_codes SET used_at = $1, \
-             grant_id = COALESCE(grant_id, $2) WHERE code_hash = $3 AND used_at IS NULL \
+            "WITH claimed AS (UPDATE oidc_codes SET used_at = $1 \
+             WHERE code_hash = $2 AND used_at IS NULL \
              RETURNING client_id, redirect_uri, scope, nonce, code_challenge, identity, \
-             auth_time, expires_at, grant_id), \
+             auth_time, expires_at, grant_id, mac), \
              issued AS (INSERT INTO oidc_refresh_tokens (token_hash, family_id, \
              client_id, scope, identity, auth_time, expires_at) \
-             SELECT $4, grant_id, client_id, scope, identity, auth_time, \
-             (auth_time + $5) * 1000 FROM claimed WHERE expires_at > $1) \
+             SELECT $3, grant_id, client_id, scope, identity, auth_time, \
+             (auth_time + $4) * 1000 FROM claimed \
+             WHERE expires_at > $1 AND grant_id IS NOT NULL) \
              SELECT client_id, redirect_uri, scope, nonce, code_challenge, identity, \
-             auth_time, expires_at, grant_id FROM claimed",
+             auth_time, expires_at, grant_id, mac FROM claimed",
         )
         .bind(now)
-        .bind(&fallback_grant)
         .bind(code_hash)
         .bind(&refresh_hash)
-        .bind(seconds(REFRESH_LIFETIME))
+        .bind(refresh_lifetime)
         .fetch_optional(pool)
         .await?;
         let Some(row) = claimed else {
             return self.replayed_code(code_hash).await;
         };
-        if row.7 <= now {
+        if row.expires_at <= now {
             return Ok(Exchange::Expired);
         }
+        // The refresh token the statement stored, exactly as it stored it.
+        let refresh_mac = row.grant_id.as_deref().map(|family_id| {
+            self.identities.seal(&StoredRow::RefreshToken {
+                token_hash: &refresh_hash,
+                family_id,
+                client_id: &row.client_id,
+                scope: &row.scope,
+                identity: &row.identity,
+                auth_time: row.auth_time,
+                expires_at: (row.auth_time + refresh_lifetime) * 1000,
+            })
+        });
         let revoke_unused = || async {
             let revoked =
                 sqlx::query("UPDATE oidc_refresh_tokens SET revoked_at = $1 WHERE token_hash = $2")
@@ -296,8 +357,12 @@ impl FlowStore {
                 tracing::warn!(error = %e, "could not revoke an unissued refresh token");
             }
         };
-        let redeemed = match redeemed(row, fallback_grant) {
-            Ok(redeemed) => redeemed,
+        let redeemed = match self.redeemed(code_hash, row) {
+            Ok(Some(redeemed)) => redeemed,
+            Ok(None) => {
+                revoke_unused().await;
+                return Ok(Exchange::Tampered);
+            }
             Err(e) => {
                 revoke_unused().await;
                 return Err(e);
@@ -307,6 +372,16 @@ impl FlowStore {
             revoke_unused().await;
             return Ok(Exchange::Refused(refusal));
         }
+        // An authentic row has a grant (it is part of what its MAC covers), so the statement
+        // stored the refresh token.
+        let Some(refresh_mac) = refresh_mac else {
+            return Ok(Exchange::Tampered);
+        };
+        sqlx::query("UPDATE oidc_refresh_tokens SET mac = $1 WHERE token_hash = $2")
+            .bind(&refresh_mac)
+            .bind(&refresh_hash)
+            .execute(pool)
+            .await?;
         Ok(Exchange::Issued {
             redeemed: Box::new(redeemed),
             refresh_token: refresh,
@@ -314,41 +389,53 @@ impl FlowStore {
     }
 
     /// A code that could not be claimed: unknown, or a replay whose grant is revoked here.
+    /// The grant is revoked even when the row does not authenticate — revoking only ever
+    /// refuses — but whom and which client the row names is then not believed.
     async fn replayed_code<R>(&self, code_hash: &str) -> Result<Exchange<R>, StoreError> {
-        let row: Option<(String, String, Option<String>)> = on_pool!(&self.db, |pool| {
+        let row: Option<CodeRow> = on_pool!(&self.db, |pool| {
             sqlx::query_as(
-                "SELECT client_id, identity, grant_id FROM oidc_codes WHERE code_hash = $1",
+                "SELECT client_id, redirect_uri, scope, nonce, code_challenge, identity, \
+                 auth_time, expires_at, grant_id, mac FROM oidc_codes WHERE code_hash = $1",
             )
             .bind(code_hash)
             .fetch_optional(pool)
             .await?
         });
-        let Some((client_id, identity, grant_id)) = row else {
+        let Some(row) = row else {
             return Ok(Exchange::Unknown);
         };
-        if let Some(grant_id) = &grant_id {
+        if let Some(grant_id) = &row.grant_id {
             self.revoke_grant(grant_id).await?;
         }
+        let authentic = self.authentic(&row.authenticated(code_hash), row.mac.as_deref());
         Ok(Exchange::AlreadyUsed(Box::new(ReplayedCode {
-            client_id,
-            identity: serde_json::from_str(&identity).ok(),
-            grant_id,
+            identity: authentic
+                .then(|| serde_json::from_str(&row.identity).ok())
+                .flatten(),
+            client_id: authentic.then_some(row.client_id),
+            grant_id: row.grant_id,
         })))
     }
-}
 
-/// A claimed row as a [`RedeemedCode`]; the stored identity may be unreadable.
-fn redeemed(row: CodeRow, fallback_grant: String) -> Result<RedeemedCode, StoreError> {
-    let (client_id, redirect_uri, scope, nonce, code_challenge, identity, auth_time, _, grant_id) =
-        row;
-    Ok(RedeemedCode {
-        grant_id: grant_id.unwrap_or(fallback_grant),
-        client_id,
-        redirect_uri,
-        scope,
-        nonce,
-        code_challenge,
-        identity: serde_json::from_str(&identity)?,
-        auth_time,
-    })
+    /// A claimed row as a [`RedeemedCode`]; `None` when the row does not authenticate (logged
+    /// and counted). The stored identity may be unreadable.
+    fn redeemed(&self, code_hash: &str, row: CodeRow) -> Result<Option<RedeemedCode>, StoreError> {
+        if !self.authentic(&row.authenticated(code_hash), row.mac.as_deref()) {
+            return Ok(None);
+        }
+        let Some(grant_id) = row.grant_id else {
+            // The MAC covers the grant, and every code is written with one.
+            return Ok(None);
+        };
+        Ok(Some(RedeemedCode {
+            grant_id,
+            identity: serde_json::from_str(&row.identity)?,
+            client_id: row.client_id,
+            redirect_uri: row.redirect_uri,
+            scope: row.scope,
+            nonce: row.nonce,
+            code_challenge: row.code_challenge,
+            auth_time: row.auth_time,
+        }))
+    }
 }

@@ -5,6 +5,7 @@ use aws_lc_rs::{digest, rand};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use prometheus::{IntCounterVec, Opts, Registry};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use super::pending_limit::PendingRequestLimit;
 use super::requests::MAX_PENDING_REQUESTS;
 use crate::db::{Database, WriteScope, on_write};
 use crate::lifetimes::{CODE_LIFETIME, millis};
+use crate::oidc::keys::{StoredIdentityKey, StoredRow, StoredRowKind};
 
 /// 32 random bytes, base64url: an unguessable handle.
 pub fn random_token() -> Result<String, StoreError> {
@@ -29,6 +31,27 @@ pub fn hash(token: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `stored_identity_rows_rejected_total{kind}`, every kind present from the start so that an
+/// alert sees 0 before the first refusal.
+fn rejection_counter() -> IntCounterVec {
+    // A constant, valid name, help and label: `new` fails only for invalid ones, which the
+    // store's tests would show (every store is built through here).
+    let counter = IntCounterVec::new(
+        Opts::new(
+            "stored_identity_rows_rejected_total",
+            "Authorization code, session and refresh token rows refused because the \
+             key-encryption key does not authenticate them (changed or inserted in the \
+             database).",
+        ),
+        &["kind"],
+    )
+    .expect("a valid metric definition");
+    for kind in StoredRowKind::ALL {
+        counter.with_label_values(&[kind.as_str()]);
+    }
+    counter
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +70,10 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct FlowStore {
     pub(super) db: Database,
+    /// Authenticates the identity stored with codes, sessions and refresh tokens.
+    pub(super) identities: StoredIdentityKey,
+    /// Rows refused because they did not authenticate, by kind.
+    rejected: IntCounterVec,
     /// Pending authorization requests kept at most, all addresses together.
     pub(super) max_pending: i64,
     /// Authorization requests started per address (this replica).
@@ -54,12 +81,44 @@ pub struct FlowStore {
 }
 
 impl FlowStore {
-    pub fn new(db: Database) -> Self {
+    /// The store of `db`, authenticating stored identities with `identities` (derived from
+    /// the key-encryption key).
+    pub fn new(db: Database, identities: StoredIdentityKey) -> Self {
         Self {
             db,
+            identities,
+            rejected: rejection_counter(),
             max_pending: MAX_PENDING_REQUESTS,
             pending_per_source: Arc::default(),
         }
+    }
+
+    /// Registers `novads_stored_identity_rows_rejected_total{kind}` (the registry adds the
+    /// `novads_` prefix).
+    pub fn register_metrics(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.rejected.clone()))
+    }
+
+    /// How many rows of `kind` this store refused because they did not authenticate.
+    pub fn rows_rejected(&self, kind: StoredRowKind) -> u64 {
+        self.rejected.with_label_values(&[kind.as_str()]).get()
+    }
+
+    /// Whether a row read back carries a MAC that authenticates it. A row that does not —
+    /// changed or inserted by a database writer, who lacks the key-encryption key — is
+    /// reported in the log and the metric; the caller treats it as absent.
+    pub(super) fn authentic(&self, row: &StoredRow<'_>, mac: Option<&str>) -> bool {
+        if self.identities.authenticates(row, mac) {
+            return true;
+        }
+        let kind = row.kind();
+        self.rejected.with_label_values(&[kind.as_str()]).inc();
+        tracing::warn!(
+            kind = %kind,
+            "a stored {kind} row is not authenticated by the key-encryption key \
+             (changed or inserted in the database); refused"
+        );
+        false
     }
 
     /// The same store letting one address start `per_minute` authorization requests a

@@ -1,5 +1,7 @@
 //! `oidc_refresh_tokens`: refresh tokens, rotated at every use; the tokens of one sign-in form
-//! a family (its grant), revoked whole when a rotated token is presented again.
+//! a family (its grant), revoked whole when a rotated token is presented again. Each row carries
+//! a MAC over whom and what it grants ([`StoredRow::RefreshToken`]); a token whose row does
+//! not authenticate is refused.
 
 use chrono::Utc;
 
@@ -7,6 +9,7 @@ use super::flow_store::{FlowStore, StoreError, hash, random_token};
 use crate::db::{Database, WriteScope, on_pool, on_write};
 use crate::federation::Identity;
 use crate::lifetimes::{REFRESH_LIFETIME, seconds};
+use crate::oidc::keys::{StoredIdentityKey, StoredRow};
 
 /// A refresh token as stored, usable for rotation (not yet claimed).
 #[derive(Debug, Clone)]
@@ -28,6 +31,9 @@ pub enum RefreshUse {
     },
     /// Revoked, expired, or never issued.
     Invalid,
+    /// The row does not authenticate: changed (or written) in the database by someone without
+    /// the key-encryption key. Refused; whom it names is not believed.
+    Tampered,
 }
 
 /// What rotating a refresh token did.
@@ -64,10 +70,13 @@ pub(super) struct NewRefresh {
     pub identity_json: String,
     pub auth_time: i64,
     pub expires_at: i64,
+    /// Authenticates the row ([`StoredRow::RefreshToken`]).
+    pub mac: String,
 }
 
 impl NewRefresh {
     pub fn new(
+        key: &StoredIdentityKey,
         family_id: &str,
         client_id: &str,
         scope: &str,
@@ -75,7 +84,7 @@ impl NewRefresh {
         auth_time: i64,
     ) -> Result<Self, StoreError> {
         let token = random_token()?;
-        Ok(Self {
+        let mut row = Self {
             token_hash: hash(&token),
             token,
             family_id: family_id.to_owned(),
@@ -84,8 +93,73 @@ impl NewRefresh {
             identity_json: serde_json::to_string(identity)?,
             auth_time,
             expires_at: (auth_time + seconds(REFRESH_LIFETIME)) * 1000,
-        })
+            mac: String::new(),
+        };
+        row.mac = key.seal(&StoredRow::RefreshToken {
+            token_hash: &row.token_hash,
+            family_id: &row.family_id,
+            client_id: &row.client_id,
+            scope: &row.scope,
+            identity: &row.identity_json,
+            auth_time: row.auth_time,
+            expires_at: row.expires_at,
+        });
+        Ok(row)
     }
+}
+
+/// A refresh token row as read back.
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    family_id: String,
+    client_id: String,
+    scope: String,
+    /// JSON, exactly as stored (the MAC covers this text).
+    identity: String,
+    auth_time: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    mac: Option<String>,
+}
+
+impl FlowStore {
+    /// The row of the refresh token with `token_hash`, if there is one and it authenticates
+    /// (one that does not is logged and counted).
+    async fn refresh_row(&self, token_hash: &str) -> Result<Option<Authenticated>, StoreError> {
+        let row: Option<RefreshRow> = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT family_id, client_id, scope, identity, auth_time, expires_at, used_at, \
+                 revoked_at, mac FROM oidc_refresh_tokens WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await?
+        });
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored = StoredRow::RefreshToken {
+            token_hash,
+            family_id: &row.family_id,
+            client_id: &row.client_id,
+            scope: &row.scope,
+            identity: &row.identity,
+            auth_time: row.auth_time,
+            expires_at: row.expires_at,
+        };
+        Ok(Some(if self.authentic(&stored, row.mac.as_deref()) {
+            Authenticated::Yes(row)
+        } else {
+            Authenticated::No
+        }))
+    }
+}
+
+/// A stored row, or the fact that it did not authenticate.
+enum Authenticated {
+    Yes(RefreshRow),
+    No,
 }
 
 /// Inserts a [`NewRefresh`] through a connection of either backend.
@@ -93,7 +167,7 @@ macro_rules! insert_refresh {
     ($executor:expr, $row:expr) => {
         sqlx::query(
             "INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
-             identity, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             identity, auth_time, expires_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&$row.token_hash)
         .bind(&$row.family_id)
@@ -102,6 +176,7 @@ macro_rules! insert_refresh {
         .bind(&$row.identity_json)
         .bind($row.auth_time)
         .bind($row.expires_at)
+        .bind(&$row.mac)
         .execute($executor)
         .await
         .map(|_| ())
@@ -112,46 +187,29 @@ pub(super) use insert_refresh;
 impl FlowStore {
     /// Looks at a presented refresh token without using it up, so that the directory can be
     /// asked (slow, over the network) before the rotation's one short write transaction. A
-    /// rotated token presented again revokes its whole family here.
+    /// rotated token presented again revokes its whole family here. A row that does not
+    /// authenticate is [`RefreshUse::Tampered`], logged and counted.
     pub async fn refresh_token_usable(&self, token: &str) -> Result<RefreshUse, StoreError> {
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            Option<i64>,
-            Option<i64>,
-        );
-        let token_hash = hash(token);
-        let row: Option<Row> = on_pool!(&self.db, |pool| {
-            sqlx::query_as(
-                "SELECT family_id, client_id, scope, identity, auth_time, expires_at, used_at, \
-                 revoked_at FROM oidc_refresh_tokens WHERE token_hash = $1",
-            )
-            .bind(&token_hash)
-            .fetch_optional(pool)
-            .await?
-        });
-        let Some((family_id, client_id, scope, identity, auth_time, expires_at, used, revoked)) =
-            row
-        else {
-            return Ok(RefreshUse::Invalid);
+        let row = match self.refresh_row(&hash(token)).await? {
+            None => return Ok(RefreshUse::Invalid),
+            Some(Authenticated::No) => return Ok(RefreshUse::Tampered),
+            Some(Authenticated::Yes(row)) => row,
         };
-        if used.is_some() {
-            self.revoke_grant(&family_id).await?;
-            return Ok(RefreshUse::Reused { family_id });
+        if row.used_at.is_some() {
+            self.revoke_grant(&row.family_id).await?;
+            return Ok(RefreshUse::Reused {
+                family_id: row.family_id,
+            });
         }
-        if revoked.is_some() || expires_at <= Utc::now().timestamp_millis() {
+        if row.revoked_at.is_some() || row.expires_at <= Utc::now().timestamp_millis() {
             return Ok(RefreshUse::Invalid);
         }
         Ok(RefreshUse::Usable(Box::new(UsableRefresh {
-            family_id,
-            client_id,
-            scope,
-            identity: serde_json::from_str(&identity)?,
-            auth_time,
+            identity: serde_json::from_str(&row.identity)?,
+            family_id: row.family_id,
+            client_id: row.client_id,
+            scope: row.scope,
+            auth_time: row.auth_time,
         })))
     }
 
@@ -159,7 +217,9 @@ impl FlowStore {
     /// the user now), in one transaction: one synchronous commit per refresh, and a token is
     /// never used up without its successor or the other way round. The claim is the same
     /// single statement as ever (`used_at IS NULL`), so of two concurrent presentations only
-    /// one rotates; the other is a reuse and revokes the family.
+    /// one rotates; the other is a reuse and revokes the family. The claim also requires the
+    /// family [`FlowStore::refresh_token_usable`] authenticated, which the successor's MAC
+    /// covers.
     pub async fn rotate_refresh_token(
         &self,
         token: &str,
@@ -169,6 +229,7 @@ impl FlowStore {
         let now = Utc::now().timestamp_millis();
         let token_hash = hash(token);
         let successor = NewRefresh::new(
+            &self.identities,
             &usable.family_id,
             &usable.client_id,
             &usable.scope,
@@ -180,11 +241,11 @@ impl FlowStore {
             // when the claim matched, and a statement is atomic.
             sqlx::query(
                 "WITH claimed AS (UPDATE oidc_refresh_tokens SET used_at = $1 \
-                 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL \
-                 AND expires_at > $1 RETURNING family_id) \
+                 WHERE token_hash = $2 AND family_id = $9 AND used_at IS NULL \
+                 AND revoked_at IS NULL AND expires_at > $1 RETURNING family_id) \
                  INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
-                 identity, auth_time, expires_at) \
-                 SELECT $3, family_id, $4, $5, $6, $7, $8 FROM claimed",
+                 identity, auth_time, expires_at, mac) \
+                 SELECT $3, family_id, $4, $5, $6, $7, $8, $10 FROM claimed",
             )
             .bind(now)
             .bind(&token_hash)
@@ -194,6 +255,8 @@ impl FlowStore {
             .bind(&successor.identity_json)
             .bind(successor.auth_time)
             .bind(successor.expires_at)
+            .bind(&successor.family_id)
+            .bind(&successor.mac)
             .execute(pool)
             .await?
             .rows_affected()
@@ -203,10 +266,12 @@ impl FlowStore {
             let claimed = on_write!(&mut write, |conn| {
                 let claimed = sqlx::query(
                     "UPDATE oidc_refresh_tokens SET used_at = $1 WHERE token_hash = $2 \
-                     AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
+                     AND family_id = $3 AND used_at IS NULL AND revoked_at IS NULL \
+                     AND expires_at > $1",
                 )
                 .bind(now)
                 .bind(&token_hash)
+                .bind(&successor.family_id)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected()
@@ -225,45 +290,27 @@ impl FlowStore {
         // Not claimable any more: a concurrent rotation (a reuse) or a revocation.
         Ok(match self.refresh_token_usable(token).await? {
             RefreshUse::Reused { family_id } => Rotation::Reused { family_id },
-            RefreshUse::Usable(_) | RefreshUse::Invalid => Rotation::Invalid,
+            RefreshUse::Usable(_) | RefreshUse::Invalid | RefreshUse::Tampered => Rotation::Invalid,
         })
     }
 
-    /// A refresh token's state, without using it (introspection, revocation).
+    /// A refresh token's state, without using it (introspection, revocation). `None` also
+    /// when the row does not authenticate (logged and counted): it names nobody.
     pub async fn refresh_info(&self, token: &str) -> Result<Option<RefreshInfo>, StoreError> {
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            i64,
-            Option<i64>,
-            Option<i64>,
-        );
-        let row: Option<Row> = on_pool!(&self.db, |pool| {
-            sqlx::query_as(
-                "SELECT family_id, client_id, scope, identity, expires_at, used_at, revoked_at \
-                 FROM oidc_refresh_tokens WHERE token_hash = $1",
-            )
-            .bind(hash(token))
-            .fetch_optional(pool)
-            .await?
-        });
-        let Some((family_id, client_id, scope, identity, expires_at_ms, used, revoked)) = row
-        else {
+        let Some(Authenticated::Yes(row)) = self.refresh_row(&hash(token)).await? else {
             return Ok(None);
         };
-        let identity: Identity = serde_json::from_str(&identity)?;
+        let identity: Identity = serde_json::from_str(&row.identity)?;
         Ok(Some(RefreshInfo {
-            family_id,
-            client_id,
-            scope,
+            active: row.used_at.is_none()
+                && row.revoked_at.is_none()
+                && row.expires_at > Utc::now().timestamp_millis(),
+            family_id: row.family_id,
+            client_id: row.client_id,
+            scope: row.scope,
             subject: identity.subject,
             username: identity.username,
-            expires_at_ms,
-            active: used.is_none()
-                && revoked.is_none()
-                && expires_at_ms > Utc::now().timestamp_millis(),
+            expires_at_ms: row.expires_at,
         }))
     }
 }

@@ -1,12 +1,15 @@
 //! `oidc_sessions`: single sign-on sessions, which answer later authorization requests
-//! without the password until they idle out, reach their absolute end, or are ended.
+//! without the password until they idle out, reach their absolute end, or are ended. Each row
+//! carries a MAC over whom it names ([`StoredRow::Session`]); a session whose row does not
+//! authenticate is no session.
 
 use chrono::Utc;
 
 use super::flow_store::{FlowStore, StoreError, hash, random_token};
 use crate::db::{WriteScope, on_pool, on_write};
 use crate::federation::Identity;
-use crate::lifetimes::{SESSION_IDLE, millis};
+use crate::lifetimes::{SESSION_ABSOLUTE, SESSION_IDLE, millis};
+use crate::oidc::keys::{StoredIdentityKey, StoredRow};
 
 /// A live single sign-on session.
 #[derive(Debug, Clone)]
@@ -22,19 +25,34 @@ pub(super) struct NewSession {
     pub identity_json: String,
     pub auth_time: i64,
     pub now_ms: i64,
+    /// The absolute end, unix milliseconds.
+    pub expires_at: i64,
+    /// Authenticates the row ([`StoredRow::Session`]).
+    pub mac: String,
 }
 
 impl NewSession {
     /// A new id every sign-in, so a planted session id is never adopted.
-    pub fn new(identity: &Identity) -> Result<Self, StoreError> {
+    pub fn new(key: &StoredIdentityKey, identity: &Identity) -> Result<Self, StoreError> {
         let id = random_token()?;
         let now = Utc::now();
+        let id_hash = hash(&id);
+        let identity_json = serde_json::to_string(identity)?;
+        let expires_at = now.timestamp_millis() + millis(SESSION_ABSOLUTE);
+        let mac = key.seal(&StoredRow::Session {
+            id_hash: &id_hash,
+            identity: &identity_json,
+            auth_time: now.timestamp(),
+            expires_at,
+        });
         Ok(Self {
-            id_hash: hash(&id),
+            id_hash,
             id,
-            identity_json: serde_json::to_string(identity)?,
+            identity_json,
             auth_time: now.timestamp(),
             now_ms: now.timestamp_millis(),
+            expires_at,
+            mac,
         })
     }
 }
@@ -43,14 +61,15 @@ impl NewSession {
 macro_rules! insert_session {
     ($executor:expr, $row:expr) => {
         sqlx::query(
-            "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, expires_at, mac) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&$row.id_hash)
         .bind(&$row.identity_json)
         .bind($row.auth_time)
         .bind($row.now_ms)
-        .bind($row.now_ms + $crate::lifetimes::millis($crate::lifetimes::SESSION_ABSOLUTE))
+        .bind($row.expires_at)
+        .bind(&$row.mac)
         .execute($executor)
         .await
         .map(|_| ())
@@ -76,31 +95,42 @@ macro_rules! link_grant {
 pub(super) use link_grant;
 
 impl FlowStore {
-    /// The live session behind a cookie, touching its idle timer.
+    /// The live session behind a cookie, touching its idle timer. `None` also when the row
+    /// does not authenticate (logged and counted): a changed session is no session.
     pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let now = Utc::now().timestamp_millis();
         let idle_floor = now - millis(SESSION_IDLE);
+        let id_hash = hash(id);
         let mut write = self.db.begin_write(WriteScope::Statement).await?;
-        let row: Option<(String, i64)> = on_write!(&mut write, |conn| {
+        let row: Option<(String, i64, i64, Option<String>)> = on_write!(&mut write, |conn| {
             sqlx::query_as(
                 "UPDATE oidc_sessions SET last_seen = $1 WHERE id_hash = $2 \
                  AND ended_at IS NULL AND expires_at > $1 AND last_seen > $3 \
-                 RETURNING identity, auth_time",
+                 RETURNING identity, auth_time, expires_at, mac",
             )
             .bind(now)
-            .bind(hash(id))
+            .bind(&id_hash)
             .bind(idle_floor)
             .fetch_optional(&mut *conn)
             .await?
         });
         write.commit().await?;
-        match row {
-            Some((identity, auth_time)) => Ok(Some(Session {
-                identity: serde_json::from_str(&identity)?,
-                auth_time,
-            })),
-            None => Ok(None),
+        let Some((identity, auth_time, expires_at, mac)) = row else {
+            return Ok(None);
+        };
+        let stored = StoredRow::Session {
+            id_hash: &id_hash,
+            identity: &identity,
+            auth_time,
+            expires_at,
+        };
+        if !self.authentic(&stored, mac.as_deref()) {
+            return Ok(None);
         }
+        Ok(Some(Session {
+            identity: serde_json::from_str(&identity)?,
+            auth_time,
+        }))
     }
 
     /// Ends a session at logout and revokes every grant issued through it — each

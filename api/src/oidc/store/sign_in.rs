@@ -9,7 +9,6 @@ use super::requests::PendingRequest;
 use super::sessions::{NewSession, insert_session, link_grant};
 use crate::db::{Database, WriteScope, on_write};
 use crate::federation::Identity;
-use crate::lifetimes::{SESSION_ABSOLUTE, millis};
 
 /// What finishing a password sign-in stored.
 #[derive(Debug)]
@@ -32,8 +31,8 @@ impl FlowStore {
         pending: &PendingRequest,
         identity: &Identity,
     ) -> Result<Option<CompletedLogin>, StoreError> {
-        let code = NewCode::new(pending, identity, Utc::now().timestamp())?;
-        let session = NewSession::new(identity)?;
+        let code = NewCode::new(&self.identities, pending, identity, Utc::now().timestamp())?;
+        let session = NewSession::new(&self.identities, identity)?;
         let request_hash = hash(request_id);
         let started = if let Database::Postgres(pool) = &self.db {
             // One statement: one round trip and one commit, atomic as a transaction; the code
@@ -42,12 +41,12 @@ impl FlowStore {
                 "WITH finished AS (DELETE FROM oidc_authorization_requests WHERE id = $1 \
                  RETURNING 1), \
                  code AS (INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, \
-                 nonce, code_challenge, identity, auth_time, expires_at, grant_id) \
-                 SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM finished), \
+                 nonce, code_challenge, identity, auth_time, expires_at, grant_id, mac) \
+                 SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $17 FROM finished), \
                  grant_link AS (INSERT INTO oidc_session_grants (session_hash, grant_id, \
                  expires_at) SELECT $12, $11, $16 FROM finished) \
                  INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, \
-                 expires_at) SELECT $12, $13, $14, $15, $16 FROM finished",
+                 expires_at, mac) SELECT $12, $13, $14, $15, $16, $18 FROM finished",
             )
             .bind(&request_hash)
             .bind(&code.code_hash)
@@ -64,7 +63,9 @@ impl FlowStore {
             .bind(&session.identity_json)
             .bind(session.auth_time)
             .bind(session.now_ms)
-            .bind(session.now_ms + millis(SESSION_ABSOLUTE))
+            .bind(session.expires_at)
+            .bind(&code.mac)
+            .bind(&session.mac)
             .execute(pool)
             .await?
             .rows_affected()
