@@ -16,6 +16,4 @@ DELETE FROM oidc_codes;
 DELETE FROM oidc_sessions;
 DELETE FROM oidc_refresh_tokens;
 
--- Never lowers the version: on a database that already went past 12 this migration may run
--- after later ones.
-UPDATE novads_schema_version SET version = 12, updated_at = now() WHERE id = 1 AND version < 12;
+UPDATE novads_schema_version SET version = 16, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = 1;
