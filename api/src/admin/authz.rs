@@ -160,12 +160,16 @@ pub enum Action<'a> {
     VerifyAudit,
     /// Read a Municipality (by code) and its status.
     ReadMunicipality(&'a str),
+    /// Read the virtual servers of a Municipality (by code).
+    ReadServers(&'a str),
+    /// Create, change, delete, start, stop or restart the virtual servers of a Municipality.
+    WriteServers(&'a str),
 }
 
 impl Action<'_> {
     /// Whether the action changes anything (and is then recorded in the audit trail).
     pub fn changes_state(self) -> bool {
-        matches!(self, Self::TestRealm(_))
+        matches!(self, Self::TestRealm(_) | Self::WriteServers(_))
     }
 }
 
@@ -289,17 +293,29 @@ impl Principal {
                 self.realms_where(|m| m.security_officer),
                 "reading the audit trail needs platform-admin, auditor or security-officer",
             ),
-            Action::ReadMunicipality(code) => match self.municipalities.get(code) {
-                Some(roles) if roles.admin || roles.security_officer => Ok(Allowed {
-                    role: if roles.admin {
-                        Role::MunicipalityAdmin
-                    } else {
-                        Role::SecurityOfficer
-                    },
+            Action::ReadMunicipality(code) | Action::ReadServers(code) => {
+                match self.municipalities.get(code) {
+                    Some(roles) if roles.admin || roles.security_officer => Ok(Allowed {
+                        role: if roles.admin {
+                            Role::MunicipalityAdmin
+                        } else {
+                            Role::SecurityOfficer
+                        },
+                        scope: Scope::Realms([roles.realm.clone()].into()),
+                    }),
+                    _ => Err(Denied(format!(
+                        "municipality {code:?} is not one you hold a role in"
+                    ))),
+                }
+            }
+            Action::WriteServers(code) => match self.municipalities.get(code) {
+                Some(roles) if roles.admin => Ok(Allowed {
+                    role: Role::MunicipalityAdmin,
                     scope: Scope::Realms([roles.realm.clone()].into()),
                 }),
                 _ => Err(Denied(format!(
-                    "municipality {code:?} is not one you hold a role in"
+                    "changing the servers of municipality {code:?} needs platform-admin or \
+                     municipality-admin of it"
                 ))),
             },
             Action::VerifyAudit => Err(Denied(
@@ -515,5 +531,43 @@ mod tests {
         ] {
             assert!(nobody.authorise(action).is_err(), "{action:?}");
         }
+    }
+
+    #[test]
+    fn servers_are_changed_by_platform_admins_and_their_own_municipality_admins_only() {
+        let talsi_admin = of(&user("talsi", &["talsi:it-admins"]));
+        let talsi_officer = of(&user("talsi", &["talsi:security"]));
+        let platform = of(&service("robot"));
+        let auditor = of(&service("reader"));
+        assert_eq!(
+            talsi_admin
+                .authorise(Action::WriteServers("talsi"))
+                .map(|a| a.role),
+            Ok(Role::MunicipalityAdmin)
+        );
+        assert!(
+            talsi_admin
+                .authorise(Action::WriteServers("ventspils"))
+                .is_err()
+        );
+        assert!(
+            talsi_officer
+                .authorise(Action::WriteServers("talsi"))
+                .is_err()
+        );
+        assert!(
+            talsi_officer
+                .authorise(Action::ReadServers("talsi"))
+                .is_ok()
+        );
+        assert!(auditor.authorise(Action::WriteServers("talsi")).is_err());
+        assert!(auditor.authorise(Action::ReadServers("talsi")).is_ok());
+        assert!(
+            platform
+                .authorise(Action::WriteServers("ventspils"))
+                .is_ok()
+        );
+        assert!(Action::WriteServers("talsi").changes_state());
+        assert!(!Action::ReadServers("talsi").changes_state());
     }
 }

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{audit, identity, municipalities};
+use super::{audit, identity, municipalities, servers};
 use crate::oidc::pages::{self, CSS_PATH};
 
 #[derive(OpenApi)]
@@ -35,7 +35,15 @@ use crate::oidc::pages::{self, CSS_PATH};
         audit::verify,
         municipalities::list_municipalities,
         municipalities::get_municipality,
+        servers::list_servers,
+        servers::get_server,
+        servers::create_server,
+        servers::replace_server,
+        servers::patch_server,
+        servers::delete_server,
+        servers::power_server,
     ),
+    components(schemas(servers::document::PowerAction)),
     modifiers(&BearerTokens),
     security(("bearer" = []))
 )]
@@ -230,6 +238,9 @@ mod tests {
             "/api/v1/audit/verify",
             "/api/v1/municipalities",
             "/api/v1/municipalities/{code}",
+            "/api/v1/municipalities/{code}/servers",
+            "/api/v1/municipalities/{code}/servers/{name}",
+            "/api/v1/municipalities/{code}/servers/{name}/{action}",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

@@ -48,6 +48,10 @@ pub enum AdminError {
     /// The database did not answer; the cause is logged.
     #[error("storage is unavailable; try again")]
     StorageUnavailable,
+    /// The resource exists already, or changed while the request was handled; nothing was
+    /// written.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl AdminError {
@@ -69,7 +73,14 @@ impl AdminError {
             Self::ClusterUnreachable => ("cluster-unreachable", StatusCode::SERVICE_UNAVAILABLE),
             Self::AuditUnavailable => ("audit-unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::StorageUnavailable => ("storage-unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            Self::Conflict(_) => ("conflict", StatusCode::CONFLICT),
         }
+    }
+
+    /// The slug of the problem's `type`, e.g. `forbidden`: also the outcome of a refused
+    /// admin action in the audit trail.
+    pub fn slug(&self) -> &'static str {
+        self.kind().0
     }
 
     /// The RFC 6750 challenge a refusal of the token carries.

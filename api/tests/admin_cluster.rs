@@ -1,0 +1,532 @@
+//! The admin API's cluster resources (Municipalities and their servers) over HTTP, with tokens
+//! from the real sign-in flow and the cluster as a mocked Kubernetes API that asserts every
+//! request (and the chart's RBAC for it).
+
+use novads_api::dev;
+use reqwest::Method as Verb;
+use serde_json::{Value, json};
+
+mod support;
+use support::{Running, start_dev};
+#[path = "support/admin.rs"]
+mod admin;
+#[path = "support/cluster_api.rs"]
+mod cluster_api;
+
+use admin::{Answer, call};
+use axum::http::Method;
+use cluster_api::{Expect, api_error, api_server, expect, not_found};
+
+const MUNICIPALITIES: &str = "/apis/novads.io/v1alpha1/municipalities?";
+const SERVERS: &str = "/apis/novads.io/v1alpha1/namespaces/muni-demo-town/virtualservers";
+const APPLY: &str = "?&fieldManager=novads-api";
+const FORCED_APPLY: &str = "?&force=true&fieldManager=novads-api";
+const JSON: &str = "application/json";
+const MERGE_PATCH: &str = "application/merge-patch+json";
+
+fn municipality(code: &str, realm: &str, admin_groups: &[&str]) -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "Municipality",
+        "metadata": { "name": code, "resourceVersion": "40" },
+        "spec": {
+            "code": code,
+            "displayName": format!("{code} novads"),
+            "realm": realm,
+            "adminGroups": admin_groups,
+            "quotas": { "cpu": "8", "memory": "16Gi", "storage": "200Gi", "maxVirtualServers": 4 },
+        },
+    })
+}
+
+/// demo-town (realm demo, administered by demo's `staff`) and talsi.
+fn municipality_list() -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "MunicipalityList",
+        "metadata": { "resourceVersion": "50" },
+        "items": [
+            municipality("demo-town", "demo", &["staff"]),
+            municipality("talsi", "talsi", &["it-admins"]),
+        ],
+    })
+}
+
+/// The list every authorised request starts with.
+fn listing() -> Expect {
+    let list = municipality_list();
+    expect(Method::GET, MUNICIPALITIES, move |_| (200, list))
+}
+
+/// Server `web` of demo-town as the API server stores it: `spec`, `resourceVersion`, a status.
+fn stored(spec: &Value, resource_version: &str) -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "VirtualServer",
+        "metadata": { "name": "web", "namespace": "muni-demo-town", "resourceVersion": resource_version },
+        "spec": spec,
+        "status": { "phase": "Running", "ip": "10.0.0.7" },
+    })
+}
+
+fn web_spec() -> Value {
+    json!({ "image": "debian-12", "cpu": 2, "memory": "4Gi" })
+}
+
+/// The spec as the admin API applies it: every field the typed spec writes.
+fn applied_spec(cpu: i32, run_strategy: &str) -> Value {
+    json!({ "image": "debian-12", "cpu": cpu, "memory": "4Gi", "disks": {}, "runStrategy": run_strategy })
+}
+
+struct Demo {
+    server: Running,
+    handle: Option<cluster_api::Handle>,
+    /// peteris: municipality-admin of demo-town only.
+    staff: String,
+    /// anna: platform-admin.
+    admin: String,
+}
+
+impl Demo {
+    async fn start() -> Self {
+        let server = start_dev(|config, _| {
+            admin::admin_config(config, &[], &["demo:it-admins"], &[]);
+        })
+        .await;
+        let (client, handle) = cluster_api::mocked_client();
+        assert!(server.state.set_cluster(client));
+        let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
+        let admin = admin::token(&server.base, "anna@demo", anna.password).await;
+        let staff = admin::token(&server.base, "peteris@demo", peteris.password).await;
+        Self {
+            server,
+            handle: Some(handle),
+            staff,
+            admin,
+        }
+    }
+
+    /// Sends one request while the mocked API answers `script`, which it must see exactly.
+    async fn call(
+        &mut self,
+        script: Vec<Expect>,
+        method: Verb,
+        path: &str,
+        token: &str,
+        body: Option<(&str, &Value)>,
+    ) -> Answer {
+        let api = api_server(self.handle.take().expect("handle"), script);
+        let answer = call(&self.server.base, method, path, token, body).await;
+        self.handle = Some(
+            api.await
+                .expect("the API saw exactly the expected requests"),
+        );
+        answer
+    }
+
+    /// The admin actions in the audit trail, oldest first, as the platform admin reads them.
+    async fn admin_actions(&mut self) -> Vec<Value> {
+        let token = self.admin.clone();
+        let answer = self
+            .call(
+                vec![listing()],
+                Verb::GET,
+                "/audit/events?event=admin_action&limit=1000",
+                &token,
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let mut details: Vec<Value> = answer.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| serde_json::from_str(e["detail"].as_str().expect("detail")).expect("json"))
+            .collect();
+        details.reverse();
+        details
+    }
+}
+
+/// A municipality admin creates, changes, powers and deletes a server of her municipality:
+/// each a server-side apply by `novads-api` of the whole spec, guarded by the resourceVersion
+/// read before it, answered with what the API server stored (status included), and audited.
+#[tokio::test]
+async fn a_municipality_admin_manages_the_servers_of_her_municipality() {
+    let mut demo = Demo::start().await;
+    let staff = demo.staff.clone();
+
+    // Create: the name is free, then applied.
+    let created = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{SERVERS}/web"), |_| not_found()),
+                expect(Method::PATCH, &format!("{SERVERS}/web{APPLY}"), |body| {
+                    assert_eq!(
+                        body,
+                        json!({
+                            "apiVersion": "novads.io/v1alpha1",
+                            "kind": "VirtualServer",
+                            "metadata": { "name": "web", "namespace": "muni-demo-town" },
+                            "spec": applied_spec(2, "Running"),
+                        })
+                    );
+                    (201, stored(&body["spec"], "7"))
+                }),
+            ],
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            &staff,
+            Some((
+                JSON,
+                &json!({ "name": "web", "municipality": "demo-town", "spec": web_spec() }),
+            )),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.headers["etag"], "\"7\"");
+    assert_eq!(
+        created.headers["location"],
+        "/api/v1/municipalities/demo-town/servers/web"
+    );
+    assert_eq!(created.body["status"]["ip"], "10.0.0.7");
+    assert_eq!(created.body["municipality"], "demo-town");
+
+    // A second create of the same name is refused without a write.
+    let again = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{SERVERS}/web"), |_| {
+                    (200, stored(&applied_spec(2, "Running"), "7"))
+                }),
+            ],
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            &staff,
+            Some((JSON, &json!({ "name": "web", "spec": web_spec() }))),
+        )
+        .await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.problem_type(), "https://novads.io/problems/conflict");
+
+    // Patch: merged into the current spec, applied with the resourceVersion read.
+    let patched = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{SERVERS}/web"), |_| {
+                    (200, stored(&applied_spec(2, "Running"), "7"))
+                }),
+                expect(Method::PATCH, &format!("{SERVERS}/web{APPLY}"), |body| {
+                    assert_eq!(body["metadata"]["resourceVersion"], "7");
+                    assert_eq!(body["spec"], applied_spec(4, "Running"));
+                    (200, stored(&body["spec"], "8"))
+                }),
+            ],
+            Verb::PATCH,
+            "/municipalities/demo-town/servers/web",
+            &staff,
+            Some((MERGE_PATCH, &json!({ "spec": { "cpu": 4 } }))),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(patched.headers["etag"], "\"8\"");
+    assert_eq!(patched.body["spec"]["cpu"], 4);
+
+    // Replace: the whole spec; the cluster's refusal of a changed server is passed on.
+    let replaced = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{SERVERS}/web"), |_| {
+                    (200, stored(&applied_spec(4, "Running"), "8"))
+                }),
+                expect(Method::PATCH, &format!("{SERVERS}/web{APPLY}"), |body| {
+                    assert_eq!(body["metadata"]["resourceVersion"], "8");
+                    assert_eq!(body["spec"], applied_spec(2, "Running"));
+                    api_error(409, "Conflict")
+                }),
+            ],
+            Verb::PUT,
+            "/municipalities/demo-town/servers/web",
+            &staff,
+            Some((JSON, &json!({ "spec": web_spec() }))),
+        )
+        .await;
+    assert_eq!(replaced.status, 409);
+
+    // Stop, then restart: power set on the VirtualServer, forced, status read back.
+    let stopped = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{SERVERS}/web"), |_| {
+                    (200, stored(&applied_spec(4, "Running"), "9"))
+                }),
+                expect(
+                    Method::PATCH,
+                    &format!("{SERVERS}/web{FORCED_APPLY}"),
+                    |body| {
+                        assert_eq!(body["metadata"]["resourceVersion"], "9");
+                        assert_eq!(body["spec"], applied_spec(4, "Halted"));
+                        (200, stored(&body["spec"], "10"))
+                    },
+                ),
+            ],
+            Verb::POST,
+            "/municipalities/demo-town/servers/web/stop",
+            &staff,
+            None,
+        )
+        .await;
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert_eq!(stopped.body["spec"]["runStrategy"], "Halted");
+    let restarted = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{SERVERS}/web"), |_| {
+                    (200, stored(&applied_spec(4, "Running"), "11"))
+                }),
+                expect(
+                    Method::PATCH,
+                    &format!("{SERVERS}/web{FORCED_APPLY}"),
+                    |body| {
+                        let token = body["spec"]["restart"].as_str().expect("a restart token");
+                        assert!(
+                            chrono::DateTime::parse_from_rfc3339(token).is_ok(),
+                            "{token}"
+                        );
+                        (200, stored(&body["spec"], "12"))
+                    },
+                ),
+            ],
+            Verb::POST,
+            "/municipalities/demo-town/servers/web/restart",
+            &staff,
+            None,
+        )
+        .await;
+    assert_eq!(restarted.status, 200, "{}", restarted.body);
+
+    // Read: the list and one server.
+    let listed = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{SERVERS}?"), |_| {
+                    (
+                        200,
+                        json!({
+                            "apiVersion": "novads.io/v1alpha1",
+                            "kind": "VirtualServerList",
+                            "metadata": { "resourceVersion": "12" },
+                            "items": [stored(&applied_spec(4, "Running"), "12")],
+                        }),
+                    )
+                }),
+            ],
+            Verb::GET,
+            "/municipalities/demo-town/servers",
+            &staff,
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body[0]["name"], "web");
+
+    // Delete.
+    let deleted = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::DELETE, &format!("{SERVERS}/web?"), |_| {
+                    (
+                        200,
+                        json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200 }),
+                    )
+                }),
+            ],
+            Verb::DELETE,
+            "/municipalities/demo-town/servers/web",
+            &staff,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+
+    let actions = demo.admin_actions().await;
+    let outcomes: Vec<(&str, &str, &str)> = actions
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().expect("action"),
+                a["target"].as_str().expect("target"),
+                a["outcome"].as_str().expect("outcome"),
+            )
+        })
+        .collect();
+    let web = "municipality/demo-town/server/web";
+    assert_eq!(
+        outcomes,
+        [
+            ("server.create", web, "created"),
+            ("server.create", "municipality/demo-town/server", "conflict"),
+            ("server.patch", web, "patched"),
+            ("server.replace", web, "conflict"),
+            ("server.stop", web, "stop"),
+            ("server.restart", web, "restart"),
+            ("server.delete", web, "deleted"),
+        ]
+    );
+    assert_eq!(actions[0]["role"], "municipality-admin");
+    demo.server.stop().await;
+}
+
+/// Bad input is refused with a precise problem before anything reaches the cluster (the
+/// mocked API sees the Municipalities listed, and nothing else), and the refusal is audited.
+#[tokio::test]
+async fn bad_input_is_refused_precisely_and_nothing_is_written() {
+    let mut demo = Demo::start().await;
+    let staff = demo.staff.clone();
+    let cases: Vec<(Verb, &str, Value, &str)> = vec![
+        (
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            json!({ "name": "web", "spec": web_spec(), "replicas": 2 }),
+            "unknown field `replicas`",
+        ),
+        (
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            json!({ "name": "web", "spec": { "image": "debian-12", "cpu": 2, "memory": "4Gi", "cpus": 4 } }),
+            "unknown field spec.cpus",
+        ),
+        (
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            json!({ "name": "web", "spec": { "image": "debian-12", "cpu": "two", "memory": "4Gi" } }),
+            "spec.cpu: invalid type",
+        ),
+        (
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            json!({ "name": "Web_1", "spec": web_spec() }),
+            "\"Web_1\" is not a server name",
+        ),
+        (
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            json!({ "name": "web", "municipality": "talsi", "spec": web_spec() }),
+            "the body names municipality \"talsi\", the path \"demo-town\"",
+        ),
+        (
+            Verb::PUT,
+            "/municipalities/demo-town/servers/web",
+            json!({ "name": "db", "spec": web_spec() }),
+            "the body names server \"db\", the path \"web\"",
+        ),
+    ];
+    for (method, path, body, says) in cases {
+        let answer = demo
+            .call(
+                vec![listing()],
+                method.clone(),
+                path,
+                &staff,
+                Some((JSON, &body)),
+            )
+            .await;
+        assert_eq!(
+            answer.status, 400,
+            "{method} {path} {body}: {}",
+            answer.body
+        );
+        assert_eq!(
+            answer.problem_type(),
+            "https://novads.io/problems/invalid-request"
+        );
+        let detail = answer.body["detail"].as_str().expect("detail");
+        assert!(detail.contains(says), "{detail:?} should say {says:?}");
+    }
+    let not_json = demo
+        .call(
+            vec![listing()],
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            &staff,
+            Some(("text/plain", &json!({ "name": "web" }))),
+        )
+        .await;
+    assert_eq!(not_json.status, 415);
+    let unknown_action = demo
+        .call(
+            vec![listing()],
+            Verb::POST,
+            "/municipalities/demo-town/servers/web/reboot",
+            &staff,
+            None,
+        )
+        .await;
+    assert_eq!(unknown_action.status, 400);
+    let actions = demo.admin_actions().await;
+    assert_eq!(actions.len(), 8, "every refusal after sign-in is audited");
+    assert!(
+        actions
+            .iter()
+            .all(|a| a["outcome"] != "created" && a["role"].is_null())
+    );
+    demo.server.stop().await;
+}
+
+/// A municipality admin touches nothing of another municipality, and the refusal comes before
+/// any read of its servers; the platform admin reaches every municipality.
+#[tokio::test]
+async fn servers_of_another_municipality_are_out_of_reach() {
+    let mut demo = Demo::start().await;
+    let (staff, admin) = (demo.staff.clone(), demo.admin.clone());
+    let spec = json!({ "name": "web", "spec": web_spec() });
+    for (method, path, body) in [
+        (Verb::GET, "/municipalities/talsi/servers", None),
+        (Verb::GET, "/municipalities/talsi/servers/web", None),
+        (
+            Verb::POST,
+            "/municipalities/talsi/servers",
+            Some((JSON, &spec)),
+        ),
+        (Verb::DELETE, "/municipalities/talsi/servers/web", None),
+        (Verb::POST, "/municipalities/talsi/servers/web/stop", None),
+    ] {
+        let answer = demo
+            .call(vec![listing()], method.clone(), path, &staff, body)
+            .await;
+        assert_eq!(answer.status, 403, "{method} {path}");
+    }
+    let talsi = "/apis/novads.io/v1alpha1/namespaces/muni-talsi/virtualservers";
+    let answer = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{talsi}/web"), |_| not_found()),
+            ],
+            Verb::GET,
+            "/municipalities/talsi/servers/web",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 404);
+    let nowhere = demo
+        .call(
+            vec![listing()],
+            Verb::GET,
+            "/municipalities/riga/servers",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(nowhere.status, 404);
+    demo.server.stop().await;
+}
