@@ -530,3 +530,194 @@ async fn servers_of_another_municipality_are_out_of_reach() {
     assert_eq!(nowhere.status, 404);
     demo.server.stop().await;
 }
+
+const MUNICIPALITY_API: &str = "/apis/novads.io/v1alpha1/municipalities";
+
+/// Platform admins create, change and delete Municipalities, each a server-side apply of the
+/// whole spec (guarded by the resourceVersion listed for the request) or a delete; nobody else
+/// may, and bad input is refused before the cluster sees a write.
+#[tokio::test]
+async fn platform_admins_write_municipalities_and_nobody_else() {
+    let mut demo = Demo::start().await;
+    let (staff, admin) = (demo.staff.clone(), demo.admin.clone());
+    let riga = json!({
+        "code": "riga",
+        "displayName": "Rīga",
+        "realm": "riga",
+        "adminGroups": ["admins"],
+        "quotas": { "cpu": "16", "memory": "64Gi", "storage": "1Ti", "maxVirtualServers": 8 },
+    });
+
+    let created = demo
+        .call(
+            vec![
+                listing(),
+                expect(
+                    Method::PATCH,
+                    &format!("{MUNICIPALITY_API}/riga{APPLY}"),
+                    |body| {
+                        assert_eq!(body["kind"], "Municipality");
+                        assert_eq!(body["metadata"], json!({ "name": "riga" }));
+                        assert_eq!(body["spec"]["code"], "riga");
+                        assert_eq!(body["spec"]["adminGroups"], json!(["admins"]));
+                        let mut stored = body.clone();
+                        stored["metadata"]["resourceVersion"] = json!("61");
+                        (201, stored)
+                    },
+                ),
+            ],
+            Verb::POST,
+            "/municipalities",
+            &admin,
+            Some((JSON, &json!({ "spec": riga }))),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.headers["location"], "/api/v1/municipalities/riga");
+    assert_eq!(created.headers["etag"], "\"61\"");
+
+    let exists = demo
+        .call(
+            vec![listing()],
+            Verb::POST,
+            "/municipalities",
+            &admin,
+            Some((
+                JSON,
+                &json!({ "spec": municipality("talsi", "talsi", &[])["spec"] }),
+            )),
+        )
+        .await;
+    assert_eq!(exists.status, 409);
+
+    let patched = demo
+        .call(
+            vec![
+                listing(),
+                expect(
+                    Method::PATCH,
+                    &format!("{MUNICIPALITY_API}/talsi{APPLY}"),
+                    |body| {
+                        assert_eq!(body["metadata"]["resourceVersion"], "40");
+                        assert_eq!(body["spec"]["displayName"], "Talsu novads");
+                        assert_eq!(body["spec"]["adminGroups"], json!(["it-admins"]));
+                        let mut stored = body.clone();
+                        stored["metadata"]["resourceVersion"] = json!("62");
+                        (200, stored)
+                    },
+                ),
+            ],
+            Verb::PATCH,
+            "/municipalities/talsi",
+            &admin,
+            Some((
+                MERGE_PATCH,
+                &json!({ "spec": { "displayName": "Talsu novads" } }),
+            )),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(patched.body["spec"]["displayName"], "Talsu novads");
+
+    let mut renamed = municipality("talsi", "talsi", &[])["spec"].clone();
+    renamed["code"] = json!("riga");
+    for (body, says) in [
+        (
+            json!({ "spec": renamed }),
+            "the body names municipality \"riga\", the path \"talsi\"",
+        ),
+        (
+            json!({ "spec": municipality("talsi", "talsi", &[])["spec"], "status": {} }),
+            "unknown field `status`",
+        ),
+    ] {
+        let refused = demo
+            .call(
+                vec![listing()],
+                Verb::PUT,
+                "/municipalities/talsi",
+                &admin,
+                Some((JSON, &body)),
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        let detail = refused.body["detail"].as_str().expect("detail");
+        assert!(detail.contains(says), "{detail}");
+    }
+
+    // A municipality admin changes nothing about Municipalities, not even her own.
+    for (method, path) in [
+        (Verb::POST, "/municipalities"),
+        (Verb::PATCH, "/municipalities/demo-town"),
+        (Verb::PUT, "/municipalities/demo-town"),
+        (Verb::DELETE, "/municipalities/demo-town"),
+    ] {
+        let body = json!({ "spec": riga });
+        let answer = demo
+            .call(
+                vec![listing()],
+                method.clone(),
+                path,
+                &staff,
+                Some((JSON, &body)),
+            )
+            .await;
+        assert_eq!(answer.status, 403, "{method} {path}");
+    }
+
+    let deleted = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::DELETE, &format!("{MUNICIPALITY_API}/talsi?"), |_| {
+                    (
+                        200,
+                        json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200 }),
+                    )
+                }),
+            ],
+            Verb::DELETE,
+            "/municipalities/talsi",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+
+    let actions = demo.admin_actions().await;
+    let outcomes: Vec<(&str, &str, &str)> = actions
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().expect("action"),
+                a["target"].as_str().expect("target"),
+                a["outcome"].as_str().expect("outcome"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("municipality.create", "municipality/riga", "created"),
+            ("municipality.create", "municipality", "conflict"),
+            ("municipality.patch", "municipality/talsi", "patched"),
+            (
+                "municipality.replace",
+                "municipality/talsi",
+                "invalid-request"
+            ),
+            (
+                "municipality.replace",
+                "municipality/talsi",
+                "invalid-request"
+            ),
+            ("municipality.create", "municipality", "denied"),
+            ("municipality.patch", "municipality/demo-town", "denied"),
+            ("municipality.replace", "municipality/demo-town", "denied"),
+            ("municipality.delete", "municipality/demo-town", "denied"),
+            ("municipality.delete", "municipality/talsi", "deleted"),
+        ]
+    );
+    assert_eq!(actions[0]["role"], "platform-admin");
+    demo.server.stop().await;
+}

@@ -164,12 +164,17 @@ pub enum Action<'a> {
     ReadServers(&'a str),
     /// Create, change, delete, start, stop or restart the virtual servers of a Municipality.
     WriteServers(&'a str),
+    /// Create, change or delete Municipalities.
+    WriteMunicipalities,
 }
 
 impl Action<'_> {
     /// Whether the action changes anything (and is then recorded in the audit trail).
     pub fn changes_state(self) -> bool {
-        matches!(self, Self::TestRealm(_) | Self::WriteServers(_))
+        matches!(
+            self,
+            Self::TestRealm(_) | Self::WriteServers(_) | Self::WriteMunicipalities
+        )
     }
 }
 
@@ -318,6 +323,9 @@ impl Principal {
                      municipality-admin of it"
                 ))),
             },
+            Action::WriteMunicipalities => Err(Denied(
+                "creating, changing and deleting municipalities needs platform-admin".to_owned(),
+            )),
             Action::VerifyAudit => Err(Denied(
                 "verifying the whole audit chain needs platform-admin or auditor".to_owned(),
             )),
@@ -568,6 +576,10 @@ mod tests {
                 .is_ok()
         );
         assert!(Action::WriteServers("talsi").changes_state());
+        for principal in [&talsi_admin, &talsi_officer, &auditor] {
+            assert!(principal.authorise(Action::WriteMunicipalities).is_err());
+        }
+        assert!(platform.authorise(Action::WriteMunicipalities).is_ok());
         assert!(!Action::ReadServers("talsi").changes_state());
     }
 }

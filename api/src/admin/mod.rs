@@ -5,18 +5,20 @@
 //! token into an authorised caller, [`problem`] words every refusal, [`extract`] words bad
 //! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
 //! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
-//! verification), and over the cluster ([`cluster`]): [`municipalities`] and their
-//! [`servers`]. [`openapi`]
+//! verification), and over the cluster ([`cluster`]): [`municipalities`] (written by
+//! [`municipality_writes`]) and their [`servers`]; [`document`] checks what clients write. [`openapi`]
 //! generates the contract from the handlers. Every state-changing call goes into the audit
 //! trail through [`record`] before it is answered.
 
 pub mod audit;
 pub mod authz;
 pub mod cluster;
+pub mod document;
 pub mod etag;
 pub mod extract;
 pub mod identity;
 pub mod municipalities;
+pub mod municipality_writes;
 pub mod openapi;
 pub mod principal;
 pub mod problem;
@@ -58,6 +60,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .merge(audit::routes())
         .merge(municipalities::routes())
         .merge(servers::routes())
+        .merge(municipality_writes::routes())
         .fallback(not_found)
         // Set here, before the layers, so that CORS also wraps the method fallback (a
         // preflight `OPTIONS` reaches it) and the server's own fallback does not replace it.

@@ -42,7 +42,7 @@ pub struct MunicipalityView {
 }
 
 impl MunicipalityView {
-    fn of(municipality: &Municipality) -> Self {
+    pub(super) fn of(municipality: &Municipality) -> Self {
         Self {
             code: municipality.spec.code.clone(),
             resource_version: municipality.resource_version(),

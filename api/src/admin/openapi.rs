@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{audit, identity, municipalities, servers};
+use super::{audit, identity, municipalities, municipality_writes, servers};
 use crate::oidc::pages::{self, CSS_PATH};
 
 #[derive(OpenApi)]
@@ -35,6 +35,10 @@ use crate::oidc::pages::{self, CSS_PATH};
         audit::verify,
         municipalities::list_municipalities,
         municipalities::get_municipality,
+        municipality_writes::create_municipality,
+        municipality_writes::replace_municipality,
+        municipality_writes::patch_municipality,
+        municipality_writes::delete_municipality,
         servers::list_servers,
         servers::get_server,
         servers::create_server,

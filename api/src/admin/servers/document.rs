@@ -1,15 +1,16 @@
-//! What a client writes about a virtual server, checked before anything reaches the cluster:
-//! the body's shape and types, field names against the VirtualServer's own schema, the server's
-//! name, and that the body speaks of the server and municipality the path names. Pure: the
-//! handlers in [`super`] read and apply, this module decides what would be applied.
+//! What a client writes about a virtual server, checked before anything reaches the cluster
+//! (with the checks every document gets, [`crate::admin::document`]): the server's name, and
+//! that the body speaks of the server and municipality the path names. Pure: the handlers in
+//! [`super`] read and apply, this module decides what would be applied.
 
 use std::sync::OnceLock;
 
-use kube::CustomResourceExt;
 use novads_crds::{RunStrategy, VirtualServer, VirtualServerSpec};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+
+use crate::admin::document::{self, BadDocument};
 
 /// A server as a client writes it: the body of a create (`POST`) and a replace (`PUT`); the
 /// body of a `PATCH` too, where `spec` is a JSON merge patch (RFC 7386) of the current spec.
@@ -29,55 +30,14 @@ pub struct ServerDocument {
     pub spec: Value,
 }
 
-/// Why a body is refused: worded for the `invalid-request` problem; nothing was written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadServer {
-    #[error("the body is not a server document: {0}")]
-    Body(String),
-    #[error("unknown field{} {}", if .0.len() == 1 { "" } else { "s" }, .0.join(", "))]
-    UnknownFields(Vec<String>),
-    #[error(
-        "{0:?} is not a server name: 1 to 63 lowercase letters, digits and inner hyphens, \
-         starting and ending with a letter or digit"
-    )]
-    Name(String),
-    #[error("a new server needs a `name`")]
-    MissingName,
-    #[error("the body names {what} {body:?}, the path {path:?}")]
-    Mismatch {
-        what: &'static str,
-        body: String,
-        path: String,
-    },
-    #[error("spec.{0}")]
-    Spec(String),
-}
-
 /// Server names are DNS labels: they name the VirtualMachine and its Service.
-pub fn check_name(name: &str) -> Result<(), BadServer> {
-    let bytes = name.as_bytes();
-    let label = (1..=63).contains(&bytes.len())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
-    if label {
-        Ok(())
-    } else {
-        Err(BadServer::Name(name.to_owned()))
-    }
+pub fn check_name(name: &str) -> Result<(), BadDocument> {
+    document::check_label("server", name)
 }
 
 /// Reads a body: strict JSON, no unknown top-level field, each field of its type.
-pub fn parse(body: &[u8]) -> Result<ServerDocument, BadServer> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let document: ServerDocument = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| BadServer::Body(e.to_string()))?;
-    deserializer
-        .end()
-        .map_err(|e| BadServer::Body(e.to_string()))?;
-    Ok(document)
+pub fn parse(body: &[u8]) -> Result<ServerDocument, BadDocument> {
+    document::parse("server", body)
 }
 
 /// The server a document speaks of, after checking it against the path: `code` always, and
@@ -86,11 +46,11 @@ pub fn target(
     document: &ServerDocument,
     code: &str,
     path_name: Option<&str>,
-) -> Result<String, BadServer> {
+) -> Result<String, BadDocument> {
     if let Some(municipality) = &document.municipality
         && municipality != code
     {
-        return Err(BadServer::Mismatch {
+        return Err(BadDocument::Mismatch {
             what: "municipality",
             body: municipality.clone(),
             path: code.to_owned(),
@@ -98,7 +58,7 @@ pub fn target(
     }
     let name = match (&document.name, path_name) {
         (Some(body), Some(path)) if body != path => {
-            return Err(BadServer::Mismatch {
+            return Err(BadDocument::Mismatch {
                 what: "server",
                 body: body.clone(),
                 path: path.to_owned(),
@@ -106,7 +66,7 @@ pub fn target(
         }
         (_, Some(path)) => path.to_owned(),
         (Some(body), None) => body.clone(),
-        (None, None) => return Err(BadServer::MissingName),
+        (None, None) => return Err(BadDocument::Missing("server", "name")),
     };
     check_name(&name)?;
     Ok(name)
@@ -114,75 +74,22 @@ pub fn target(
 
 /// A spec as written, checked: every field known to the VirtualServer's schema (the API server
 /// would silently drop the others) and of its type.
-pub fn spec(written: &Value) -> Result<VirtualServerSpec, BadServer> {
-    let mut unknown = Vec::new();
-    unknown_fields(written, spec_schema(), "spec", &mut unknown);
-    if !unknown.is_empty() {
-        return Err(BadServer::UnknownFields(unknown));
-    }
-    serde_path_to_error::deserialize(written).map_err(|e| BadServer::Spec(e.to_string()))
+pub fn spec(written: &Value) -> Result<VirtualServerSpec, BadDocument> {
+    document::spec(written, spec_schema())
 }
 
 /// `current` with the merge patch `patch` applied (RFC 7386), checked as [`spec`].
-pub fn patched(current: &VirtualServerSpec, patch: &Value) -> Result<VirtualServerSpec, BadServer> {
-    if !patch.is_object() {
-        return Err(BadServer::Spec(
-            "a patch of the spec must be a JSON object".to_owned(),
-        ));
-    }
-    let mut merged =
-        serde_json::to_value(current).map_err(|e| BadServer::Spec(format!("current: {e}")))?;
-    json_patch::merge(&mut merged, patch);
-    spec(&merged)
+pub fn patched(
+    current: &VirtualServerSpec,
+    patch: &Value,
+) -> Result<VirtualServerSpec, BadDocument> {
+    document::patched(current, patch, spec_schema())
 }
 
-/// The spec schema of the VirtualServer CRD (crds/src/virtual_server.rs), as JSON.
+/// The spec schema of the VirtualServer CRD (crds/src/virtual_server.rs), read once.
 fn spec_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        let crd = VirtualServer::crd();
-        crd.spec
-            .versions
-            .first()
-            .and_then(|version| version.schema.as_ref())
-            .and_then(|schema| schema.open_api_v3_schema.as_ref())
-            .and_then(|schema| serde_json::to_value(schema).ok())
-            .map(|schema| schema["properties"]["spec"].clone())
-            // The CRD is generated from the types in this build; a schema without a spec would
-            // be caught by crds' tests. `Null` accepts nothing unknown and checks nothing.
-            .unwrap_or(Value::Null)
-    })
-}
-
-/// Appends to `unknown` the path of every object key in `value` that `schema` does not know.
-fn unknown_fields(value: &Value, schema: &Value, path: &str, unknown: &mut Vec<String>) {
-    if schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true) {
-        return;
-    }
-    match value {
-        Value::Object(fields) => {
-            let properties = schema["properties"].as_object();
-            let additional = &schema["additionalProperties"];
-            for (key, field) in fields {
-                let at = format!("{path}.{key}");
-                match properties.and_then(|p| p.get(key)) {
-                    Some(known) => unknown_fields(field, known, &at, unknown),
-                    None if additional.is_object() => {
-                        unknown_fields(field, additional, &at, unknown)
-                    }
-                    None if properties.is_some() => unknown.push(at),
-                    // A scalar in the schema: the typed read reports the wrong type.
-                    None => {}
-                }
-            }
-        }
-        Value::Array(items) => {
-            for (index, item) in items.iter().enumerate() {
-                unknown_fields(item, &schema["items"], &format!("{path}[{index}]"), unknown);
-            }
-        }
-        _ => {}
-    }
+    SCHEMA.get_or_init(document::spec_schema::<VirtualServer>)
 }
 
 /// A power action on a server. Power is switched in the VirtualServer alone
@@ -241,36 +148,6 @@ mod tests {
     }
 
     #[test]
-    fn names_are_dns_labels() {
-        for good in ["web", "a", "db-2", "0"] {
-            assert_eq!(check_name(good), Ok(()), "{good}");
-        }
-        let long = "a".repeat(64);
-        for bad in ["", "Web", "-web", "web-", "we_b", "web.lv", long.as_str()] {
-            assert!(check_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_document_is_strict_json_with_known_fields_of_their_types() {
-        let document = parse(br#"{"name": "web", "spec": {}}"#).expect("parses");
-        assert_eq!(document.name.as_deref(), Some("web"));
-        for (body, says) in [
-            (
-                &br#"{"name": "web", "spec": {}, "kind": "Pod"}"#[..],
-                "unknown field `kind`",
-            ),
-            (br#"{"name": 3, "spec": {}}"#, "name: invalid type"),
-            (br#"{"name": "web"}"#, "missing field `spec`"),
-            (br#"{"spec": {}} x"#, "trailing characters"),
-            (b"not json", "expected"),
-        ] {
-            let refusal = parse(body).expect_err("refused").to_string();
-            assert!(refusal.contains(says), "{refusal}");
-        }
-    }
-
-    #[test]
     fn the_body_must_speak_of_the_path() {
         let document = |name: Option<&str>, municipality: Option<&str>| ServerDocument {
             name: name.map(str::to_owned),
@@ -287,22 +164,22 @@ mod tests {
         );
         assert_eq!(
             target(&document(None, None), "talsi", None),
-            Err(BadServer::MissingName)
+            Err(BadDocument::Missing("server", "name"))
         );
         assert!(matches!(
             target(&document(Some("db"), None), "talsi", Some("web")),
-            Err(BadServer::Mismatch { what: "server", .. })
+            Err(BadDocument::Mismatch { what: "server", .. })
         ));
         assert!(matches!(
             target(&document(Some("web"), Some("ventspils")), "talsi", None),
-            Err(BadServer::Mismatch {
+            Err(BadDocument::Mismatch {
                 what: "municipality",
                 ..
             })
         ));
         assert_eq!(
             target(&document(Some("Web"), None), "talsi", None),
-            Err(BadServer::Name("Web".into()))
+            Err(BadDocument::Name("server", "Web".into()))
         );
     }
 
@@ -317,7 +194,7 @@ mod tests {
         typo["expose"] = json!({ "ports": [{ "port": 443, "protocl": "TCP" }] });
         assert_eq!(
             spec(&typo),
-            Err(BadServer::UnknownFields(vec![
+            Err(BadDocument::UnknownFields(vec![
                 "spec.cpus".into(),
                 "spec.expose.ports[0].protocl".into()
             ]))

@@ -18,7 +18,7 @@ use novads_crds::{VirtualServer, VirtualServerSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use self::document::{BadServer, PowerAction, ServerDocument};
+use self::document::{PowerAction, ServerDocument};
 use super::authz::{Action, Principal, Role};
 use super::cluster::{self, FIELD_MANAGER};
 use super::etag::tagged;
@@ -84,12 +84,6 @@ impl ServerView {
         let view = Self::of(server, code);
         let version = view.resource_version.clone();
         tagged(status, view, version.as_deref())
-    }
-}
-
-impl From<BadServer> for AdminError {
-    fn from(bad: BadServer) -> Self {
-        AdminError::InvalidRequest(bad.to_string())
     }
 }
 
