@@ -7,7 +7,7 @@ use reqwest::Method as Verb;
 use serde_json::{Value, json};
 
 mod support;
-use support::{Running, start_dev};
+use support::{Running, each_backend, start_dev};
 #[path = "support/admin.rs"]
 mod admin;
 #[path = "support/cluster_api.rs"]
@@ -117,6 +117,25 @@ impl Demo {
     ) -> Answer {
         let api = api_server(self.handle.take().expect("handle"), script);
         let answer = call(&self.server.base, method, path, token, body).await;
+        self.handle = Some(
+            api.await
+                .expect("the API saw exactly the expected requests"),
+        );
+        answer
+    }
+
+    /// [`Demo::call`] with extra request headers.
+    async fn call_with(
+        &mut self,
+        script: Vec<Expect>,
+        method: Verb,
+        path: &str,
+        token: &str,
+        body: Option<(&str, &Value)>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let api = api_server(self.handle.take().expect("handle"), script);
+        let answer = admin::call_with(&self.server.base, method, path, token, body, headers).await;
         self.handle = Some(
             api.await
                 .expect("the API saw exactly the expected requests"),
@@ -719,5 +738,238 @@ async fn platform_admins_write_municipalities_and_nobody_else() {
         ]
     );
     assert_eq!(actions[0]["role"], "platform-admin");
+    demo.server.stop().await;
+}
+
+/// The kept answers of `Idempotency-Key`, on both databases: one per caller and key, replayed
+/// only for the same request, released when the request failed, swept after 24 hours.
+#[tokio::test]
+async fn idempotency_keys_keep_the_first_answer_per_caller_on_both_databases() {
+    use novads_api::admin::idempotency::{Claim, IdempotencyKeys, KEY_LIFETIME, KeptAnswer};
+    each_backend(|db| async move {
+        let keys = IdempotencyKeys { db: &db };
+        let backend = db.backend();
+        let now = 1_800_000_000_000_i64;
+        let answer = KeptAnswer {
+            status: 201,
+            headers: vec![("etag".into(), "\"7\"".into())],
+            body: "{\"name\":\"web\"}".into(),
+        };
+        let claim =
+            |subject: &'static str, key: &'static str, fingerprint: &'static str, at: i64| {
+                let keys = &keys;
+                async move {
+                    keys.claim(subject, key, fingerprint, at)
+                        .await
+                        .expect("claim")
+                }
+            };
+        assert_eq!(
+            claim("demo:anna", "k1", "f1", now).await,
+            Claim::Fresh,
+            "{backend:?}"
+        );
+        // In flight until its answer is kept.
+        assert_eq!(
+            claim("demo:anna", "k1", "f1", now + 1).await,
+            Claim::InFlight
+        );
+        keys.keep("demo:anna", "k1", &answer).await.expect("keep");
+        assert_eq!(
+            claim("demo:anna", "k1", "f1", now + 2).await,
+            Claim::Answered(answer.clone())
+        );
+        assert_eq!(claim("demo:anna", "k1", "f2", now + 3).await, Claim::Reused);
+        // Another caller's key of the same name is another key.
+        assert_eq!(
+            claim("demo:peteris", "k1", "f2", now + 4).await,
+            Claim::Fresh
+        );
+        // A failed request releases its key; a kept answer is never released.
+        keys.release("demo:peteris", "k1").await.expect("release");
+        assert_eq!(
+            claim("demo:peteris", "k1", "f3", now + 5).await,
+            Claim::Fresh
+        );
+        keys.release("demo:anna", "k1").await.expect("release");
+        assert_eq!(
+            claim("demo:anna", "k1", "f1", now + 6).await,
+            Claim::Answered(answer.clone())
+        );
+        // After 24 hours the key is swept and free again.
+        let later = now + KEY_LIFETIME.as_millis() as i64 + 1;
+        assert_eq!(
+            claim("demo:anna", "k1", "f2", later).await,
+            Claim::Fresh,
+            "{backend:?}"
+        );
+    })
+    .await;
+}
+
+/// `If-Match` guards replace, patch and delete (412 and nothing written when it names another
+/// version); `Idempotency-Key` replays a create's first answer without a second write and
+/// refuses the key for another request.
+#[tokio::test]
+async fn preconditions_and_idempotency_keys_keep_writes_from_repeating_or_racing() {
+    let mut demo = Demo::start().await;
+    let (staff, admin) = (demo.staff.clone(), demo.admin.clone());
+    let base = demo.server.base.clone();
+    let create = |key: &str, body: &Value| {
+        let request = reqwest::Client::new()
+            .post(format!("{base}/api/v1/municipalities/demo-town/servers"))
+            .bearer_auth(&staff)
+            .header("idempotency-key", key)
+            .json(body);
+        async move { request.send().await.expect("request") }
+    };
+    let body = json!({ "name": "web", "spec": web_spec() });
+    let api = api_server(
+        demo.handle.take().expect("handle"),
+        vec![
+            listing(),
+            expect(Method::GET, &format!("{SERVERS}/web"), |_| not_found()),
+            expect(Method::PATCH, &format!("{SERVERS}/web{APPLY}"), |body| {
+                (201, stored(&body["spec"], "7"))
+            }),
+        ],
+    );
+    let first = create("5f0c2a", &body).await;
+    assert_eq!(first.status(), 201);
+    let etag = first.headers()["etag"].clone();
+    let first_body: Value = first.json().await.expect("json");
+    demo.handle = Some(api.await.expect("one create"));
+    // The same request again: the first answer, and the cluster sees no write.
+    let api = api_server(demo.handle.take().expect("handle"), vec![listing()]);
+    let again = create("5f0c2a", &body).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["etag"], etag);
+    assert_eq!(
+        again.headers()["location"],
+        "/api/v1/municipalities/demo-town/servers/web"
+    );
+    assert_eq!(again.json::<Value>().await.expect("json"), first_body);
+    demo.handle = Some(api.await.expect("no second write"));
+    // The same key for another request.
+    let api = api_server(demo.handle.take().expect("handle"), vec![listing()]);
+    let other = create("5f0c2a", &json!({ "name": "db", "spec": web_spec() })).await;
+    assert_eq!(other.status(), 422);
+    let problem: Value = other.json().await.expect("json");
+    assert_eq!(
+        problem["type"],
+        "https://novads.io/problems/idempotency-key-reused"
+    );
+    demo.handle = Some(api.await.expect("nothing written"));
+
+    // If-Match naming an older version: refused after the read, before any write.
+    let staff = demo.staff.clone();
+    let current = |version: &'static str| {
+        expect(Method::GET, &format!("{SERVERS}/web"), move |_| {
+            (200, stored(&applied_spec(2, "Running"), version))
+        })
+    };
+    for method in [Verb::PUT, Verb::PATCH] {
+        let answer = demo
+            .call_with(
+                vec![listing(), current("8")],
+                method.clone(),
+                "/municipalities/demo-town/servers/web",
+                &staff,
+                Some((JSON, &json!({ "spec": web_spec() }))),
+                &[("if-match", "\"7\"")],
+            )
+            .await;
+        assert_eq!(answer.status, 412, "{method}: {}", answer.body);
+        assert_eq!(
+            answer.problem_type(),
+            "https://novads.io/problems/precondition-failed"
+        );
+    }
+    // The current version passes and guards the apply.
+    let patched = demo
+        .call_with(
+            vec![
+                listing(),
+                current("8"),
+                expect(Method::PATCH, &format!("{SERVERS}/web{APPLY}"), |body| {
+                    assert_eq!(body["metadata"]["resourceVersion"], "8");
+                    (200, stored(&body["spec"], "9"))
+                }),
+            ],
+            Verb::PATCH,
+            "/municipalities/demo-town/servers/web",
+            &staff,
+            Some((MERGE_PATCH, &json!({ "spec": { "cpu": 3 } }))),
+            &[("if-match", "\"8\"")],
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    // A delete hands the version to the API server, which checks it with the delete.
+    let deleted = demo
+        .call_with(
+            vec![
+                listing(),
+                expect(Method::DELETE, &format!("{SERVERS}/web?"), |body| {
+                    assert_eq!(body["preconditions"]["resourceVersion"], "8");
+                    api_error(409, "Conflict")
+                }),
+            ],
+            Verb::DELETE,
+            "/municipalities/demo-town/servers/web",
+            &staff,
+            None,
+            &[("if-match", "\"8\"")],
+        )
+        .await;
+    assert_eq!(deleted.status, 412, "{}", deleted.body);
+    let malformed = demo
+        .call_with(
+            vec![listing()],
+            Verb::DELETE,
+            "/municipalities/demo-town/servers/web",
+            &staff,
+            None,
+            &[("if-match", "8")],
+        )
+        .await;
+    assert_eq!(malformed.status, 400);
+    // Municipalities: checked against the version listed for the request.
+    let municipality = demo
+        .call_with(
+            vec![listing()],
+            Verb::PATCH,
+            "/municipalities/talsi",
+            &admin,
+            Some((MERGE_PATCH, &json!({ "spec": { "displayName": "Talsi" } }))),
+            &[("if-match", "\"39\"")],
+        )
+        .await;
+    assert_eq!(municipality.status, 412);
+
+    let outcomes: Vec<String> = demo
+        .admin_actions()
+        .await
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["action"].as_str().expect("action"),
+                a["outcome"].as_str().expect("outcome")
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "server.create created",
+            "server.replace precondition-failed",
+            "server.patch precondition-failed",
+            "server.patch patched",
+            "server.delete precondition-failed",
+            "server.delete invalid-request",
+            "municipality.patch precondition-failed",
+        ],
+        "a replay and a reused key change nothing and add no row"
+    );
     demo.server.stop().await;
 }

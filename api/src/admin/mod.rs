@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod document;
 pub mod etag;
 pub mod extract;
+pub mod idempotency;
 pub mod identity;
 pub mod municipalities;
 pub mod municipality_writes;
@@ -96,6 +97,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::IF_MATCH,
+                header::HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([header::ETAG, header::WWW_AUTHENTICATE])
             .max_age(Duration::from_secs(600)),

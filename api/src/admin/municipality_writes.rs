@@ -6,11 +6,11 @@
 
 use axum::Router;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use novads_crds::{Municipality, MunicipalitySpec};
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,8 +20,9 @@ use utoipa::ToSchema;
 use super::authz::{Action, Principal, Role};
 use super::cluster::{self, FIELD_MANAGER};
 use super::document::{self, BadDocument};
-use super::etag::tagged;
+use super::etag::{IfMatch, tagged};
 use super::extract::{JsonBody, Path};
+use super::idempotency;
 use super::municipalities::{MunicipalityView, check_code, listed};
 use super::openapi::{ProblemDoc, Refusals};
 use super::principal::Tenancy;
@@ -161,8 +162,12 @@ fn answer(municipality: &Municipality, status: StatusCode) -> Response {
     post,
     path = "/api/v1/municipalities",
     tag = "municipalities",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "A key of the caller's choice (e.g. a UUID): the same request with the same key within 24 hours gets the first answer, without a second write")
+    ),
     request_body = MunicipalityDocument,
     responses(
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 201, description = "Created: the Municipality as stored, its address in `Location`", body = MunicipalityView),
         (status = 400, description = "Unknown fields, wrong types or a code that is not a DNS label", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "A Municipality of that code exists", body = ProblemDoc, content_type = "application/problem+json"),
@@ -176,14 +181,50 @@ pub(crate) async fn create_municipality(
     peer: Peer,
     State(state): State<AppState>,
     tenancy: Option<Extension<Tenancy>>,
+    headers: HeaderMap,
     // Taken as a `Result` so that a body of another type is an audited refusal too.
     body: Result<JsonBody, AdminError>,
 ) -> Result<Response, AdminError> {
-    let tenancy = tenancy.as_ref();
-    let mut act = act(&principal, peer, "municipality.create", "");
+    let caller = Caller {
+        state: &state,
+        principal: &principal,
+        peer,
+        tenancy: tenancy.as_ref(),
+    };
+    let key = match idempotency::key_of(&headers) {
+        Ok(key) => key,
+        Err(bad) => {
+            let mut act = act(&principal, peer, "municipality.create", "");
+            act.target = "municipality".to_owned();
+            return Err(record::refuse(&state, act, bad).await);
+        }
+    };
+    let fingerprint = idempotency::fingerprint(
+        "POST",
+        "/api/v1/municipalities",
+        body.as_ref()
+            .map(|JsonBody(b)| b.as_ref())
+            .unwrap_or_default(),
+    );
+    let create = create_once(caller, body);
+    idempotency::once(state.db(), &principal.subject, key, &fingerprint, create).await
+}
+
+/// [`create_municipality`] once its `Idempotency-Key` allows it to run.
+async fn create_once(
+    caller: Caller<'_>,
+    body: Result<JsonBody, AdminError>,
+) -> Result<Response, AdminError> {
+    let Caller {
+        state,
+        principal,
+        peer,
+        tenancy,
+    } = caller;
+    let mut act = act(principal, peer, "municipality.create", "");
     act.target = "municipality".to_owned();
     let result = async {
-        let writable = Writable::of(&state, &principal, tenancy)?;
+        let writable = Writable::of(state, principal, tenancy)?;
         let JsonBody(body) = body?;
         let written: MunicipalityDocument = document::parse("municipality", &body)?;
         let spec = written_spec(&written.spec, None, None)?;
@@ -201,7 +242,7 @@ pub(crate) async fn create_municipality(
         act.target = format!("municipality/{}", stored.spec.code);
         act.realm = Some(stored.spec.realm.clone());
     }
-    let stored = record::settle(&state, act, result).await?;
+    let stored = record::settle(state, act, result).await?;
     let mut response = answer(&stored, StatusCode::CREATED);
     if let Ok(location) =
         HeaderValue::from_str(&format!("/api/v1/municipalities/{}", stored.spec.code))
@@ -211,16 +252,28 @@ pub(crate) async fn create_municipality(
     Ok(response)
 }
 
+/// Who asks for a change, as the handlers extracted it.
+struct Caller<'a> {
+    state: &'a AppState,
+    principal: &'a Principal,
+    peer: Peer,
+    tenancy: Option<&'a Extension<Tenancy>>,
+}
+
 /// Replaces or patches Municipality `code`: the write both share.
 async fn change(
-    state: &AppState,
-    principal: &Principal,
-    peer: Peer,
-    tenancy: Option<&Extension<Tenancy>>,
+    caller: Caller<'_>,
     code: &str,
+    headers: &HeaderMap,
     body: Result<JsonBody, AdminError>,
     patch: bool,
 ) -> Result<Response, AdminError> {
+    let Caller {
+        state,
+        principal,
+        peer,
+        tenancy,
+    } = caller;
     let action = if patch {
         "municipality.patch"
     } else {
@@ -231,6 +284,9 @@ async fn change(
         check_code(code)?;
         let writable = Writable::of(state, principal, tenancy)?;
         let current = writable.current(code)?;
+        if let Some(precondition) = IfMatch::of(headers)? {
+            precondition.check(current.metadata.resource_version.as_deref())?;
+        }
         let JsonBody(body) = body?;
         let written: MunicipalityDocument = document::parse("municipality", &body)?;
         let spec = written_spec(&written.spec, patch.then_some(&current.spec), Some(code))?;
@@ -252,10 +308,14 @@ async fn change(
     put,
     path = "/api/v1/municipalities/{code}",
     tag = "municipalities",
-    params(("code" = String, Path, description = "Municipality code")),
+    params(
+        ("code" = String, Path, description = "Municipality code"),
+        ("If-Match" = Option<String>, Header, description = "The Municipality's `ETag`: refused with 412 if it changed since")
+    ),
     request_body = MunicipalityDocument,
     responses(
         (status = 200, description = "The Municipality as stored", body = MunicipalityView),
+        (status = 412, description = "If-Match names another version; nothing was written", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 400, description = "Unknown fields, wrong types, or a spec whose code is not the path's", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such municipality", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The Municipality changed meanwhile, or another manager owns a field", body = ProblemDoc, content_type = "application/problem+json"),
@@ -270,14 +330,18 @@ pub(crate) async fn replace_municipality(
     State(state): State<AppState>,
     tenancy: Option<Extension<Tenancy>>,
     Path(code): Path<String>,
+    headers: HeaderMap,
     body: Result<JsonBody, AdminError>,
 ) -> Result<Response, AdminError> {
     change(
-        &state,
-        &principal,
-        peer,
-        tenancy.as_ref(),
+        Caller {
+            state: &state,
+            principal: &principal,
+            peer,
+            tenancy: tenancy.as_ref(),
+        },
         &code,
+        &headers,
         body,
         false,
     )
@@ -289,10 +353,14 @@ pub(crate) async fn replace_municipality(
     patch,
     path = "/api/v1/municipalities/{code}",
     tag = "municipalities",
-    params(("code" = String, Path, description = "Municipality code")),
+    params(
+        ("code" = String, Path, description = "Municipality code"),
+        ("If-Match" = Option<String>, Header, description = "The Municipality's `ETag`: refused with 412 if it changed since")
+    ),
     request_body(content = MunicipalityDocument, description = "`spec` is a JSON merge patch (RFC 7386) of the current spec", content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The Municipality as stored", body = MunicipalityView),
+        (status = 412, description = "If-Match names another version; nothing was written", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 400, description = "Unknown fields, wrong types, or a spec whose code is not the path's", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such municipality", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The Municipality changed meanwhile, or another manager owns a field", body = ProblemDoc, content_type = "application/problem+json"),
@@ -307,14 +375,18 @@ pub(crate) async fn patch_municipality(
     State(state): State<AppState>,
     tenancy: Option<Extension<Tenancy>>,
     Path(code): Path<String>,
+    headers: HeaderMap,
     body: Result<JsonBody, AdminError>,
 ) -> Result<Response, AdminError> {
     change(
-        &state,
-        &principal,
-        peer,
-        tenancy.as_ref(),
+        Caller {
+            state: &state,
+            principal: &principal,
+            peer,
+            tenancy: tenancy.as_ref(),
+        },
         &code,
+        &headers,
         body,
         true,
     )
@@ -326,9 +398,13 @@ pub(crate) async fn patch_municipality(
     delete,
     path = "/api/v1/municipalities/{code}",
     tag = "municipalities",
-    params(("code" = String, Path, description = "Municipality code")),
+    params(
+        ("code" = String, Path, description = "Municipality code"),
+        ("If-Match" = Option<String>, Header, description = "The Municipality's `ETag`: refused with 412 if it changed since")
+    ),
     responses(
         (status = 204, description = "Deleted (the operator follows the Municipality's `deletionPolicy`)"),
+        (status = 412, description = "If-Match names another version; nothing was deleted", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 400, description = "The code is not a DNS label", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such municipality", body = ProblemDoc, content_type = "application/problem+json"),
         Refusals
@@ -340,18 +416,32 @@ pub(crate) async fn delete_municipality(
     State(state): State<AppState>,
     tenancy: Option<Extension<Tenancy>>,
     Path(code): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, AdminError> {
     let tenancy = tenancy.as_ref();
     let mut act = act(&principal, peer, "municipality.delete", &code);
     let result = async {
         check_code(&code)?;
         let writable = Writable::of(&state, &principal, tenancy)?;
-        let realm = writable.current(&code)?.spec.realm.clone();
-        writable
-            .api
-            .delete(&code, &DeleteParams::default())
-            .await
-            .map_err(|e| cluster::refusal(&format!("municipality {code:?}"), e))?;
+        let current = writable.current(&code)?;
+        let mut params = DeleteParams::default();
+        if let Some(precondition) = IfMatch::of(&headers)? {
+            precondition.check(current.metadata.resource_version.as_deref())?;
+            // Checked again by the API server, atomically with the delete.
+            params.preconditions = Some(Preconditions {
+                resource_version: current.metadata.resource_version.clone(),
+                uid: None,
+            });
+        }
+        let realm = current.spec.realm.clone();
+        writable.api.delete(&code, &params).await.map_err(|e| {
+            match cluster::refusal(&format!("municipality {code:?}"), e) {
+                AdminError::Conflict(why) if params.preconditions.is_some() => {
+                    AdminError::PreconditionFailed(why)
+                }
+                other => other,
+            }
+        })?;
         Ok((writable.role, "deleted", realm))
     }
     .await;

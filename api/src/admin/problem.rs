@@ -52,6 +52,12 @@ pub enum AdminError {
     /// written.
     #[error("{0}")]
     Conflict(String),
+    /// `If-Match` names another version than the current one; nothing was written.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// An `Idempotency-Key` used before for another request; nothing was done.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
 }
 
 impl AdminError {
@@ -74,6 +80,10 @@ impl AdminError {
             Self::AuditUnavailable => ("audit-unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::StorageUnavailable => ("storage-unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::Conflict(_) => ("conflict", StatusCode::CONFLICT),
+            Self::PreconditionFailed(_) => ("precondition-failed", StatusCode::PRECONDITION_FAILED),
+            Self::IdempotencyKeyReused(_) => {
+                ("idempotency-key-reused", StatusCode::UNPROCESSABLE_ENTITY)
+            }
         }
     }
 

@@ -102,14 +102,18 @@ pub async fn settle<T>(
             record(state, &act).await?;
             Ok(value)
         }
-        Err(refusal) => {
-            act.outcome = match refusal {
-                AdminError::Forbidden(_) => "denied".to_owned(),
-                _ => refusal.slug().to_owned(),
-            };
-            Err(refused(state, act, refusal).await)
-        }
+        Err(refusal) => Err(refuse(state, act, refusal).await),
     }
+}
+
+/// Records a refusal of a state-changing call with the problem's slug as its outcome
+/// (`denied` for a 403) and returns it for the answer.
+pub async fn refuse(state: &AppState, mut act: AdminAct<'_>, refusal: AdminError) -> AdminError {
+    act.outcome = match refusal {
+        AdminError::Forbidden(_) => "denied".to_owned(),
+        _ => refusal.slug().to_owned(),
+    };
+    refused(state, act, refusal).await
 }
 
 #[cfg(test)]

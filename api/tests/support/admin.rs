@@ -153,9 +153,24 @@ pub async fn call(
     token: &str,
     body: Option<(&str, &Value)>,
 ) -> Answer {
+    call_with(base, method, path, token, body, &[]).await
+}
+
+/// [`call`] with extra request headers.
+pub async fn call_with(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<(&str, &Value)>,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut request = browser()
         .request(method, format!("{base}/api/v1{path}"))
         .bearer_auth(token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     if let Some((content_type, body)) = body {
         request = request
             .header("content-type", content_type)

@@ -9,10 +9,10 @@ pub mod document;
 
 use axum::Router;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, ResourceExt};
 use novads_crds::{VirtualServer, VirtualServerSpec};
 use serde::Serialize;
@@ -21,8 +21,9 @@ use utoipa::ToSchema;
 use self::document::{PowerAction, ServerDocument};
 use super::authz::{Action, Principal, Role};
 use super::cluster::{self, FIELD_MANAGER};
-use super::etag::tagged;
+use super::etag::{IfMatch, tagged};
 use super::extract::{JsonBody, Path};
+use super::idempotency;
 use super::municipalities::{check_code, listed};
 use super::openapi::ProblemDoc;
 use super::openapi::Refusals;
@@ -242,10 +243,14 @@ pub(crate) async fn get_server(
     post,
     path = "/api/v1/municipalities/{code}/servers",
     tag = "servers",
-    params(("code" = String, Path, description = "Municipality code")),
+    params(
+        ("code" = String, Path, description = "Municipality code"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A key of the caller's choice (e.g. a UUID): the same request with the same key within 24 hours gets the first answer, without a second write")
+    ),
     request_body = ServerDocument,
     responses(
         (status = 201, description = "Created: the server as stored, its address in `Location`", body = ServerView),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 400, description = "Unknown fields, wrong types, a name that is not a DNS label, or a body that names another municipality", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such municipality", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "A server of that name exists", body = ProblemDoc, content_type = "application/problem+json"),
@@ -260,22 +265,44 @@ pub(crate) async fn create_server(
     State(state): State<AppState>,
     tenancy: Option<Extension<Tenancy>>,
     Path(code): Path<String>,
+    headers: HeaderMap,
     // Taken as a `Result` so that a body of another type is an audited refusal too.
     body: Result<JsonBody, AdminError>,
 ) -> Result<Response, AdminError> {
     let tenancy = tenancy.as_ref();
-    let act = act(&principal, peer, tenancy, "server.create", &code, None);
+    let key = match idempotency::key_of(&headers) {
+        Ok(key) => key,
+        Err(bad) => {
+            let act = act(&principal, peer, tenancy, "server.create", &code, None);
+            return Err(record::refuse(&state, act, bad).await);
+        }
+    };
+    let fingerprint = idempotency::fingerprint(
+        "POST",
+        &format!("/api/v1/municipalities/{code}/servers"),
+        body.as_ref()
+            .map(|JsonBody(b)| b.as_ref())
+            .unwrap_or_default(),
+    );
+    let create = create_server_once(&principal, peer, &state, tenancy, &code, body);
+    idempotency::once(state.db(), &principal.subject, key, &fingerprint, create).await
+}
+
+/// [`create_server`] once its `Idempotency-Key` allows it to run.
+async fn create_server_once(
+    principal: &Principal,
+    peer: Peer,
+    state: &AppState,
+    tenancy: Option<&Extension<Tenancy>>,
+    code: &str,
+    body: Result<JsonBody, AdminError>,
+) -> Result<Response, AdminError> {
+    let act = act(principal, peer, tenancy, "server.create", code, None);
     let result = async {
-        let (role, api) = servers_of(
-            &state,
-            &principal,
-            tenancy,
-            &code,
-            Action::WriteServers(&code),
-        )?;
+        let (role, api) = servers_of(state, principal, tenancy, code, Action::WriteServers(code))?;
         let JsonBody(body) = body?;
         let written = document::parse(&body)?;
-        let name = document::target(&written, &code, None)?;
+        let name = document::target(&written, code, None)?;
         let spec = document::spec(&written.spec)?;
         match api.get_opt(&name).await {
             Ok(None) => {}
@@ -286,7 +313,7 @@ pub(crate) async fn create_server(
             }
             Err(e) => return Err(cluster::refusal(&format!("server {name:?}"), e)),
         }
-        let stored = apply(&api, &code, &name, spec, None, false).await?;
+        let stored = apply(&api, code, &name, spec, None, false).await?;
         Ok((role, "created", stored))
     }
     .await;
@@ -297,8 +324,8 @@ pub(crate) async fn create_server(
         },
         ..act
     };
-    let stored = record::settle(&state, act, result).await?;
-    let mut response = ServerView::answer(&stored, &code, StatusCode::CREATED);
+    let stored = record::settle(state, act, result).await?;
+    let mut response = ServerView::answer(&stored, code, StatusCode::CREATED);
     if let Ok(location) = HeaderValue::from_str(&format!(
         "/api/v1/municipalities/{code}/servers/{}",
         stored.name_any()
@@ -315,11 +342,13 @@ pub(crate) async fn create_server(
     tag = "servers",
     params(
         ("code" = String, Path, description = "Municipality code"),
-        ("name" = String, Path, description = "Server name")
+        ("name" = String, Path, description = "Server name"),
+        ("If-Match" = Option<String>, Header, description = "The server's `ETag`: refused with 412 if it changed since")
     ),
     request_body = ServerDocument,
     responses(
         (status = 200, description = "The server as stored", body = ServerView),
+        (status = 412, description = "If-Match names another version; nothing was written", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 400, description = "Unknown fields, wrong types, a bad name, or a body that names another server or municipality", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such municipality or server", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The server changed meanwhile, or another manager owns a field", body = ProblemDoc, content_type = "application/problem+json"),
@@ -334,6 +363,7 @@ pub(crate) async fn replace_server(
     State(state): State<AppState>,
     tenancy: Option<Extension<Tenancy>>,
     Path((code, name)): Path<(String, String)>,
+    headers: HeaderMap,
     // Taken as a `Result` so that a body of another type is an audited refusal too.
     body: Result<JsonBody, AdminError>,
 ) -> Result<Response, AdminError> {
@@ -358,7 +388,11 @@ pub(crate) async fn replace_server(
         let written = document::parse(&body)?;
         document::target(&written, &code, Some(&name))?;
         let spec = document::spec(&written.spec)?;
+        let precondition = IfMatch::of(&headers)?;
         let before = current(&api, &name).await?;
+        if let Some(precondition) = &precondition {
+            precondition.check(before.resource_version().as_deref())?;
+        }
         let stored = apply(&api, &code, &name, spec, before.resource_version(), false).await?;
         Ok((role, "replaced", stored))
     }
@@ -374,11 +408,13 @@ pub(crate) async fn replace_server(
     tag = "servers",
     params(
         ("code" = String, Path, description = "Municipality code"),
-        ("name" = String, Path, description = "Server name")
+        ("name" = String, Path, description = "Server name"),
+        ("If-Match" = Option<String>, Header, description = "The server's `ETag`: refused with 412 if it changed since")
     ),
     request_body(content = ServerDocument, description = "`spec` is a JSON merge patch (RFC 7386) of the current spec", content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The server as stored", body = ServerView),
+        (status = 412, description = "If-Match names another version; nothing was written", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 400, description = "Unknown fields, wrong types, a bad name, or a body that names another server or municipality", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such municipality or server", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The server changed meanwhile, or another manager owns a field", body = ProblemDoc, content_type = "application/problem+json"),
@@ -393,6 +429,7 @@ pub(crate) async fn patch_server(
     State(state): State<AppState>,
     tenancy: Option<Extension<Tenancy>>,
     Path((code, name)): Path<(String, String)>,
+    headers: HeaderMap,
     // Taken as a `Result` so that a body of another type is an audited refusal too.
     body: Result<JsonBody, AdminError>,
 ) -> Result<Response, AdminError> {
@@ -416,7 +453,11 @@ pub(crate) async fn patch_server(
         let JsonBody(body) = body?;
         let written = document::parse(&body)?;
         document::target(&written, &code, Some(&name))?;
+        let precondition = IfMatch::of(&headers)?;
         let before = current(&api, &name).await?;
+        if let Some(precondition) = &precondition {
+            precondition.check(before.resource_version().as_deref())?;
+        }
         let spec = document::patched(&before.spec, &written.spec)?;
         let stored = apply(&api, &code, &name, spec, before.resource_version(), false).await?;
         Ok((role, "patched", stored))
@@ -433,10 +474,12 @@ pub(crate) async fn patch_server(
     tag = "servers",
     params(
         ("code" = String, Path, description = "Municipality code"),
-        ("name" = String, Path, description = "Server name")
+        ("name" = String, Path, description = "Server name"),
+        ("If-Match" = Option<String>, Header, description = "The server's `ETag`: refused with 412 if it changed since")
     ),
     responses(
         (status = 204, description = "Deleted (the operator removes what it made for the server)"),
+        (status = 412, description = "If-Match names another version; nothing was deleted", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 400, description = "The code or name is not a DNS label", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such municipality or server", body = ProblemDoc, content_type = "application/problem+json"),
         Refusals
@@ -448,6 +491,7 @@ pub(crate) async fn delete_server(
     State(state): State<AppState>,
     tenancy: Option<Extension<Tenancy>>,
     Path((code, name)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, AdminError> {
     let tenancy = tenancy.as_ref();
     let act = act(
@@ -467,9 +511,30 @@ pub(crate) async fn delete_server(
             Action::WriteServers(&code),
         )?;
         document::check_name(&name)?;
-        api.delete(&name, &DeleteParams::default())
-            .await
-            .map_err(|e| cluster::refusal(&format!("server {name:?}"), e))?;
+        let precondition = IfMatch::of(&headers)?;
+        let mut params = DeleteParams::default();
+        match precondition.as_ref() {
+            // One version: the API server checks it atomically with the delete.
+            Some(precondition) if precondition.single_version().is_some() => {
+                params.preconditions = Some(Preconditions {
+                    resource_version: precondition.single_version().map(str::to_owned),
+                    uid: None,
+                });
+            }
+            // `*` or several versions: checked against a read (the delete then needs none).
+            Some(precondition) => {
+                precondition.check(current(&api, &name).await?.resource_version().as_deref())?
+            }
+            None => {}
+        }
+        api.delete(&name, &params).await.map_err(|e| {
+            match cluster::refusal(&format!("server {name:?}"), e) {
+                AdminError::Conflict(why) if params.preconditions.is_some() => {
+                    AdminError::PreconditionFailed(why)
+                }
+                other => other,
+            }
+        })?;
         Ok((role, "deleted", ()))
     }
     .await;
