@@ -973,3 +973,199 @@ async fn preconditions_and_idempotency_keys_keep_writes_from_repeating_or_racing
     );
     demo.server.stop().await;
 }
+
+const IMAGES: &str = "/apis/novads.io/v1alpha1/serverimages";
+
+fn debian_spec() -> Value {
+    json!({
+        "source": { "registry": "docker://quay.io/containerdisks/debian:12" },
+        "osFamily": "Linux",
+        "version": "12",
+        "supportEnd": "2028-06-30",
+        "lastPatched": "2026-11-20",
+        "minDiskSize": "20Gi",
+    })
+}
+
+fn stored_image(spec: &Value, resource_version: &str) -> Value {
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "ServerImage",
+        "metadata": { "name": "debian-12", "resourceVersion": resource_version },
+        "spec": spec,
+    })
+}
+
+/// Every role reads the images; platform admins alone add, change and remove them.
+#[tokio::test]
+async fn images_are_read_by_every_role_and_written_by_platform_admins() {
+    let mut demo = Demo::start().await;
+    let (staff, admin) = (demo.staff.clone(), demo.admin.clone());
+    let listed = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{IMAGES}?"), |_| {
+                    (
+                        200,
+                        json!({
+                            "apiVersion": "novads.io/v1alpha1",
+                            "kind": "ServerImageList",
+                            "metadata": { "resourceVersion": "70" },
+                            "items": [stored_image(&debian_spec(), "70")],
+                        }),
+                    )
+                }),
+            ],
+            Verb::GET,
+            "/images",
+            &staff,
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body[0]["name"], "debian-12");
+    let one = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{IMAGES}/debian-12"), |_| {
+                    (200, stored_image(&debian_spec(), "70"))
+                }),
+            ],
+            Verb::GET,
+            "/images/debian-12",
+            &staff,
+            None,
+        )
+        .await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.headers["etag"], "\"70\"");
+
+    // A municipality admin changes no image.
+    for (method, path) in [
+        (Verb::POST, "/images"),
+        (Verb::PATCH, "/images/debian-12"),
+        (Verb::DELETE, "/images/debian-12"),
+    ] {
+        let body = json!({ "name": "debian-12", "spec": debian_spec() });
+        let answer = demo
+            .call(
+                vec![listing()],
+                method.clone(),
+                path,
+                &staff,
+                Some((JSON, &body)),
+            )
+            .await;
+        assert_eq!(answer.status, 403, "{method} {path}");
+    }
+
+    let created = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{IMAGES}/debian-12"), |_| not_found()),
+                expect(
+                    Method::PATCH,
+                    &format!("{IMAGES}/debian-12{APPLY}"),
+                    |body| {
+                        assert_eq!(body["metadata"], json!({ "name": "debian-12" }));
+                        assert_eq!(body["spec"]["approved"], false);
+                        (201, stored_image(&body["spec"], "71"))
+                    },
+                ),
+            ],
+            Verb::POST,
+            "/images",
+            &admin,
+            Some((JSON, &json!({ "name": "debian-12", "spec": debian_spec() }))),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.headers["location"], "/api/v1/images/debian-12");
+
+    let approved = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::GET, &format!("{IMAGES}/debian-12"), |_| {
+                    (200, stored_image(&debian_spec(), "71"))
+                }),
+                expect(
+                    Method::PATCH,
+                    &format!("{IMAGES}/debian-12{APPLY}"),
+                    |body| {
+                        assert_eq!(body["metadata"]["resourceVersion"], "71");
+                        assert_eq!(body["spec"]["approved"], true);
+                        assert_eq!(body["spec"]["version"], "12");
+                        (200, stored_image(&body["spec"], "72"))
+                    },
+                ),
+            ],
+            Verb::PATCH,
+            "/images/debian-12",
+            &admin,
+            Some((MERGE_PATCH, &json!({ "spec": { "approved": true } }))),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.body["spec"]["approved"], true);
+
+    let unknown = demo
+        .call(
+            vec![listing()],
+            Verb::POST,
+            "/images",
+            &admin,
+            Some((JSON, &json!({ "name": "Debian 12", "spec": debian_spec() }))),
+        )
+        .await;
+    assert_eq!(unknown.status, 400);
+
+    let deleted = demo
+        .call(
+            vec![
+                listing(),
+                expect(Method::DELETE, &format!("{IMAGES}/debian-12?"), |_| {
+                    (
+                        200,
+                        json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200 }),
+                    )
+                }),
+            ],
+            Verb::DELETE,
+            "/images/debian-12",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+
+    let outcomes: Vec<String> = demo
+        .admin_actions()
+        .await
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["action"].as_str().expect("action"),
+                a["target"].as_str().expect("target"),
+                a["outcome"].as_str().expect("outcome")
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "image.create image denied",
+            "image.patch image/debian-12 denied",
+            "image.delete image/debian-12 denied",
+            "image.create image/debian-12 created",
+            "image.patch image/debian-12 patched",
+            "image.create image invalid-request",
+            "image.delete image/debian-12 deleted",
+        ]
+    );
+    demo.server.stop().await;
+}

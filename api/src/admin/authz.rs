@@ -166,6 +166,10 @@ pub enum Action<'a> {
     WriteServers(&'a str),
     /// Create, change or delete Municipalities.
     WriteMunicipalities,
+    /// Read the ServerImages the platform offers.
+    ReadImages,
+    /// Add, change or remove ServerImages.
+    WriteImages,
 }
 
 impl Action<'_> {
@@ -173,7 +177,10 @@ impl Action<'_> {
     pub fn changes_state(self) -> bool {
         matches!(
             self,
-            Self::TestRealm(_) | Self::WriteServers(_) | Self::WriteMunicipalities
+            Self::TestRealm(_)
+                | Self::WriteServers(_)
+                | Self::WriteMunicipalities
+                | Self::WriteImages
         )
     }
 }
@@ -325,6 +332,17 @@ impl Principal {
             },
             Action::WriteMunicipalities => Err(Denied(
                 "creating, changing and deleting municipalities needs platform-admin".to_owned(),
+            )),
+            // What servers may be made from is no secret to anyone with a role.
+            Action::ReadImages => match self.roles().into_iter().next() {
+                Some(role) => Ok(Allowed {
+                    role,
+                    scope: Scope::Everything,
+                }),
+                None => Err(Denied("reading the images needs a role".to_owned())),
+            },
+            Action::WriteImages => Err(Denied(
+                "adding, changing and removing images needs platform-admin".to_owned(),
             )),
             Action::VerifyAudit => Err(Denied(
                 "verifying the whole audit chain needs platform-admin or auditor".to_owned(),
@@ -580,6 +598,13 @@ mod tests {
             assert!(principal.authorise(Action::WriteMunicipalities).is_err());
         }
         assert!(platform.authorise(Action::WriteMunicipalities).is_ok());
+        for principal in [&talsi_admin, &talsi_officer, &auditor, &platform] {
+            assert!(principal.authorise(Action::ReadImages).is_ok());
+        }
+        for principal in [&talsi_admin, &talsi_officer, &auditor] {
+            assert!(principal.authorise(Action::WriteImages).is_err());
+        }
+        assert!(platform.authorise(Action::WriteImages).is_ok());
         assert!(!Action::ReadServers("talsi").changes_state());
     }
 }

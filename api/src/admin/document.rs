@@ -19,6 +19,11 @@ pub enum BadDocument {
          starting and ending with a letter or digit"
     )]
     Name(&'static str, String),
+    #[error(
+        "{1:?} is not a {0} name: up to 253 lowercase letters, digits, `-` and `.`, starting \
+         and ending with a letter or digit"
+    )]
+    Subdomain(&'static str, String),
     #[error("a new {0} needs a `{1}`")]
     Missing(&'static str, &'static str),
     #[error("the body names {what} {body:?}, the path {path:?}")]
@@ -50,6 +55,23 @@ pub fn check_label(what: &'static str, name: &str) -> Result<(), BadDocument> {
         Ok(())
     } else {
         Err(BadDocument::Name(what, name.to_owned()))
+    }
+}
+
+/// Image names are DNS subdomains (as `spec.image` of a VirtualServer names them): up to 253
+/// lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit.
+pub fn check_subdomain(what: &'static str, name: &str) -> Result<(), BadDocument> {
+    let bytes = name.as_bytes();
+    let subdomain = (1..=253).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
+    if subdomain {
+        Ok(())
+    } else {
+        Err(BadDocument::Subdomain(what, name.to_owned()))
     }
 }
 
@@ -148,6 +170,16 @@ mod tests {
         let long = "a".repeat(64);
         for bad in ["", "Web", "-web", "web-", "we_b", "web.lv", long.as_str()] {
             assert!(check_label("server", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn image_names_are_dns_subdomains() {
+        for good in ["debian-12", "ubuntu-24.04", "w2022"] {
+            assert_eq!(check_subdomain("image", good), Ok(()), "{good}");
+        }
+        for bad in ["", "Debian", ".debian", "debian.", "deb_ian"] {
+            assert!(check_subdomain("image", bad).is_err(), "{bad}");
         }
     }
 

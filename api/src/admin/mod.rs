@@ -6,7 +6,7 @@
 //! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
 //! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
 //! verification), and over the cluster ([`cluster`]): [`municipalities`] (written by
-//! [`municipality_writes`]) and their [`servers`]; [`document`] checks what clients write. [`openapi`]
+//! [`municipality_writes`]) and their [`servers`], and the [`images`] servers are made from; [`document`] checks what clients write. [`openapi`]
 //! generates the contract from the handlers. Every state-changing call goes into the audit
 //! trail through [`record`] before it is answered.
 
@@ -18,6 +18,7 @@ pub mod etag;
 pub mod extract;
 pub mod idempotency;
 pub mod identity;
+pub mod images;
 pub mod municipalities;
 pub mod municipality_writes;
 pub mod openapi;
@@ -62,6 +63,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .merge(municipalities::routes())
         .merge(servers::routes())
         .merge(municipality_writes::routes())
+        .merge(images::routes())
         .fallback(not_found)
         // Set here, before the layers, so that CORS also wraps the method fallback (a
         // preflight `OPTIONS` reaches it) and the server's own fallback does not replace it.

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{audit, identity, municipalities, municipality_writes, servers};
+use super::{audit, identity, images, municipalities, municipality_writes, servers};
 use crate::oidc::pages::{self, CSS_PATH};
 
 #[derive(OpenApi)]
@@ -46,6 +46,12 @@ use crate::oidc::pages::{self, CSS_PATH};
         servers::patch_server,
         servers::delete_server,
         servers::power_server,
+        images::list_images,
+        images::get_image,
+        images::create_image,
+        images::replace_image,
+        images::patch_image,
+        images::delete_image,
     ),
     components(schemas(servers::document::PowerAction)),
     modifiers(&BearerTokens),
@@ -245,6 +251,8 @@ mod tests {
             "/api/v1/municipalities/{code}/servers",
             "/api/v1/municipalities/{code}/servers/{name}",
             "/api/v1/municipalities/{code}/servers/{name}/{action}",
+            "/api/v1/images",
+            "/api/v1/images/{name}",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

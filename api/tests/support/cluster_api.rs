@@ -199,13 +199,15 @@ pub fn assert_allowed(method: &Method, uri: &str, content_type: &str) {
     }
 }
 
-/// A cluster that holds the Municipalities of `municipality_list` and keeps the VirtualServers
-/// written to it, answering every request as the API server would (each checked against the
-/// chart's RBAC): for tests that do not script the requests, such as the contract test.
+/// A cluster that lists the Municipalities of `municipality_list` and keeps the novads
+/// objects written to it (servers, images), answering every request as the API server would
+/// (each checked against the chart's RBAC): for tests that do not script the requests, such as
+/// the contract test.
 pub fn fake_cluster(municipality_list: Value) -> kube::Client {
     let (client, mut handle) = mocked_client();
     tokio::spawn(async move {
-        let mut servers = std::collections::BTreeMap::<(String, String), Value>::new();
+        // (resource, namespace, name) → object.
+        let mut objects = std::collections::BTreeMap::<(String, String, String), Value>::new();
         let mut version = 100_u64;
         while let Some((request, send)) = handle.next_request().await {
             let method = request.method().clone();
@@ -214,51 +216,44 @@ pub fn fake_cluster(municipality_list: Value) -> kube::Client {
             assert_allowed(&method, &uri, &content_type);
             let path = uri.split_once('?').map_or(uri.as_str(), |(path, _)| path);
             let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-            let (status, answer) = match (&method, segments.as_slice()) {
-                (&Method::GET, ["apis", "novads.io", "v1alpha1", "municipalities"]) => {
-                    (200, municipality_list.clone())
-                }
-                (
-                    &Method::GET,
-                    [
-                        "apis",
-                        "novads.io",
-                        "v1alpha1",
-                        "namespaces",
-                        namespace,
-                        "virtualservers",
-                    ],
-                ) => (
+            let (namespace, rest) = match segments.as_slice() {
+                [
+                    "apis",
+                    "novads.io",
+                    "v1alpha1",
+                    "namespaces",
+                    namespace,
+                    rest @ ..,
+                ] => ((*namespace).to_owned(), rest.to_vec()),
+                ["apis", "novads.io", "v1alpha1", rest @ ..] => (String::new(), rest.to_vec()),
+                _ => (String::new(), Vec::new()),
+            };
+            let (status, answer) = match (&method, rest.as_slice()) {
+                (&Method::GET, ["municipalities"]) => (200, municipality_list.clone()),
+                (&Method::GET, [resource]) => (
                     200,
                     json!({
                         "apiVersion": "novads.io/v1alpha1",
-                        "kind": "VirtualServerList",
+                        "kind": "List",
                         "metadata": { "resourceVersion": version.to_string() },
-                        "items": servers
+                        "items": objects
                             .iter()
-                            .filter(|((ns, _), _)| ns == namespace)
-                            .map(|(_, server)| server.clone())
+                            .filter(|((r, ns, _), _)| r == resource && *ns == namespace)
+                            .map(|(_, object)| object.clone())
                             .collect::<Vec<_>>(),
                     }),
                 ),
-                (
-                    _,
-                    [
-                        "apis",
-                        "novads.io",
-                        "v1alpha1",
-                        "namespaces",
-                        namespace,
-                        "virtualservers",
-                        name,
-                    ],
-                ) => {
-                    let key = ((*namespace).to_owned(), (*name).to_owned());
+                (_, [resource, name]) => {
+                    let key = (
+                        (*resource).to_owned(),
+                        namespace.clone(),
+                        (*name).to_owned(),
+                    );
                     match method {
-                        Method::GET => servers
+                        Method::GET => objects
                             .get(&key)
-                            .map_or_else(not_found, |server| (200, server.clone())),
-                        Method::DELETE => match servers.remove(&key) {
+                            .map_or_else(not_found, |object| (200, object.clone())),
+                        Method::DELETE => match objects.remove(&key) {
                             Some(_) => (
                                 200,
                                 json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200 }),
@@ -266,18 +261,18 @@ pub fn fake_cluster(municipality_list: Value) -> kube::Client {
                             None => not_found(),
                         },
                         Method::PATCH => {
-                            let stored = servers
+                            let stored = objects
                                 .get(&key)
-                                .map(|s| s["metadata"]["resourceVersion"].clone());
+                                .map(|o| o["metadata"]["resourceVersion"].clone());
                             let asked = &body["metadata"]["resourceVersion"];
                             if !asked.is_null() && stored.as_ref() != Some(asked) {
                                 api_error(409, "Conflict")
                             } else {
                                 version += 1;
-                                let mut server = body.clone();
-                                server["metadata"]["resourceVersion"] = json!(version.to_string());
-                                servers.insert(key, server.clone());
-                                (if stored.is_some() { 200 } else { 201 }, server)
+                                let mut object = body.clone();
+                                object["metadata"]["resourceVersion"] = json!(version.to_string());
+                                objects.insert(key, object.clone());
+                                (if stored.is_some() { 200 } else { 201 }, object)
                             }
                         }
                         _ => api_error(405, "MethodNotAllowed"),
