@@ -2,8 +2,8 @@
 //! authorisation code flow with PKCE for people, `client_credentials` for services.
 
 use novads_api::config::{
-    AdminApiConfig, ClientConfig, Config, LdapConfig, PlatformRole, RealmConfig,
-    ServiceClientConfig,
+    AdminApiConfig, AdminRateLimitConfig, ClientConfig, Config, LdapConfig, PlatformRole,
+    RealmConfig, ServiceClientConfig,
 };
 use novads_api::dev;
 use novads_testkit::fixtures::talsi;
@@ -62,6 +62,12 @@ async fn start_demo(cors_origins: Vec<String>) -> Running {
                 role: PlatformRole::Auditor,
             }],
             cors_origins,
+            // The contract test sends hundreds of requests with one token: they must reach the
+            // handlers, not the rate limit (tested in admin_cluster.rs).
+            rate_limit: AdminRateLimitConfig {
+                requests_per_minute: 0,
+                burst: 1,
+            },
         };
     })
     .await
@@ -367,6 +373,7 @@ async fn start_talsi(ldap: &Slapd, database: Option<String>) -> Running {
                 role: PlatformRole::Auditor,
             }],
             cors_origins: vec![],
+            rate_limit: Default::default(),
         };
     })
     .await

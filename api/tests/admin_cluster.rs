@@ -1169,3 +1169,47 @@ async fn images_are_read_by_every_role_and_written_by_platform_admins() {
     );
     demo.server.stop().await;
 }
+
+/// Each caller (token subject) has its own budget: past it, `429 rate-limited` with
+/// `Retry-After`, while others go on.
+#[tokio::test]
+async fn each_caller_is_held_to_its_own_rate_limit() {
+    let server = start_dev(|config, _| {
+        admin::admin_config(config, &[], &["demo:it-admins"], &[]);
+        config.admin_api.rate_limit = novads_api::config::AdminRateLimitConfig {
+            requests_per_minute: 1,
+            burst: 3,
+        };
+    })
+    .await;
+    let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
+    let admin = admin::token(&server.base, "anna@demo", anna.password).await;
+    let staff = admin::token(&server.base, "peteris@demo", peteris.password).await;
+    for _ in 0..3 {
+        assert_eq!(
+            call(&server.base, Verb::GET, "/me", &admin, None)
+                .await
+                .status,
+            200
+        );
+    }
+    let limited = call(&server.base, Verb::GET, "/me", &admin, None).await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(
+        limited.problem_type(),
+        "https://novads.io/problems/rate-limited"
+    );
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        call(&server.base, Verb::GET, "/me", &staff, None)
+            .await
+            .status,
+        200
+    );
+    server.stop().await;
+}

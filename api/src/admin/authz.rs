@@ -372,6 +372,7 @@ mod tests {
                 },
             ],
             cors_origins: vec![],
+            rate_limit: Default::default(),
         }
     }
 

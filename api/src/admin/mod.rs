@@ -2,7 +2,7 @@
 //! (docs/admin-api.md).
 //!
 //! Read it top-down: [`authz`] decides who may do what (pure), [`principal`] turns a bearer
-//! token into an authorised caller, [`problem`] words every refusal, [`extract`] words bad
+//! token into an authorised caller, [`problem`] words every refusal, [`rate_limit`] bounds each caller, [`extract`] words bad
 //! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
 //! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
 //! verification), and over the cluster ([`cluster`]): [`municipalities`] (written by
@@ -24,6 +24,7 @@ pub mod municipality_writes;
 pub mod openapi;
 pub mod principal;
 pub mod problem;
+pub mod rate_limit;
 pub mod record;
 pub mod servers;
 

@@ -107,6 +107,12 @@ pub enum Refusals {
     )]
     Forbidden(ProblemDoc),
     #[response(
+        status = 429,
+        description = "The caller's rate limit is spent; `Retry-After` says when to come back",
+        content_type = "application/problem+json"
+    )]
+    TooManyRequests(ProblemDoc),
+    #[response(
         status = 503,
         description = "Storage, the audit trail or the time limit failed",
         content_type = "application/problem+json"

@@ -58,6 +58,10 @@ pub enum AdminError {
     /// An `Idempotency-Key` used before for another request; nothing was done.
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    /// The caller made more requests than its rate limit allows; try again after this many
+    /// seconds (also sent as `Retry-After`).
+    #[error("too many requests from this caller; try again in {0} seconds")]
+    TooManyRequests(u64),
 }
 
 impl AdminError {
@@ -81,6 +85,7 @@ impl AdminError {
             Self::StorageUnavailable => ("storage-unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             Self::PreconditionFailed(_) => ("precondition-failed", StatusCode::PRECONDITION_FAILED),
+            Self::TooManyRequests(_) => ("rate-limited", StatusCode::TOO_MANY_REQUESTS),
             Self::IdempotencyKeyReused(_) => {
                 ("idempotency-key-reused", StatusCode::UNPROCESSABLE_ENTITY)
             }
@@ -130,6 +135,9 @@ impl IntoResponse for AdminError {
             );
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Self::TooManyRequests(seconds) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

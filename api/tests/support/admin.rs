@@ -40,6 +40,7 @@ pub fn admin_config(
         auditor_groups: auditor_groups.iter().map(|g| (*g).into()).collect(),
         service_clients: vec![],
         cors_origins: vec![],
+        rate_limit: Default::default(),
     };
     let anna = &dev::DEMO_USERS[0];
     let realm = config
