@@ -1213,3 +1213,253 @@ async fn each_caller_is_held_to_its_own_rate_limit() {
     );
     server.stop().await;
 }
+
+/// Who calls, in the tenant-isolation matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    PlatformAdmin,
+    Auditor,
+    /// municipality-admin of demo-town.
+    AdminOfOwn,
+    /// security-officer of demo-town.
+    OfficerOfOwn,
+    NoRole,
+}
+
+/// Which callers an endpoint admits, given whether the target is the caller's own
+/// municipality (demo-town) or another (talsi).
+#[derive(Debug, Clone, Copy)]
+enum Admits {
+    /// Platform admins alone.
+    PlatformAdmins,
+    /// Platform admins, and municipality admins of their own municipality.
+    OwnAdmins,
+    /// Platform admins, auditors, and municipality admins and security officers of their own.
+    OwnReaders,
+    /// Anyone with a role.
+    AnyRole,
+}
+
+impl Admits {
+    fn admits(self, caller: Caller, own: bool) -> bool {
+        use Caller::*;
+        match self {
+            Self::PlatformAdmins => caller == PlatformAdmin,
+            Self::OwnAdmins => caller == PlatformAdmin || (caller == AdminOfOwn && own),
+            Self::OwnReaders => {
+                matches!(caller, PlatformAdmin | Auditor)
+                    || (matches!(caller, AdminOfOwn | OfficerOfOwn) && own)
+            }
+            Self::AnyRole => caller != NoRole,
+        }
+    }
+}
+
+/// One endpoint of the matrix: `{m}` in the path is the target municipality's code. New
+/// endpoints join by adding a row.
+struct Endpoint {
+    method: Verb,
+    path: &'static str,
+    body: Option<Value>,
+    admits: Admits,
+}
+
+fn endpoints() -> Vec<Endpoint> {
+    let row = |method: Verb, path: &'static str, body: Option<Value>, admits: Admits| Endpoint {
+        method,
+        path,
+        body,
+        admits,
+    };
+    let muni_spec = |code: &str| municipality(code, code, &["admins"])["spec"].clone();
+    let server = json!({ "name": "web", "spec": web_spec() });
+    let image = json!({ "name": "debian-12", "spec": debian_spec() });
+    use Admits::*;
+    vec![
+        row(Verb::GET, "/municipalities/{m}", None, OwnReaders),
+        row(
+            Verb::POST,
+            "/municipalities",
+            Some(json!({ "spec": muni_spec("newtown") })),
+            PlatformAdmins,
+        ),
+        row(
+            Verb::PUT,
+            "/municipalities/{m}",
+            Some(json!({ "spec": muni_spec("{m}") })),
+            PlatformAdmins,
+        ),
+        row(
+            Verb::PATCH,
+            "/municipalities/{m}",
+            Some(json!({ "spec": { "displayName": "X" } })),
+            PlatformAdmins,
+        ),
+        row(Verb::DELETE, "/municipalities/{m}", None, PlatformAdmins),
+        row(Verb::GET, "/municipalities/{m}/servers", None, OwnReaders),
+        row(
+            Verb::GET,
+            "/municipalities/{m}/servers/web",
+            None,
+            OwnReaders,
+        ),
+        row(
+            Verb::POST,
+            "/municipalities/{m}/servers",
+            Some(server.clone()),
+            OwnAdmins,
+        ),
+        row(
+            Verb::PUT,
+            "/municipalities/{m}/servers/web",
+            Some(server),
+            OwnAdmins,
+        ),
+        row(
+            Verb::PATCH,
+            "/municipalities/{m}/servers/web",
+            Some(json!({ "spec": { "cpu": 3 } })),
+            OwnAdmins,
+        ),
+        row(
+            Verb::POST,
+            "/municipalities/{m}/servers/web/start",
+            None,
+            OwnAdmins,
+        ),
+        row(
+            Verb::POST,
+            "/municipalities/{m}/servers/web/stop",
+            None,
+            OwnAdmins,
+        ),
+        row(
+            Verb::POST,
+            "/municipalities/{m}/servers/web/restart",
+            None,
+            OwnAdmins,
+        ),
+        row(
+            Verb::DELETE,
+            "/municipalities/{m}/servers/web",
+            None,
+            OwnAdmins,
+        ),
+        row(Verb::GET, "/images", None, AnyRole),
+        row(Verb::GET, "/images/debian-12", None, AnyRole),
+        row(Verb::POST, "/images", Some(image.clone()), PlatformAdmins),
+        row(Verb::PUT, "/images/debian-12", Some(image), PlatformAdmins),
+        row(
+            Verb::PATCH,
+            "/images/debian-12",
+            Some(json!({ "spec": { "approved": true } })),
+            PlatformAdmins,
+        ),
+        row(Verb::DELETE, "/images/debian-12", None, PlatformAdmins),
+    ]
+}
+
+/// Every endpoint × every role × own and other municipality: a refused cell answers 403 and
+/// the cluster sees no write; an admitted cell is not refused. Listing Municipalities shows
+/// each caller only what it may read.
+#[tokio::test]
+async fn tenant_isolation_matrix_every_endpoint_every_role_own_and_other() {
+    let mut demo_town = municipality("demo-town", "demo", &["staff"]);
+    demo_town["spec"]["securityOfficerGroups"] = json!(["security"]);
+    let list = json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "MunicipalityList",
+        "metadata": { "resourceVersion": "50" },
+        "items": [demo_town, municipality("talsi", "talsi", &["it-admins"])],
+    });
+    let server = start_dev(|config, _| {
+        admin::admin_config(
+            config,
+            &[
+                ("ines", &["audit"]),
+                ("sofija", &["security"]),
+                ("nils", &[]),
+            ],
+            &["demo:it-admins"],
+            &["demo:audit"],
+        );
+        // The matrix sends many requests per caller; the limit is tested on its own.
+        config.admin_api.rate_limit.requests_per_minute = 0;
+    })
+    .await;
+    let (client, writes) = cluster_api::fake_cluster_with_writes(list);
+    assert!(server.state.set_cluster(client));
+    let base = &server.base;
+    let mut callers = Vec::new();
+    for (caller, login) in [
+        (Caller::PlatformAdmin, "anna@demo"),
+        (Caller::Auditor, "ines@demo"),
+        (Caller::AdminOfOwn, "peteris@demo"),
+        (Caller::OfficerOfOwn, "sofija@demo"),
+        (Caller::NoRole, "nils@demo"),
+    ] {
+        // The users added for the matrix share anna's password.
+        let password = if login == "peteris@demo" {
+            dev::DEMO_USERS[1].password
+        } else {
+            dev::DEMO_USERS[0].password
+        };
+        callers.push((caller, admin::token(base, login, password).await));
+    }
+
+    let mut leaks = Vec::new();
+    for endpoint in endpoints() {
+        for (caller, token) in &callers {
+            for (own, code) in [(true, "demo-town"), (false, "talsi")] {
+                let path = endpoint.path.replace("{m}", code);
+                let body = endpoint.body.as_ref().map(|b| {
+                    serde_json::from_str::<Value>(&b.to_string().replace("{m}", code))
+                        .expect("json")
+                });
+                let content_type = if endpoint.method == Verb::PATCH {
+                    MERGE_PATCH
+                } else {
+                    JSON
+                };
+                let before = writes.lock().expect("writes").len();
+                let answer = call(
+                    base,
+                    endpoint.method.clone(),
+                    &path,
+                    token,
+                    body.as_ref().map(|b| (content_type, b)),
+                )
+                .await;
+                let written = writes.lock().expect("writes").len() - before;
+                let cell = format!("{} {path} as {caller:?}", endpoint.method);
+                if endpoint.admits.admits(*caller, own) {
+                    if matches!(answer.status, 401 | 403) || answer.status >= 500 {
+                        leaks.push(format!("{cell}: refused {} {}", answer.status, answer.body));
+                    }
+                } else if answer.status != 403 || written != 0 {
+                    leaks.push(format!(
+                        "{cell}: {} with {written} writes, expected 403 and none",
+                        answer.status
+                    ));
+                }
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "cells that leak:\n{}", leaks.join("\n"));
+
+    // The list of Municipalities shows each caller what it may read, and no more.
+    for (caller, token) in &callers {
+        let listed = call(base, Verb::GET, "/municipalities", token, None).await;
+        let codes: Vec<&str> = listed
+            .body
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["code"].as_str()).collect())
+            .unwrap_or_default();
+        match caller {
+            Caller::PlatformAdmin | Caller::Auditor => assert_eq!(codes, ["demo-town", "talsi"]),
+            Caller::AdminOfOwn | Caller::OfficerOfOwn => assert_eq!(codes, ["demo-town"]),
+            Caller::NoRole => assert_eq!(listed.status, 403),
+        }
+    }
+    server.stop().await;
+}

@@ -204,7 +204,17 @@ pub fn assert_allowed(method: &Method, uri: &str, content_type: &str) {
 /// (each checked against the chart's RBAC): for tests that do not script the requests, such as
 /// the contract test.
 pub fn fake_cluster(municipality_list: Value) -> kube::Client {
+    fake_cluster_with_writes(municipality_list).0
+}
+
+/// Every write a fake cluster saw, as `METHOD URI`.
+pub type Writes = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`fake_cluster`], also recording every write it is sent.
+pub fn fake_cluster_with_writes(municipality_list: Value) -> (kube::Client, Writes) {
     let (client, mut handle) = mocked_client();
+    let writes = Writes::default();
+    let seen = writes.clone();
     tokio::spawn(async move {
         // (resource, namespace, name) → object.
         let mut objects = std::collections::BTreeMap::<(String, String, String), Value>::new();
@@ -214,6 +224,9 @@ pub fn fake_cluster(municipality_list: Value) -> kube::Client {
             let uri = request.uri().to_string();
             let (content_type, body) = read(request).await;
             assert_allowed(&method, &uri, &content_type);
+            if method != Method::GET {
+                seen.lock().expect("writes").push(format!("{method} {uri}"));
+            }
             let path = uri.split_once('?').map_or(uri.as_str(), |(path, _)| path);
             let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             let (namespace, rest) = match segments.as_slice() {
@@ -283,5 +296,5 @@ pub fn fake_cluster(municipality_list: Value) -> kube::Client {
             send.send_response(response(status, &answer));
         }
     });
-    client
+    (client, writes)
 }
