@@ -480,6 +480,21 @@ async fn bad_input_is_refused_precisely_and_nothing_is_written() {
         )
         .await;
     assert_eq!(not_json.status, 415);
+    let oversized = json!({ "name": "web", "spec": web_spec(), "pad": "x".repeat(70 * 1024) });
+    let too_large = demo
+        .call(
+            vec![listing()],
+            Verb::POST,
+            "/municipalities/demo-town/servers",
+            &staff,
+            Some((JSON, &oversized)),
+        )
+        .await;
+    assert_eq!(too_large.status, 413);
+    assert_eq!(
+        too_large.problem_type(),
+        "https://novads.io/problems/payload-too-large"
+    );
     let unknown_action = demo
         .call(
             vec![listing()],
@@ -491,7 +506,7 @@ async fn bad_input_is_refused_precisely_and_nothing_is_written() {
         .await;
     assert_eq!(unknown_action.status, 400);
     let actions = demo.admin_actions().await;
-    assert_eq!(actions.len(), 8, "every refusal after sign-in is audited");
+    assert_eq!(actions.len(), 9, "every refusal after sign-in is audited");
     assert!(
         actions
             .iter()
