@@ -1253,6 +1253,14 @@ enum Admits {
     OwnReaders,
     /// Anyone with a role.
     AnyRole,
+    /// Any accepted token, with a role or without.
+    AnyToken,
+    /// Platform admins and auditors.
+    Auditors,
+    /// Platform admins, auditors, and security officers (of their own realm's trail).
+    Officers,
+    /// Platform admins, auditors, and security officers of their own municipality.
+    OwnOfficers,
 }
 
 impl Admits {
@@ -1266,12 +1274,18 @@ impl Admits {
                     || (matches!(caller, AdminOfOwn | OfficerOfOwn) && own)
             }
             Self::AnyRole => caller != NoRole,
+            Self::AnyToken => true,
+            Self::Auditors => matches!(caller, PlatformAdmin | Auditor),
+            Self::Officers => matches!(caller, PlatformAdmin | Auditor | OfficerOfOwn),
+            Self::OwnOfficers => {
+                matches!(caller, PlatformAdmin | Auditor) || (caller == OfficerOfOwn && own)
+            }
         }
     }
 }
 
-/// One endpoint of the matrix: `{m}` in the path is the target municipality's code. New
-/// endpoints join by adding a row.
+/// One endpoint of the matrix: `{m}` in the path is the target municipality's code, `{r}` its
+/// realm. New endpoints join by adding a row.
 struct Endpoint {
     method: Verb,
     path: &'static str,
@@ -1291,6 +1305,26 @@ fn endpoints() -> Vec<Endpoint> {
     let image = json!({ "name": "debian-12", "spec": debian_spec() });
     use Admits::*;
     vec![
+        row(Verb::GET, "/me", None, AnyToken),
+        row(Verb::GET, "/realms", None, AnyRole),
+        row(Verb::GET, "/realms/{r}", None, OwnReaders),
+        row(
+            Verb::POST,
+            "/realms/{r}/test",
+            Some(json!({ "username": "nobody", "password": "wrong" })),
+            OwnAdmins,
+        ),
+        row(Verb::GET, "/trusts", None, AnyRole),
+        row(Verb::GET, "/clients", None, AnyRole),
+        row(Verb::GET, "/audit/events", None, Officers),
+        row(Verb::GET, "/audit/events?realm={r}", None, OwnOfficers),
+        row(
+            Verb::GET,
+            "/audit/export?format=jsonl&realm={r}",
+            None,
+            OwnOfficers,
+        ),
+        row(Verb::GET, "/audit/verify", None, Auditors),
         row(Verb::GET, "/municipalities/{m}", None, OwnReaders),
         row(
             Verb::POST,
@@ -1374,8 +1408,8 @@ fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// Every endpoint × every role × own and other municipality: a refused cell answers 403 and
-/// the cluster sees no write; an admitted cell is not refused. Listing Municipalities shows
+/// Every endpoint (identity, audit and cluster) × every role × own and other municipality: a
+/// refused cell answers 403 and the cluster sees no write; an admitted cell is not refused. Listing Municipalities shows
 /// each caller only what it may read.
 #[tokio::test]
 async fn tenant_isolation_matrix_every_endpoint_every_role_own_and_other() {
@@ -1398,6 +1432,10 @@ async fn tenant_isolation_matrix_every_endpoint_every_role_own_and_other() {
             &["demo:it-admins"],
             &["demo:audit"],
         );
+        // Talsi's realm, so that the other municipality's realm exists too.
+        let mut talsi = config.realms[0].clone();
+        talsi.name = "talsi".into();
+        config.realms.push(talsi);
         // The matrix sends many requests per caller; the limit is tested on its own.
         config.admin_api.rate_limit.requests_per_minute = 0;
     })
@@ -1425,8 +1463,8 @@ async fn tenant_isolation_matrix_every_endpoint_every_role_own_and_other() {
     let mut leaks = Vec::new();
     for endpoint in endpoints() {
         for (caller, token) in &callers {
-            for (own, code) in [(true, "demo-town"), (false, "talsi")] {
-                let path = endpoint.path.replace("{m}", code);
+            for (own, code, realm) in [(true, "demo-town", "demo"), (false, "talsi", "talsi")] {
+                let path = endpoint.path.replace("{m}", code).replace("{r}", realm);
                 let body = endpoint.body.as_ref().map(|b| {
                     serde_json::from_str::<Value>(&b.to_string().replace("{m}", code))
                         .expect("json")
