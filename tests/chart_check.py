@@ -174,8 +174,21 @@ def check_operator(objects, name):
     serve = find(objects, "Deployment", f"{RELEASE}-serve")
     for deployment in serve:
         spec = deployment["spec"]["template"]["spec"]
-        check(spec.get("automountServiceAccountToken") is False, "serve: no API token")
+        check(spec.get("automountServiceAccountToken") is True, "serve: an API token")
         check(spec["serviceAccountName"] != account, "serve: its own ServiceAccount")
+        binding = find(objects, "ClusterRoleBinding", "novads-serve")[0]
+        check(binding["roleRef"]["name"] == "novads-serve", "serve: ClusterRoleBinding role")
+        check(
+            binding["subjects"]
+            == [{"kind": "ServiceAccount", "name": spec["serviceAccountName"], "namespace": NAMESPACE}],
+            "serve: ClusterRoleBinding subject",
+        )
+    # The admin API's test kit (api/tests/support/kube.rs) checks every request against
+    # rbac-serve.yaml; the rendered rules must be those.
+    for document in [d for d in yaml.safe_load_all((CHART / "templates" / "rbac-serve.yaml").read_text()) if d]:
+        rendered = find(objects, document["kind"], document["metadata"]["name"])
+        check(len(rendered) == 1, f"rendered {document['kind']} {document['metadata']['name']}")
+        check(rendered[0]["rules"] == document["rules"], f"serve {document['kind']} rules as the kit reads them")
 
 
 def check_serve(objects, name, novads, work):

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::admin::rate_limit::AdminRateLimiter;
 use crate::config::Config;
 use crate::db::Database;
 use crate::federation::Federation;
@@ -29,6 +30,8 @@ struct Shared {
     flows: FlowStore,
     /// The Kubernetes API, when `novads serve` runs with a cluster (set once at start).
     cluster: OnceLock<kube::Client>,
+    /// The admin API's per-caller rate limit.
+    admin_limiter: AdminRateLimiter,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
             inner: Arc::new(Shared {
                 issuer: config.server.issuer.trim_end_matches('/').to_owned(),
                 clients: Clients::new(&config.clients),
+                admin_limiter: AdminRateLimiter::new(&config.admin_api.rate_limit),
                 flows: FlowStore::new(db.clone(), identities)
                     .with_requests_per_source(config.server.authorization_requests_per_minute),
                 config,
@@ -91,6 +95,11 @@ impl AppState {
     /// The Kubernetes API the admin API's cluster resources live in; `None` without a cluster.
     pub fn cluster(&self) -> Option<&kube::Client> {
         self.inner.cluster.get()
+    }
+
+    /// The admin API's per-caller rate limit.
+    pub fn admin_limiter(&self) -> &AdminRateLimiter {
+        &self.inner.admin_limiter
     }
 
     /// Connects the state to a cluster; only the first call counts (returns whether it did).

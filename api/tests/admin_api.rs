@@ -2,8 +2,8 @@
 //! authorisation code flow with PKCE for people, `client_credentials` for services.
 
 use novads_api::config::{
-    AdminApiConfig, ClientConfig, Config, LdapConfig, PlatformRole, RealmConfig,
-    ServiceClientConfig,
+    AdminApiConfig, AdminRateLimitConfig, ClientConfig, Config, LdapConfig, PlatformRole,
+    RealmConfig, ServiceClientConfig,
 };
 use novads_api::dev;
 use novads_testkit::fixtures::talsi;
@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{Running, start_dev};
+#[path = "support/cluster_api.rs"]
+mod cluster_api;
 
 /// `demo-client-secret`, argon2id.
 const ROBOT_SECRET_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$0zRucgKNwySQRxoit2ER+w$iDkVZbdhJA9fQrzaNsG0gIjqer7wb69X+sWub423aug";
@@ -60,6 +62,12 @@ async fn start_demo(cors_origins: Vec<String>) -> Running {
                 role: PlatformRole::Auditor,
             }],
             cors_origins,
+            // The contract test sends hundreds of requests with one token: they must reach the
+            // handlers, not the rate limit (tested in admin_cluster.rs).
+            rate_limit: AdminRateLimitConfig {
+                requests_per_minute: 0,
+                burst: 1,
+            },
         };
     })
     .await
@@ -365,6 +373,7 @@ async fn start_talsi(ldap: &Slapd, database: Option<String>) -> Running {
                 role: PlatformRole::Auditor,
             }],
             cors_origins: vec![],
+            rate_limit: Default::default(),
         };
     })
     .await
@@ -790,24 +799,12 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         return;
     };
     let server = start_demo(vec![]).await;
-    // A cluster whose API lists two Municipalities, however often it is asked.
-    let (service, mut handle): (_, ApiHandle) = tower_test::mock::pair();
+    // A cluster that lists two Municipalities and keeps the servers written to it.
     assert!(
         server
             .state
-            .set_cluster(kube::Client::new(service, "default"))
+            .set_cluster(cluster_api::fake_cluster(municipality_list()))
     );
-    let list = serde_json::to_vec(&municipality_list()).expect("json");
-    tokio::spawn(async move {
-        while let Some((_, send)) = handle.next_request().await {
-            send.send_response(
-                axum::http::Response::builder()
-                    .status(200)
-                    .body(kube::client::Body::from(list.clone()))
-                    .expect("response"),
-            );
-        }
-    });
     let base = server.base.clone();
     let anna = &dev::DEMO_USERS[0];
     let token = user_token(&base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;

@@ -160,12 +160,28 @@ pub enum Action<'a> {
     VerifyAudit,
     /// Read a Municipality (by code) and its status.
     ReadMunicipality(&'a str),
+    /// Read the virtual servers of a Municipality (by code).
+    ReadServers(&'a str),
+    /// Create, change, delete, start, stop or restart the virtual servers of a Municipality.
+    WriteServers(&'a str),
+    /// Create, change or delete Municipalities.
+    WriteMunicipalities,
+    /// Read the ServerImages the platform offers.
+    ReadImages,
+    /// Add, change or remove ServerImages.
+    WriteImages,
 }
 
 impl Action<'_> {
     /// Whether the action changes anything (and is then recorded in the audit trail).
     pub fn changes_state(self) -> bool {
-        matches!(self, Self::TestRealm(_))
+        matches!(
+            self,
+            Self::TestRealm(_)
+                | Self::WriteServers(_)
+                | Self::WriteMunicipalities
+                | Self::WriteImages
+        )
     }
 }
 
@@ -289,19 +305,45 @@ impl Principal {
                 self.realms_where(|m| m.security_officer),
                 "reading the audit trail needs platform-admin, auditor or security-officer",
             ),
-            Action::ReadMunicipality(code) => match self.municipalities.get(code) {
-                Some(roles) if roles.admin || roles.security_officer => Ok(Allowed {
-                    role: if roles.admin {
-                        Role::MunicipalityAdmin
-                    } else {
-                        Role::SecurityOfficer
-                    },
+            Action::ReadMunicipality(code) | Action::ReadServers(code) => {
+                match self.municipalities.get(code) {
+                    Some(roles) if roles.admin || roles.security_officer => Ok(Allowed {
+                        role: if roles.admin {
+                            Role::MunicipalityAdmin
+                        } else {
+                            Role::SecurityOfficer
+                        },
+                        scope: Scope::Realms([roles.realm.clone()].into()),
+                    }),
+                    _ => Err(Denied(format!(
+                        "municipality {code:?} is not one you hold a role in"
+                    ))),
+                }
+            }
+            Action::WriteServers(code) => match self.municipalities.get(code) {
+                Some(roles) if roles.admin => Ok(Allowed {
+                    role: Role::MunicipalityAdmin,
                     scope: Scope::Realms([roles.realm.clone()].into()),
                 }),
                 _ => Err(Denied(format!(
-                    "municipality {code:?} is not one you hold a role in"
+                    "changing the servers of municipality {code:?} needs platform-admin or \
+                     municipality-admin of it"
                 ))),
             },
+            Action::WriteMunicipalities => Err(Denied(
+                "creating, changing and deleting municipalities needs platform-admin".to_owned(),
+            )),
+            // What servers may be made from is no secret to anyone with a role.
+            Action::ReadImages => match self.roles().into_iter().next() {
+                Some(role) => Ok(Allowed {
+                    role,
+                    scope: Scope::Everything,
+                }),
+                None => Err(Denied("reading the images needs a role".to_owned())),
+            },
+            Action::WriteImages => Err(Denied(
+                "adding, changing and removing images needs platform-admin".to_owned(),
+            )),
             Action::VerifyAudit => Err(Denied(
                 "verifying the whole audit chain needs platform-admin or auditor".to_owned(),
             )),
@@ -330,6 +372,7 @@ mod tests {
                 },
             ],
             cors_origins: vec![],
+            rate_limit: Default::default(),
         }
     }
 
@@ -515,5 +558,54 @@ mod tests {
         ] {
             assert!(nobody.authorise(action).is_err(), "{action:?}");
         }
+    }
+
+    #[test]
+    fn servers_are_changed_by_platform_admins_and_their_own_municipality_admins_only() {
+        let talsi_admin = of(&user("talsi", &["talsi:it-admins"]));
+        let talsi_officer = of(&user("talsi", &["talsi:security"]));
+        let platform = of(&service("robot"));
+        let auditor = of(&service("reader"));
+        assert_eq!(
+            talsi_admin
+                .authorise(Action::WriteServers("talsi"))
+                .map(|a| a.role),
+            Ok(Role::MunicipalityAdmin)
+        );
+        assert!(
+            talsi_admin
+                .authorise(Action::WriteServers("ventspils"))
+                .is_err()
+        );
+        assert!(
+            talsi_officer
+                .authorise(Action::WriteServers("talsi"))
+                .is_err()
+        );
+        assert!(
+            talsi_officer
+                .authorise(Action::ReadServers("talsi"))
+                .is_ok()
+        );
+        assert!(auditor.authorise(Action::WriteServers("talsi")).is_err());
+        assert!(auditor.authorise(Action::ReadServers("talsi")).is_ok());
+        assert!(
+            platform
+                .authorise(Action::WriteServers("ventspils"))
+                .is_ok()
+        );
+        assert!(Action::WriteServers("talsi").changes_state());
+        for principal in [&talsi_admin, &talsi_officer, &auditor] {
+            assert!(principal.authorise(Action::WriteMunicipalities).is_err());
+        }
+        assert!(platform.authorise(Action::WriteMunicipalities).is_ok());
+        for principal in [&talsi_admin, &talsi_officer, &auditor, &platform] {
+            assert!(principal.authorise(Action::ReadImages).is_ok());
+        }
+        for principal in [&talsi_admin, &talsi_officer, &auditor] {
+            assert!(principal.authorise(Action::WriteImages).is_err());
+        }
+        assert!(platform.authorise(Action::WriteImages).is_ok());
+        assert!(!Action::ReadServers("talsi").changes_state());
     }
 }

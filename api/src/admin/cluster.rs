@@ -1,11 +1,48 @@
-//! The admin API's view of the Kubernetes cluster, the source of truth for Municipalities:
-//! connecting (in-cluster or `KUBECONFIG`) and reading what authorisation needs.
+//! The admin API's view of the Kubernetes cluster, the source of truth for Municipalities and
+//! their servers: connecting (in-cluster or `KUBECONFIG`), reading what authorisation needs,
+//! and wording the API server's refusals of a write.
 
 use kube::Api;
 use kube::api::ListParams;
 use novads_crds::Municipality;
 
 use super::authz::MunicipalityGroups;
+use super::problem::AdminError;
+
+/// The field manager of everything the admin API applies (server-side apply).
+pub const FIELD_MANAGER: &str = "novads-api";
+
+/// The namespace of a Municipality's tenancy, where its servers live: `muni-<code>`, as the
+/// operator makes it (operator/src/municipality/build.rs).
+pub fn namespace_of(code: &str) -> String {
+    format!("muni-{code}")
+}
+
+/// The API server's answer to a request, as the admin API words it. Refusals of the object
+/// itself (invalid, conflicting, missing) pass on the API server's message: nothing was
+/// written. Anything else means the cluster did not answer usefully, and is logged.
+pub fn refusal(what: &str, error: kube::Error) -> AdminError {
+    match &error {
+        kube::Error::Api(status) => match status.code {
+            404 => AdminError::NotFound(format!("no {what}")),
+            409 => AdminError::Conflict(format!(
+                "{what} changed or exists already: {}",
+                status.message
+            )),
+            400 | 422 => AdminError::InvalidRequest(format!(
+                "the cluster refused {what}: {}",
+                status.message
+            )),
+            _ => unreachable_cluster(what, &error),
+        },
+        _ => unreachable_cluster(what, &error),
+    }
+}
+
+fn unreachable_cluster(what: &str, error: &kube::Error) -> AdminError {
+    tracing::warn!(%error, "the Kubernetes API failed on {what}");
+    AdminError::ClusterUnreachable
+}
 
 /// Why `novads serve` could not connect to the cluster it was pointed at.
 #[derive(Debug, thiserror::Error)]

@@ -56,3 +56,38 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             .map_err(|rejection| AdminError::InvalidRequest(rejection.body_text()))
     }
 }
+
+/// A JSON body left unread, for handlers that check it themselves and record the refusal
+/// (bad input after authentication is an audited outcome): `application/json` or another
+/// `+json` type (`application/merge-patch+json`), within the body limit.
+pub struct JsonBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = AdminError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, AdminError> {
+        let content_type = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(AdminError::UnsupportedMediaType(format!(
+                "expected a JSON body (`Content-Type: application/json`), got {content_type:?}"
+            )));
+        }
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(JsonBody)
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => AdminError::PayloadTooLarge(MAX_BODY_BYTES),
+                _ => AdminError::InvalidRequest(rejection.body_text()),
+            })
+    }
+}

@@ -2,23 +2,31 @@
 //! (docs/admin-api.md).
 //!
 //! Read it top-down: [`authz`] decides who may do what (pure), [`principal`] turns a bearer
-//! token into an authorised caller, [`problem`] words every refusal, [`extract`] words bad
+//! token into an authorised caller, [`problem`] words every refusal, [`rate_limit`] bounds each caller, [`extract`] words bad
 //! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
 //! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
-//! verification), and over the cluster ([`cluster`]): [`municipalities`]. [`openapi`]
+//! verification), and over the cluster ([`cluster`]): [`municipalities`] (written by
+//! [`municipality_writes`]) and their [`servers`], and the [`images`] servers are made from; [`document`] checks what clients write. [`openapi`]
 //! generates the contract from the handlers. Every state-changing call goes into the audit
 //! trail through [`record`] before it is answered.
 
 pub mod audit;
 pub mod authz;
 pub mod cluster;
+pub mod document;
+pub mod etag;
 pub mod extract;
+pub mod idempotency;
 pub mod identity;
+pub mod images;
 pub mod municipalities;
+pub mod municipality_writes;
 pub mod openapi;
 pub mod principal;
 pub mod problem;
+pub mod rate_limit;
 pub mod record;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,6 +62,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .merge(identity::routes())
         .merge(audit::routes())
         .merge(municipalities::routes())
+        .merge(servers::routes())
+        .merge(municipality_writes::routes())
+        .merge(images::routes())
         .fallback(not_found)
         // Set here, before the layers, so that CORS also wraps the method fallback (a
         // preflight `OPTIONS` reaches it) and the server's own fallback does not replace it.
@@ -89,6 +100,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::IF_MATCH,
+                header::HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([header::ETAG, header::WWW_AUTHENTICATE])
             .max_age(Duration::from_secs(600)),

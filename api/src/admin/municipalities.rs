@@ -42,7 +42,7 @@ pub struct MunicipalityView {
 }
 
 impl MunicipalityView {
-    fn of(municipality: &Municipality) -> Self {
+    pub(super) fn of(municipality: &Municipality) -> Self {
         Self {
             code: municipality.spec.code.clone(),
             resource_version: municipality.resource_version(),
@@ -56,7 +56,9 @@ impl MunicipalityView {
 }
 
 /// The Municipalities authorisation read, or why there are none to show.
-fn listed(tenancy: Option<Extension<Tenancy>>) -> Result<Arc<Vec<Municipality>>, AdminError> {
+pub(super) fn listed(
+    tenancy: Option<Extension<Tenancy>>,
+) -> Result<Arc<Vec<Municipality>>, AdminError> {
     match tenancy {
         None => Err(AdminError::ClusterUnavailable("municipalities")),
         Some(Extension(Tenancy(Ok(municipalities)))) => Ok(municipalities),
@@ -65,7 +67,7 @@ fn listed(tenancy: Option<Extension<Tenancy>>) -> Result<Arc<Vec<Municipality>>,
 }
 
 /// Codes are DNS labels (the Municipality CRD's rule); anything else is refused unread.
-fn check_code(code: &str) -> Result<(), AdminError> {
+pub(super) fn check_code(code: &str) -> Result<(), AdminError> {
     let label = (2..=40).contains(&code.len())
         && code.starts_with(|c: char| c.is_ascii_lowercase())
         && !code.ends_with('-')

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{audit, identity, municipalities};
+use super::{audit, identity, images, municipalities, municipality_writes, servers};
 use crate::oidc::pages::{self, CSS_PATH};
 
 #[derive(OpenApi)]
@@ -35,7 +35,25 @@ use crate::oidc::pages::{self, CSS_PATH};
         audit::verify,
         municipalities::list_municipalities,
         municipalities::get_municipality,
+        municipality_writes::create_municipality,
+        municipality_writes::replace_municipality,
+        municipality_writes::patch_municipality,
+        municipality_writes::delete_municipality,
+        servers::list_servers,
+        servers::get_server,
+        servers::create_server,
+        servers::replace_server,
+        servers::patch_server,
+        servers::delete_server,
+        servers::power_server,
+        images::list_images,
+        images::get_image,
+        images::create_image,
+        images::replace_image,
+        images::patch_image,
+        images::delete_image,
     ),
+    components(schemas(servers::document::PowerAction)),
     modifiers(&BearerTokens),
     security(("bearer" = []))
 )]
@@ -88,6 +106,12 @@ pub enum Refusals {
         content_type = "application/problem+json"
     )]
     Forbidden(ProblemDoc),
+    #[response(
+        status = 429,
+        description = "The caller's rate limit is spent; `Retry-After` says when to come back",
+        content_type = "application/problem+json"
+    )]
+    TooManyRequests(ProblemDoc),
     #[response(
         status = 503,
         description = "Storage, the audit trail or the time limit failed",
@@ -230,6 +254,11 @@ mod tests {
             "/api/v1/audit/verify",
             "/api/v1/municipalities",
             "/api/v1/municipalities/{code}",
+            "/api/v1/municipalities/{code}/servers",
+            "/api/v1/municipalities/{code}/servers/{name}",
+            "/api/v1/municipalities/{code}/servers/{name}/{action}",
+            "/api/v1/images",
+            "/api/v1/images/{name}",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

@@ -38,6 +38,8 @@ impl FromRequestParts<AppState> for Principal {
                     AdminError::storage("access token revocation lookup failed", fault)
                 }
             })?;
+        // Before anything is read for the caller: a flood reaches neither database nor cluster.
+        state.admin_limiter().check(&claims.sub)?;
         let listed = match state.cluster() {
             None => None,
             Some(client) => Some(cluster::municipalities(client).await.map(Arc::new)),

@@ -48,6 +48,20 @@ pub enum AdminError {
     /// The database did not answer; the cause is logged.
     #[error("storage is unavailable; try again")]
     StorageUnavailable,
+    /// The resource exists already, or changed while the request was handled; nothing was
+    /// written.
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` names another version than the current one; nothing was written.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// An `Idempotency-Key` used before for another request; nothing was done.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// The caller made more requests than its rate limit allows; try again after this many
+    /// seconds (also sent as `Retry-After`).
+    #[error("too many requests from this caller; try again in {0} seconds")]
+    TooManyRequests(u64),
 }
 
 impl AdminError {
@@ -69,7 +83,19 @@ impl AdminError {
             Self::ClusterUnreachable => ("cluster-unreachable", StatusCode::SERVICE_UNAVAILABLE),
             Self::AuditUnavailable => ("audit-unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::StorageUnavailable => ("storage-unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            Self::Conflict(_) => ("conflict", StatusCode::CONFLICT),
+            Self::PreconditionFailed(_) => ("precondition-failed", StatusCode::PRECONDITION_FAILED),
+            Self::TooManyRequests(_) => ("rate-limited", StatusCode::TOO_MANY_REQUESTS),
+            Self::IdempotencyKeyReused(_) => {
+                ("idempotency-key-reused", StatusCode::UNPROCESSABLE_ENTITY)
+            }
         }
+    }
+
+    /// The slug of the problem's `type`, e.g. `forbidden`: also the outcome of a refused
+    /// admin action in the audit trail.
+    pub fn slug(&self) -> &'static str {
+        self.kind().0
     }
 
     /// The RFC 6750 challenge a refusal of the token carries.
@@ -109,6 +135,9 @@ impl IntoResponse for AdminError {
             );
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Self::TooManyRequests(seconds) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

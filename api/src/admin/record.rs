@@ -86,6 +86,36 @@ pub async fn refused(state: &AppState, act: AdminAct<'_>, refusal: AdminError) -
     refusal
 }
 
+/// Records how a state-changing call ended and passes its result on: done (`Ok` with the role
+/// that allowed it and the outcome, e.g. `created`), or refused with the problem's slug as the
+/// outcome (`denied` for a 403, whose row names no role). A success whose row cannot be
+/// written is answered `audit-unavailable`.
+pub async fn settle<T>(
+    state: &AppState,
+    mut act: AdminAct<'_>,
+    result: Result<(Role, &'static str, T), AdminError>,
+) -> Result<T, AdminError> {
+    match result {
+        Ok((role, outcome, value)) => {
+            act.role = Some(role);
+            act.outcome = outcome.to_owned();
+            record(state, &act).await?;
+            Ok(value)
+        }
+        Err(refusal) => Err(refuse(state, act, refusal).await),
+    }
+}
+
+/// Records a refusal of a state-changing call with the problem's slug as its outcome
+/// (`denied` for a 403) and returns it for the answer.
+pub async fn refuse(state: &AppState, mut act: AdminAct<'_>, refusal: AdminError) -> AdminError {
+    act.outcome = match refusal {
+        AdminError::Forbidden(_) => "denied".to_owned(),
+        _ => refusal.slug().to_owned(),
+    };
+    refused(state, act, refusal).await
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

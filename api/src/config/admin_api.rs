@@ -28,6 +28,28 @@ pub struct AdminApiConfig {
     /// Browser origins (`https://portal.example.lv`) allowed to call the API across origins.
     /// Empty (the default): no CORS headers at all.
     pub cors_origins: Vec<String>,
+    /// How many requests each caller (token subject) may make.
+    pub rate_limit: AdminRateLimitConfig,
+}
+
+/// The admin API's per-caller rate limit.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminRateLimitConfig {
+    /// Requests a caller may make per minute, sustained (default 600). `0` turns the limit
+    /// off.
+    pub requests_per_minute: u32,
+    /// Requests a caller may make at once before the rate applies (default 60).
+    pub burst: u32,
+}
+
+impl Default for AdminRateLimitConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 600,
+            burst: 60,
+        }
+    }
 }
 
 /// A service acting with a `client_credentials` token.
@@ -101,6 +123,12 @@ impl AdminApiConfig {
                 Some(_) => {}
             }
         }
+        if self.rate_limit.requests_per_minute > 0 && self.rate_limit.burst == 0 {
+            err(
+                "admin_api.rate_limit.burst".to_owned(),
+                "must be at least 1 while requests_per_minute is set".to_owned(),
+            );
+        }
         for (i, origin) in self.cors_origins.iter().enumerate() {
             if let Some(problem) = origin_problem(origin) {
                 err(
@@ -162,7 +190,8 @@ mod tests {
                 "{clients: [portal, robot], platform_admin_groups: ['talsi:it-admins'], \
                  auditor_groups: ['talsi:audit'], \
                  service_clients: [{client_id: robot, role: auditor}], \
-                 cors_origins: ['https://portal.example.lv', 'http://localhost:3000']}"
+                 cors_origins: ['https://portal.example.lv', 'http://localhost:3000'], \
+                 rate_limit: {requests_per_minute: 120, burst: 20}}"
             ),
             Vec::<String>::new()
         );
@@ -174,7 +203,8 @@ mod tests {
             "{clients: [portal, nobody, portal], platform_admin_groups: [it-admins, 'riga:x'], \
              service_clients: [{client_id: portal, role: platform-admin}, \
              {client_id: robot, role: auditor}], \
-             cors_origins: ['https://portal.example.lv/', 'ftp://x']}",
+             cors_origins: ['https://portal.example.lv/', 'ftp://x'], \
+             rate_limit: {burst: 0}}",
         );
         let expected = [
             "admin_api.clients[1]: unknown client \"nobody\"",
@@ -183,6 +213,7 @@ mod tests {
             "admin_api.platform_admin_groups[1]: unknown realm \"riga\"",
             "admin_api.service_clients[0].client_id: \"portal\" is a public client",
             "admin_api.service_clients[1].client_id: \"robot\" must also be listed",
+            "admin_api.rate_limit.burst: must be at least 1",
             "admin_api.cors_origins[0]: \"https://portal.example.lv/\" must be an origin alone",
             "admin_api.cors_origins[1]: \"ftp://x\" must be an http(s) origin",
         ];

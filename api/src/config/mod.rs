@@ -22,7 +22,7 @@ use crate::oidc::algorithm::SigningAlgorithm;
 mod admin_api;
 mod validate;
 
-pub use admin_api::{AdminApiConfig, PlatformRole, ServiceClientConfig};
+pub use admin_api::{AdminApiConfig, AdminRateLimitConfig, PlatformRole, ServiceClientConfig};
 
 /// Largest configuration file we read; anything bigger is a mistake, not a configuration.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
