@@ -71,8 +71,12 @@ fn facts() -> FactsDocument {
             directory_tls: Some(true),
             directory_certificate_verified: Some(true),
             lockout_threshold: Some(5),
+            password_policies: Some(vec![format!("cn=default,ou=policies,dc={name},dc=lv")]),
             password_min_length: Some(10),
             password_character_classes: Some(4),
+            directory_lockout_failures: Some(5),
+            password_max_age_days: Some(90),
+            password_history: Some(5),
             enabled_accounts_days_since_sign_in: Some(
                 (0..ACCOUNTS_PER_REALM).map(|a| (a * 7) % 200).collect(),
             ),

@@ -160,7 +160,8 @@ pub fn evaluate(
         let standard = parameter_values(check, Profile::Standard);
         let elevated = parameter_values(check, Profile::Elevated);
         for subject in subjects.iter().filter(|s| s.subject.kind == check.subject) {
-            let unavailable = unavailable_sources(facts, subject.subject, &sources);
+            let unavailable = unavailable_sources(facts, subject.subject, &sources)
+                .or_else(|| uncollected_facts(subject.subject, &check.expression.facts_read));
             for (target, context) in subject.targets.iter().zip(&subject.contexts) {
                 let params = match target.profile() {
                     Profile::Standard => &standard,
@@ -403,6 +404,30 @@ fn unavailable_sources(
                 _ => None,
             })
         })
+}
+
+/// `error` when the check reads a fact the collector could not read for this subject, naming
+/// each such fact and why.
+fn uncollected_facts(subject: &Subject, facts_read: &BTreeSet<String>) -> Option<(Outcome, Text)> {
+    if subject.uncollected.is_empty() {
+        return None;
+    }
+    let reasons: Vec<String> = facts_read
+        .iter()
+        .filter_map(|fact| {
+            let reason = subject.uncollected.get(fact)?;
+            Some(format!("{fact}: {reason}"))
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| {
+        (
+            Outcome::Error,
+            same_text(format!(
+                "facts could not be collected: {}",
+                reasons.join("; ")
+            )),
+        )
+    })
 }
 
 fn parameter_values(check: &Check, profile: Profile) -> cel::Value {
