@@ -5,7 +5,8 @@
 //! token into an authorised caller, [`problem`] words every refusal, [`extract`] words bad
 //! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
 //! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
-//! verification), and over the cluster ([`cluster`]): [`municipalities`]. [`openapi`]
+//! verification), and over the cluster ([`cluster`]): [`municipalities`] and [`security`] (a
+//! municipality's SecurityExemptions). [`openapi`]
 //! generates the contract from the handlers. Every state-changing call goes into the audit
 //! trail through [`record`] before it is answered.
 
@@ -19,6 +20,7 @@ pub mod openapi;
 pub mod principal;
 pub mod problem;
 pub mod record;
+pub mod security;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,6 +56,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .merge(identity::routes())
         .merge(audit::routes())
         .merge(municipalities::routes())
+        .merge(security::routes())
         .fallback(not_found)
         // Set here, before the layers, so that CORS also wraps the method fallback (a
         // preflight `OPTIONS` reaches it) and the server's own fallback does not replace it.

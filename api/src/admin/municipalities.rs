@@ -65,7 +65,7 @@ fn listed(tenancy: Option<Extension<Tenancy>>) -> Result<Arc<Vec<Municipality>>,
 }
 
 /// Codes are DNS labels (the Municipality CRD's rule); anything else is refused unread.
-fn check_code(code: &str) -> Result<(), AdminError> {
+pub(super) fn check_code(code: &str) -> Result<(), AdminError> {
     let label = (2..=40).contains(&code.len())
         && code.starts_with(|c: char| c.is_ascii_lowercase())
         && !code.ends_with('-')

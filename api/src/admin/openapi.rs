@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{audit, identity, municipalities};
+use super::{audit, identity, municipalities, security};
 use crate::oidc::pages::{self, CSS_PATH};
 
 #[derive(OpenApi)]
@@ -35,6 +35,9 @@ use crate::oidc::pages::{self, CSS_PATH};
         audit::verify,
         municipalities::list_municipalities,
         municipalities::get_municipality,
+        security::list_exemptions,
+        security::grant_exemption,
+        security::revoke_exemption,
     ),
     modifiers(&BearerTokens),
     security(("bearer" = []))

@@ -24,6 +24,9 @@ pub enum AdminError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The resource exists already; nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
     #[error("this method is not allowed on this resource")]
     MethodNotAllowed,
     /// The request itself is wrong: a parameter, the body, a name.
@@ -58,6 +61,7 @@ impl AdminError {
             Self::InvalidToken(_) => ("invalid-token", StatusCode::UNAUTHORIZED),
             Self::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             Self::NotFound(_) => ("not-found", StatusCode::NOT_FOUND),
+            Self::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             Self::MethodNotAllowed => ("method-not-allowed", StatusCode::METHOD_NOT_ALLOWED),
             Self::InvalidRequest(_) => ("invalid-request", StatusCode::BAD_REQUEST),
             Self::PayloadTooLarge(_) => ("payload-too-large", StatusCode::PAYLOAD_TOO_LARGE),
