@@ -765,8 +765,7 @@ async fn run_dev(
     let monitor_metrics = MonitorMetrics::register(server.state().metrics().registry(), true)
         .map_err(|e| CliError::Io(format!("cannot register the monitor's metrics: {e}")))?;
     let monitor = tokio::spawn(novads_api::compliance::own::evaluate_periodically(
-        server.state().config().clone(),
-        server.state().db().clone(),
+        server.state().clone(),
         std::sync::Arc::new(novads_monitor::shipped::policies()),
         monitor_metrics,
         DEV_MONITOR_INTERVAL,

@@ -1379,3 +1379,190 @@ async fn exemptions_are_granted_and_revoked_by_security_officers_only_and_audite
         .expect("the cluster saw exactly the expected requests");
     server.stop().await;
 }
+
+/// The security monitor's findings: without a cluster from the server's own evaluation (for
+/// platform roles, the only ones there are), with one from the Municipalities' status and the
+/// monitor's Reports, each municipality's shown to its own roles only.
+#[tokio::test]
+async fn security_findings_come_from_the_own_evaluation_or_from_the_clusters_reports() {
+    let server = start_demo(vec![]).await;
+    let base = &server.base;
+    let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
+    let admin = user_token(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let officer = user_token(
+        base,
+        CONSOLE,
+        CONSOLE_REDIRECT,
+        "peteris@demo",
+        peteris.password,
+    )
+    .await;
+    let auditor = robot_token(base).await;
+
+    // Nothing evaluated yet: nothing to show.
+    let none = get(base, "/security/results", Some(&admin)).await;
+    assert_eq!((none.status, none.body.clone()), (200, json!([])));
+
+    // The server's own evaluation of its federation checks (novads dev does this every 60 s).
+    let now = chrono::Utc::now();
+    let facts =
+        novads_api::compliance::own::own_facts(server.state.config(), server.state.db(), now).await;
+    let evaluation =
+        novads_monitor::evaluate(&novads_monitor::shipped::policies(), &facts, &[], now);
+    server.state.set_latest_evaluation(evaluation);
+    let lockout = get(
+        base,
+        "/security/results?municipality=demo&check=auth.lockout",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(lockout.status, 200, "{}", lockout.body);
+    assert_eq!(
+        lockout.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        lockout.body
+    );
+    assert_eq!(lockout.body[0]["result"], "pass");
+    assert_eq!(lockout.body[0]["subject"], "Realm/demo");
+    assert!(
+        lockout.body[0]["legal_basis"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty())
+    );
+    let warnings = get(base, "/security/results?result=warn", Some(&auditor)).await;
+    let checks: Vec<&str> = warnings
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["check"].as_str().unwrap_or_default())
+        .collect();
+    assert!(checks.contains(&"auth.password-policy"), "{checks:?}");
+    assert_eq!(
+        get(base, "/security/results?result=bad", Some(&admin))
+            .await
+            .status,
+        400
+    );
+    let compliance = get(base, "/security/compliance", Some(&admin)).await;
+    assert_eq!(compliance.status, 200, "{}", compliance.body);
+    assert_eq!(compliance.body[0]["municipality"], "demo");
+    assert_eq!(
+        (
+            compliance.body[0]["passed"].clone(),
+            compliance.body[0]["warnings"].clone()
+        ),
+        (json!(7), json!(3)),
+        "{}",
+        compliance.body
+    );
+    // Without a cluster nobody holds a municipality role.
+    assert_eq!(
+        get(base, "/security/compliance", Some(&officer))
+            .await
+            .status,
+        403
+    );
+
+    // With a cluster: the Municipalities' status and the monitor's Reports.
+    let (service, handle) = tower_test::mock::pair();
+    assert!(
+        server
+            .state
+            .set_cluster(kube::Client::new(service, "default"))
+    );
+    let mut municipalities = security_municipalities();
+    municipalities["items"][0]["status"] = json!({
+        "compliance": {"passed": 20, "failed": 2, "warnings": 1, "lastEvaluated": "2026-12-05T01:00:00Z"}
+    });
+    let list = || {
+        expected(
+            "GET",
+            "/apis/novads.io/v1alpha1/municipalities",
+            200,
+            municipalities.clone(),
+        )
+    };
+    let report = |namespace: &str| {
+        json!({
+            "apiVersion": "openreports.io/v1alpha1",
+            "kind": "Report",
+            "metadata": {"name": "novads-compliance", "namespace": namespace},
+            "source": "novads-monitor",
+            "summary": {"pass": 20, "fail": 2, "warn": 1, "error": 0, "skip": 1},
+            "results": [
+                {"source": "novads-monitor", "policy": "backup.recent", "category": "backup",
+                 "result": "fail", "severity": "high", "message": "pēdējā rezerves kopija pirms 40 h",
+                 "properties": {"subject": "VirtualServer/records", "legalBasis": "NIS2 Art. 21(2)(c); MK 397 (point not confirmed)"}},
+                {"source": "novads-monitor", "policy": "image.in-support", "category": "image",
+                 "result": "skip", "severity": "critical", "message": "izņēmums legacy-records",
+                 "properties": {"subject": "VirtualServer/records", "legalBasis": "NIS2 Art. 21(2)(e)", "exemption": "legacy-records"}},
+            ],
+        })
+    };
+    let reports = json!({
+        "apiVersion": "openreports.io/v1alpha1",
+        "kind": "ReportList",
+        "metadata": {"resourceVersion": "90"},
+        // A namespace without a Municipality is nobody's.
+        "items": [report("muni-demo-town"), report("muni-elsewhere")],
+    });
+    let reports_path = "/apis/openreports.io/v1alpha1/reports";
+    let api = cluster_script(
+        handle,
+        vec![
+            list(),
+            list(),
+            Expected {
+                query: "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnovads-monitor",
+                ..expected("GET", reports_path, 200, reports.clone())
+            },
+            list(),
+            Expected {
+                query: "labelSelector=",
+                ..expected("GET", reports_path, 200, reports)
+            },
+        ],
+    );
+    // Peteris: security officer of demo-town, admin of demo-village; both are his to read.
+    let summary = get(base, "/security/compliance", Some(&officer)).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert_eq!(
+        summary.body,
+        json!([
+            {"municipality": "demo-town", "passed": 20, "failed": 2, "warnings": 1,
+             "last_evaluated": "2026-12-05T01:00:00Z"},
+            {"municipality": "demo-village", "passed": 0, "failed": 0, "warnings": 0,
+             "last_evaluated": null},
+        ])
+    );
+    let backups = get(
+        base,
+        "/security/results?check=backup.recent",
+        Some(&officer),
+    )
+    .await;
+    assert_eq!(backups.status, 200, "{}", backups.body);
+    assert_eq!(
+        backups.body,
+        json!([{
+            "municipality": "demo-town", "check": "backup.recent", "result": "fail",
+            "severity": "high", "subject": "VirtualServer/records",
+            "message": "pēdējā rezerves kopija pirms 40 h",
+            "legal_basis": ["NIS2 Art. 21(2)(c)", "MK 397 (point not confirmed)"],
+            "exemption": null,
+        }])
+    );
+    let skipped = get(base, "/security/results?result=skip", Some(&admin)).await;
+    assert_eq!(
+        skipped.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        skipped.body
+    );
+    assert_eq!(skipped.body[0]["exemption"], "legacy-records");
+    api.await
+        .expect("the cluster saw exactly the expected requests");
+    server.stop().await;
+}

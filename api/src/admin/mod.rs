@@ -6,7 +6,7 @@
 //! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
 //! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
 //! verification), and over the cluster ([`cluster`]): [`municipalities`] and [`security`] (a
-//! municipality's SecurityExemptions). [`openapi`]
+//! municipality's SecurityExemptions); [`findings`] shows the security monitor's results. [`openapi`]
 //! generates the contract from the handlers. Every state-changing call goes into the audit
 //! trail through [`record`] before it is answered.
 
@@ -14,6 +14,7 @@ pub mod audit;
 pub mod authz;
 pub mod cluster;
 pub mod extract;
+pub mod findings;
 pub mod identity;
 pub mod municipalities;
 pub mod openapi;
@@ -57,6 +58,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .merge(audit::routes())
         .merge(municipalities::routes())
         .merge(security::routes())
+        .merge(findings::routes())
         .fallback(not_found)
         // Set here, before the layers, so that CORS also wraps the method fallback (a
         // preflight `OPTIONS` reaches it) and the server's own fallback does not replace it.

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{audit, identity, municipalities, security};
+use super::{audit, findings, identity, municipalities, security};
 use crate::oidc::pages::{self, CSS_PATH};
 
 #[derive(OpenApi)]
@@ -38,6 +38,8 @@ use crate::oidc::pages::{self, CSS_PATH};
         security::list_exemptions,
         security::grant_exemption,
         security::revoke_exemption,
+        findings::results,
+        findings::compliance,
     ),
     modifiers(&BearerTokens),
     security(("bearer" = []))
