@@ -1285,7 +1285,16 @@ async fn exemptions_are_granted_and_revoked_by_security_officers_only_and_audite
                    "metadata": {"resourceVersion": "81"}, "items": [written.clone()]}),
         ),
         list(),
-        // 6. The officer revokes; a second revocation finds nothing.
+        // 6. The cluster fails the deletion; then the officer revokes; a second revocation
+        //    finds nothing.
+        list(),
+        expected("GET", object_path, 200, written.clone()),
+        expected(
+            "DELETE",
+            object_path,
+            500,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500}),
+        ),
         list(),
         expected("GET", object_path, 200, written.clone()),
         expected("DELETE", object_path, 200, written.clone()),
@@ -1341,6 +1350,8 @@ async fn exemptions_are_granted_and_revoked_by_security_officers_only_and_audite
     assert_eq!(listed.body[0]["state"], "active");
     assert_eq!(post(TOWN, &auditor, &grant).await.status, 403);
 
+    let failed = delete(&format!("{TOWN}/legacy-records"), &officer).await;
+    assert_eq!(failed.status, 503, "{}", failed.body);
     let revoked = delete(&format!("{TOWN}/legacy-records"), &officer).await;
     assert_eq!(revoked.status, 204, "{}", revoked.body);
     assert_eq!(
@@ -1369,6 +1380,7 @@ async fn exemptions_are_granted_and_revoked_by_security_officers_only_and_audite
         ("exemption.grant", "granted"),
         ("exemption.grant", "denied"),
         ("exemption.revoke", "revoked"),
+        ("exemption.revoke", "revocation_failed"),
     ] {
         assert!(
             acts.iter().any(|(a, o)| (a.as_str(), o.as_str()) == act),

@@ -7,8 +7,9 @@
 //! platform check, a reason, an expiry in the future and at most a year ahead; the approver is
 //! the token's subject, never the body's word. Exemptions are written to the cluster by
 //! server-side apply with field manager [`FIELD_MANAGER`]; every grant, revocation and refusal
-//! is appended to the audit trail ([`super::record`]) before the answer, and a grant the trail
-//! cannot record is taken back.
+//! is appended to the audit trail ([`super::record`]) before the answer; a grant the trail
+//! cannot record is taken back, and a revocation is recorded before the deletion (and again
+//! as `revocation_failed` when the cluster does not delete).
 
 use std::sync::Arc;
 
@@ -475,9 +476,11 @@ pub(crate) async fn revoke_exemption(
         .await
         .map_err(|e| cluster_error(e, "such exemption"))?;
     record::record(&state, &act(Some(role), "revoked")).await?;
-    api.delete(&name, &DeleteParams::default())
-        .await
-        .map_err(|e| cluster_error(e, "such exemption"))?;
+    if let Err(error) = api.delete(&name, &DeleteParams::default()).await {
+        // The trail already says revoked: it must also say that the deletion did not happen.
+        let refusal = cluster_error(error, "such exemption");
+        return Err(record::refused(&state, act(Some(role), "revocation_failed"), refusal).await);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
