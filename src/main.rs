@@ -152,6 +152,10 @@ struct OperatorArgs {
     /// Seconds between scheduled evaluations of the security monitor.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     monitor_interval: u64,
+    /// Language of the security monitor's Reports (titles and messages), read by the
+    /// municipalities' security officers.
+    #[arg(long, value_enum, default_value_t = EvalLang::Lv)]
+    monitor_language: EvalLang,
 }
 
 impl OperatorArgs {
@@ -191,6 +195,7 @@ impl OperatorArgs {
                 policies: std::sync::Arc::new(policies),
                 interval: std::time::Duration::from_secs(self.monitor_interval),
                 federation,
+                language: self.monitor_language.into(),
                 ..novads_operator::monitor::MonitorOptions::default()
             },
         })
@@ -272,6 +277,15 @@ enum EvalFormat {
 enum EvalLang {
     Lv,
     En,
+}
+
+impl From<EvalLang> for Lang {
+    fn from(lang: EvalLang) -> Self {
+        match lang {
+            EvalLang::Lv => Lang::Lv,
+            EvalLang::En => Lang::En,
+        }
+    }
 }
 
 fn parse_severity(text: &str) -> Result<Severity, String> {
@@ -625,10 +639,7 @@ async fn policies_eval(args: EvalArgs) -> Result<(), CliError> {
         SourceState::NotCollected("federation facts not collected (no --config)".into())
     });
     let evaluation = novads_monitor::evaluate(&set, &facts, &exemptions, now);
-    let lang = match args.lang {
-        EvalLang::Lv => Lang::Lv,
-        EvalLang::En => Lang::En,
-    };
+    let lang = Lang::from(args.lang);
     let output = match args.format {
         EvalFormat::Json => format!("{:#}\n", evaluation.to_json(lang)),
         EvalFormat::Table => novads_monitor::output::table(&evaluation, lang),
@@ -750,8 +761,7 @@ async fn run_dev(
     let monitor_metrics = MonitorMetrics::register(server.state().metrics().registry(), true)
         .map_err(|e| CliError::Io(format!("cannot register the monitor's metrics: {e}")))?;
     let monitor = tokio::spawn(novads_api::compliance::own::evaluate_periodically(
-        server.state().config().clone(),
-        server.state().db().clone(),
+        server.state().clone(),
         std::sync::Arc::new(novads_monitor::shipped::policies()),
         monitor_metrics,
         DEV_MONITOR_INTERVAL,

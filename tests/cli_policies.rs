@@ -107,7 +107,7 @@ fn the_shipped_policies_check_clean() {
     let out = run(&["policies", "check"], None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
-        out.stdout.contains("33 checks, no problems"),
+        out.stdout.contains("36 checks, no problems"),
         "{}",
         out.stdout
     );

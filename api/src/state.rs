@@ -1,7 +1,7 @@
 //! What every handler can reach: the configuration and the stores and services built from it,
 //! once at start-up and shared by every request.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use crate::admin::rate_limit::AdminRateLimiter;
 use crate::config::Config;
@@ -32,6 +32,9 @@ struct Shared {
     cluster: OnceLock<kube::Client>,
     /// The admin API's per-caller rate limit.
     admin_limiter: AdminRateLimiter,
+    /// The server's own latest security evaluation (`novads dev`, api/src/compliance/own.rs),
+    /// which the admin API shows when there is no cluster.
+    latest_evaluation: RwLock<Option<Arc<novads_monitor::Evaluation>>>,
 }
 
 impl AppState {
@@ -56,6 +59,7 @@ impl AppState {
                 federation,
                 keys,
                 cluster: OnceLock::new(),
+                latest_evaluation: RwLock::new(None),
             }),
         }
     }
@@ -105,6 +109,24 @@ impl AppState {
     /// Connects the state to a cluster; only the first call counts (returns whether it did).
     pub fn set_cluster(&self, client: kube::Client) -> bool {
         self.inner.cluster.set(client).is_ok()
+    }
+
+    /// The server's own latest security evaluation, when it evaluates its federation checks.
+    pub fn latest_evaluation(&self) -> Option<Arc<novads_monitor::Evaluation>> {
+        self.inner
+            .latest_evaluation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the latest security evaluation.
+    pub fn set_latest_evaluation(&self, evaluation: novads_monitor::Evaluation) {
+        *self
+            .inner
+            .latest_evaluation
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(evaluation));
     }
 
     /// Sign-in state in the database: requests, codes, sessions, refresh tokens, revocations.

@@ -1072,3 +1072,495 @@ async fn the_dev_demo_admin_gets_a_token_from_the_demo_page_and_lists_realms() {
     assert_eq!(me.body["roles"], json!(["platform-admin"]));
     server.stop().await;
 }
+
+/// demo-town (its security officers: demo's `staff`; its admins: `it-admins`) and
+/// demo-village (administered by `staff`), for the exemption endpoints.
+fn security_municipalities() -> Value {
+    let mut town = municipality("demo-town", "demo", &["it-admins"], "60");
+    town["spec"]["securityOfficerGroups"] = json!(["staff"]);
+    json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "MunicipalityList",
+        "metadata": { "resourceVersion": "70" },
+        "items": [town, municipality("demo-village", "demo", &["staff"], "61")],
+    })
+}
+
+/// One request the exemption test expects of the cluster, and the answer it gets.
+struct Expected {
+    method: &'static str,
+    path: String,
+    /// A part the query must contain.
+    query: &'static str,
+    check: Box<dyn FnOnce(&Value) + Send>,
+    status: u16,
+    body: Value,
+}
+
+fn expected(method: &'static str, path: &str, status: u16, body: Value) -> Expected {
+    Expected {
+        method,
+        path: path.to_owned(),
+        query: "",
+        check: Box::new(|_| {}),
+        status,
+        body,
+    }
+}
+
+/// Answers exactly `script`, in order, checking each request; fails on any other.
+fn cluster_script(mut handle: ApiHandle, script: Vec<Expected>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for (index, step) in script.into_iter().enumerate() {
+            let (request, send) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request())
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| {
+                        panic!("request {index} ({} {}) never came", step.method, step.path)
+                    });
+            assert_eq!(
+                request.method(),
+                step.method,
+                "request {index}: {}",
+                request.uri()
+            );
+            assert_eq!(request.uri().path(), step.path, "request {index}");
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            assert!(
+                query.contains(step.query),
+                "request {index}: query {query:?}"
+            );
+            let bytes = axum::body::to_bytes(axum::body::Body::new(request.into_body()), 1 << 20)
+                .await
+                .expect("body");
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            (step.check)(&body);
+            send.send_response(
+                axum::http::Response::builder()
+                    .status(step.status)
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&step.body).expect("json"),
+                    ))
+                    .expect("response"),
+            );
+        }
+        if let Ok(Some((request, _))) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await
+        {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    })
+}
+
+/// Exemptions are granted by a platform admin or the municipality's security officer alone,
+/// approved by the token's subject, written by server-side apply as `novads-api`, read by
+/// auditors and the municipality's roles, revoked by deletion, and every grant, revocation
+/// and refusal is in the audit trail.
+#[tokio::test]
+async fn exemptions_are_granted_and_revoked_by_security_officers_only_and_audited() {
+    let server = start_demo(vec![]).await;
+    let base = &server.base;
+    let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
+    let admin = user_token(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let officer = user_token(
+        base,
+        CONSOLE,
+        CONSOLE_REDIRECT,
+        "peteris@demo",
+        peteris.password,
+    )
+    .await;
+    let auditor = robot_token(base).await;
+    let expires = (chrono::Utc::now() + chrono::Duration::days(180))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let grant = json!({
+        "name": "legacy-records",
+        "check": "image.in-support",
+        "subjects": ["records"],
+        "reason": "The records system needs Debian 10 until its migration in May.",
+        "expires": expires,
+    });
+    let post = |path: &str, token: &str, body: &Value| {
+        let request = browser()
+            .post(format!("{base}/api/v1{path}"))
+            .bearer_auth(token)
+            .json(body);
+        async move { Answer::from(request.send().await.expect("post")).await }
+    };
+    let delete = |path: &str, token: &str| {
+        let request = browser()
+            .delete(format!("{base}/api/v1{path}"))
+            .bearer_auth(token);
+        async move { Answer::from(request.send().await.expect("delete")).await }
+    };
+    const TOWN: &str = "/municipalities/demo-town/exemptions";
+
+    // Without a cluster there is nowhere to write.
+    let answer = post(TOWN, &officer, &grant).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(
+        answer.problem_type(),
+        "https://novads.io/problems/cluster-unavailable"
+    );
+
+    // Asked before the cluster is there: the subject needs no cluster.
+    let me = get(base, "/me", Some(&officer)).await;
+    let officer_subject = me.body["subject"].as_str().unwrap_or_default().to_owned();
+    let (service, handle) = tower_test::mock::pair();
+    assert!(
+        server
+            .state
+            .set_cluster(kube::Client::new(service, "default"))
+    );
+    let list = || {
+        expected(
+            "GET",
+            "/apis/novads.io/v1alpha1/municipalities",
+            200,
+            security_municipalities(),
+        )
+    };
+    let object_path =
+        "/apis/novads.io/v1alpha1/namespaces/muni-demo-town/securityexemptions/legacy-records";
+    let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+    let written = json!({
+        "apiVersion": "novads.io/v1alpha1",
+        "kind": "SecurityExemption",
+        "metadata": {"name": "legacy-records", "namespace": "muni-demo-town",
+                     "creationTimestamp": "2026-12-05T01:00:00Z", "resourceVersion": "80"},
+        "spec": {"check": "image.in-support", "subjects": ["records"],
+                 "reason": "The records system needs Debian 10 until its migration in May.",
+                 "approver": officer_subject, "expires": expires},
+    });
+    let approver = officer_subject.clone();
+    let script = vec![
+        // 1. The security officer grants: looked for first, then applied as novads-api.
+        list(),
+        expected("GET", object_path, 404, not_found.clone()),
+        Expected {
+            query: "fieldManager=novads-api",
+            check: Box::new(move |body: &Value| {
+                assert_eq!(body["apiVersion"], "novads.io/v1alpha1");
+                assert_eq!(body["kind"], "SecurityExemption");
+                assert_eq!(
+                    body["spec"]["approver"], approver,
+                    "the token's subject approves"
+                );
+                assert_eq!(body["spec"]["check"], "image.in-support");
+            }),
+            ..expected("PATCH", object_path, 201, written.clone())
+        },
+        // 2. A name that exists is not taken over.
+        list(),
+        expected("GET", object_path, 200, written.clone()),
+        // 3. demo-village's admin (the same person) cannot exempt demo-village.
+        list(),
+        // 4. The platform admin: an expiry two years ahead, a platform check, an unknown field.
+        list(),
+        list(),
+        list(),
+        // 5. The auditor reads and cannot grant.
+        list(),
+        expected(
+            "GET",
+            "/apis/novads.io/v1alpha1/namespaces/muni-demo-town/securityexemptions",
+            200,
+            json!({"apiVersion": "novads.io/v1alpha1", "kind": "SecurityExemptionList",
+                   "metadata": {"resourceVersion": "81"}, "items": [written.clone()]}),
+        ),
+        list(),
+        // 6. The cluster fails the deletion; then the officer revokes; a second revocation
+        //    finds nothing.
+        list(),
+        expected("GET", object_path, 200, written.clone()),
+        expected(
+            "DELETE",
+            object_path,
+            500,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500}),
+        ),
+        list(),
+        expected("GET", object_path, 200, written.clone()),
+        expected("DELETE", object_path, 200, written.clone()),
+        list(),
+        expected("GET", object_path, 404, not_found),
+        // 7. The platform admin reads the trail.
+        list(),
+    ];
+    let api = cluster_script(handle, script);
+
+    let granted = post(TOWN, &officer, &grant).await;
+    assert_eq!(granted.status, 201, "{}", granted.body);
+    assert_eq!(granted.body["approver"], officer_subject.as_str());
+    assert_eq!(granted.body["state"], "active");
+    let again = post(TOWN, &officer, &grant).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+
+    let village = post("/municipalities/demo-village/exemptions", &officer, &grant).await;
+    assert_eq!(village.status, 403, "{}", village.body);
+    assert!(
+        village.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot exempt themselves")
+    );
+
+    let mut too_long = grant.clone();
+    too_long["expires"] = json!((chrono::Utc::now() + chrono::Duration::days(730)).to_rfc3339());
+    let mut platform = grant.clone();
+    platform["check"] = json!("audit.chain-intact");
+    let mut unknown_field = grant.clone();
+    unknown_field["approver"] = json!("someone-else");
+    for (body, says) in [
+        (&too_long, "more than 365 days ahead"),
+        (&platform, "platform check"),
+        (&unknown_field, "unknown field"),
+    ] {
+        let answer = post(TOWN, &admin, body).await;
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{}",
+            answer.body
+        );
+    }
+
+    let listed = get(base, TOWN, Some(&auditor)).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body[0]["name"], "legacy-records");
+    assert_eq!(listed.body[0]["state"], "active");
+    assert_eq!(post(TOWN, &auditor, &grant).await.status, 403);
+
+    let failed = delete(&format!("{TOWN}/legacy-records"), &officer).await;
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    let revoked = delete(&format!("{TOWN}/legacy-records"), &officer).await;
+    assert_eq!(revoked.status, 204, "{}", revoked.body);
+    assert_eq!(
+        delete(&format!("{TOWN}/legacy-records"), &officer)
+            .await
+            .status,
+        404
+    );
+
+    let trail = get(base, "/audit/events?event=admin_action", Some(&admin)).await;
+    assert_eq!(trail.status, 200, "{}", trail.body);
+    let acts: Vec<(String, String)> = trail.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let detail: Value =
+                serde_json::from_str(e["detail"].as_str().unwrap_or("{}")).unwrap_or_default();
+            (
+                detail["action"].as_str().unwrap_or_default().to_owned(),
+                detail["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for act in [
+        ("exemption.grant", "granted"),
+        ("exemption.grant", "denied"),
+        ("exemption.revoke", "revoked"),
+        ("exemption.revoke", "revocation_failed"),
+    ] {
+        assert!(
+            acts.iter().any(|(a, o)| (a.as_str(), o.as_str()) == act),
+            "{act:?} not in {acts:?}"
+        );
+    }
+    api.await
+        .expect("the cluster saw exactly the expected requests");
+    server.stop().await;
+}
+
+/// The security monitor's findings: without a cluster from the server's own evaluation (for
+/// platform roles, the only ones there are), with one from the Municipalities' status and the
+/// monitor's Reports, each municipality's shown to its own roles only.
+#[tokio::test]
+async fn security_findings_come_from_the_own_evaluation_or_from_the_clusters_reports() {
+    let server = start_demo(vec![]).await;
+    let base = &server.base;
+    let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
+    let admin = user_token(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let officer = user_token(
+        base,
+        CONSOLE,
+        CONSOLE_REDIRECT,
+        "peteris@demo",
+        peteris.password,
+    )
+    .await;
+    let auditor = robot_token(base).await;
+
+    // Nothing evaluated yet: nothing to show.
+    let none = get(base, "/security/results", Some(&admin)).await;
+    assert_eq!((none.status, none.body.clone()), (200, json!([])));
+
+    // The server's own evaluation of its federation checks (novads dev does this every 60 s).
+    let now = chrono::Utc::now();
+    let facts =
+        novads_api::compliance::own::own_facts(server.state.config(), server.state.db(), now).await;
+    let evaluation =
+        novads_monitor::evaluate(&novads_monitor::shipped::policies(), &facts, &[], now);
+    server.state.set_latest_evaluation(evaluation);
+    let lockout = get(
+        base,
+        "/security/results?municipality=demo&check=auth.lockout",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(lockout.status, 200, "{}", lockout.body);
+    assert_eq!(
+        lockout.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        lockout.body
+    );
+    assert_eq!(lockout.body[0]["result"], "pass");
+    assert_eq!(lockout.body[0]["subject"], "Realm/demo");
+    assert!(
+        lockout.body[0]["legal_basis"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty())
+    );
+    let warnings = get(base, "/security/results?result=warn", Some(&auditor)).await;
+    let checks: Vec<&str> = warnings
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["check"].as_str().unwrap_or_default())
+        .collect();
+    assert!(checks.contains(&"auth.password-policy"), "{checks:?}");
+    assert_eq!(
+        get(base, "/security/results?result=bad", Some(&admin))
+            .await
+            .status,
+        400
+    );
+    let compliance = get(base, "/security/compliance", Some(&admin)).await;
+    assert_eq!(compliance.status, 200, "{}", compliance.body);
+    assert_eq!(compliance.body[0]["municipality"], "demo");
+    assert_eq!(
+        (
+            compliance.body[0]["passed"].clone(),
+            compliance.body[0]["warnings"].clone()
+        ),
+        (json!(7), json!(3)),
+        "{}",
+        compliance.body
+    );
+    // Without a cluster nobody holds a municipality role.
+    assert_eq!(
+        get(base, "/security/compliance", Some(&officer))
+            .await
+            .status,
+        403
+    );
+
+    // With a cluster: the Municipalities' status and the monitor's Reports.
+    let (service, handle) = tower_test::mock::pair();
+    assert!(
+        server
+            .state
+            .set_cluster(kube::Client::new(service, "default"))
+    );
+    let mut municipalities = security_municipalities();
+    municipalities["items"][0]["status"] = json!({
+        "compliance": {"passed": 20, "failed": 2, "warnings": 1, "lastEvaluated": "2026-12-05T01:00:00Z"}
+    });
+    let list = || {
+        expected(
+            "GET",
+            "/apis/novads.io/v1alpha1/municipalities",
+            200,
+            municipalities.clone(),
+        )
+    };
+    let report = |namespace: &str| {
+        json!({
+            "apiVersion": "openreports.io/v1alpha1",
+            "kind": "Report",
+            "metadata": {"name": "novads-compliance", "namespace": namespace},
+            "source": "novads-monitor",
+            "summary": {"pass": 20, "fail": 2, "warn": 1, "error": 0, "skip": 1},
+            "results": [
+                {"source": "novads-monitor", "policy": "backup.recent", "category": "backup",
+                 "result": "fail", "severity": "high", "message": "pēdējā rezerves kopija pirms 40 h",
+                 "properties": {"subject": "VirtualServer/records", "legalBasis": "NIS2 Art. 21(2)(c); MK 397 (point not confirmed)"}},
+                {"source": "novads-monitor", "policy": "image.in-support", "category": "image",
+                 "result": "skip", "severity": "critical", "message": "izņēmums legacy-records",
+                 "properties": {"subject": "VirtualServer/records", "legalBasis": "NIS2 Art. 21(2)(e)", "exemption": "legacy-records"}},
+            ],
+        })
+    };
+    let reports = json!({
+        "apiVersion": "openreports.io/v1alpha1",
+        "kind": "ReportList",
+        "metadata": {"resourceVersion": "90"},
+        // A namespace without a Municipality is nobody's.
+        "items": [report("muni-demo-town"), report("muni-elsewhere")],
+    });
+    let reports_path = "/apis/openreports.io/v1alpha1/reports";
+    let api = cluster_script(
+        handle,
+        vec![
+            list(),
+            list(),
+            Expected {
+                query: "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnovads-monitor",
+                ..expected("GET", reports_path, 200, reports.clone())
+            },
+            list(),
+            Expected {
+                query: "labelSelector=",
+                ..expected("GET", reports_path, 200, reports)
+            },
+        ],
+    );
+    // Peteris: security officer of demo-town, admin of demo-village; both are his to read.
+    let summary = get(base, "/security/compliance", Some(&officer)).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert_eq!(
+        summary.body,
+        json!([
+            {"municipality": "demo-town", "passed": 20, "failed": 2, "warnings": 1,
+             "last_evaluated": "2026-12-05T01:00:00Z"},
+            {"municipality": "demo-village", "passed": 0, "failed": 0, "warnings": 0,
+             "last_evaluated": null},
+        ])
+    );
+    let backups = get(
+        base,
+        "/security/results?check=backup.recent",
+        Some(&officer),
+    )
+    .await;
+    assert_eq!(backups.status, 200, "{}", backups.body);
+    assert_eq!(
+        backups.body,
+        json!([{
+            "municipality": "demo-town", "check": "backup.recent", "result": "fail",
+            "severity": "high", "subject": "VirtualServer/records",
+            "message": "pēdējā rezerves kopija pirms 40 h",
+            "legal_basis": ["NIS2 Art. 21(2)(c)", "MK 397 (point not confirmed)"],
+            "exemption": null,
+        }])
+    );
+    let skipped = get(base, "/security/results?result=skip", Some(&admin)).await;
+    assert_eq!(
+        skipped.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        skipped.body
+    );
+    assert_eq!(skipped.body[0]["exemption"], "legacy-records");
+    api.await
+        .expect("the cluster saw exactly the expected requests");
+    server.stop().await;
+}

@@ -226,6 +226,16 @@ async fn federation_facts_from_the_database_and_the_configuration() {
         .expect("a list of days");
         days.sort_unstable();
         assert_eq!(days, [0, 0, 0, 0, 100], "{backend:?}");
+        // The fixture's default policy (pwdCheckQuality 0, so pwdMinLength is not enforced;
+        // pwdLockout with pwdMaxFailure 5; no expiry, no history), read by the service account.
+        assert_eq!(
+            talsi["password_policies"],
+            serde_json::json!(["cn=default,ou=policies,dc=talsi,dc=lv"])
+        );
+        assert_eq!(talsi["password_min_length"], 0);
+        assert_eq!(talsi["directory_lockout_failures"], 5);
+        assert_eq!(talsi["password_max_age_days"], 0);
+        assert_eq!(talsi["password_history"], 0);
         let municipality = |name: &str| {
             facts
                 .subjects
@@ -306,6 +316,13 @@ async fn federation_facts_from_the_database_and_the_configuration() {
             ("accounts.shared-admin", "riga", Outcome::Error),
             // novads offers no second factor: the check fails honestly, never passes.
             ("auth.mfa-privileged", "talsi", Outcome::Fail),
+            // The directory's own policy: it locks after 5 failures, but enforces no length,
+            // expiry or history.
+            ("auth.directory-lockout", "talsi", Outcome::Pass),
+            ("auth.password-policy", "talsi", Outcome::Warn),
+            ("auth.password-max-age", "talsi", Outcome::Warn),
+            ("auth.password-history", "talsi", Outcome::Warn),
+            ("auth.password-policy", "kuldiga", Outcome::Error),
             ("auth.mfa-privileged", "kuldiga", Outcome::Error),
         ] {
             let result = evaluation
@@ -474,5 +491,207 @@ async fn directory_listings_are_bounded_and_fail_with_the_reason() {
         .accounts(100)
         .await
         .expect_err("the directory is down");
+    assert!(error.contains(&slapd.down_url()), "{error}");
+}
+
+/// The fixture's default policy made strict: 12 characters with quality always checked, a
+/// 90-day expiry and a history of 5.
+const STRICT_POLICY: &str = "dn: cn=default,ou=policies,dc=talsi,dc=lv
+changetype: modify
+replace: pwdMinLength
+pwdMinLength: 12
+-
+replace: pwdCheckQuality
+pwdCheckQuality: 2
+-
+replace: pwdMaxAge
+pwdMaxAge: 7776000
+-
+replace: pwdInHistory
+pwdInHistory: 5
+";
+
+/// A second, weaker policy for service accounts.
+const SERVICES_POLICY: &str = "dn: cn=services,ou=policies,dc=talsi,dc=lv
+objectClass: organizationalRole
+objectClass: pwdPolicy
+cn: services
+pwdAttribute: userPassword
+pwdMinLength: 8
+pwdCheckQuality: 2
+pwdInHistory: 5
+pwdMaxAge: 7776000
+";
+
+#[tokio::test]
+async fn password_policies_from_a_directory_with_the_ppolicy_overlay() {
+    let Some(slapd) = talsi_directory().await else {
+        return;
+    };
+    slapd
+        .ldapmodify(STRICT_POLICY)
+        .await
+        .expect("strict policy");
+    let ldap = talsi_ldap(&slapd);
+    let password = ldap.bind_password.clone();
+    let read = |ldap: config::LdapConfig| {
+        let password = password.clone();
+        async move {
+            LdapDirectory::new(&ldap, password, None)
+                .password_policies()
+                .await
+        }
+    };
+
+    // Found in the naming context of user_base, read as written.
+    let stated = read(ldap.clone()).await.expect("policies");
+    assert_eq!(stated.len(), 1, "{stated:?}");
+    let default = &stated[0];
+    assert_eq!(default.dn, "cn=default,ou=policies,dc=talsi,dc=lv");
+    assert_eq!(
+        (default.min_length, default.check_quality, default.lockout),
+        (12, 2, true)
+    );
+    assert_eq!(
+        (
+            default.max_failure,
+            default.max_age_seconds,
+            default.in_history
+        ),
+        (5, 7_776_000, 5)
+    );
+
+    // Through the collector on both databases: every password check passes on the strict
+    // policy; a configured DN that does not exist is an error naming it, never a pass.
+    let talsi_ldap = &ldap;
+    support::each_backend(|db| async move {
+        let backend = db.backend();
+        let mut config = config::parse(CONFIG).expect("config parses");
+        config.realms[0].ldap = Some(talsi_ldap.clone());
+        config.realms.truncate(1);
+        let kek = support::test_kek_file();
+        config.server.key_encryption_key_file = Some(kek.path().to_owned());
+        let now = Utc::now();
+        let municipalities = [admin_groups("talsi", "talsi", &["it-admins"])];
+        let mut facts = compliance::collect(&config, &db, now, &municipalities)
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        facts.municipalities.push(MunicipalityInfo {
+            name: "talsi".into(),
+            namespace: "muni-talsi".into(),
+            profile: Profile::Standard,
+        });
+        let realm = facts
+            .subjects
+            .iter_mut()
+            .find(|s| s.kind == SubjectKind::Realm)
+            .expect("realm");
+        realm.municipalities = vec!["talsi".into()];
+        let evaluation = novads_monitor::evaluate(&policies(), &facts, &[], now);
+        for check in [
+            "auth.password-policy",
+            "auth.directory-lockout",
+            "auth.password-max-age",
+            "auth.password-history",
+        ] {
+            let result = evaluation
+                .results
+                .iter()
+                .find(|r| r.check == check)
+                .expect("result");
+            assert_eq!(
+                result.outcome,
+                Outcome::Pass,
+                "{backend:?}: {check}: {}",
+                result.message.en
+            );
+        }
+
+        let mut missing = talsi_ldap.clone();
+        missing.password_policy_dn = Some("cn=nothing,ou=policies,dc=talsi,dc=lv".into());
+        config.realms[0].ldap = Some(missing);
+        let facts = compliance::collect(&config, &db, now, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        let realm = facts
+            .subjects
+            .iter()
+            .find(|s| s.kind == SubjectKind::Realm)
+            .expect("realm");
+        assert!(!realm.facts.contains_key("password_min_length"));
+        let evaluation = novads_monitor::evaluate(&policies(), &facts, &[], now);
+        let result = evaluation
+            .results
+            .iter()
+            .find(|r| r.check == "auth.password-policy")
+            .expect("result");
+        assert_eq!(result.outcome, Outcome::Error, "{backend:?}");
+        assert!(
+            result
+                .message
+                .en
+                .contains("password policy of realm talsi: the password policy entry cn=nothing"),
+            "{}",
+            result.message.en
+        );
+        // The realm's other checks still run.
+        assert_eq!(
+            evaluation
+                .results
+                .iter()
+                .find(|r| r.check == "accounts.departed-with-access")
+                .map(|r| r.outcome),
+            Some(Outcome::Pass)
+        );
+    })
+    .await;
+
+    // A weaker second policy is read too; the configured DN reads that one alone.
+    slapd
+        .ldapadd(SERVICES_POLICY)
+        .await
+        .expect("services policy");
+    let mut found = read(ldap.clone()).await.expect("policies");
+    found.sort_by(|a, b| a.dn.cmp(&b.dn));
+    let dns: Vec<&str> = found.iter().map(|p| p.dn.as_str()).collect();
+    assert_eq!(
+        dns,
+        [
+            "cn=default,ou=policies,dc=talsi,dc=lv",
+            "cn=services,ou=policies,dc=talsi,dc=lv"
+        ]
+    );
+    let mut facts = novads_monitor::facts::RealmFacts::default();
+    compliance::realm::password_facts(&found, &mut facts);
+    assert_eq!(facts.password_min_length, Some(8), "the weakest policy");
+    assert_eq!(
+        facts.directory_lockout_failures,
+        Some(0),
+        "services never lock"
+    );
+    let mut configured = ldap.clone();
+    configured.password_policy_dn = Some("cn=default,ou=policies,dc=talsi,dc=lv".into());
+    assert_eq!(read(configured.clone()).await.expect("policy").len(), 1);
+
+    // An entry that is not a policy; a directory without any policy; one that is down.
+    configured.password_policy_dn = Some(slapd.municipality().people_base().into());
+    let error = read(configured).await.expect_err("not a policy");
+    assert!(error.contains("is not a password policy"), "{error}");
+    slapd
+        .ldapmodify(
+            "dn: cn=services,ou=policies,dc=talsi,dc=lv\nchangetype: delete\n\n\
+             dn: cn=default,ou=policies,dc=talsi,dc=lv\nchangetype: delete\n",
+        )
+        .await
+        .expect("delete policies");
+    let error = read(ldap.clone()).await.expect_err("no policy");
+    assert!(
+        error.contains("no password policy (objectClass pwdPolicy)")
+            && error.contains("under dc=talsi,dc=lv"),
+        "{error}"
+    );
+    let mut down = ldap.clone();
+    down.urls = vec![slapd.down_url()];
+    let error = read(down).await.expect_err("down");
     assert!(error.contains(&slapd.down_url()), "{error}");
 }

@@ -160,7 +160,8 @@ pub fn evaluate(
         let standard = parameter_values(check, Profile::Standard);
         let elevated = parameter_values(check, Profile::Elevated);
         for subject in subjects.iter().filter(|s| s.subject.kind == check.subject) {
-            let unavailable = unavailable_sources(facts, subject.subject, &sources);
+            let unavailable = unavailable_sources(facts, subject.subject, &sources)
+                .or_else(|| uncollected_facts(subject.subject, &check.expression.facts_read));
             for (target, context) in subject.targets.iter().zip(&subject.contexts) {
                 let params = match target.profile() {
                     Profile::Standard => &standard,
@@ -169,7 +170,10 @@ pub fn evaluate(
                 let (mut outcome, mut message) = if let Some(problem) = &subject.problem {
                     (
                         Outcome::Error,
-                        same_text(format!("invalid facts: {problem}")),
+                        both(
+                            format!("nederīgi fakti: {problem}"),
+                            format!("invalid facts: {problem}"),
+                        ),
                     )
                 } else if let Some(unavailable) = &unavailable {
                     unavailable.clone()
@@ -213,7 +217,10 @@ pub fn evaluate(
                     severity: broken.severity,
                     subject: subject.reference(),
                     municipality: target.name(),
-                    message: same_text(format!("the check cannot run: {}", broken.reason)),
+                    message: both(
+                        format!("pārbaudi nevar izpildīt: {}", broken.reason),
+                        format!("the check cannot run: {}", broken.reason),
+                    ),
                     exemption: None,
                 });
             }
@@ -282,11 +289,10 @@ fn exempted_message(exemption: &Exemption, measured: &Text) -> Text {
     }
 }
 
-fn same_text(text: String) -> Text {
-    Text {
-        lv: text.clone(),
-        en: text,
-    }
+/// A message in both languages. Reasons that collectors and the interpreter give are
+/// technical text of their own and stay as they are inside it.
+fn both(lv: String, en: String) -> Text {
+    Text { lv, en }
 }
 
 /// Whom a subject's result counts towards.
@@ -391,18 +397,46 @@ fn unavailable_sources(
         .find_map(|state| match state {
             SourceState::Failed(reason) => Some((
                 Outcome::Error,
-                same_text(format!("facts could not be collected: {reason}")),
+                both(
+                    format!("faktus neizdevās savākt: {reason}"),
+                    format!("facts could not be collected: {reason}"),
+                ),
             )),
             _ => None,
         })
         .or_else(|| {
             states.iter().find_map(|state| match state {
-                SourceState::NotCollected(reason) => {
-                    Some((Outcome::Skip, same_text(reason.clone())))
-                }
+                SourceState::NotCollected(reason) => Some((
+                    Outcome::Skip,
+                    both(format!("nav savākts: {reason}"), reason.clone()),
+                )),
                 _ => None,
             })
         })
+}
+
+/// `error` when the check reads a fact the collector could not read for this subject, naming
+/// each such fact and why.
+fn uncollected_facts(subject: &Subject, facts_read: &BTreeSet<String>) -> Option<(Outcome, Text)> {
+    if subject.uncollected.is_empty() {
+        return None;
+    }
+    let reasons: Vec<String> = facts_read
+        .iter()
+        .filter_map(|fact| {
+            let reason = subject.uncollected.get(fact)?;
+            Some(format!("{fact}: {reason}"))
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| {
+        (
+            Outcome::Error,
+            both(
+                format!("faktus neizdevās savākt: {}", reasons.join("; ")),
+                format!("facts could not be collected: {}", reasons.join("; ")),
+            ),
+        )
+    })
 }
 
 fn parameter_values(check: &Check, profile: Profile) -> cel::Value {
@@ -455,20 +489,26 @@ fn run_check(subject: &cel::Context<'_>, check: &Check, params: &cel::Value) -> 
         Ok(other) => {
             return (
                 Outcome::Error,
-                same_text(format!(
-                    "the expression yielded {}, not a bool",
-                    display(&other)
-                )),
+                both(
+                    format!("izteiksmes vērtība ir {}, nevis bool", display(&other)),
+                    format!("the expression yielded {}, not a bool", display(&other)),
+                ),
             );
         }
         Err(error) => {
             // A fact the collectors did not provide reads as a missing map key: say which
             // fact is missing rather than how the interpreter noticed.
             let message = match error.strip_prefix("No such key: ") {
-                Some(fact) => format!("fact {fact} was not collected for this subject"),
-                None => format!("the expression failed: {error}"),
+                Some(fact) => both(
+                    format!("fakts {fact} šim subjektam nav savākts"),
+                    format!("fact {fact} was not collected for this subject"),
+                ),
+                None => both(
+                    format!("izteiksmes izpilde neizdevās: {error}"),
+                    format!("the expression failed: {error}"),
+                ),
             };
-            return (Outcome::Error, same_text(message));
+            return (Outcome::Error, message);
         }
     };
     // Both languages usually show the same measurements: each placeholder runs once.

@@ -141,6 +141,11 @@ pub struct Subject {
     /// directory that did not answer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sources: BTreeMap<Source, SourceState>,
+    /// Facts that could not be collected for this subject while the rest of its source
+    /// could, with the reason (e.g. a directory that does not let novads read its password
+    /// policy). A check reading one of them is an `error` naming the reason, never a `pass`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub uncollected: BTreeMap<String, String>,
 }
 
 impl Subject {
@@ -158,6 +163,7 @@ impl Subject {
             municipalities: Vec::new(),
             facts,
             sources: BTreeMap::new(),
+            uncollected: BTreeMap::new(),
         }
     }
 }
@@ -236,6 +242,10 @@ impl FactsDocument {
             });
             match existing {
                 Some(existing) => {
+                    // A fact one collector could not read and another did is collected.
+                    for fact in subject.facts.keys() {
+                        existing.uncollected.remove(fact);
+                    }
                     existing.facts.extend(subject.facts);
                     for municipality in subject.municipalities {
                         if !existing.municipalities.contains(&municipality) {
@@ -243,6 +253,7 @@ impl FactsDocument {
                         }
                     }
                     existing.sources.extend(subject.sources);
+                    existing.uncollected.extend(subject.uncollected);
                 }
                 None => self.subjects.push(subject),
             }
@@ -266,6 +277,14 @@ impl FactsDocument {
             let label = format!("{} {}", subject.kind, subject.name);
             for problem in validate_against(subject.kind, &schemas[&subject.kind], &subject.facts) {
                 problems.push(format!("{label}: {problem}"));
+            }
+            for fact in subject.uncollected.keys() {
+                if !schemas[&subject.kind].contains_key(fact) {
+                    problems.push(format!(
+                        "{label}: `uncollected` names unknown fact `{fact}` for a {}",
+                        subject.kind
+                    ));
+                }
             }
             for municipality in &subject.municipalities {
                 if self.municipality(municipality).is_none() {
@@ -432,14 +451,34 @@ pub struct RealmFacts {
     #[schemars(extend("x-source" = "federation"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockout_threshold: Option<i64>,
-    /// Minimum password length the directory enforces, when it says.
+    /// The directory's password policies the password facts were read from (their DNs); the
+    /// facts are the weakest value among them.
+    #[schemars(extend("x-source" = "federation"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_policies: Option<Vec<String>>,
+    /// Minimum password length the directory enforces; 0 when it enforces none (OpenLDAP
+    /// ppolicy: `pwdMinLength`, which applies only with `pwdCheckQuality` 1 or 2).
     #[schemars(extend("x-source" = "federation"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_min_length: Option<i64>,
-    /// Character classes (lower, upper, digit, special) a password must mix, when it says.
+    /// Character classes (lower, upper, digit, special) a password must mix, when the
+    /// directory says.
     #[schemars(extend("x-source" = "federation"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_character_classes: Option<i64>,
+    /// Failed binds after which the directory itself locks an account (against guessing that
+    /// bypasses novads); 0 when it never locks (`pwdLockout` with `pwdMaxFailure`).
+    #[schemars(extend("x-source" = "federation"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_lockout_failures: Option<i64>,
+    /// Days after which a password expires; 0 when it never does (`pwdMaxAge`).
+    #[schemars(extend("x-source" = "federation"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_max_age_days: Option<i64>,
+    /// Earlier passwords a new one may not repeat; 0 when none are kept (`pwdInHistory`).
+    #[schemars(extend("x-source" = "federation"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_history: Option<i64>,
     /// For each enabled directory account: days since its last sign-in (since its creation
     /// when it never signed in).
     #[schemars(extend("x-source" = "federation"))]

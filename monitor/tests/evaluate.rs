@@ -73,6 +73,7 @@ fn municipality(name: &str, facts: Value) -> Subject {
         municipalities: vec![name.into()],
         facts,
         sources: BTreeMap::new(),
+        uncollected: BTreeMap::new(),
     }
 }
 
@@ -210,6 +211,61 @@ fn a_fact_missing_from_a_collected_source_is_an_error_naming_it() {
         admins.message.en,
         "fact admin_members was not collected for this subject"
     );
+}
+
+#[test]
+fn a_fact_that_could_not_be_collected_is_an_error_with_the_reason_even_if_present() {
+    let set = policies();
+    // The collector says why admin_members is unknown; a value left behind must not pass.
+    let mut talsi = municipality(
+        "talsi",
+        json!({"admin_members": 1, "resource_quota_present": true}),
+    );
+    talsi.uncollected.insert(
+        "admin_members".into(),
+        "the directory hides its groups".into(),
+    );
+    let facts = document(vec![talsi], SourceState::Collected);
+    assert!(facts.problems().is_empty());
+    let evaluation = evaluate(&set, &facts, &[], now());
+    let admins = evaluation
+        .results
+        .iter()
+        .find(|r| r.check == "demo.admins")
+        .expect("result");
+    assert_eq!(admins.outcome, Outcome::Error);
+    assert_eq!(
+        admins.message.en,
+        "facts could not be collected: admin_members: the directory hides its groups"
+    );
+    // Checks reading other facts run as usual.
+    assert_eq!(outcome(&evaluation, "demo.quota", "talsi"), Outcome::Pass);
+
+    // An unknown fact named as uncollected is a problem of the document.
+    let mut riga = municipality("riga", json!({}));
+    riga.uncollected.insert("no_such_fact".into(), "why".into());
+    let problems = document(vec![riga], SourceState::Collected).problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("unknown fact `no_such_fact`"),
+        "{problems:?}"
+    );
+
+    // Merged with a collector that did read it, the fact counts as collected.
+    let mut merged = document(
+        vec![{
+            let mut s = municipality("talsi", json!({}));
+            s.uncollected
+                .insert("admin_members".into(), "hidden".into());
+            s
+        }],
+        SourceState::Collected,
+    );
+    merged.merge(document(
+        vec![municipality("talsi", json!({"admin_members": 2}))],
+        SourceState::Collected,
+    ));
+    assert!(merged.subjects[0].uncollected.is_empty());
 }
 
 #[test]
@@ -366,6 +422,7 @@ fn reports_are_valid_openreports_objects_and_bounded() {
         municipalities: vec![],
         facts: serde_json::Map::new(),
         sources: BTreeMap::new(),
+        uncollected: BTreeMap::new(),
     });
     let facts = document(subjects, SourceState::Collected);
     let evaluation = evaluate(&set, &facts, &[], now());

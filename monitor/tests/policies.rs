@@ -128,6 +128,7 @@ fn document(
             municipalities,
             facts,
             sources: BTreeMap::new(),
+            uncollected: BTreeMap::new(),
         }],
     }
 }

@@ -139,7 +139,27 @@ async fn reports_status_and_events_are_applied_by_the_monitor() {
             assert_eq!(quota["result"], "skip", "{quota}");
             assert_eq!(quota["properties"]["exemption"], "quota-waiver", "{quota}");
             // The expired one no longer applies.
-            assert_eq!(result(report, "network.default-deny")["result"], "fail");
+            let network = result(report, "network.default-deny");
+            assert_eq!(network["result"], "fail");
+            // In Latvian unless told otherwise: title, measurement and exemption.
+            assert_eq!(
+                network["properties"]["title"],
+                "Tīkla politika pēc noklusējuma aizliedz"
+            );
+            assert!(
+                network["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("ienākošā aizliegta: false"),
+                "{network}"
+            );
+            assert!(
+                quota["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("izņēmums quota-waiver līdz 2027-03-01"),
+                "{quota}"
+            );
             // Without --config, federation checks are skipped with the reason.
             let tls = result(report, "auth.directory-tls");
             assert_eq!(tls["result"], "skip");
@@ -147,7 +167,7 @@ async fn reports_status_and_events_are_applied_by_the_monitor() {
                 tls["message"]
                     .as_str()
                     .unwrap_or_default()
-                    .contains(NO_FEDERATION),
+                    .starts_with(&format!("nav savākts: {NO_FEDERATION}")),
                 "{tls}"
             );
         }),
@@ -314,13 +334,19 @@ async fn the_collector_counts_the_admins_of_each_municipalitys_admin_groups() {
     let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let options = MonitorOptions {
         federation: Some(FederationCollector(Arc::new(FiveAdmins(asked.clone())))),
+        language: novads_monitor::Lang::En,
         ..MonitorOptions::default()
     };
     let mut monitor = Monitor::new(client, options, Some("operator-0".into()), metrics);
     let script = vec![
         report_apply(|report| {
+            // In English when told so.
             let admins = result(report, "accounts.admins-per-municipality");
             assert_eq!(admins["result"], "fail", "{admins}");
+            assert_eq!(
+                admins["properties"]["title"],
+                "Few people administer the municipality"
+            );
             assert!(
                 admins["message"]
                     .as_str()
@@ -344,4 +370,89 @@ async fn the_collector_counts_the_admins_of_each_municipalitys_admin_groups() {
             groups: vec!["it-admins".into()],
         }]
     );
+}
+
+/// The evaluation schedule on a paused clock: at once, `debounce` after a change (a burst
+/// taken in by one evaluation), and `interval` after the last evaluation without changes.
+#[tokio::test(start_paused = true)]
+async fn evaluations_follow_changes_after_the_debounce_and_the_schedule_without_them() {
+    use novads_operator::monitor::{DEFAULT_DEBOUNCE, DEFAULT_INTERVAL, EvaluationSchedule};
+    use tokio::sync::Notify;
+    use tokio::time::{Instant, advance, sleep};
+
+    let start = Instant::now();
+    let changed = Arc::new(Notify::new());
+    let (sender, mut evaluations) = tokio::sync::mpsc::unbounded_channel();
+    let schedule = {
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            let mut schedule =
+                EvaluationSchedule::new(DEFAULT_INTERVAL, DEFAULT_DEBOUNCE, &changed);
+            loop {
+                schedule.due().await;
+                let _ = sender.send(start.elapsed().as_secs());
+            }
+        })
+    };
+    let seconds = |n: u64| Duration::from_secs(n);
+    // Lets the spawned loop run up to its next wait without moving the clock.
+    let settle = || async {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    };
+    let taken = |evaluations: &mut tokio::sync::mpsc::UnboundedReceiver<u64>| {
+        let mut at = Vec::new();
+        while let Ok(second) = evaluations.try_recv() {
+            at.push(second);
+        }
+        at
+    };
+
+    settle().await;
+    assert_eq!(taken(&mut evaluations), [0], "at once");
+
+    // One change at 20 s: nothing until the debounce has passed, then one evaluation.
+    advance(seconds(20)).await;
+    changed.notify_one();
+    settle().await;
+    advance(seconds(9)).await;
+    settle().await;
+    assert_eq!(
+        taken(&mut evaluations),
+        Vec::<u64>::new(),
+        "still debouncing"
+    );
+    advance(seconds(1)).await;
+    settle().await;
+    assert_eq!(taken(&mut evaluations), [30]);
+
+    // A burst of five changes within the debounce: one evaluation, 10 s after the first.
+    advance(seconds(70)).await;
+    for _ in 0..5 {
+        changed.notify_one();
+        settle().await;
+        advance(seconds(1)).await;
+    }
+    sleep(seconds(30)).await;
+    settle().await;
+    assert_eq!(taken(&mut evaluations), [110], "a burst is evaluated once");
+
+    // No changes: the schedule evaluates 300 s after the last evaluation, and again.
+    sleep(seconds(720 - 135)).await;
+    settle().await;
+    assert_eq!(taken(&mut evaluations), [410, 710]);
+
+    // A change just before the schedule is due: evaluated after the debounce, and the
+    // schedule then counts from that evaluation instead of evaluating again at once.
+    sleep(seconds(1005 - 720)).await;
+    changed.notify_one();
+    settle().await;
+    sleep(seconds(30)).await;
+    settle().await;
+    assert_eq!(taken(&mut evaluations), [1015]);
+    sleep(seconds(300)).await;
+    settle().await;
+    assert_eq!(taken(&mut evaluations), [1315]);
+    schedule.abort();
 }

@@ -2,13 +2,15 @@
 //! (docs/admin-api.md).
 //!
 //! Read it top-down: [`authz`] decides who may do what (pure), [`principal`] turns a bearer
-//! token into an authorised caller, [`problem`] words every refusal, [`rate_limit`] bounds each caller, [`extract`] words bad
-//! input; the endpoint modules are thin handlers over the provider's stores: [`identity`]
-//! (realms, trusts, clients, the realm test) and [`audit`] (the trail: events, export,
-//! verification), and over the cluster ([`cluster`]): [`municipalities`] (written by
-//! [`municipality_writes`]) and their [`servers`], and the [`images`] servers are made from; [`document`] checks what clients write. [`openapi`]
-//! generates the contract from the handlers. Every state-changing call goes into the audit
-//! trail through [`record`] before it is answered.
+//! token into an authorised caller, [`problem`] words every refusal, [`rate_limit`] bounds each
+//! caller, [`extract`] words bad input; the endpoint modules are thin handlers over the
+//! provider's stores: [`identity`] (realms, trusts, clients, the realm test) and [`audit`] (the
+//! trail: events, export, verification), and over the cluster ([`cluster`]): [`municipalities`]
+//! (written by [`municipality_writes`]) and their [`servers`], the [`images`] servers are made
+//! from, and [`security`] (a municipality's SecurityExemptions); [`document`] checks what
+//! clients write; [`findings`] shows the security monitor's results. [`openapi`] generates the
+//! contract from the handlers. Every state-changing call goes into the audit trail through
+//! [`record`] before it is answered.
 
 pub mod audit;
 pub mod authz;
@@ -16,6 +18,7 @@ pub mod cluster;
 pub mod document;
 pub mod etag;
 pub mod extract;
+pub mod findings;
 pub mod idempotency;
 pub mod identity;
 pub mod images;
@@ -26,6 +29,7 @@ pub mod principal;
 pub mod problem;
 pub mod rate_limit;
 pub mod record;
+pub mod security;
 pub mod servers;
 
 use std::collections::BTreeMap;
@@ -65,6 +69,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .merge(servers::routes())
         .merge(municipality_writes::routes())
         .merge(images::routes())
+        .merge(security::routes())
+        .merge(findings::routes())
         .fallback(not_found)
         // Set here, before the layers, so that CORS also wraps the method fallback (a
         // preflight `OPTIONS` reaches it) and the server's own fallback does not replace it.

@@ -11,7 +11,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{audit, identity, images, municipalities, municipality_writes, servers};
+use super::{
+    audit, findings, identity, images, municipalities, municipality_writes, security, servers,
+};
 use crate::oidc::pages::{self, CSS_PATH};
 
 #[derive(OpenApi)]
@@ -52,6 +54,11 @@ use crate::oidc::pages::{self, CSS_PATH};
         images::replace_image,
         images::patch_image,
         images::delete_image,
+        security::list_exemptions,
+        security::grant_exemption,
+        security::revoke_exemption,
+        findings::results,
+        findings::compliance,
     ),
     components(schemas(servers::document::PowerAction)),
     modifiers(&BearerTokens),

@@ -6,8 +6,9 @@
 //! keys, asks the directories about holders of live access ([`directory`]), lists each
 //! realm's accounts and joins them with the audit trail's sign-ins and the municipalities'
 //! admin groups ([`accounts`]), and assembles a [`FactsDocument`] with the federation source's
-//! state. The password policy is not collected yet: it stays absent, so the checks reading it
-//! give `error`, never `pass`. [`own`] evaluates the federation checks of a running server on
+//! state. Each LDAP realm's password policies are read from its directory ([`realm`] decides
+//! their facts); a directory that does not show them leaves those facts uncollected with the
+//! reason, so the checks reading them give `error`, never `pass`. [`own`] evaluates the federation checks of a running server on
 //! a schedule, for `novads dev`'s metrics.
 
 pub mod accounts;
@@ -166,6 +167,25 @@ pub async fn collect(
                 (Err(reason.clone()), Err(reason))
             }
         };
+        // A directory that hides its password policy fails only the password facts.
+        let mut uncollected = BTreeMap::new();
+        let policies = match &federation {
+            Ok(federation) => match federation.realm(&realm.name) {
+                Some(configured) => configured.directory.password_policies().await,
+                None => None,
+            },
+            Err(_) => None,
+        };
+        match policies {
+            Some(Ok(policies)) => realm::password_facts(&policies, &mut facts),
+            Some(Err(reason)) => {
+                let reason = format!("password policy of realm {}: {reason}", realm.name);
+                for fact in realm::PASSWORD_FACTS {
+                    uncollected.insert(fact.to_owned(), reason.clone());
+                }
+            }
+            None => {}
+        }
         if let Ok(listing) = &listing {
             facts.enabled_accounts_days_since_sign_in = Some(accounts::days_since_sign_in(
                 listing,
@@ -180,7 +200,7 @@ pub async fn collect(
         let outcome =
             departed.and_then(|count| listing.as_ref().map(|_| count).map_err(Clone::clone));
         listings.insert(realm.name.clone(), listing);
-        let subject = match outcome {
+        let mut subject = match outcome {
             Ok(count) => {
                 facts.departed_with_access = Some(count);
                 Subject::new(realm.name.clone(), &facts)
@@ -196,6 +216,7 @@ pub async fn collect(
                 subject
             }
         };
+        subject.uncollected = uncollected;
         subjects.push(subject);
     }
     for municipality in admin_groups {

@@ -14,6 +14,7 @@ use novads_monitor::{Evaluation, FactsDocument, PolicySet, Source, SourceState};
 use super::{collect, failed};
 use crate::config::Config;
 use crate::db::Database;
+use crate::state::AppState;
 
 /// Why cluster checks are skipped here.
 pub const NO_CLUSTER: &str = "cluster facts not collected (no cluster: novads dev)";
@@ -61,22 +62,24 @@ pub async fn evaluate_once(
     evaluation
 }
 
-/// Evaluates at once and then every `interval`, forever.
+/// Evaluates at once and then every `interval`, forever; each evaluation becomes `state`'s
+/// latest, which the admin API's security endpoints show without a cluster.
 pub async fn evaluate_periodically(
-    config: Config,
-    db: Database,
+    state: AppState,
     policies: Arc<PolicySet>,
     metrics: MonitorMetrics,
     interval: Duration,
 ) {
+    let (config, db) = (state.config(), state.db());
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let evaluation = evaluate_once(&config, &db, &policies, &metrics).await;
+        let evaluation = evaluate_once(config, db, &policies, &metrics).await;
         tracing::debug!(
             results = evaluation.results.len(),
             "security monitor evaluated the federation"
         );
+        state.set_latest_evaluation(evaluation);
     }
 }

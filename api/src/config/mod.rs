@@ -212,6 +212,10 @@ pub struct LdapConfig {
     /// `disabled_filter` changes then take up to this long to show. 0 (default) turns it off.
     #[serde(default)]
     pub entry_cache_seconds: u64,
+    /// The password policy entry (OpenLDAP ppolicy) the security monitor reads; when unset it
+    /// reads every `pwdPolicy` entry in the naming context of `user_base`.
+    #[serde(default)]
+    pub password_policy_dn: Option<String>,
 }
 
 fn default_ldap_pool_size() -> usize {
@@ -263,6 +267,7 @@ impl LdapConfig {
             timeout_seconds: default_ldap_timeout_seconds(),
             pool_size: default_ldap_pool_size(),
             entry_cache_seconds: 0,
+            password_policy_dn: None,
         }
     }
 }

@@ -30,7 +30,7 @@ use novads_crds::{ComplianceSummary, Municipality, SecurityExemption};
 use novads_monitor::facts::AdminGroups;
 use novads_monitor::metrics::MonitorMetrics;
 use novads_monitor::report::Report;
-use novads_monitor::{FactsDocument, PolicySet, Source, SourceState};
+use novads_monitor::{FactsDocument, Lang, PolicySet, Source, SourceState};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -83,6 +83,9 @@ pub struct MonitorOptions {
     pub debounce: Duration,
     /// Where the federation facts come from; none: federation checks are skipped.
     pub federation: Option<FederationCollector>,
+    /// Language of the Reports' titles and messages (`--monitor-language`, Latvian unless
+    /// told otherwise: the municipalities' security officers read them).
+    pub language: Lang,
 }
 
 /// The default schedule: every five minutes.
@@ -97,6 +100,7 @@ impl Default for MonitorOptions {
             interval: DEFAULT_INTERVAL,
             debounce: DEFAULT_DEBOUNCE,
             federation: None,
+            language: Lang::Lv,
         }
     }
 }
@@ -204,10 +208,11 @@ impl Monitor {
         let policies = self.options.policies.clone();
         let refresh = self.options.interval;
         let announced = self.announced.clone();
+        let language = self.options.language;
         // Evaluating thousands of subjects takes a while: off the async threads.
         let (evaluation, outputs) = tokio::task::spawn_blocking(move || {
             let evaluation = novads_monitor::evaluate(&policies, &facts, &exemptions, now);
-            let outputs = outputs::plan(&evaluation, &current, &announced, refresh);
+            let outputs = outputs::plan(&evaluation, &current, &announced, refresh, language);
             (evaluation, outputs)
         })
         .await
@@ -376,15 +381,9 @@ pub async fn run(
         if caches.wait_until_ready().await.is_err() {
             return;
         }
-        let mut schedule = tokio::time::interval(interval);
-        schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut schedule = EvaluationSchedule::new(interval, debounce, &changed);
         loop {
-            tokio::select! {
-                _ = schedule.tick() => {}
-                () = changed.notified() => tokio::time::sleep(debounce).await,
-            }
-            // Changes signalled until now are taken in by this evaluation.
-            let _ = changed.notified().now_or_never();
+            schedule.due().await;
             if let Err(error) = monitor.evaluate(caches.objects(), Utc::now()).await {
                 tracing::warn!(%error, "security monitor evaluation incomplete");
             }
@@ -394,5 +393,43 @@ pub async fn run(
         () = stop => tracing::info!("security monitor stopped"),
         _ = watches => tracing::warn!("security monitor watches ended"),
         () = evaluations => {}
+    }
+}
+
+/// When the monitor evaluates: at once, then `debounce` after a change is signalled on
+/// `changed` (the changes signalled meanwhile are taken in by the same evaluation), and
+/// whenever `interval` passes without an evaluation.
+pub struct EvaluationSchedule<'a> {
+    schedule: tokio::time::Interval,
+    debounce: Duration,
+    changed: &'a Notify,
+    first: bool,
+}
+
+impl<'a> EvaluationSchedule<'a> {
+    pub fn new(interval: Duration, debounce: Duration, changed: &'a Notify) -> Self {
+        let mut schedule = tokio::time::interval(interval);
+        schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            schedule,
+            debounce,
+            changed,
+            first: true,
+        }
+    }
+
+    /// Waits until the next evaluation is due. Called again once that evaluation is done.
+    pub async fn due(&mut self) {
+        if !std::mem::take(&mut self.first) {
+            // The schedule counts from the last evaluation, so one that a change brought on
+            // just before the tick is not followed by a second at once.
+            self.schedule.reset();
+        }
+        tokio::select! {
+            _ = self.schedule.tick() => {}
+            () = self.changed.notified() => tokio::time::sleep(self.debounce).await,
+        }
+        // Changes signalled until now are taken in by this evaluation.
+        let _ = self.changed.notified().now_or_never();
     }
 }

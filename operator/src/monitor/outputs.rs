@@ -97,16 +97,17 @@ pub fn status_due(
     !(same_counts && fresh)
 }
 
-/// The outputs of `evaluation`. `current` holds each Municipality's present
-/// `status.compliance`; `announced` the exemptions already announced as lapsed (namespace,
-/// name, expiry), so each lapse is announced once.
+/// The outputs of `evaluation`, the Reports in `language`. `current` holds each
+/// Municipality's present `status.compliance`; `announced` the exemptions already announced
+/// as lapsed (namespace, name, expiry), so each lapse is announced once.
 pub fn plan(
     evaluation: &Evaluation,
     current: &BTreeMap<String, Option<ComplianceSummary>>,
     announced: &BTreeSet<(String, String, DateTime<Utc>)>,
     refresh: Duration,
+    language: Lang,
 ) -> Outputs {
-    let reports = report::reports(evaluation, Lang::En);
+    let reports = report::reports(evaluation, language);
     let statuses = evaluation
         .summary()
         .into_iter()

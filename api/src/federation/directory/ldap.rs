@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 
 pub mod filter;
 mod listing;
+mod password_policy;
 
 use super::entry_cache::EntryCache;
 use super::{DirectoryAnswer, DirectoryFailure, DirectoryUser};
@@ -93,6 +94,7 @@ pub struct LdapDirectory {
     attributes: LdapAttributes,
     disabled_filter: Option<String>,
     group_search: Option<GroupSearchConfig>,
+    password_policy_dn: Option<String>,
     pool_size: usize,
     entry_cache: EntryCache,
 }
@@ -134,6 +136,7 @@ impl LdapDirectory {
             attributes: config.attributes.clone(),
             disabled_filter: config.disabled_filter.clone(),
             group_search: config.group_search.clone(),
+            password_policy_dn: config.password_policy_dn.clone(),
             pool_size: config.pool_size,
             entry_cache: EntryCache::new(Duration::from_secs(config.entry_cache_seconds)),
         }

@@ -51,6 +51,26 @@ pub struct AccountListing {
     pub truncated: bool,
 }
 
+/// A password policy as the directory states it (OpenLDAP ppolicy, draft-behera-ldap-password-
+/// policy), for the security monitor: the policy's limits, read as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Where it was read: the policy entry's DN.
+    pub dn: String,
+    /// `pwdMinLength`; enforced only when quality is checked.
+    pub min_length: u32,
+    /// `pwdCheckQuality`: 0 no quality checks, 1 check when the server can, 2 always.
+    pub check_quality: u8,
+    /// `pwdLockout`: failed binds lock the account.
+    pub lockout: bool,
+    /// `pwdMaxFailure`: consecutive failed binds before the lock; 0 means no limit.
+    pub max_failure: u32,
+    /// `pwdMaxAge` in seconds; 0 means passwords never expire.
+    pub max_age_seconds: u64,
+    /// `pwdInHistory`: earlier passwords a new one may not repeat.
+    pub in_history: u32,
+}
+
 /// Why a directory did not vouch for a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryFailure {
@@ -134,6 +154,16 @@ impl Directory {
         match self {
             Self::Static(dir) => Ok(dir.accounts(limit)),
             Self::Ldap(dir) => dir.accounts(limit).await,
+        }
+    }
+
+    /// The password policies an LDAP directory states, for the security monitor; the reason
+    /// when it states none that novads can read. An embedded directory has no policy of its
+    /// own (novads checks its passwords): `None`.
+    pub async fn password_policies(&self) -> Option<Result<Vec<PasswordPolicy>, String>> {
+        match self {
+            Self::Static(_) => None,
+            Self::Ldap(dir) => Some(dir.password_policies().await),
         }
     }
 
