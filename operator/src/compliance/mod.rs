@@ -317,17 +317,20 @@ fn public_service_ports(service: &Service) -> Vec<PublicPort> {
     ports
 }
 
-/// Ports a NetworkPolicy opens to `0.0.0.0/0` or `::/0`. A rule without ports opens every
+/// Ports a NetworkPolicy opens to `0.0.0.0/0` or `::/0`, or to every source (a rule without
+/// `from`). A rule without ports opens every
 /// port, reported as port 0; a port range is listed port by port up to 64 ports, else as 0.
 fn public_policy_ports(policy: &NetworkPolicy) -> Vec<PublicPort> {
     let object = format!("NetworkPolicy/{}", policy.name_any());
     let mut ports = Vec::new();
     for rule in policy.spec.iter().flat_map(|s| s.ingress.iter().flatten()) {
-        let from_anywhere = rule.from.iter().flatten().any(|peer| {
-            peer.ip_block
-                .as_ref()
-                .is_some_and(|block| ANYWHERE.contains(&block.cidr.trim()))
-        });
+        // A rule without peers admits every source, the internet included.
+        let from_anywhere = rule.from.as_ref().is_none_or(|peers| peers.is_empty())
+            || rule.from.iter().flatten().any(|peer| {
+                peer.ip_block
+                    .as_ref()
+                    .is_some_and(|block| ANYWHERE.contains(&block.cidr.trim()))
+            });
         if !from_anywhere {
             continue;
         }
@@ -534,6 +537,20 @@ mod tests {
             municipality_fact(&document, "public_allowed_ranges"),
             serde_json::json!(["195.2.96.0/24"])
         );
+    }
+
+    #[test]
+    fn a_rule_without_peers_is_open_to_everyone() {
+        let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: any-source, namespace: muni-talsi}\nspec:\n  podSelector: {}\n  ingress:\n    - ports: [{port: 3389}]\n    - from: []\n      ports: [{port: 23}]\n    - from: [{podSelector: {}}]\n      ports: [{port: 5900}]\n";
+        let document = cluster_facts(&objects(policy), now());
+        let ports: Vec<i64> = municipality_fact(&document, "public_ports")
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        // RDP and Telnet reach every source; VNC only the namespace's own pods.
+        assert_eq!(ports, [3389, 23]);
     }
 
     #[test]
