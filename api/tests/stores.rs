@@ -2,6 +2,7 @@
 
 mod support;
 
+use novads_api::admin::audit::{EventFilter, page};
 use novads_api::db::Database;
 use novads_api::federation::Identity;
 use novads_api::federation::audit::{
@@ -563,6 +564,68 @@ async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
 /// Logging out of a single sign-on session revokes every grant issued through it — the
 /// password sign-in's and another application's single sign-on code, redeemed or not — and
 /// leaves another session's grants alone. On both databases.
+#[tokio::test]
+async fn audit_pages_filter_by_user_and_time_newest_first_across_cursors() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let log = AuditLog::start(db.clone(), support::audit_key());
+        let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+            .expect("time")
+            .to_utc();
+        // Rows 1..=6, a day apart: ilze by user name (1, 3), by subject (4), by both (5).
+        let who = [
+            (Some("ilze"), None),
+            (Some("janis"), None),
+            (Some("ilze"), Some("sub-janis")),
+            (Some("ilze@talsi"), Some("ilze")),
+            (Some("ilze"), Some("ilze")),
+            (None, None),
+        ];
+        for (day, (username, subject)) in (0i64..).zip(who) {
+            let mut event = AuditEvent::new(AuditEventKind::LoginSucceeded);
+            event.realm = Some("talsi".into());
+            event.username = username.map(str::to_owned);
+            event.subject = subject.map(str::to_owned);
+            event.at = old + chrono::Duration::days(day);
+            log.append(event).await.expect("append");
+        }
+        let ids = |filter: EventFilter| {
+            let db = db.clone();
+            async move {
+                let mut ids = Vec::new();
+                let mut filter = EventFilter { limit: 2, ..filter };
+                loop {
+                    let page = page(&db, &filter).await.expect("page");
+                    ids.extend(page.events.iter().map(|e| e.id));
+                    let Some(last) = page.next_cursor.and(page.events.last().map(|e| e.id)) else {
+                        return ids;
+                    };
+                    filter.before_id = Some(last);
+                }
+            }
+        };
+        let ilze = EventFilter {
+            user: Some("ilze".into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(ids(ilze).await, [5, 4, 3, 1], "{backend:?}");
+        let days_1_to_4 = EventFilter {
+            since: Some(old + chrono::Duration::days(1)),
+            until: Some(old + chrono::Duration::days(4)),
+            ..EventFilter::default()
+        };
+        assert_eq!(ids(days_1_to_4).await, [4, 3, 2], "{backend:?}");
+        let ilze_from_day_3 = EventFilter {
+            user: Some("ilze".into()),
+            since: Some(old + chrono::Duration::days(3)),
+            ..EventFilter::default()
+        };
+        assert_eq!(ids(ilze_from_day_3).await, [5, 4], "{backend:?}");
+        assert_eq!(ids(EventFilter::default()).await, [6, 5, 4, 3, 2, 1]);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn logging_out_revokes_every_grant_of_the_session() {
     each_backend(|db| async move {
