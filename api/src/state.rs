@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::federation::Federation;
 use crate::metrics::Metrics;
+use crate::oidc::bearer::VerifiedTokens;
 use crate::oidc::keys::{SigningKeys, StoredIdentityKey};
 use crate::oidc::request::Clients;
 use crate::oidc::store::FlowStore;
@@ -32,6 +33,8 @@ struct Shared {
     cluster: OnceLock<kube::Client>,
     /// The admin API's per-caller rate limit.
     admin_limiter: AdminRateLimiter,
+    /// Access tokens the admin API verified recently (oidc/bearer.rs).
+    verified_tokens: VerifiedTokens,
     /// The server's own latest security evaluation (`novads dev`, api/src/compliance/own.rs),
     /// which the admin API shows when there is no cluster.
     latest_evaluation: RwLock<Option<Arc<novads_monitor::Evaluation>>>,
@@ -51,6 +54,7 @@ impl AppState {
                 issuer: config.server.issuer.trim_end_matches('/').to_owned(),
                 clients: Clients::new(&config.clients),
                 admin_limiter: AdminRateLimiter::new(&config.admin_api.rate_limit),
+                verified_tokens: VerifiedTokens::default(),
                 flows: FlowStore::new(db.clone(), identities)
                     .with_requests_per_source(config.server.authorization_requests_per_minute),
                 config,
@@ -104,6 +108,11 @@ impl AppState {
     /// The admin API's per-caller rate limit.
     pub fn admin_limiter(&self) -> &AdminRateLimiter {
         &self.inner.admin_limiter
+    }
+
+    /// Access tokens the admin API verified recently.
+    pub fn verified_tokens(&self) -> &VerifiedTokens {
+        &self.inner.verified_tokens
     }
 
     /// Connects the state to a cluster; only the first call counts (returns whether it did).

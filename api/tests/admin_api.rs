@@ -271,6 +271,21 @@ async fn tokens_are_checked_and_roles_come_from_groups_and_service_clients() {
     assert_eq!(answer.body["roles"], serde_json::json!(["auditor"]));
     assert_eq!(answer.body["subject"], "client:robot");
 
+    // With the token remembered as verified, a copy with a changed signature or with the
+    // claims of another token is checked in full, and refused.
+    let (signed, signature) = admin.rsplit_once('.').expect("a JWT");
+    let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+    let answer = get(base, "/me", Some(&forged)).await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    let staff_claims = staff.split('.').nth(1).expect("claims");
+    let [header, _, signature] =
+        <[&str; 3]>::try_from(admin.split('.').collect::<Vec<_>>()).expect("three parts");
+    let spliced = format!("{header}.{staff_claims}.{signature}");
+    let answer = get(base, "/me", Some(&spliced)).await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert_eq!(get(base, "/me", Some(&admin)).await.status, 200);
+
     // A revoked token is refused at once.
     let response = browser()
         .post(format!("{base}/oidc/revoke"))

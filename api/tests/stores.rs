@@ -12,7 +12,8 @@ use novads_api::federation::lockout::{LockoutPolicy, LockoutStore};
 use novads_api::oidc::keys::{KeyEncryptionKey, StoredIdentityKey, StoredRowKind};
 use novads_api::oidc::request::ValidRequest;
 use novads_api::oidc::store::{
-    Exchange, FlowStore, PendingRequest, RedeemedCode, RefreshUse, Rotation, hash,
+    Exchange, FlowStore, PendingRequest, REVOCATIONS_FRESH_FOR, RedeemedCode, RefreshUse, Rotation,
+    hash,
 };
 use support::{each_backend, each_backend_with_owner, flow_store};
 
@@ -390,6 +391,106 @@ async fn revocations_name_tokens_and_grants_and_only_lengthen() {
                 .access_token_revoked("jti-1", None)
                 .await
                 .expect("probe")
+        );
+    })
+    .await;
+}
+
+/// Polls `store`'s in-memory revocation check until it names the token; how long that took.
+async fn until_revoked_in_memory(
+    store: &FlowStore,
+    jti: &str,
+    grant_id: Option<&str>,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !store
+        .access_token_revoked_cached(jti, grant_id)
+        .await
+        .expect("probe")
+    {
+        assert!(
+            started.elapsed() < REVOCATIONS_FRESH_FOR * 5,
+            "the revocation never reached the other replica"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+/// The admin API's in-memory revocation check: a revocation made by this replica counts at
+/// once, one made by another replica (another store on the same database) within
+/// [`REVOCATIONS_FRESH_FOR`]; when the table cannot be read, the check fails (closed) once
+/// the copy is older than the bound.
+#[tokio::test]
+async fn in_memory_revocations_follow_this_replica_at_once_and_others_within_the_bound() {
+    each_backend_with_owner(|db, owner| async move {
+        let backend = db.backend();
+        let here = flow_store(db.clone());
+        let there = flow_store(db.clone());
+        for store in [&here, &there] {
+            assert!(
+                !store
+                    .access_token_revoked_cached("jti-1", None)
+                    .await
+                    .expect("probe"),
+                "{backend:?}"
+            );
+        }
+        let exp = chrono::Utc::now().timestamp() + 600;
+        here.revoke_access_token("jti-1", exp)
+            .await
+            .expect("revoke");
+        assert!(
+            here.access_token_revoked_cached("jti-1", None)
+                .await
+                .expect("probe"),
+            "{backend:?}: this replica honours its own revocation at once"
+        );
+        let took = until_revoked_in_memory(&there, "jti-1", None).await;
+        // The bound, with room for one reload on a loaded machine.
+        let slack = std::time::Duration::from_millis(500);
+        assert!(
+            took <= REVOCATIONS_FRESH_FOR + slack,
+            "{backend:?}: another replica took {took:?}"
+        );
+
+        // A grant revoked through another replica covers its access tokens too.
+        let (_, refresh_token) = signed_in(&there).await;
+        let info = there
+            .refresh_info(&refresh_token)
+            .await
+            .expect("info")
+            .expect("known");
+        assert!(
+            !here
+                .access_token_revoked_cached("jti-2", Some(&info.family_id))
+                .await
+                .expect("probe")
+        );
+        there.revoke_grant(&info.family_id).await.expect("revoke");
+        assert!(
+            there
+                .access_token_revoked_cached("jti-2", Some(&info.family_id))
+                .await
+                .expect("probe")
+        );
+        let took = until_revoked_in_memory(&here, "jti-2", Some(&info.family_id)).await;
+        assert!(
+            took <= REVOCATIONS_FRESH_FOR + slack,
+            "{backend:?}: another replica took {took:?}"
+        );
+
+        // Without the table nothing can be checked: refused once the copy is too old.
+        owner
+            .execute("DROP TABLE oidc_revocations")
+            .await
+            .expect("drop");
+        tokio::time::sleep(REVOCATIONS_FRESH_FOR).await;
+        assert!(
+            here.access_token_revoked_cached("jti-3", None)
+                .await
+                .is_err(),
+            "{backend:?}: fails closed"
         );
     })
     .await;

@@ -1,6 +1,6 @@
 //! The I/O shell around [`super::authz`]: reads the `Authorization: Bearer` header, checks the
-//! token with the provider's one bearer check (oidc/bearer.rs: signature, issuer, expiry,
-//! revocation), reads the cluster's Municipalities when there is a cluster, and hands both to
+//! token with the provider's bearer check (oidc/bearer.rs: signature, issuer, expiry,
+//! revocation; remembered verifications and this replica's copy of the revocations), reads the cluster's Municipalities when there is a cluster, and hands both to
 //! the pure decision.
 
 use axum::extract::FromRequestParts;
@@ -22,22 +22,23 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AdminError> {
         let token = bearer::from_authorization(&parts.headers).ok_or(AdminError::MissingToken)?;
-        let claims = bearer::verify(state, token, None)
-            .await
-            .map_err(|refusal| match refusal {
-                BearerRefusal::Invalid(KeyError::InvalidToken(why)) => {
-                    AdminError::InvalidToken(format!("the access token is not valid: {why}"))
-                }
-                BearerRefusal::Invalid(fault) => {
-                    AdminError::storage("checking an access token failed", fault)
-                }
-                BearerRefusal::Revoked => {
-                    AdminError::InvalidToken("the access token was revoked".to_owned())
-                }
-                BearerRefusal::Unavailable(fault) => {
-                    AdminError::storage("access token revocation lookup failed", fault)
-                }
-            })?;
+        let claims =
+            bearer::verify_cached(state, token)
+                .await
+                .map_err(|refusal| match refusal {
+                    BearerRefusal::Invalid(KeyError::InvalidToken(why)) => {
+                        AdminError::InvalidToken(format!("the access token is not valid: {why}"))
+                    }
+                    BearerRefusal::Invalid(fault) => {
+                        AdminError::storage("checking an access token failed", fault)
+                    }
+                    BearerRefusal::Revoked => {
+                        AdminError::InvalidToken("the access token was revoked".to_owned())
+                    }
+                    BearerRefusal::Unavailable(fault) => {
+                        AdminError::storage("access token revocation lookup failed", fault)
+                    }
+                })?;
         // Before anything is read for the caller: a flood reaches neither database nor cluster.
         state.admin_limiter().check(&claims.sub)?;
         let listed = match state.cluster() {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::pending_limit::PendingRequestLimit;
 use super::requests::MAX_PENDING_REQUESTS;
+use super::revocations::RevocationList;
 use crate::db::{Database, WriteScope, on_write};
 use crate::lifetimes::{CODE_LIFETIME, millis};
 use crate::oidc::keys::{StoredIdentityKey, StoredRow, StoredRowKind};
@@ -78,6 +79,8 @@ pub struct FlowStore {
     pub(super) max_pending: i64,
     /// Authorization requests started per address (this replica).
     pub(super) pending_per_source: Arc<PendingRequestLimit>,
+    /// This replica's copy of the revocations, for the admin API's check.
+    pub(super) revocations: Arc<RevocationList>,
 }
 
 impl FlowStore {
@@ -90,6 +93,7 @@ impl FlowStore {
             rejected: rejection_counter(),
             max_pending: MAX_PENDING_REQUESTS,
             pending_per_source: Arc::default(),
+            revocations: Arc::default(),
         }
     }
 

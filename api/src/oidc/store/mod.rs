@@ -23,5 +23,6 @@ pub use flow_store::{FlowStore, StoreError, hash, random_token};
 pub use pending_limit::{REQUESTS_PER_SOURCE, WINDOW as REQUESTS_WINDOW};
 pub use refresh_tokens::{RefreshInfo, RefreshUse, Rotation, UsableRefresh};
 pub use requests::{MAX_PENDING_REQUESTS, PendingRequest};
+pub use revocations::REVOCATIONS_FRESH_FOR;
 pub use sessions::Session;
 pub use sign_in::CompletedLogin;

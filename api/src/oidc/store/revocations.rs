@@ -1,5 +1,15 @@
 //! `oidc_revocations`: revoked grants and access tokens, remembered until no token they name
 //! can still be valid, and the check every access token passes before it is honoured.
+//!
+//! Two checks: [`FlowStore::access_token_revoked`] asks the database every time (the OAuth
+//! endpoints: userinfo, introspection), and [`FlowStore::access_token_revoked_cached`] asks
+//! this replica's in-memory copy of the table (the admin API's hot path). The copy learns this
+//! replica's revocations as they are committed and reloads the table when it is older than
+//! [`REVOCATIONS_FRESH_FOR`], so another replica's revocation is honoured within that bound.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -81,6 +91,8 @@ impl FlowStore {
                 .await?;
         });
         write.commit().await?;
+        // Committed: this replica honours it from now on, without waiting for a reload.
+        self.revocations.add(kind, id, expires_at_ms);
         Ok(())
     }
 
@@ -116,6 +128,40 @@ impl FlowStore {
         Ok(found.is_some())
     }
 
+    /// [`FlowStore::access_token_revoked`], answered from this replica's copy of the table:
+    /// immediately for revocations made here, within [`REVOCATIONS_FRESH_FOR`] for those of
+    /// other replicas. A copy that is too old is reloaded first; when the reload fails the
+    /// error is returned and the caller refuses the token (fail closed).
+    pub async fn access_token_revoked_cached(
+        &self,
+        jti: &str,
+        grant_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        if let Some(revoked) = self.revocations.lookup(jti, grant_id, Instant::now()) {
+            return Ok(revoked);
+        }
+        // One reload at a time; whoever waited finds the copy fresh and does not read again.
+        let _reloading = self.revocations.reload.lock().await;
+        let started = Instant::now();
+        if let Some(revoked) = self.revocations.lookup(jti, grant_id, started) {
+            return Ok(revoked);
+        }
+        let now = Utc::now().timestamp_millis();
+        let rows: Vec<(String, String, i64)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT kind, id, expires_at FROM oidc_revocations WHERE expires_at >= $1",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await?
+        });
+        self.revocations.replace(rows, started, now);
+        Ok(self
+            .revocations
+            .lookup(jti, grant_id, started)
+            .unwrap_or(true))
+    }
+
     /// Called after the tokens of a grant are stored and before they are handed out: `false`
     /// when the grant was revoked meanwhile (a replay racing the exchange or refresh). The
     /// family is then revoked again, which catches the refresh token just stored, and nothing
@@ -136,5 +182,112 @@ impl FlowStore {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+/// How old this replica's copy of `oidc_revocations` may be when a token is checked against
+/// it: a revocation committed by another replica is honoured here at most this long (plus one
+/// reload of the table) after its commit. docs/security.md states the bound.
+pub const REVOCATIONS_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// This replica's copy of `oidc_revocations` (see [`FlowStore::access_token_revoked_cached`]).
+#[derive(Debug, Default)]
+pub(super) struct RevocationList {
+    revoked: RwLock<Revoked>,
+    /// Held while the table is reloaded.
+    reload: tokio::sync::Mutex<()>,
+}
+
+/// Revoked access tokens (by `jti`) and grants, each with the end of its revocation in
+/// milliseconds, and when the reload that read them started.
+#[derive(Debug, Default)]
+struct Revoked {
+    tokens: HashMap<String, i64>,
+    grants: HashMap<String, i64>,
+    read_at: Option<Instant>,
+}
+
+impl Revoked {
+    fn names(&self, jti: &str, grant_id: Option<&str>) -> bool {
+        self.tokens.contains_key(jti) || grant_id.is_some_and(|id| self.grants.contains_key(id))
+    }
+
+    fn add(&mut self, kind: RevokedKind, id: &str, expires_at_ms: i64) {
+        let map = match kind {
+            RevokedKind::Grant => &mut self.grants,
+            RevokedKind::Token => &mut self.tokens,
+        };
+        let until = map.entry(id.to_owned()).or_insert(expires_at_ms);
+        *until = (*until).max(expires_at_ms);
+    }
+}
+
+impl RevocationList {
+    /// Whether the copy names the token or its grant; `None` when the copy is older than
+    /// [`REVOCATIONS_FRESH_FOR`] (or was never read) and must be reloaded first.
+    fn lookup(&self, jti: &str, grant_id: Option<&str>, now: Instant) -> Option<bool> {
+        let revoked = self.revoked.read().unwrap_or_else(PoisonError::into_inner);
+        let read_at = revoked.read_at?;
+        (now.saturating_duration_since(read_at) < REVOCATIONS_FRESH_FOR)
+            .then(|| revoked.names(jti, grant_id))
+    }
+
+    /// Records a revocation this replica committed.
+    fn add(&self, kind: RevokedKind, id: &str, expires_at_ms: i64) {
+        self.revoked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(kind, id, expires_at_ms);
+    }
+
+    /// Takes the rows of a reload that started at `started`. Revocations only ever lengthen,
+    /// so the rows are added to what is known (one committed here while the table was being
+    /// read stays), and only those past their end (`now_ms`) are forgotten, as the sweep does.
+    fn replace(&self, rows: Vec<(String, String, i64)>, started: Instant, now_ms: i64) {
+        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
+        revoked.tokens.retain(|_, until| *until >= now_ms);
+        revoked.grants.retain(|_, until| *until >= now_ms);
+        for (kind, id, expires_at_ms) in rows {
+            if expires_at_ms < now_ms {
+                continue;
+            }
+            let kind = match kind.as_str() {
+                "grant" => RevokedKind::Grant,
+                "token" => RevokedKind::Token,
+                // A kind this version does not know names nothing it could honour.
+                _ => continue,
+            };
+            revoked.add(kind, &id, expires_at_ms);
+        }
+        revoked.read_at = Some(started);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_answers_only_while_fresh_and_keeps_what_was_committed_here() {
+        let list = RevocationList::default();
+        let start = Instant::now();
+        assert_eq!(list.lookup("jti", None, start), None, "never read");
+        list.add(RevokedKind::Token, "local", 5_000);
+        list.replace(
+            vec![
+                ("grant".into(), "g1".into(), 5_000),
+                ("token".into(), "old".into(), 10),
+            ],
+            start,
+            1_000,
+        );
+        assert_eq!(list.lookup("local", None, start), Some(true), "kept");
+        assert_eq!(list.lookup("other", Some("g1"), start), Some(true));
+        assert_eq!(list.lookup("other", Some("g2"), start), Some(false));
+        assert_eq!(list.lookup("other", None, start), Some(false));
+        // A row past its end is not taken (the sweep removes it from the table too).
+        assert_eq!(list.lookup("old", None, start), Some(false));
+        let later = start + REVOCATIONS_FRESH_FOR;
+        assert_eq!(list.lookup("local", None, later), None, "too old: reload");
     }
 }
