@@ -367,38 +367,18 @@ pub(crate) async fn replace_server(
     // Taken as a `Result` so that a body of another type is an audited refusal too.
     body: Result<JsonBody, AdminError>,
 ) -> Result<Response, AdminError> {
-    let tenancy = tenancy.as_ref();
-    let act = act(
+    change(
         &principal,
         peer,
-        tenancy,
-        "server.replace",
+        &state,
+        tenancy.as_ref(),
         &code,
-        Some(&name),
-    );
-    let result = async {
-        let (role, api) = servers_of(
-            &state,
-            &principal,
-            tenancy,
-            &code,
-            Action::WriteServers(&code),
-        )?;
-        let JsonBody(body) = body?;
-        let written = document::parse(&body)?;
-        document::target(&written, &code, Some(&name))?;
-        let spec = document::spec(&written.spec)?;
-        let precondition = IfMatch::of(&headers)?;
-        let before = current(&api, &name).await?;
-        if let Some(precondition) = &precondition {
-            precondition.check(before.resource_version().as_deref())?;
-        }
-        let stored = apply(&api, &code, &name, spec, before.resource_version(), false).await?;
-        Ok((role, "replaced", stored))
-    }
-    .await;
-    let stored = record::settle(&state, act, result).await?;
-    Ok(ServerView::answer(&stored, &code, StatusCode::OK))
+        &name,
+        &headers,
+        body,
+        false,
+    )
+    .await
 }
 
 /// Changes part of a server's spec: `{"spec": <JSON merge patch>}`.
@@ -433,38 +413,65 @@ pub(crate) async fn patch_server(
     // Taken as a `Result` so that a body of another type is an audited refusal too.
     body: Result<JsonBody, AdminError>,
 ) -> Result<Response, AdminError> {
-    let tenancy = tenancy.as_ref();
-    let act = act(
+    change(
         &principal,
         peer,
-        tenancy,
-        "server.patch",
+        &state,
+        tenancy.as_ref(),
         &code,
-        Some(&name),
-    );
+        &name,
+        &headers,
+        body,
+        true,
+    )
+    .await
+}
+
+/// Replaces or patches server `name`: the write both share. A replacement's spec is checked
+/// before the server is read; a patch needs the current spec first.
+#[allow(clippy::too_many_arguments)]
+async fn change(
+    principal: &Principal,
+    peer: Peer,
+    state: &AppState,
+    tenancy: Option<&Extension<Tenancy>>,
+    code: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<JsonBody, AdminError>,
+    patch: bool,
+) -> Result<Response, AdminError> {
+    let action = if patch {
+        "server.patch"
+    } else {
+        "server.replace"
+    };
+    let act = act(principal, peer, tenancy, action, code, Some(name));
     let result = async {
-        let (role, api) = servers_of(
-            &state,
-            &principal,
-            tenancy,
-            &code,
-            Action::WriteServers(&code),
-        )?;
+        let (role, api) = servers_of(state, principal, tenancy, code, Action::WriteServers(code))?;
         let JsonBody(body) = body?;
         let written = document::parse(&body)?;
-        document::target(&written, &code, Some(&name))?;
-        let precondition = IfMatch::of(&headers)?;
-        let before = current(&api, &name).await?;
+        document::target(&written, code, Some(name))?;
+        let replacement = if patch {
+            None
+        } else {
+            Some(document::spec(&written.spec)?)
+        };
+        let precondition = IfMatch::of(headers)?;
+        let before = current(&api, name).await?;
         if let Some(precondition) = &precondition {
             precondition.check(before.resource_version().as_deref())?;
         }
-        let spec = document::patched(&before.spec, &written.spec)?;
-        let stored = apply(&api, &code, &name, spec, before.resource_version(), false).await?;
-        Ok((role, "patched", stored))
+        let spec = match replacement {
+            Some(spec) => spec,
+            None => document::patched(&before.spec, &written.spec)?,
+        };
+        let stored = apply(&api, code, name, spec, before.resource_version(), false).await?;
+        Ok((role, if patch { "patched" } else { "replaced" }, stored))
     }
     .await;
-    let stored = record::settle(&state, act, result).await?;
-    Ok(ServerView::answer(&stored, &code, StatusCode::OK))
+    let stored = record::settle(state, act, result).await?;
+    Ok(ServerView::answer(&stored, code, StatusCode::OK))
 }
 
 /// Deletes a server; the operator removes its VirtualMachine and disks.
