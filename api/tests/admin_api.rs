@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{Running, start_dev};
+#[path = "support/admin.rs"]
+mod admin_support;
 #[path = "support/cluster_api.rs"]
 mod cluster_api;
 
@@ -22,9 +24,6 @@ const ROBOT_SECRET: &str = "demo-client-secret";
 /// The public client portals sign in through.
 const CONSOLE: &str = "console";
 const CONSOLE_REDIRECT: &str = "http://127.0.0.1:9/callback";
-/// RFC 7636 Appendix B.
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 /// A public `console` client of `realm` and a confidential `robot` client of the demo realm.
 fn add_clients(config: &mut Config, realm: &str) {
@@ -85,70 +84,6 @@ fn hidden(html: &str, name: &str) -> String {
     let start = html.find(&marker).expect("field present") + marker.len();
     let end = html[start..].find('"').expect("value closed") + start;
     html[start..end].to_owned()
-}
-
-/// Signs `login` in through `client`'s login page and exchanges the code: an access token.
-async fn user_token(
-    base: &str,
-    client: &str,
-    redirect: &str,
-    login: &str,
-    password: &str,
-) -> String {
-    let redirect_encoded: String =
-        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect();
-    let authorize = format!(
-        "{base}/oidc/authorize?response_type=code&client_id={client}&scope=openid&\
-         redirect_uri={redirect_encoded}&code_challenge={CHALLENGE}&code_challenge_method=S256"
-    );
-    let page = browser().get(authorize).send().await.expect("authorize");
-    assert_eq!(page.status(), 200, "login page");
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("cookie")
-        .to_owned();
-    let html = page.text().await.expect("html");
-    let response = browser()
-        .post(format!("{base}/oidc/login"))
-        .header("cookie", cookie)
-        .form(&[
-            ("request", hidden(&html, "request")),
-            ("csrf", hidden(&html, "csrf")),
-            ("username", login.to_owned()),
-            ("password", password.to_owned()),
-        ])
-        .send()
-        .await
-        .expect("login post");
-    assert_eq!(response.status(), 303, "{login} signs in");
-    let location = response.headers()["location"].to_str().expect("ascii");
-    let code = url::Url::parse(location)
-        .expect("url")
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .expect("code");
-    let response = browser()
-        .post(format!("{base}/oidc/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("client_id", client),
-            ("code_verifier", VERIFIER),
-        ])
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("json");
-    body["access_token"]
-        .as_str()
-        .expect("access token")
-        .to_owned()
 }
 
 async fn robot_token(base: &str) -> String {
@@ -229,7 +164,7 @@ async fn tokens_are_checked_and_roles_come_from_groups_and_service_clients() {
 
     // A valid token of the demo application: not a client the admin API accepts.
     let demo_redirect = format!("{base}/demo/callback");
-    let other = user_token(
+    let other = admin_support::token_at(
         base,
         dev::DEMO_CLIENT,
         &demo_redirect,
@@ -248,13 +183,14 @@ async fn tokens_are_checked_and_roles_come_from_groups_and_service_clients() {
         answer.body
     );
 
-    let admin = user_token(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let admin =
+        admin_support::token_at(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
     let answer = get(base, "/me", Some(&admin)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["roles"], serde_json::json!(["platform-admin"]));
     assert_eq!(answer.body["realm"], "demo");
 
-    let staff = user_token(
+    let staff = admin_support::token_at(
         base,
         CONSOLE,
         CONSOLE_REDIRECT,
@@ -395,7 +331,7 @@ async fn start_talsi(ldap: &Slapd, database: Option<String>) -> Running {
 }
 
 async fn talsi_token(base: &str, user: &User) -> String {
-    user_token(
+    admin_support::token_at(
         base,
         CONSOLE,
         CONSOLE_REDIRECT,
@@ -822,7 +758,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
     );
     let base = server.base.clone();
     let anna = &dev::DEMO_USERS[0];
-    let token = user_token(&base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let token =
+        admin_support::token_at(&base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
     // schemathesis keeps state in its working directory; a throwaway one keeps the tree clean.
     let workdir = tempfile::tempdir().expect("tempdir");
     let output = tokio::process::Command::new(schemathesis)
@@ -928,8 +865,9 @@ async fn municipalities_come_from_the_cluster_and_roles_follow_their_groups() {
     let server = start_demo(vec![]).await;
     let base = &server.base;
     let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
-    let admin = user_token(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
-    let staff = user_token(
+    let admin =
+        admin_support::token_at(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let staff = admin_support::token_at(
         base,
         CONSOLE,
         CONSOLE_REDIRECT,
@@ -1178,8 +1116,9 @@ async fn exemptions_are_granted_and_revoked_by_security_officers_only_and_audite
     let server = start_demo(vec![]).await;
     let base = &server.base;
     let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
-    let admin = user_token(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
-    let officer = user_token(
+    let admin =
+        admin_support::token_at(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let officer = admin_support::token_at(
         base,
         CONSOLE,
         CONSOLE_REDIRECT,
@@ -1401,8 +1340,9 @@ async fn security_findings_come_from_the_own_evaluation_or_from_the_clusters_rep
     let server = start_demo(vec![]).await;
     let base = &server.base;
     let [anna, peteris] = [&dev::DEMO_USERS[0], &dev::DEMO_USERS[1]];
-    let admin = user_token(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
-    let officer = user_token(
+    let admin =
+        admin_support::token_at(base, CONSOLE, CONSOLE_REDIRECT, "anna@demo", anna.password).await;
+    let officer = admin_support::token_at(
         base,
         CONSOLE,
         CONSOLE_REDIRECT,

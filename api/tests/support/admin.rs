@@ -77,11 +77,22 @@ fn hidden(html: &str, name: &str) -> String {
 
 /// Signs `login` in at the console client and exchanges the code: an access token.
 pub async fn token(base: &str, login: &str, password: &str) -> String {
-    let redirect: String =
-        url::form_urlencoded::byte_serialize(CONSOLE_REDIRECT.as_bytes()).collect();
+    token_at(base, CONSOLE, CONSOLE_REDIRECT, login, password).await
+}
+
+/// Signs `login` in through `client`'s login page and exchanges the code: an access token.
+pub async fn token_at(
+    base: &str,
+    client: &str,
+    redirect: &str,
+    login: &str,
+    password: &str,
+) -> String {
+    let redirect_encoded: String =
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect();
     let authorize = format!(
-        "{base}/oidc/authorize?response_type=code&client_id={CONSOLE}&scope=openid&\
-         redirect_uri={redirect}&code_challenge={CHALLENGE}&code_challenge_method=S256"
+        "{base}/oidc/authorize?response_type=code&client_id={client}&scope=openid&\
+         redirect_uri={redirect_encoded}&code_challenge={CHALLENGE}&code_challenge_method=S256"
     );
     let page = browser().get(authorize).send().await.expect("authorize");
     assert_eq!(page.status(), 200, "login page");
@@ -118,8 +129,8 @@ pub async fn token(base: &str, login: &str, password: &str) -> String {
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", &code),
-            ("redirect_uri", CONSOLE_REDIRECT),
-            ("client_id", CONSOLE),
+            ("redirect_uri", redirect),
+            ("client_id", client),
             ("code_verifier", VERIFIER),
         ])
         .send()
