@@ -2,11 +2,13 @@
 //! their servers: connecting (in-cluster or `KUBECONFIG`), reading what authorisation needs,
 //! and wording the API server's refusals of a write.
 
-use kube::Api;
-use kube::api::ListParams;
+use axum::http::HeaderMap;
+use kube::api::{DeleteParams, ListParams, Preconditions};
+use kube::{Api, ResourceExt};
 use novads_crds::Municipality;
 
 use super::authz::MunicipalityGroups;
+use super::etag::IfMatch;
 use super::problem::AdminError;
 
 /// The field manager of everything the admin API applies (server-side apply).
@@ -37,6 +39,43 @@ pub fn refusal(what: &str, error: kube::Error) -> AdminError {
         },
         _ => unreachable_cluster(what, &error),
     }
+}
+
+/// Deletes `name`, honouring `If-Match`: a single version is handed to the API server as the
+/// delete's precondition, so the check and the delete are one step; `*` or several versions
+/// are checked against a read first. `what` names the object in refusals (`server "web"`).
+pub async fn delete_if_match<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    headers: &HeaderMap,
+) -> Result<(), AdminError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = DeleteParams::default();
+    match IfMatch::of(headers)? {
+        Some(precondition) if precondition.single_version().is_some() => {
+            params.preconditions = Some(Preconditions {
+                resource_version: precondition.single_version().map(str::to_owned),
+                uid: None,
+            });
+        }
+        Some(precondition) => {
+            let current = api.get(name).await.map_err(|e| refusal(what, e))?;
+            precondition.check(current.resource_version().as_deref())?;
+        }
+        None => {}
+    }
+    api.delete(name, &params)
+        .await
+        .map_err(|e| match refusal(what, e) {
+            AdminError::Conflict(why) if params.preconditions.is_some() => {
+                AdminError::PreconditionFailed(why)
+            }
+            other => other,
+        })?;
+    Ok(())
 }
 
 fn unreachable_cluster(what: &str, error: &kube::Error) -> AdminError {

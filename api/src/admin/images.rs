@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use novads_crds::{ServerImage, ServerImageSpec};
 use serde::{Deserialize, Serialize};
@@ -420,27 +420,7 @@ pub(crate) async fn delete_image(
     let result = async {
         let (role, api) = images(&state, &principal, Action::WriteImages)?;
         document::check_subdomain("image", &name)?;
-        let mut params = DeleteParams::default();
-        match IfMatch::of(&headers)? {
-            Some(precondition) if precondition.single_version().is_some() => {
-                params.preconditions = Some(Preconditions {
-                    resource_version: precondition.single_version().map(str::to_owned),
-                    uid: None,
-                });
-            }
-            Some(precondition) => {
-                precondition.check(current(&api, &name).await?.resource_version().as_deref())?
-            }
-            None => {}
-        }
-        api.delete(&name, &params).await.map_err(|e| {
-            match cluster::refusal(&format!("image {name:?}"), e) {
-                AdminError::Conflict(why) if params.preconditions.is_some() => {
-                    AdminError::PreconditionFailed(why)
-                }
-                other => other,
-            }
-        })?;
+        cluster::delete_if_match(&api, &name, &format!("image {name:?}"), &headers).await?;
         Ok((role, "deleted", ()))
     }
     .await;

@@ -12,7 +12,7 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use novads_crds::{VirtualServer, VirtualServerSpec};
 use serde::Serialize;
@@ -518,30 +518,7 @@ pub(crate) async fn delete_server(
             Action::WriteServers(&code),
         )?;
         document::check_name(&name)?;
-        let precondition = IfMatch::of(&headers)?;
-        let mut params = DeleteParams::default();
-        match precondition.as_ref() {
-            // One version: the API server checks it atomically with the delete.
-            Some(precondition) if precondition.single_version().is_some() => {
-                params.preconditions = Some(Preconditions {
-                    resource_version: precondition.single_version().map(str::to_owned),
-                    uid: None,
-                });
-            }
-            // `*` or several versions: checked against a read (the delete then needs none).
-            Some(precondition) => {
-                precondition.check(current(&api, &name).await?.resource_version().as_deref())?
-            }
-            None => {}
-        }
-        api.delete(&name, &params).await.map_err(|e| {
-            match cluster::refusal(&format!("server {name:?}"), e) {
-                AdminError::Conflict(why) if params.preconditions.is_some() => {
-                    AdminError::PreconditionFailed(why)
-                }
-                other => other,
-            }
-        })?;
+        cluster::delete_if_match(&api, &name, &format!("server {name:?}"), &headers).await?;
         Ok((role, "deleted", ()))
     }
     .await;
