@@ -11,22 +11,22 @@
 //! two pools are different types. Where the dialects really differ, the store says so with
 //! [`Backend::pick`] or a `match` on the backend, next to the reason.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use crate::config::redact_url;
+
+mod sqlite_group;
+
+pub use sqlite_group::SqliteWrite;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -62,40 +62,13 @@ pub enum DbError {
     },
 }
 
-/// Waits until this process may write to the SQLite file behind `pool`, and holds that turn
-/// until the guard is dropped. Take it before acquiring a connection for a write, never while
-/// holding one.
-///
-/// SQLite has one writer per file. Without this gate, concurrent writers on the pool's
-/// connections race for the file's lock inside SQLite, and the losers sleep in SQLite's busy
-/// handler with growing back-off (1, 2, 5, 10, … ms), which leaves the CPU idle while requests
-/// wait and stretches the tail latency. Queueing on a fair async lock instead hands the write
-/// turn on as soon as a commit finishes, in arrival order. Durability is unchanged; writers in
-/// other processes (the CLI) still meet the busy timeout as before.
-async fn sqlite_writer(pool: &SqlitePool) -> tokio::sync::OwnedMutexGuard<()> {
-    type Gates = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
-    static GATES: LazyLock<Gates> = LazyLock::new(Gates::default);
-    let path = pool.connect_options().get_filename().to_path_buf();
-    let gate = {
-        // The map only ever gains entries, so a panic elsewhere cannot leave it inconsistent.
-        let mut gates = GATES
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(gates.entry(path).or_default())
-    };
-    gate.lock_owned().await
-}
-
-/// A write in progress: on SQLite this process's write turn (`sqlite_writer`) and a
-/// `BEGIN IMMEDIATE` transaction, so that no write ever waits inside SQLite's busy handler or
-/// fails to upgrade a read lock; on PostgreSQL a transaction, or for [`WriteScope::Statement`]
-/// a connection that runs one self-contained statement (atomic on its own, without the
-/// round trips of `BEGIN` and `COMMIT`). Dropped without [`Write::commit`], it rolls back.
+/// A write in progress: on SQLite a savepoint in this process's group commit
+/// ([`SqliteWrite`]: one writer at a time, concurrent writes sharing one synced commit); on
+/// PostgreSQL a transaction, or for [`WriteScope::Statement`] a connection that runs one
+/// self-contained statement (atomic on its own, without the round trips of `BEGIN` and
+/// `COMMIT`). Dropped without [`Write::commit`], it rolls back.
 pub enum Write {
-    Sqlite {
-        tx: Transaction<'static, Sqlite>,
-        _turn: tokio::sync::OwnedMutexGuard<()>,
-    },
+    Sqlite(SqliteWrite),
     Postgres(PgWrite),
 }
 
@@ -115,24 +88,19 @@ pub enum WriteScope {
 }
 
 impl Write {
-    /// The SQLite connection of the write (for `on_write!`).
-    pub fn sqlite<'t>(tx: &'t mut Transaction<'static, Sqlite>) -> &'t mut SqliteConnection {
-        tx
-    }
-
-    /// Abandons the write (and on SQLite then hands the write turn on).
+    /// Abandons the write.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite { tx, _turn } => tx.rollback().await,
+            Self::Sqlite(write) => write.rollback().await,
             Self::Postgres(PgWrite::Transaction(tx)) => tx.rollback().await,
             Self::Postgres(PgWrite::Statement(_)) => Ok(()),
         }
     }
 
-    /// Commits (and on SQLite then hands the write turn on).
+    /// Commits: returns once the write is durable (on SQLite, once its batch committed).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite { tx, _turn } => tx.commit().await,
+            Self::Sqlite(write) => write.commit().await,
             Self::Postgres(PgWrite::Transaction(tx)) => tx.commit().await,
             Self::Postgres(PgWrite::Statement(_)) => Ok(()),
         }
@@ -166,8 +134,8 @@ pub(crate) use on_pool;
 macro_rules! on_write {
     ($write:expr, |$conn:ident| $body:expr) => {
         match $write {
-            $crate::db::Write::Sqlite { tx, .. } => {
-                let $conn = $crate::db::Write::sqlite(tx);
+            $crate::db::Write::Sqlite(write) => {
+                let $conn = write.connection();
                 $body
             }
             $crate::db::Write::Postgres(pg) => {
@@ -310,16 +278,11 @@ impl Database {
     }
 
     /// Starts a write (see [`Write`]). Every write goes through here, so that on SQLite each
-    /// one waits for this process's write turn and holds the file's write lock from its first
-    /// statement.
+    /// one waits for this process's write turn, holds the file's write lock from its first
+    /// statement, and shares its commit with the writes of concurrent requests.
     pub async fn begin_write(&self, scope: WriteScope) -> Result<Write, sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => {
-                // The turn first, then a connection: never hold a connection while queueing.
-                let turn = sqlite_writer(pool).await;
-                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(Write::Sqlite { tx, _turn: turn })
-            }
+            Self::Sqlite(pool) => Ok(Write::Sqlite(SqliteWrite::begin(pool).await?)),
             Self::Postgres(pool) => Ok(Write::Postgres(match scope {
                 WriteScope::Transaction => PgWrite::Transaction(pool.begin().await?),
                 WriteScope::Statement => PgWrite::Statement(pool.acquire().await?),

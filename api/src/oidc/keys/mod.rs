@@ -146,7 +146,8 @@ impl SigningKeys {
         // rotations do not interleave.
         let mut write = db.begin_write(WriteScope::Transaction).await?;
         match &mut write {
-            Write::Sqlite { tx, .. } => {
+            Write::Sqlite(write) => {
+                let tx = write.connection();
                 // The clock is read under the lock: a rotation that waited for another must
                 // not date its retirement before that one.
                 let now = Utc::now();

@@ -315,7 +315,9 @@ pub(super) async fn insert_if_absent(
 ) -> Result<bool, sqlx::Error> {
     let mut write = db.begin_write(WriteScope::Statement).await?;
     let inserted = match &mut write {
-        Write::Sqlite { tx, .. } => sqlite_store::insert(tx, key, state, now, mac).await?,
+        Write::Sqlite(write) => {
+            sqlite_store::insert(write.connection(), key, state, now, mac).await?
+        }
         Write::Postgres(pg) => {
             postgres_store::insert(pg.connection(), key, state, now, mac).await?
         }
@@ -348,7 +350,7 @@ async fn seal_legacy_rows(
         );
         let mut write = db.begin_write(WriteScope::Statement).await?;
         match &mut write {
-            Write::Sqlite { tx, .. } => sqlite_store::seal(tx, &row.kid, &mac).await?,
+            Write::Sqlite(write) => sqlite_store::seal(write.connection(), &row.kid, &mac).await?,
             Write::Postgres(pg) => postgres_store::seal(pg.connection(), &row.kid, &mac).await?,
         }
         write.commit().await?;
