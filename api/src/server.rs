@@ -225,7 +225,7 @@ async fn real_client_address(
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    // Shared, not copied: a standard method and the matched pattern are reference-counted.
+    // No string copies: a standard method is a plain value, the matched pattern is shared.
     let method = request.method().clone();
     // The router's pattern, not the raw path: label values stay bounded.
     let route = request.extensions().get::<MatchedPath>().cloned();
