@@ -73,7 +73,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
     };
-    public
+    let mut routes = public
         .merge(crate::oidc::endpoints::routes())
         .nest("/api/v1", crate::admin::routes(&state))
         .merge(extra)
@@ -82,11 +82,15 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
-        ))
-        .layer(middleware::from_fn_with_state(
+        ));
+    // Without trusted proxies the peer is the client: no layer, no per-request cost.
+    if !state.config().server.trusted_proxies.is_empty() {
+        routes = routes.layer(middleware::from_fn_with_state(
             state.clone(),
             real_client_address,
-        ))
+        ));
+    }
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(TimeoutLayer::with_status_code(
@@ -221,16 +225,14 @@ async fn real_client_address(
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    // No string copies: a standard method is a plain value, the matched pattern is shared.
+    let method = request.method().clone();
     // The router's pattern, not the raw path: label values stay bounded.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     state.metrics().observe_request(
-        &method,
-        &route,
+        method.as_str(),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
         response.status().as_u16(),
         started.elapsed(),
     );

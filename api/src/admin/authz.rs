@@ -109,7 +109,8 @@ pub fn principal(
     };
     // A `client_credentials` token belongs to no user's grant and names its client as the
     // subject (oidc/endpoints/token.rs); its roles come from the configuration alone.
-    let service = claims.grant_id.is_none() && claims.sub == format!("client:{}", claims.aud);
+    let service = claims.grant_id.is_none()
+        && claims.sub.strip_prefix("client:") == Some(claims.aud.as_str());
     if service {
         let role = config
             .service_clients

@@ -142,11 +142,14 @@ impl ClientView {
 }
 
 fn directory_up(state: &AppState, realm: &str) -> Option<bool> {
-    state
-        .federation()
-        .directory_status()
-        .into_iter()
-        .find_map(|(name, up)| (name == realm).then_some(up))
+    up_in(&state.federation().directory_status(), realm)
+}
+
+/// Whether `realm`'s directory answered the last probe, in a status read once per request.
+fn up_in(status: &[(String, bool)], realm: &str) -> Option<bool> {
+    status
+        .iter()
+        .find_map(|(name, up)| (name == realm).then_some(*up))
 }
 
 fn outside(what: &str, name: &str) -> AdminError {
@@ -169,13 +172,14 @@ pub(crate) async fn list_realms(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<RealmView>>, AdminError> {
     let scope = principal.may(Action::ReadIdentity)?.scope;
+    let status = state.federation().directory_status();
     Ok(Json(
         state
             .config()
             .realms
             .iter()
             .filter(|realm| scope.covers_realm(&realm.name))
-            .map(|realm| RealmView::of(realm, directory_up(&state, &realm.name)))
+            .map(|realm| RealmView::of(realm, up_in(&status, &realm.name)))
             .collect(),
     ))
 }
