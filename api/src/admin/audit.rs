@@ -113,37 +113,28 @@ pub fn event_filter(query: EventQuery, scope: &Scope) -> Result<EventFilter, Adm
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(invalid(format!("limit must be 1 to {MAX_PAGE}")));
     }
-    let since = time("since", query.since)?;
-    let until = time("until", query.until)?;
-    let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
-    let time_ordered = since.is_some() || until.is_some();
-    match (&cursor, time_ordered) {
-        (Some(Cursor::Id(_)), true) => {
-            return Err(invalid(
-                "cursor continues pages in id order, but pages with since or until are in time \
-                 order: ask again without cursor"
-                    .into(),
-            ));
-        }
-        (Some(Cursor::Time { .. }), false) => {
-            return Err(invalid(
-                "cursor continues pages of a time range: pass the same since or until with it"
-                    .into(),
-            ));
-        }
-        _ => {}
-    }
-    Ok(EventFilter {
+    let filter = EventFilter {
         realms,
         user: query.user,
         client: query.client,
         event,
         reason,
-        since,
-        until,
-        cursor,
+        since: time("since", query.since)?,
+        until: time("until", query.until)?,
+        cursor: query.cursor.as_deref().map(Cursor::decode).transpose()?,
         limit,
-    })
+    };
+    match (&filter.cursor, filter.time_ordered()) {
+        (Some(Cursor::Id(_)), true) => Err(invalid(
+            "cursor continues pages in id order, but pages with since or until are in time \
+             order: ask again without cursor"
+                .into(),
+        )),
+        (Some(Cursor::Time { .. }), false) => Err(invalid(
+            "cursor continues pages of a time range: pass the same since or until with it".into(),
+        )),
+        _ => Ok(filter),
+    }
 }
 
 impl EventFilter {
