@@ -1,9 +1,9 @@
 //! Audit query latency and export throughput on a large trail, on SQLite and on PostgreSQL.
 //! Fills a fresh database with `NOVADS_BENCH_ROWS` rows (default 10,000,000) in bulk SQL, then
 //! times pages of `GET /audit/events` through the function the endpoint calls
-//! (`admin::audit::page`), one filter at a time, and an export through `audit::export` (the
-//! code behind `GET /audit/export` and `novads audit export`), with the process's memory before,
-//! after and at its peak. Last, the cost of appending sign-in rows through the audit writer on
+//! (`admin::audit::page`), one filter at a time, and exports through `audit::export` (the code
+//! behind `GET /audit/export` and `novads audit export`) by time, by realm and by both, with the
+//! process's memory before, after and at its peak. Last, the cost of appending sign-in rows through the audit writer on
 //! the full table, which is what every index on the trail slows down. Prints figures; asserts
 //! only that queries succeed and the export wrote every row it should.
 //!
@@ -22,10 +22,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use novads_api::admin::audit::{EventFilter, page};
+use novads_api::admin::audit::{Cursor, EventFilter, page};
 use novads_api::db::Database;
 use novads_api::federation::audit::{
     self, AuditEvent, AuditEventKind, AuditLog, AuditReason, ExportFilter, ExportFormat,
+    format_time,
 };
 use novads_testkit::Postgres;
 
@@ -106,8 +107,25 @@ async fn run(name: &str, db: &Database, rows: u64, queries: u64, appends: u64) {
             ms(percentile(&figures, 1.0)),
         );
     }
+    if previous_too() {
+        let figures = previous::time_range_pages(db, rows, queries).await;
+        println!(
+            "  {:<34} {:>7} {:>10} {:>10} {:>10}",
+            "time range (one day), previous",
+            figures.len(),
+            ms(percentile(&figures, 0.50)),
+            ms(percentile(&figures, 0.99)),
+            ms(percentile(&figures, 1.0)),
+        );
+    }
     export(db, rows).await;
     append_cost(db, appends).await;
+}
+
+/// `NOVADS_BENCH_PREVIOUS=1`: also time the statements the time-range page and the export
+/// used before they read in index order, on the same fill.
+fn previous_too() -> bool {
+    std::env::var("NOVADS_BENCH_PREVIOUS").is_ok_and(|v| v == "1")
 }
 
 /// The page filters the endpoint accepts, one at a time.
@@ -121,10 +139,11 @@ enum Case {
     Event,
     Reason,
     OneDay,
+    OneDayDeep,
 }
 
 impl Case {
-    const ALL: [Case; 8] = [
+    const ALL: [Case; 9] = [
         Case::FirstPage,
         Case::DeepCursor,
         Case::Realm,
@@ -133,6 +152,7 @@ impl Case {
         Case::Event,
         Case::Reason,
         Case::OneDay,
+        Case::OneDayDeep,
     ];
 
     fn name(self) -> &'static str {
@@ -145,6 +165,7 @@ impl Case {
             Case::Event => "event",
             Case::Reason => "reason",
             Case::OneDay => "time range (one day)",
+            Case::OneDayDeep => "time range, cursor mid-day",
         }
     }
 
@@ -157,7 +178,7 @@ impl Case {
         };
         match self {
             Case::FirstPage => {}
-            Case::DeepCursor => filter.before_id = Some((pick % rows) as i64 + 1),
+            Case::DeepCursor => filter.cursor = Some(Cursor::Id((pick % rows) as i64 + 1)),
             Case::Realm => filter.realms = Some(vec![realm(pick % REALMS)]),
             Case::User => filter.user = Some(user(pick % USERS)),
             Case::Client => filter.client = Some(client(pick % CLIENTS)),
@@ -167,11 +188,18 @@ impl Case {
             Case::Reason => {
                 filter.reason = Some(AuditReason::ALL[n as usize % AuditReason::ALL.len()])
             }
-            Case::OneDay => {
+            Case::OneDay | Case::OneDayDeep => {
                 let since = end() - chrono::Duration::days(DAYS)
                     + chrono::Duration::days((pick % DAYS as u64) as i64);
                 filter.since = Some(since);
                 filter.until = Some(since + chrono::Duration::days(1));
+                if let Case::OneDayDeep = self {
+                    // Where a client paging through the day would be after half of it.
+                    filter.cursor = Some(Cursor::Time {
+                        at: format_time(since + chrono::Duration::hours(12)),
+                        id: i64::MAX,
+                    });
+                }
             }
         }
         filter
@@ -224,41 +252,180 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Exports the last week of the trail (about 7/90 of it) as JSON lines into a sink that counts
-/// bytes, as the HTTP body would send them, and prints rows/s and memory.
+/// Exports as JSON lines into a sink that counts bytes, as the HTTP body would send them, and
+/// prints rows/s and memory: the last week of the trail (about 7/90 of it), one realm's whole
+/// trail (1/300) and one realm's last week.
 async fn export(db: &Database, rows: u64) {
-    let filter = ExportFilter {
-        since: Some(end() - chrono::Duration::days(7)),
-        until: None,
-        realm: None,
-    };
-    // Peak memory so far is the fill's; start the export's peak afresh.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let before = memory();
-    let mut sink = Counting::default();
-    let started = Instant::now();
-    let written = audit::export(db, &filter, ExportFormat::Jsonl, &mut sink)
-        .await
-        .expect("export");
-    let took = started.elapsed();
-    let after = memory();
-    let expected = rows * 7 / DAYS as u64;
-    assert!(
-        written.abs_diff(expected) <= rows / 1000 + 2,
-        "exported {written} rows, expected about {expected}"
-    );
-    println!(
-        "  export, last 7 days as JSON lines: {written} rows, {:.1} MB in {:.1} s = {:.0} rows/s",
-        sink.0 as f64 / 1e6,
-        took.as_secs_f64(),
-        written as f64 / took.as_secs_f64()
-    );
-    println!(
-        "  memory (RSS) before {} MB, after {} MB, peak during export {} MB",
-        before.rss_kb / 1024,
-        after.rss_kb / 1024,
-        after.peak_kb / 1024
-    );
+    let week = Some(end() - chrono::Duration::days(7));
+    let cases = [
+        ("last 7 days", week, None, rows * 7 / DAYS as u64),
+        ("one realm", None, Some(realm(7)), rows / REALMS),
+        (
+            "one realm, last 7 days",
+            week,
+            Some(realm(7)),
+            rows * 7 / DAYS as u64 / REALMS,
+        ),
+    ];
+    for (name, since, realm, expected) in cases {
+        let filter = ExportFilter {
+            since,
+            until: None,
+            realm,
+        };
+        // Peak memory so far is the fill's; start the export's peak afresh.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = memory();
+        let mut sink = Counting::default();
+        let started = Instant::now();
+        let written = audit::export(db, &filter, ExportFormat::Jsonl, &mut sink)
+            .await
+            .expect("export");
+        let took = started.elapsed();
+        let after = memory();
+        // Realms are spread by a hash, so a realm's share is only about 1/300.
+        assert!(
+            written.abs_diff(expected) <= expected / 10 + rows / 1000 + 2,
+            "exported {written} rows, expected about {expected}"
+        );
+        println!(
+            "  export, {name}, JSON lines: {written} rows, {:.1} MB in {:.2} s = {:.0} rows/s",
+            sink.0 as f64 / 1e6,
+            took.as_secs_f64(),
+            written as f64 / took.as_secs_f64()
+        );
+        println!(
+            "    memory (RSS) before {} MB, after {} MB, peak during export {} MB",
+            before.rss_kb / 1024,
+            after.rss_kb / 1024,
+            after.peak_kb / 1024
+        );
+        if previous_too() {
+            let mut sink = Counting::default();
+            let started = Instant::now();
+            let previous = previous::export(db, &filter, &mut sink).await;
+            let took = started.elapsed();
+            assert_eq!(
+                previous, written,
+                "the previous statement exports the same rows"
+            );
+            println!(
+                "    previous statement: {:.2} s = {:.0} rows/s",
+                took.as_secs_f64(),
+                previous as f64 / took.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The statements that served a time-range page and an export before they read in index
+/// order, issued verbatim through the same pools, so that before and after compare on one
+/// fill. The export's rows are written as JSON lines as `audit::export` writes them.
+mod previous {
+    use std::time::{Duration, Instant};
+
+    use novads_api::db::Database;
+    use novads_api::federation::audit::{AuditRecord, ExportFilter, format_time};
+
+    use super::{CASE_BUDGET, Case, Counting};
+
+    /// A page's ids picked in id order from the time index, then the page read.
+    const TIME_RANGE_PAGE: &str = "WITH in_range AS MATERIALIZED (SELECT id FROM audit_events \
+         WHERE 1 = 1 AND at >= $1 AND at < $2) SELECT * FROM audit_events WHERE id IN \
+         (SELECT id FROM in_range ORDER BY id DESC LIMIT $3) ORDER BY id DESC LIMIT $3";
+
+    /// One statement for every combination of the export's filters.
+    const EXPORT_PAGE: &str = "SELECT id, at, event, realm, username, subject, client_id, \
+         source_ip, user_agent, reason, directory, latency_ms, prev_hash, hash, detail \
+         FROM audit_events WHERE id > $1 \
+         AND (CAST($2 AS TEXT) IS NULL OR at >= $2) AND (CAST($3 AS TEXT) IS NULL OR at < $3) \
+         AND (CAST($4 AS TEXT) IS NULL OR realm = $4) ORDER BY id LIMIT $5";
+
+    /// What a previous statement is asked; `after` and `realm` only by the export's.
+    struct Ask {
+        after: Option<i64>,
+        since: Option<String>,
+        until: Option<String>,
+        realm: Option<String>,
+        limit: i64,
+    }
+
+    async fn rows(db: &Database, sql: &'static str, ask: Ask) -> Vec<AuditRecord> {
+        macro_rules! bound {
+            ($pool:expr) => {{
+                let mut query = sqlx::query_as(sql);
+                if let Some(after) = ask.after {
+                    query = query.bind(after);
+                }
+                query = query.bind(ask.since).bind(ask.until);
+                if ask.after.is_some() {
+                    query = query.bind(ask.realm);
+                }
+                let rows = query.bind(ask.limit).fetch_all($pool).await;
+                rows.expect("previous statement")
+            }};
+        }
+        match db {
+            Database::Sqlite(pool) => bound!(pool),
+            Database::Postgres(pool) => bound!(pool),
+        }
+    }
+
+    pub async fn time_range_pages(db: &Database, rows: u64, queries: u64) -> Vec<Duration> {
+        let ask = |n: u64| {
+            let filter = Case::OneDay.filter(n, rows);
+            Ask {
+                after: None,
+                since: filter.since.map(format_time),
+                until: filter.until.map(format_time),
+                realm: None,
+                limit: 101,
+            }
+        };
+        // One untimed query warms the connection and the statement cache.
+        self::rows(db, TIME_RANGE_PAGE, ask(queries)).await;
+        let started = Instant::now();
+        let mut figures = Vec::with_capacity(queries as usize);
+        for n in 0..queries {
+            let asked = Instant::now();
+            let page = self::rows(db, TIME_RANGE_PAGE, ask(n)).await;
+            figures.push(asked.elapsed());
+            assert!(page.len() <= 101);
+            if started.elapsed() > CASE_BUDGET {
+                break;
+            }
+        }
+        figures.sort();
+        figures
+    }
+
+    pub async fn export(db: &Database, filter: &ExportFilter, out: &mut Counting) -> u64 {
+        use std::io::Write as _;
+        let mut written = 0;
+        let mut after = 0;
+        let mut line = Vec::new();
+        loop {
+            let ask = Ask {
+                after: Some(after),
+                since: filter.since.map(format_time),
+                until: filter.until.map(format_time),
+                realm: filter.realm.clone(),
+                limit: 1000,
+            };
+            let page = self::rows(db, EXPORT_PAGE, ask).await;
+            let Some(last) = page.last() else {
+                return written;
+            };
+            after = last.id;
+            for row in &page {
+                line.clear();
+                serde_json::to_writer(&mut line, row).expect("json");
+                line.push(b'\n');
+                out.write_all(&line).expect("count");
+                written += 1;
+            }
+        }
+    }
 }
 
 /// An output that keeps only the count of bytes written.

@@ -593,6 +593,15 @@ async fn identity_and_audit(ldap: &Slapd, database: Option<String>) {
     for _ in 0..3 {
         post_json(base, "/realms/talsi/test", &jana, &test("ilze", "wrong")).await;
     }
+    // A cursor of pages in id order does not continue pages of a time range, which are in
+    // time order.
+    let mixed = get(
+        base,
+        &format!("/audit/events?limit=2&since=2020-01-01&cursor={cursor}"),
+        Some(&ilze),
+    )
+    .await;
+    assert_eq!(mixed.status, 400, "{}", mixed.body);
     paged.extend(all_ids(base, "/audit/events?limit=2", &ilze, Some(cursor)).await);
     assert_eq!(paged, everything, "no row skipped or repeated across pages");
     assert!(paged.windows(2).all(|w| w[0] > w[1]), "newest first");

@@ -2,7 +2,7 @@
 
 mod support;
 
-use novads_api::admin::audit::{EventFilter, page};
+use novads_api::admin::audit::{Cursor, EventFilter, page};
 use novads_api::db::Database;
 use novads_api::federation::Identity;
 use novads_api::federation::audit::{
@@ -698,10 +698,10 @@ async fn audit_pages_filter_by_user_and_time_newest_first_across_cursors() {
                 loop {
                     let page = page(&db, &filter).await.expect("page");
                     ids.extend(page.events.iter().map(|e| e.id));
-                    let Some(last) = page.next_cursor.and(page.events.last().map(|e| e.id)) else {
+                    let Some(next) = page.next_cursor else {
                         return ids;
                     };
-                    filter.before_id = Some(last);
+                    filter.cursor = Some(Cursor::decode(&next).expect("cursor"));
                 }
             }
         };
@@ -723,6 +723,125 @@ async fn audit_pages_filter_by_user_and_time_newest_first_across_cursors() {
         };
         assert_eq!(ids(ilze_from_day_3).await, [5, 4], "{backend:?}");
         assert_eq!(ids(EventFilter::default()).await, [6, 5, 4, 3, 2, 1]);
+    })
+    .await;
+}
+
+/// Pages stay stable while rows are appended between page reads, in both page orders: no row
+/// twice and none skipped among the rows that existed when paging began. Times go up with ids
+/// only roughly (an event's time is taken before the batching writer appends it), so rows are
+/// written out of time order, and some appended midway fall inside the pages already read or
+/// still ahead. A time-bounded export holds exactly the rows of its range, in id order. On both
+/// databases.
+#[tokio::test]
+async fn audit_pages_are_stable_under_appends_between_reads() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let log = AuditLog::start(db.clone(), support::audit_key());
+        let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+            .expect("time")
+            .to_utc();
+        let at = |minutes: i64| old + chrono::Duration::minutes(minutes);
+        let append = |minutes: i64| {
+            let log = log.clone();
+            async move {
+                let mut event = AuditEvent::new(AuditEventKind::LoginFailed);
+                event.realm = Some("talsi".into());
+                event.at = at(minutes);
+                log.append(event).await.expect("append")
+            }
+        };
+        // Minutes out of id order, with ties; 50 and 60 lie outside the range below.
+        let mut existing = Vec::new();
+        for minutes in [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 50, 5, 8, 9, 7, 9, 60, 3] {
+            existing.push((minutes, append(minutes).await));
+        }
+        let range = EventFilter {
+            since: Some(at(0)),
+            until: Some(at(10)),
+            limit: 3,
+            ..EventFilter::default()
+        };
+        let all_rows = EventFilter {
+            limit: 3,
+            ..EventFilter::default()
+        };
+        for (filter, in_scope) in [(range, 0..10), (all_rows, 0..i64::MAX)] {
+            let mut seen = Vec::new();
+            let mut filter = filter;
+            let mut late = 0;
+            loop {
+                let page = page(&db, &filter).await.expect("page");
+                seen.extend(page.events.iter().map(|e| (e.at.clone(), e.id)));
+                let Some(next) = page.next_cursor else { break };
+                filter.cursor = Some(Cursor::decode(&next).expect("cursor"));
+                // Late rows: one newer than everything, one inside pages already read, one
+                // in pages still ahead.
+                late += 1;
+                append(9).await;
+                append(late % 10).await;
+                append(0).await;
+            }
+            let ids: Vec<i64> = seen.iter().map(|(_, id)| *id).collect();
+            let mut unique = ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                ids.len(),
+                "{backend:?}: a row came twice: {ids:?}"
+            );
+            for (minutes, id) in existing.iter().filter(|(m, _)| in_scope.contains(m)) {
+                assert!(
+                    ids.contains(id),
+                    "{backend:?}: row {id} at minute {minutes} was skipped: {ids:?}"
+                );
+            }
+            if filter.since.is_some() {
+                assert!(
+                    seen.windows(2).all(|w| w[0] > w[1]),
+                    "{backend:?}: newest first by time, then id: {seen:?}"
+                );
+            } else {
+                assert!(ids.windows(2).all(|w| w[0] > w[1]), "{backend:?}: by id");
+            }
+        }
+
+        // The export of the range: every row whose time lies in it (those appended meanwhile
+        // included, as the export begins now), in id order.
+        let window = ExportFilter {
+            since: Some(at(2)),
+            until: Some(at(6)),
+            realm: Some("talsi".into()),
+        };
+        let mut out = Vec::new();
+        audit::export(&db, &window, ExportFormat::Jsonl, &mut out)
+            .await
+            .expect("export");
+        let exported: Vec<i64> = String::from_utf8(out)
+            .expect("utf-8")
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("json"))
+            .map(|row| row["id"].as_i64().expect("id"))
+            .collect();
+        let everything = page(
+            &db,
+            &EventFilter {
+                limit: 1000,
+                ..EventFilter::default()
+            },
+        )
+        .await
+        .expect("page");
+        let (from, to) = (audit::format_time(at(2)), audit::format_time(at(6)));
+        let mut expected: Vec<i64> = everything
+            .events
+            .iter()
+            .filter(|e| e.at >= from && e.at < to)
+            .map(|e| e.id)
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(exported, expected, "{backend:?}");
     })
     .await;
 }

@@ -57,7 +57,9 @@ pub struct EventQuery {
     /// RFC 3339 time or `YYYY-MM-DD`; exclusive.
     pub until: Option<String>,
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, asked with the same filters. Pages are newest
+    /// first: by time (then id) when `since` or `until` is given, else by id; a cursor
+    /// continues only the order it came from.
     pub cursor: Option<String>,
 }
 
@@ -72,8 +74,8 @@ pub struct EventFilter {
     pub reason: Option<AuditReason>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
-    /// Only rows older (smaller id) than this: the cursor.
-    pub before_id: Option<i64>,
+    /// Where the previous page ended; only rows after it in page order.
+    pub cursor: Option<Cursor>,
     pub limit: u32,
 }
 
@@ -111,7 +113,7 @@ pub fn event_filter(query: EventQuery, scope: &Scope) -> Result<EventFilter, Adm
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(invalid(format!("limit must be 1 to {MAX_PAGE}")));
     }
-    Ok(EventFilter {
+    let filter = EventFilter {
         realms,
         user: query.user,
         client: query.client,
@@ -119,9 +121,29 @@ pub fn event_filter(query: EventQuery, scope: &Scope) -> Result<EventFilter, Adm
         reason,
         since: time("since", query.since)?,
         until: time("until", query.until)?,
-        before_id: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        cursor: query.cursor.as_deref().map(Cursor::decode).transpose()?,
         limit,
-    })
+    };
+    match (&filter.cursor, filter.time_ordered()) {
+        (Some(Cursor::Id(_)), true) => Err(invalid(
+            "cursor continues pages in id order, but pages with since or until are in time \
+             order: ask again without cursor"
+                .into(),
+        )),
+        (Some(Cursor::Time { .. }), false) => Err(invalid(
+            "cursor continues pages of a time range: pass the same since or until with it".into(),
+        )),
+        _ => Ok(filter),
+    }
+}
+
+impl EventFilter {
+    /// Pages with a time bound are in time order, `(at, id)` newest first, which the time
+    /// index gives directly: a page then costs the same however many rows the range holds.
+    /// Every other page is in id order, which the `(column, id)` indexes give.
+    pub fn time_ordered(&self) -> bool {
+        self.since.is_some() || self.until.is_some()
+    }
 }
 
 /// The realms a query may read: the one asked for if the scope covers it, else all the scope
@@ -141,20 +163,61 @@ fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items.collect::<Vec<_>>().join(", ")
 }
 
-/// Cursors are opaque to clients: the id of the last row of the page, versioned so that the
-/// format can change without old cursors being misread.
-fn encode_cursor(before_id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1:{before_id}"))
+/// Where a page ended, as an opaque, versioned cursor: `v1` names the last row's id (pages in
+/// id order), `v2` its time and id (pages in time order). Versioned so that the format can
+/// change without an old cursor being misread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// Only rows with a smaller id.
+    Id(i64),
+    /// Only rows before this one in `(at, id)` order; `at` as stored.
+    Time { at: String, id: i64 },
 }
 
-fn decode_cursor(cursor: &str) -> Result<i64, AdminError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("v1:")?.parse::<i64>().ok())
-        .filter(|id| *id > 0)
-        .ok_or_else(|| AdminError::InvalidRequest("cursor is not one this API issued".into()))
+impl Cursor {
+    /// The cursor that continues after `last` in the page order of `filter`.
+    fn after(last: &AuditRecord, filter: &EventFilter) -> Self {
+        if filter.time_ordered() {
+            Self::Time {
+                at: last.at.clone(),
+                id: last.id,
+            }
+        } else {
+            Self::Id(last.id)
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let text = match self {
+            Self::Id(id) => format!("v1:{id}"),
+            Self::Time { at, id } => format!("v2:{id}:{at}"),
+        };
+        URL_SAFE_NO_PAD.encode(text)
+    }
+
+    pub fn decode(cursor: &str) -> Result<Self, AdminError> {
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| Self::parse(&text))
+            .ok_or_else(|| AdminError::InvalidRequest("cursor is not one this API issued".into()))
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let positive = |id: &str| id.parse::<i64>().ok().filter(|id| *id > 0);
+        if let Some(id) = text.strip_prefix("v1:") {
+            return positive(id).map(Self::Id);
+        }
+        let (id, at) = text.strip_prefix("v2:")?.split_once(':')?;
+        // Only a time in the trail's own format compares as the stored text does.
+        let time = DateTime::parse_from_rfc3339(at).ok()?.to_utc();
+        (format_time(time) == at).then_some(())?;
+        Some(Self::Time {
+            at: at.to_owned(),
+            id: positive(id)?,
+        })
+    }
 }
 
 /// One page of events, newest first.
@@ -162,16 +225,23 @@ fn decode_cursor(cursor: &str) -> Result<i64, AdminError> {
 pub struct EventPage {
     #[schema(value_type = Vec<AuditEventDoc>)]
     pub events: Vec<AuditRecord>,
-    /// Pass as `cursor` for the next (older) page; absent on the last page. Rows appended
-    /// meanwhile have larger ids and never shift a page.
+    /// Pass as `cursor` (with the same filters) for the next, older page; absent on the last
+    /// page. It names the last row of this page, so rows appended meanwhile never shift a
+    /// page.
     pub next_cursor: Option<String>,
 }
 
-/// Reads one page matching `filter`, newest first.
+/// Reads one page matching `filter`, newest first: by id, or by `(at, id)` when the filter has
+/// a time bound (see [`EventFilter::time_ordered`]).
 pub async fn page(db: &Database, filter: &EventFilter) -> Result<EventPage, sqlx::Error> {
     // `SELECT *`: the record's columns are federation/audit.rs's business, and its row type
     // reads them by name. One row more than the page says whether another page follows.
     let limit = i64::from(filter.limit) + 1;
+    let order = if filter.time_ordered() {
+        " ORDER BY at DESC, id DESC LIMIT "
+    } else {
+        " ORDER BY id DESC LIMIT "
+    };
     let mut rows: Vec<AuditRecord> = on_pool!(db, |pool| {
         let mut sql = sqlx::QueryBuilder::new("");
         if let Some(user) = &filter.user {
@@ -181,38 +251,22 @@ pub async fn page(db: &Database, filter: &EventFilter) -> Result<EventPage, sqlx
             // matches both).
             sql.push("SELECT * FROM (SELECT * FROM audit_events");
             push_conditions(&mut sql, filter, Some(("username", user)));
-            sql.push(" ORDER BY id DESC LIMIT ")
+            sql.push(order)
                 .push_bind(limit)
                 .push(") AS by_name UNION SELECT * FROM (SELECT * FROM audit_events");
             push_conditions(&mut sql, filter, Some(("subject", user)));
-            sql.push(" ORDER BY id DESC LIMIT ")
-                .push_bind(limit)
-                .push(") AS by_subject");
-        } else if filter.since.is_some() || filter.until.is_some() {
-            // A time range holds rows in time order, a page is in id order. The ids of the
-            // range are read from the time index alone (it carries the id) and only the
-            // page's rows are then fetched. MATERIALIZED keeps PostgreSQL from walking the
-            // primary key backwards instead, which it deems cheap because it assumes matching
-            // rows are spread evenly, while in the trail they sit together and may be old.
-            sql.push("WITH in_range AS MATERIALIZED (SELECT id FROM audit_events");
-            push_conditions(&mut sql, filter, None);
-            sql.push(
-                ") SELECT * FROM audit_events WHERE id IN \
-                 (SELECT id FROM in_range ORDER BY id DESC LIMIT ",
-            )
-            .push_bind(limit)
-            .push(")");
+            sql.push(order).push_bind(limit).push(") AS by_subject");
         } else {
             sql.push("SELECT * FROM audit_events");
             push_conditions(&mut sql, filter, None);
         }
-        sql.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        sql.push(order).push_bind(limit);
         sql.build_query_as().fetch_all(pool).await?
     });
     let more = rows.len() > filter.limit as usize;
     rows.truncate(filter.limit as usize);
     let next_cursor = more
-        .then(|| rows.last().map(|last| encode_cursor(last.id)))
+        .then(|| rows.last().map(|last| Cursor::after(last, filter).encode()))
         .flatten();
     Ok(EventPage {
         events: rows,
@@ -222,7 +276,8 @@ pub async fn page(db: &Database, filter: &EventFilter) -> Result<EventPage, sqlx
 
 /// Appends `filter`'s conditions as a WHERE clause; the user's, if any, on the one column
 /// given with it. Every condition on a column that has an `(column, id)` index (migrations
-/// 0015 and 0018) lets the database read a page in id order from that index.
+/// 0015 and 0018) lets the database read an id-ordered page from that index; a time bound
+/// reads a time-ordered page from the `(at, id)` index.
 fn push_conditions<DB>(
     sql: &mut sqlx::QueryBuilder<DB>,
     filter: &EventFilter,
@@ -233,8 +288,21 @@ fn push_conditions<DB>(
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     sql.push(" WHERE 1 = 1");
-    if let Some(before) = filter.before_id {
-        sql.push(" AND id < ").push_bind(before);
+    match &filter.cursor {
+        None => {}
+        Some(Cursor::Id(before)) => {
+            sql.push(" AND id < ").push_bind(*before);
+        }
+        // `(at, id) < (cursor)` spelled so that both databases bound the index range on `at`.
+        Some(Cursor::Time { at, id }) => {
+            sql.push(" AND at <= ")
+                .push_bind(at.clone())
+                .push(" AND (at < ")
+                .push_bind(at.clone())
+                .push(" OR id < ")
+                .push_bind(*id)
+                .push(")");
+        }
     }
     if let Some(realms) = &filter.realms {
         sql.push(" AND realm IN (");
@@ -275,7 +343,7 @@ fn push_conditions<DB>(
     tag = "audit",
     params(EventQuery),
     responses(
-        (status = 200, description = "One page, newest first", body = EventPage),
+        (status = 200, description = "One page, newest first: by time then id when since or until is given, else by id", body = EventPage),
         (status = 400, description = "A parameter is wrong", body = ProblemDoc, content_type = "application/problem+json"),
         Refusals
     )
@@ -492,9 +560,47 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
-        assert_eq!(decode_cursor(&encode_cursor(42)), Ok(42));
-        for forged in ["42", "djE6LTE", "", "v1:abc"] {
-            assert!(decode_cursor(forged).is_err(), "{forged}");
+        let at = "2026-12-01T10:00:00.000001Z".to_owned();
+        for cursor in [Cursor::Id(42), Cursor::Time { at, id: 42 }] {
+            assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+        }
+        let forged = [
+            "v1:-1",
+            "v1:abc",
+            "v2:42",
+            "v2:0:2026-12-01T10:00:00.000001Z",
+            "v2:42:2026-12-01",
+            "v2:42:2026-12-01T10:00:00Z",
+            "v2:42:2026-12-01T10:00:00.000001+02:00",
+            "v2:42:2026-12-01T10:00:00.000001Z' OR 1=1",
+            "v3:42",
+        ];
+        for text in forged
+            .iter()
+            .map(|t| URL_SAFE_NO_PAD.encode(t))
+            .chain(["42".into(), "".into()])
+        {
+            assert!(Cursor::decode(&text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_continues_only_the_page_order_it_came_from() {
+        let with = |cursor: Cursor, since: Option<&str>| EventQuery {
+            cursor: Some(cursor.encode()),
+            since: since.map(str::to_owned),
+            ..Default::default()
+        };
+        let at = "2026-12-01T10:00:00.000001Z".to_owned();
+        let time = Cursor::Time { at, id: 7 };
+        let everything = Scope::Everything;
+        assert!(event_filter(with(Cursor::Id(7), None), &everything).is_ok());
+        assert!(event_filter(with(time.clone(), Some("2026-12-01")), &everything).is_ok());
+        for mixed in [with(Cursor::Id(7), Some("2026-12-01")), with(time, None)] {
+            assert!(matches!(
+                event_filter(mixed, &everything),
+                Err(AdminError::InvalidRequest(_))
+            ));
         }
     }
 

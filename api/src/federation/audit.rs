@@ -401,29 +401,66 @@ async fn append_batch(
 /// Rows read per query while verifying or exporting.
 const PAGE: i64 = 1000;
 
-/// Reads up to `PAGE` rows with `id > after`, in id order, optionally filtered.
+/// Reads up to `PAGE` rows with `after < id <= through`, in id order, matching `filter`. Only
+/// the conditions that are set are written, so that each combination gets its own plan (one
+/// statement with `$n IS NULL OR …` for every filter is planned for none: it read the primary
+/// key from the first row and skipped what did not match). A `realm` page is read from the
+/// `(realm, id)` index (migration 0018), a time-bounded one along the primary key from
+/// `after`, which [`id_span`] puts just before the range.
 async fn page(
     db: &Database,
     after: i64,
+    through: Option<i64>,
     filter: &ExportFilter,
 ) -> Result<Vec<AuditRecord>, sqlx::Error> {
-    let since = filter.since.map(format_time);
-    let until = filter.until.map(format_time);
     on_pool!(db, |pool| {
-        sqlx::query_as(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM audit_events WHERE id > $1 \
-             AND (CAST($2 AS TEXT) IS NULL OR at >= $2) AND (CAST($3 AS TEXT) IS NULL OR at < $3) \
-             AND (CAST($4 AS TEXT) IS NULL OR realm = $4) ORDER BY id LIMIT $5"
-        ))
-        .bind(after)
-        .bind(&since)
-        .bind(&until)
-        .bind(&filter.realm)
-        .bind(PAGE)
-        .fetch_all(pool)
-        .await
+        let mut sql = sqlx::QueryBuilder::new(concat!("SELECT ", columns!(), " FROM audit_events"));
+        sql.push(" WHERE id > ").push_bind(after);
+        if let Some(through) = through {
+            sql.push(" AND id <= ").push_bind(through);
+        }
+        push_export_conditions(&mut sql, filter);
+        sql.push(" ORDER BY id LIMIT ").push_bind(PAGE);
+        sql.build_query_as().fetch_all(pool).await
+    })
+}
+
+/// Appends ` AND …` for each condition of `filter` that is set.
+fn push_export_conditions<DB>(sql: &mut sqlx::QueryBuilder<DB>, filter: &ExportFilter)
+where
+    DB: sqlx::Database,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    if let Some(realm) = &filter.realm {
+        sql.push(" AND realm = ").push_bind(realm.clone());
+    }
+    if let Some(since) = filter.since {
+        sql.push(" AND at >= ").push_bind(format_time(since));
+    }
+    if let Some(until) = filter.until {
+        sql.push(" AND at < ").push_bind(format_time(until));
+    }
+}
+
+/// The first and last id of the rows in `filter`'s time range, read from a time index
+/// (`(at, id)` on PostgreSQL, `(at)` and `(realm, at)` carrying the rowid on SQLite), so that
+/// the export reads ids from there to there instead of from the first row. `at` is set when an
+/// event happens and rows are appended soon after, so ids and times go up together but not
+/// strictly: the span is exact, and holds few rows outside the range. `None` when no row
+/// matches. The cost grows with the rows in the range, which the export reads anyway.
+async fn id_span(db: &Database, filter: &ExportFilter) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    // MATERIALIZED keeps PostgreSQL from answering min and max by walking the primary key
+    // from each end until a row in the range turns up, which it deems cheap because it
+    // assumes matching rows are spread evenly; in the trail they sit together.
+    on_pool!(db, |pool| {
+        let mut sql = sqlx::QueryBuilder::new(
+            "WITH in_range AS MATERIALIZED (SELECT id FROM audit_events WHERE 1 = 1",
+        );
+        push_export_conditions(&mut sql, filter);
+        sql.push(") SELECT min(id), max(id) FROM in_range");
+        let (first, last): (Option<i64>, Option<i64>) =
+            sql.build_query_as().fetch_one(pool).await?;
+        Ok(first.zip(last))
     })
 }
 
@@ -465,9 +502,19 @@ pub async fn export(
         ExportFormat::Jsonl => Sink::Jsonl(out, Vec::new()),
     };
     let mut written = 0u64;
-    let mut after = 0i64;
+    // A time-bounded export holds the rows in the range when it began; an export without a
+    // time bound also takes rows appended while it runs.
+    let (mut after, through) = if filter.since.is_some() || filter.until.is_some() {
+        match id_span(db, filter).await? {
+            Some((first, last)) => (first - 1, Some(last)),
+            // No row in the range: an empty span.
+            None => (0, Some(0)),
+        }
+    } else {
+        (0, None)
+    };
     loop {
-        let rows = page(db, after, filter).await?;
+        let rows = page(db, after, through, filter).await?;
         let Some(last) = rows.last() else { break };
         after = last.id;
         for row in &rows {
@@ -602,7 +649,7 @@ pub async fn verify_expecting(
     let everything = ExportFilter::default();
     let mut after = checkpoint.as_ref().map_or(0, |c| c.through_id);
     loop {
-        let rows = page(db, after, &everything).await?;
+        let rows = page(db, after, None, &everything).await?;
         let Some(last) = rows.last() else { break };
         after = last.id;
         for row in &rows {
