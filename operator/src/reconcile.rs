@@ -203,11 +203,12 @@ pub fn condition(
 
 /// Sets `object`'s finalizers with a merge patch carrying the observed resourceVersion, so a
 /// concurrent change makes it fail (409) rather than overwrite other controllers' finalizers.
+/// Returns the object as patched.
 pub async fn patch_finalizers<K>(
     api: &Api<K>,
     object: &K,
     finalizers: Vec<String>,
-) -> Result<(), kube::Error>
+) -> Result<K, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
@@ -222,6 +223,5 @@ where
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
-    .await?;
-    Ok(())
+    .await
 }

@@ -57,8 +57,25 @@ pub fn selected_events<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    recorded_events(client, health, cache, config, |_| {})
+}
+
+/// [`selected_events`], with `record` run on each object first, while it still has its
+/// managedFields (the VirtualServer controller notes what its field manager owns, then keeps
+/// only a small part of the object).
+pub fn recorded_events<K>(
+    client: &Client,
+    health: &Arc<Health>,
+    cache: Cache,
+    config: watcher::Config,
+    record: fn(&mut K),
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
+        .modify(record)
         .modify(trim)
         .inspect_ok(synced(health, cache))
 }

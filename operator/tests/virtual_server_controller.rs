@@ -27,8 +27,8 @@ use novads_operator::virtual_server::controller::{
     self, Caches, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
 };
 use novads_operator::virtual_server::namespace_index::{ServersByNamespace, SnapshotsByServer};
-use novads_operator::virtual_server::restore;
 use novads_operator::virtual_server::status::{self, Observed};
+use novads_operator::virtual_server::{restore, watch};
 use novads_operator::{OperatorOptions, run_with_client};
 use serde_json::{Value, json};
 use tower_test::mock;
@@ -491,25 +491,39 @@ fn pair(status: &str, reason: &str) -> (String, String) {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn adds_the_finalizer_first_guarded_by_resource_version() {
-    let mut server = web(basic_spec());
+async fn adds_the_finalizer_first_guarded_by_resource_version_then_builds() {
+    let with_finalizer = web(basic_spec());
+    let mut server = with_finalizer.clone();
     server.metadata.finalizers = None;
+    let mut script = vec![expect(Method::PATCH, &format!("{SERVER}?"), |body| {
+        assert_eq!(
+            body,
+            json!({ "metadata": { "finalizers": [FINALIZER], "resourceVersion": "10" } })
+        );
+        let mut object = serde_json::to_value(web(basic_spec())).expect("JSON");
+        object["metadata"]["finalizers"] = body["metadata"]["finalizers"].clone();
+        (200, object)
+    })];
+    // The same reconcile goes on with the server as patched: nothing is built before the
+    // finalizer is in place, and no extra reconcile is needed after it.
+    let world = World::new();
+    script.extend(world.reads(&with_finalizer));
+    script.push(cloud_init_apply(&with_finalizer, None));
+    script.push(vm_apply(&with_finalizer, None, |_| {}));
+    script.push(event("Created", "Normal"));
+    script.push(status_patch(&with_finalizer, |status| {
+        assert_eq!(status["phase"], "Pending");
+    }));
     let mut harness = Harness::new();
-    let result = harness
-        .run(
-            &server,
-            vec![expect(Method::PATCH, &format!("{SERVER}?"), |body| {
-                assert_eq!(
-                    body,
-                    json!({ "metadata": { "finalizers": [FINALIZER], "resourceVersion": "10" } })
-                );
-                let mut object = serde_json::to_value(web(basic_spec())).expect("JSON");
-                object["metadata"]["finalizers"] = body["metadata"]["finalizers"].clone();
-                (200, object)
-            })],
-        )
-        .await;
-    assert_eq!(result.expect("ok"), Action::await_change());
+    let result = harness.run(&server, script).await;
+    assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+
+    // A conflicting change makes the patch fail: nothing else is done.
+    let script = vec![expect(Method::PATCH, &format!("{SERVER}?"), |_| {
+        api_error(409, "Conflict")
+    })];
+    let mut harness = Harness::new();
+    assert!(harness.run(&server, script).await.is_err());
 }
 
 fn exposed_spec() -> Value {
@@ -1241,7 +1255,9 @@ async fn a_due_backup_is_taken_and_the_oldest_beyond_retention_pruned() {
                 assert_eq!(body, expected);
                 assert_eq!(body["metadata"]["name"], "web-20250602-0200");
                 assert_eq!(body["metadata"].get("ownerReferences"), None, "retained");
-                (201, body)
+                let mut created = body;
+                created["metadata"]["creationTimestamp"] = json!(NOW);
+                (201, created)
             }),
             event("BackupStarted", "Normal"),
             expect(
@@ -1253,6 +1269,25 @@ async fn a_due_backup_is_taken_and_the_oldest_beyond_retention_pruned() {
                 },
             ),
             event("BackupPruned", "Normal"),
+            // The status lists the backup just taken and no longer the pruned one, without
+            // waiting for their watch events.
+            status_patch(&server, |status| {
+                let names: Vec<&str> = status["backups"]
+                    .as_array()
+                    .expect("backups")
+                    .iter()
+                    .filter_map(|b| b["name"].as_str())
+                    .collect();
+                assert_eq!(
+                    names,
+                    [
+                        "web-20250602-0200",
+                        "web-20250601-0200",
+                        "web-20250531-0200"
+                    ]
+                );
+                assert_eq!(status["backups"][0]["ready"], false);
+            }),
         ],
     );
     let mut harness = Harness::new();
@@ -2157,13 +2192,32 @@ fn caches_with(world: &World, server: &VirtualServer, policy: Option<Value>) -> 
         servers_by_namespace: ServersByNamespace::of(&servers),
         servers: store_of(servers),
         namespaces: store_of(typed(Some(namespace()))),
-        vms: store_of(typed(world.vm.clone())),
+        vms: store_of(recorded(typed(world.vm.clone()), watch::record_vm)),
         vmis: store_of(typed(world.vmi.clone())),
         snapshots_by_server: SnapshotsByServer::of(&snapshots),
         snapshots: store_of(snapshots),
-        services: store_of(typed(world.service.clone())),
-        network_policies: store_of(typed(policy)),
+        services: store_of(recorded(
+            typed(world.service.clone()),
+            watch::record_service,
+        )),
+        network_policies: store_of(recorded(typed(policy), watch::record_network_policy)),
     }
+}
+
+/// `objects` as the runtime's watches cache them (`record` before managedFields are dropped).
+fn recorded<K>(mut objects: Vec<K>, record: fn(&mut K)) -> Vec<K> {
+    objects.iter_mut().for_each(record);
+    objects
+}
+
+/// `body` as the API server holds it right after the operator applied it: with the
+/// operator's `Apply` entry in managedFields, listing the fields of the body.
+fn as_applied(mut body: Value) -> Value {
+    body["metadata"]["managedFields"] = json!([{
+        "manager": "novads-operator", "operation": "Apply", "fieldsType": "FieldsV1",
+        "fieldsV1": unchanged::applied_field_set(&body)
+    }]);
+    body
 }
 
 fn caches(world: &World, server: &VirtualServer) -> Caches {
@@ -2220,16 +2274,16 @@ fn stamped_policy(server: &VirtualServer) -> Value {
 /// with what the API server and KubeVirt added (status, clusterIP, defaults).
 fn converged_exposed_world(server: &VirtualServer) -> (World, Value) {
     let mut world = World::new();
-    let mut vm = stamped_vm(server);
+    let mut vm = as_applied(stamped_vm(server));
     vm["metadata"]["uid"] = json!("uid-vm");
     vm["status"] = json!({ "printableStatus": "Running", "ready": true, "created": true });
     world.vm = Some(vm);
     world.vmi = Some(running_vmi("uid-vmi-1", 2, "4Gi"));
-    let mut service = stamped_service(server);
+    let mut service = as_applied(stamped_service(server));
     service["spec"]["clusterIP"] = json!("10.96.0.10");
-    service["spec"]["ports"][0]["protocol"] = json!("TCP");
+    service["spec"]["ports"][0]["targetPort"] = json!(443);
     world.service = Some(service);
-    let mut policy = stamped_policy(server);
+    let mut policy = as_applied(stamped_policy(server));
     policy["spec"]["policyTypes"] = json!(["Ingress"]);
     (world, policy)
 }
@@ -2268,6 +2322,22 @@ async fn with_caches_a_drifted_or_missing_child_is_applied_again() {
     ];
     let result = harness.run(&server, script).await;
     assert_eq!(result.expect("ok"), Action::requeue(RESYNC));
+
+    // The same, with the field taken over by KubeVirt's manager (it left the operator's set).
+    if let Some(vm) = drifted.vm.as_mut() {
+        let fields = &mut vm["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"];
+        fields
+            .as_object_mut()
+            .expect("field set")
+            .remove("f:runStrategy");
+    }
+    let caches = caches_with(&drifted, &server, Some(policy.clone()));
+    let mut harness = Harness::with(move |ctx| ctx.with_caches(caches), NOW);
+    let script = vec![
+        cloud_init_apply(&server, None),
+        apply(VM, stamped_vm(&server), world.vm.clone()),
+    ];
+    harness.run(&server, script).await.expect("ok");
 
     // The NetworkPolicy was deleted by hand: only it is applied.
     let caches = caches_with(&world, &server, None);

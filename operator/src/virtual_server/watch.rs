@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceSpec};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -28,11 +28,16 @@ use novads_crds::{Municipality, ServerImage, VirtualServer};
 use serde::de::DeserializeOwned;
 
 use super::build::{BACKUP_LABEL, SERVER_LABEL};
-use super::controller::{self, Caches, Context, Error};
+use super::controller::{self, Caches, Context, Error, unchanged};
 use super::namespace_index::{ServersByNamespace, SnapshotsByServer};
 use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
-use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
-use crate::watch::{Stop, log_result, measured, metadata_events, object_events, selected_events};
+use crate::kubevirt::{
+    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
+    VirtualMachineInstanceTemplateSpec, VirtualMachineSnapshot, Volume,
+};
+use crate::watch::{
+    Stop, log_result, measured, metadata_events, object_events, recorded_events, selected_events,
+};
 
 /// How often a leader without KubeVirt looks again whether it has been installed.
 pub const KUBEVIRT_PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -142,6 +147,88 @@ pub fn labelled_server(meta: &ObjectMeta) -> Option<ObjectRef<VirtualServer>> {
     Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
 }
 
+/// What the cache keeps of a VirtualMachine: the digest of the fields the operator owns
+/// ([`unchanged::record_live`]), then what a reconcile reads — its uid, controller owner,
+/// server label and the operator's annotations; its run strategy, the names and sizes of its
+/// DataVolume templates and which DataVolume each volume uses (disk growth, a restore's
+/// disks); its status. The template is most of a VM and only the digest needs it.
+pub fn record_vm(vm: &mut VirtualMachine) {
+    unchanged::record_live(vm);
+    keep_only_annotations(&mut vm.metadata, &[SERVER_LABEL]);
+    let spec = &mut vm.spec;
+    let volumes = spec
+        .template
+        .spec
+        .take()
+        .map(|template| template.volumes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|volume| volume.data_volume.is_some())
+        .map(|volume| Volume {
+            name: volume.name,
+            data_volume: volume.data_volume,
+            cloud_init_no_cloud: None,
+        })
+        .collect();
+    spec.template = VirtualMachineInstanceTemplateSpec {
+        metadata: None,
+        spec: Some(VirtualMachineInstanceSpec {
+            volumes,
+            ..VirtualMachineInstanceSpec::default()
+        }),
+    };
+    for template in &mut spec.data_volume_templates {
+        template.metadata = ObjectMeta {
+            name: template.metadata.name.take(),
+            ..ObjectMeta::default()
+        };
+        template.spec.source = None;
+        template.spec.source_ref = None;
+        if let Some(storage) = template.spec.storage.as_mut() {
+            storage.storage_class_name = None;
+            storage.access_modes.clear();
+        }
+    }
+}
+
+/// What the cache keeps of a server's Service: the digest of the fields the operator owns,
+/// then its name, server label, the operator's annotations, cluster IP and status (the
+/// server's address).
+pub fn record_service(service: &mut Service) {
+    unchanged::record_live(service);
+    keep_only_annotations(&mut service.metadata, &[SERVER_LABEL]);
+    service.metadata.owner_references = None;
+    service.spec = service.spec.take().map(|spec| ServiceSpec {
+        cluster_ip: spec.cluster_ip,
+        ..ServiceSpec::default()
+    });
+}
+
+/// What the cache keeps of a server's NetworkPolicy: the digest of the fields the operator
+/// owns, its name, server label and the operator's annotations (a reconcile reads nothing
+/// else of it).
+pub fn record_network_policy(policy: &mut NetworkPolicy) {
+    unchanged::record_live(policy);
+    keep_only_annotations(&mut policy.metadata, &[SERVER_LABEL]);
+    policy.metadata.owner_references = None;
+    policy.spec = None;
+}
+
+/// Keeps the operator's annotations and the `keep` labels, and drops the rest of the
+/// metadata nothing reads (the owner references stay: they map a VM to its server).
+fn keep_only_annotations(meta: &mut ObjectMeta, keep: &[&str]) {
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| {
+            key == unchanged::APPLIED_ANNOTATION || key == unchanged::LIVE_ANNOTATION
+        });
+    }
+    meta.managed_fields = None;
+    meta.finalizers = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| keep.contains(&key.as_str()));
+    }
+}
+
 /// Keeps of an instance what a reconcile reads (its phase, node, addresses, guest OS and
 /// conditions; the CPU and memory it runs with; the server label and uid): an instance is
 /// KubeVirt's and much larger than that, and there is one per running server.
@@ -235,20 +322,27 @@ async fn run_once(
         .reflect(municipality_writer)
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
-    // The children are cached whole, by the server label, and trigger their server: a
-    // reconcile reads them from the stores and applies only what differs (docs/operator.md,
-    // "Caches").
+    // The children are watched by the server label and trigger their server; the cache keeps
+    // of each the digest of what the operator owns and what a reconcile reads (`record_*`),
+    // so that a reconcile applies only what differs (docs/operator.md, "Caches").
     let with_label = watcher::Config::default().labels(SERVER_LABEL);
     let (service_reader, service_writer) = reflector::store::<Service>();
-    let services = selected_events::<Service>(client, health, Cache::Services, with_label.clone())
-        .reflect(service_writer)
-        .touched_objects();
+    let services = recorded_events::<Service>(
+        client,
+        health,
+        Cache::Services,
+        with_label.clone(),
+        record_service,
+    )
+    .reflect(service_writer)
+    .touched_objects();
     let (policy_reader, policy_writer) = reflector::store::<NetworkPolicy>();
-    let policies = selected_events::<NetworkPolicy>(
+    let policies = recorded_events::<NetworkPolicy>(
         client,
         health,
         Cache::ServerNetworkPolicies,
         with_label.clone(),
+        record_network_policy,
     )
     .reflect(policy_writer)
     .touched_objects();
@@ -305,9 +399,15 @@ async fn run_once(
         let index = snapshots_by_server;
         controller = controller
             .owns_stream(
-                selected_events::<VirtualMachine>(client, health, vms, with_label.clone())
-                    .reflect(vm_writer)
-                    .touched_objects(),
+                recorded_events::<VirtualMachine>(
+                    client,
+                    health,
+                    vms,
+                    with_label.clone(),
+                    record_vm,
+                )
+                .reflect(vm_writer)
+                .touched_objects(),
             )
             .watches_stream(
                 selected_events::<VirtualMachineInstance>(client, health, vmis, with_label.clone())
@@ -404,6 +504,87 @@ mod tests {
             Some(ObjectRef::new("web").within("muni-talsi"))
         );
         assert_eq!(labelled_server(&ObjectMeta::default()), None);
+    }
+
+    #[test]
+    fn a_recorded_vm_keeps_what_a_reconcile_reads_and_its_owned_fields_digest() {
+        use crate::virtual_server::build;
+        use crate::virtual_server::controller::disk_growth;
+        let server: VirtualServer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
+            "metadata": { "name": "web", "namespace": "muni-talsi", "uid": "uid-web" },
+            "spec": { "image": "debian-12", "cpu": 2, "memory": "4Gi",
+                      "disks": { "systemSize": "40Gi", "data": [{ "name": "data0", "size": "50Gi" }] } }
+        }))
+        .expect("server");
+        let image: ServerImage = serde_json::from_value(serde_json::json!({
+            "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+            "metadata": { "name": "debian-12" },
+            "spec": { "source": { "dataSource": { "name": "debian-12", "namespace": "novads-images" } },
+                      "osFamily": "Linux", "version": "12", "supportEnd": "2028-06-30",
+                      "lastPatched": "2025-05-01", "minDiskSize": "20Gi", "approved": true }
+        }))
+        .expect("image");
+        let size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("40Gi".into());
+        let desired = unchanged::stamped(
+            build::virtual_machine(&server, &image, &size).expect("VM builds"),
+            &[],
+        );
+        let mut live = serde_json::to_value(&desired).expect("JSON");
+        live["metadata"]["uid"] = serde_json::json!("uid-vm");
+        live["metadata"]["managedFields"] = serde_json::json!([{
+            "manager": crate::reconcile::FIELD_MANAGER, "operation": "Apply",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": unchanged::applied_field_set(&serde_json::to_value(&desired).expect("JSON"))
+        }]);
+        live["status"] = serde_json::json!({ "printableStatus": "Running", "ready": true });
+        let full: VirtualMachine = serde_json::from_value(live).expect("VM");
+        let mut recorded = full.clone();
+        record_vm(&mut recorded);
+
+        assert!(unchanged::is_current(Some(&recorded), &desired));
+        assert_eq!(recorded.status, full.status);
+        assert_eq!(recorded.spec.run_strategy, full.spec.run_strategy);
+        assert_eq!(recorded.metadata.uid, full.metadata.uid);
+        assert_eq!(
+            recorded.metadata.owner_references,
+            full.metadata.owner_references
+        );
+        assert_eq!(
+            labelled_server(&recorded.metadata),
+            labelled_server(&full.metadata)
+        );
+        assert!(recorded.metadata.managed_fields.is_none());
+        // Disk growth and a restore's disks are decided alike from the record.
+        let mut grown = desired.clone();
+        for template in &mut grown.spec.data_volume_templates {
+            if let Some(storage) = template.spec.storage.as_mut()
+                && let Some(resources) = storage.resources.as_mut()
+            {
+                resources.requests.insert(
+                    "storage".into(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("99Gi".into()),
+                );
+            }
+        }
+        assert_eq!(
+            disk_growth(Some(&recorded), &grown),
+            disk_growth(Some(&full), &grown)
+        );
+        assert_eq!(disk_growth(Some(&recorded), &grown).len(), 2);
+        let (mut from_record, mut from_full) = (desired.clone(), desired.clone());
+        build::keep_restored_disks(&mut from_record, &recorded);
+        build::keep_restored_disks(&mut from_full, &full);
+        assert_eq!(from_record, from_full);
+        // Most of the VM is gone.
+        assert!(recorded.spec.template.metadata.is_none());
+        let size = |vm: &VirtualMachine| serde_json::to_vec(vm).expect("JSON").len();
+        assert!(
+            size(&recorded) * 2 < size(&full),
+            "{} of {}",
+            size(&recorded),
+            size(&full)
+        );
     }
 
     #[test]

@@ -132,8 +132,19 @@ pub(super) async fn carry_out(
         }
     }
 
+    // The status tells of the snapshot just taken and forgets the pruned ones at once, rather
+    // than in one more status write when their watch events arrive.
+    let mut snapshots = seen.snapshots.clone();
     if let Some(backup) = &desired.backup {
-        take_backups(server, ctx, backup).await?;
+        let taken = take_backups(server, ctx, backup).await?;
+        snapshots.retain(|s| !backup.prune.contains(&s.name_any()));
+        if let Some(snapshot) = taken
+            && !snapshots
+                .iter()
+                .any(|s| s.name_any() == snapshot.name_any())
+        {
+            snapshots.push(snapshot);
+        }
     }
     if let Some(RestoreStep::Create(_, restore)) = &desired.restore {
         start_restore(ctx, &ns, restore).await?;
@@ -143,7 +154,7 @@ pub(super) async fn carry_out(
     let observed = Observed {
         vm: vm.as_ref(),
         vmi: seen.vmi.as_ref(),
-        snapshots: &seen.snapshots,
+        snapshots: &snapshots,
         service: service.as_ref(),
     };
     let mut next = status::next_status(server, &observed, &[], now);
@@ -266,17 +277,20 @@ pub(super) async fn grow_disk(
     publish(ctx, server, type_, reason, "Resize", note).await;
 }
 
-/// Takes the due snapshot and prunes beyond retention.
+/// Takes the due snapshot and prunes beyond retention; returns the snapshot taken (as the API
+/// server answered), if one was.
 pub(super) async fn take_backups(
     server: &VirtualServer,
     ctx: &Context,
     backup: &BackupPlan,
-) -> Result<(), Error> {
+) -> Result<Option<VirtualMachineSnapshot>, Error> {
     let ns = namespace(server)?;
+    let mut taken = None;
     if let Some(snapshot) = &backup.snapshot {
         let api = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns);
         match api.create(&PostParams::default(), snapshot).await {
-            Ok(_) => {
+            Ok(created) => {
+                taken = Some(created);
                 let note = format!("Taking snapshot {}", snapshot.name_any());
                 publish(
                     ctx,
@@ -312,7 +326,7 @@ pub(super) async fn take_backups(
         )
         .await;
     }
-    Ok(())
+    Ok(taken)
 }
 
 /// Asks KubeVirt to restore. Its name comes from the request, so an earlier reconcile that

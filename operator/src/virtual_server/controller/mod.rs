@@ -337,21 +337,33 @@ pub async fn reconcile(server: Arc<VirtualServer>, ctx: Arc<Context>) -> Result<
             Ok(Action::await_change())
         }
     } else if !has_finalizer(&server) {
-        add_finalizer(&server, &ctx).await
-    } else if let Some(reason) = ctx.kubevirt_unavailable() {
-        let refusal = Refusal {
-            reason: KUBEVIRT_UNAVAILABLE,
-            message: format!("KubeVirt is not available: {reason}"),
-        };
-        refuse(&server, &ctx, &Observations::default(), &[refusal]).await?;
-        Ok(Action::requeue(KUBEVIRT_RECHECK))
+        // The finalizer before any child exists; then on with the server as the patch left
+        // it, in the same reconcile (the patch's own watch event finds the work done).
+        match add_finalizer(&server, &ctx).await {
+            Ok(server) => build_or_refuse(&server, &ctx).await,
+            Err(error) => Err(error),
+        }
     } else {
-        apply(&server, &ctx).await
+        build_or_refuse(&server, &ctx).await
     };
     if result.is_ok() {
         ctx.failures.record_success(&key(&server));
     }
     result
+}
+
+/// Reconciles a server that has the finalizer: builds it, or tells it that KubeVirt is missing.
+async fn build_or_refuse(server: &VirtualServer, ctx: &Context) -> Result<Action, Error> {
+    if let Some(reason) = ctx.kubevirt_unavailable() {
+        let refusal = Refusal {
+            reason: KUBEVIRT_UNAVAILABLE,
+            message: format!("KubeVirt is not available: {reason}"),
+        };
+        refuse(server, ctx, &Observations::default(), &[refusal]).await?;
+        Ok(Action::requeue(KUBEVIRT_RECHECK))
+    } else {
+        apply(server, ctx).await
+    }
 }
 
 fn has_finalizer(server: &VirtualServer) -> bool {
@@ -368,20 +380,17 @@ fn servers(ctx: &Context, namespace: &str) -> Api<VirtualServer> {
     Api::namespaced(ctx.client.clone(), namespace)
 }
 
-/// Adds the finalizer (see [`reconcile::patch_finalizers`]).
-async fn add_finalizer(server: &VirtualServer, ctx: &Context) -> Result<Action, Error> {
+/// Adds the finalizer (see [`reconcile::patch_finalizers`]); returns the server as patched.
+async fn add_finalizer(server: &VirtualServer, ctx: &Context) -> Result<VirtualServer, Error> {
     let mut finalizers = server.finalizers().to_vec();
     finalizers.push(FINALIZER.to_string());
-    patch_finalizers(server, ctx, finalizers).await?;
-    // The patch triggers a watch event, which reconciles again with the finalizer in place.
-    Ok(Action::await_change())
+    patch_finalizers(server, ctx, finalizers).await
 }
 
 async fn patch_finalizers(
     server: &VirtualServer,
     ctx: &Context,
     finalizers: Vec<String>,
-) -> Result<(), Error> {
-    reconcile::patch_finalizers(&servers(ctx, &namespace(server)?), server, finalizers).await?;
-    Ok(())
+) -> Result<VirtualServer, Error> {
+    Ok(reconcile::patch_finalizers(&servers(ctx, &namespace(server)?), server, finalizers).await?)
 }
