@@ -203,17 +203,17 @@ async fn method_not_allowed() -> Problem {
 
 /// Behind trusted reverse proxies, replaces the peer address handlers see (`ConnectInfo`) by
 /// the client's, so that the audit trail and throttling key on the client, not the proxy.
+/// Installed only when `server.trusted_proxies` is set ([`router_with`]).
 async fn real_client_address(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let trusted = &state.config().server.trusted_proxies;
-    if !trusted.is_empty()
-        && let Some(ConnectInfo(peer)) = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .copied()
+    if let Some(ConnectInfo(peer)) = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .copied()
     {
         let client = proxy::client_address(peer.ip(), request.headers(), trusted);
         request
