@@ -12,7 +12,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -153,9 +153,43 @@ impl FailureCounts {
     }
 }
 
+/// Shards of kube's [`Recorder`]. A `Recorder` drops its expired Events by scanning its whole
+/// cache of recent Events under one lock on every publish: with one recorder for thousands of
+/// objects, each publish scanned every recent Event of the fleet while all other publishes
+/// waited (a quarter of the CPU of a cold start of 10,000 servers, and one lock every reconcile
+/// passed through). Each object's Events always go to the same shard, so the recorder's
+/// aggregation of repeated Events into a series still sees all of them.
+pub struct EventRecorder {
+    shards: Vec<Recorder>,
+}
+
+/// Recorders an [`EventRecorder`] spreads objects over.
+const EVENT_SHARDS: usize = 64;
+
+impl EventRecorder {
+    pub fn new(client: &Client, reporter: &Reporter) -> Self {
+        Self {
+            shards: (0..EVENT_SHARDS)
+                .map(|_| Recorder::new(client.clone(), reporter.clone()))
+                .collect(),
+        }
+    }
+
+    /// The recorder of `object`'s shard, chosen by its namespace and name.
+    fn shard(&self, object: &ObjectReference) -> &Recorder {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        object.namespace.hash(&mut hasher);
+        object.name.hash(&mut hasher);
+        // The remainder is below the number of shards, which is not zero.
+        let index = (hasher.finish() % self.shards.len() as u64) as usize;
+        &self.shards[index]
+    }
+}
+
 /// Publishes an Event about `object`.
 pub async fn publish(
-    recorder: &Recorder,
+    recorder: &EventRecorder,
     object: &ObjectReference,
     type_: EventType,
     reason: &str,
@@ -170,7 +204,7 @@ pub async fn publish(
         secondary: None,
     };
     // An event is a courtesy to the admin; failing to record one must not fail the reconcile.
-    if let Err(error) = recorder.publish(&event, object).await {
+    if let Err(error) = recorder.shard(object).publish(&event, object).await {
         tracing::warn!(%error, reason, "cannot publish event");
     }
 }

@@ -1,8 +1,8 @@
 //! What both controllers' watches share: every stream drops managedFields (and kubectl's
 //! last-applied copy) before anything is cached and marks its [`Cache`] synced after its first
 //! complete listing; children are cached whole or watched as metadata only, by label; plus the
-//! controllers' common run-time plumbing (the stop signal, reconciles recorded in the metrics,
-//! results logged).
+//! controllers' common run-time plumbing (the stop signal, reconciles run on the runtime's
+//! worker threads and recorded in the metrics, results logged).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -122,6 +122,38 @@ fn trim<K: Resource>(object: &mut K) {
 /// The annotation `kubectl apply` keeps a copy of the applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// A reconcile that did not finish on its worker thread: it panicked, or the runtime shut down
+/// under it. Counted and backed off as any other failure.
+#[derive(Debug, thiserror::Error)]
+#[error("the reconcile task ended without a result: {0}")]
+pub struct TaskFailed(String);
+
+/// Runs `reconcile` as a task of its own. The controller runtime polls every reconcile inside
+/// its one stream, so without this all of a controller's reconciles share one thread however
+/// many cores the runtime has: decoding answers and building objects would use one core. The
+/// task is aborted if the caller stops waiting (the controller is dropped), so no reconcile
+/// outlives its controller.
+pub async fn on_worker<E>(
+    reconcile: impl Future<Output = Result<Action, E>> + Send + 'static,
+) -> Result<Action, E>
+where
+    E: From<TaskFailed> + Send + 'static,
+{
+    /// Aborts the task when dropped; after the task finished this does nothing.
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = tokio::spawn(reconcile);
+    let _abort = AbortOnDrop(task.abort_handle());
+    match task.await {
+        Ok(result) => result,
+        Err(ended) => Err(TaskFailed(ended.to_string()).into()),
+    }
+}
+
 /// Runs `reconcile` and records it in the metrics under `controller`, failed or not (`label`
 /// names the kind of error, from a bounded set).
 pub async fn measured<E>(
@@ -149,4 +181,55 @@ pub fn log_result<K: Resource, E: std::error::Error>(
         Err(error) => tracing::warn!(%error, "controller error"),
     }
     std::future::ready(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error(transparent)]
+    struct Failed(#[from] TaskFailed);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconcile_on_a_worker_answers_as_it_would_inline() {
+        let action = on_worker(async { Ok::<_, Failed>(Action::await_change()) }).await;
+        assert_eq!(action.expect("reconciled"), Action::await_change());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_reconcile_is_a_failure_not_a_crash() {
+        let result = on_worker(async {
+            if std::hint::black_box(true) {
+                panic!("a bug in a reconcile");
+            }
+            Ok::<_, Failed>(Action::await_change())
+        })
+        .await;
+        let error = result.expect_err("the panic is reported as an error");
+        assert!(error.to_string().contains("panic"), "{error}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconcile_whose_caller_stops_waiting_is_aborted() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let reconcile = {
+            let finished = finished.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                finished.store(true, Ordering::SeqCst);
+                Ok::<_, Failed>(Action::await_change())
+            }
+        };
+        let waited = tokio::time::timeout(Duration::from_millis(20), on_worker(reconcile)).await;
+        assert!(waited.is_err(), "the caller gave up first");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the task did not outlive its caller"
+        );
+    }
 }

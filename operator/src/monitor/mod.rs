@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{ComplianceSummary, Municipality, SecurityExemption};
 use novads_monitor::facts::AdminGroups;
@@ -37,6 +37,7 @@ use tokio::sync::Notify;
 use self::caches::Caches;
 use self::outputs::{LapsedExemption, Outputs};
 use crate::compliance::{ClusterObjects, cluster_facts, exemption};
+use crate::reconcile::EventRecorder;
 use crate::watch::Stop;
 
 /// Field manager of everything the monitor writes (Reports, `status.compliance`), and its
@@ -122,7 +123,7 @@ pub enum MonitorError {
 pub struct Monitor {
     client: Client,
     options: MonitorOptions,
-    recorder: Recorder,
+    recorder: EventRecorder,
     metrics: MonitorMetrics,
     announced: BTreeSet<(String, String, DateTime<Utc>)>,
     /// Report kinds the cluster does not serve (the OpenReports CRDs are not installed), so
@@ -142,7 +143,7 @@ impl Monitor {
             instance: identity,
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(&client, &reporter),
             client,
             options,
             metrics,

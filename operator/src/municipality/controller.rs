@@ -11,14 +11,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{
     DeletionPolicy, Municipality, MunicipalityStatus, MunicipalityUsage, VirtualServer,
 };
 
 use super::build::{self, SpecProblem, Tenancy, TenancySettings};
-use crate::reconcile::{self, FailureCounts, backoff, condition};
+use crate::reconcile::{self, EventRecorder, FailureCounts, backoff, condition};
 
 /// Finalizer that keeps a Municipality until its tenancy is gone (or refuses, see
 /// [`decide_cleanup`]).
@@ -38,6 +38,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the spec is invalid: {0}")]
     InvalidSpec(String),
+    #[error(transparent)]
+    Task(#[from] crate::watch::TaskFailed),
 }
 
 impl Error {
@@ -47,6 +49,7 @@ impl Error {
             Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Self::Kube(_) => "api",
             Self::InvalidSpec(_) => "invalid_spec",
+            Self::Task(_) => "internal",
         }
     }
 }
@@ -55,7 +58,7 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub settings: TenancySettings,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     /// Consecutive failures per Municipality, for the error policy's back-off.
     failures: FailureCounts,
 }
@@ -63,7 +66,7 @@ pub struct Context {
 impl Context {
     pub fn new(client: Client, settings: TenancySettings, reporter: Reporter) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(&client, &reporter),
             client,
             settings,
             failures: FailureCounts::default(),

@@ -22,7 +22,7 @@ use super::build::TenancySettings;
 use super::controller::{self, Context, Error};
 use crate::health::{Cache, Health, MUNICIPALITY_CONTROLLER, Metrics};
 use crate::reconcile::managed_selector;
-use crate::watch::{Stop, log_result, measured, metadata_stream, object_events};
+use crate::watch::{Stop, log_result, measured, metadata_stream, object_events, on_worker};
 
 /// The Municipalities that own `child` (controller owner references of kind Municipality),
 /// as cluster-scoped references. (kube's `owns` would put the child's namespace into the
@@ -98,7 +98,7 @@ pub async fn run(
             move |object, context| {
                 let metrics = metrics.clone();
                 async move {
-                    let reconcile = controller::reconcile(object, context);
+                    let reconcile = on_worker(controller::reconcile(object, context));
                     measured(
                         &metrics,
                         MUNICIPALITY_CONTROLLER,

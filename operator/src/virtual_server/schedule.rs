@@ -90,7 +90,36 @@ impl fmt::Display for BackupSchedule {
 /// Parses a backup schedule: five cron fields in UTC (minute hour day-of-month month
 /// day-of-week; names such as `MON` or `JAN` are accepted) or one of `@hourly`, `@daily`,
 /// `@weekly`, `@monthly`. Refuses schedules that never fire or fire more often than hourly.
+///
+/// Remembers recent answers: every reconcile of a server with backups parses its schedule
+/// (admission, then the backup decision) and the check of its frequency searches the calendar,
+/// while a fleet has few distinct schedules. The answer depends on the text alone.
 pub fn parse_backup_schedule(text: &str) -> Result<BackupSchedule, ScheduleError> {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex, PoisonError};
+    /// Distinct schedules remembered; past this the memory starts over.
+    const REMEMBERED: usize = 256;
+    type Parsed = Result<BackupSchedule, ScheduleError>;
+    static PARSED: LazyLock<Mutex<HashMap<String, Parsed>>> = LazyLock::new(Mutex::default);
+    // A poisoned memory is only a cache: its entries are whole answers, still right.
+    let remembered = PARSED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(text)
+        .cloned();
+    if let Some(parsed) = remembered {
+        return parsed;
+    }
+    let parsed = parse_uncached(text);
+    let mut memory = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+    if memory.len() >= REMEMBERED {
+        memory.clear();
+    }
+    memory.insert(text.to_owned(), parsed.clone());
+    parsed
+}
+
+fn parse_uncached(text: &str) -> Result<BackupSchedule, ScheduleError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(ScheduleError::Empty);

@@ -36,7 +36,8 @@ use crate::kubevirt::{
     VirtualMachineInstanceTemplateSpec, VirtualMachineSnapshot, Volume,
 };
 use crate::watch::{
-    Stop, log_result, measured, metadata_events, object_events, recorded_events, selected_events,
+    Stop, log_result, measured, metadata_events, object_events, on_worker, recorded_events,
+    selected_events,
 };
 
 /// How often a leader without KubeVirt looks again whether it has been installed.
@@ -433,7 +434,7 @@ async fn run_once(
             move |object, context| {
                 let metrics = metrics.clone();
                 async move {
-                    let reconcile = controller::reconcile(object, context);
+                    let reconcile = on_worker(controller::reconcile(object, context));
                     measured(
                         &metrics,
                         VIRTUAL_SERVER_CONTROLLER,

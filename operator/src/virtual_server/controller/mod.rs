@@ -23,7 +23,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use novads_crds::{
@@ -37,7 +37,7 @@ use crate::kubevirt::{
     VirtualMachineSnapshot,
 };
 use crate::quantity::Amount;
-use crate::reconcile::{self, FIELD_MANAGER, FailureCounts, backoff};
+use crate::reconcile::{self, EventRecorder, FIELD_MANAGER, FailureCounts, backoff};
 use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
@@ -92,6 +92,8 @@ pub enum Error {
     IncompleteObject(&'static str),
     #[error("the controller's caches stopped")]
     CachesGone,
+    #[error(transparent)]
+    Task(#[from] crate::watch::TaskFailed),
 }
 
 impl Error {
@@ -101,7 +103,7 @@ impl Error {
             Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Self::Kube(_) => "api",
             Self::InvalidSpec(_) | Self::IncompleteObject(_) => "invalid_spec",
-            Self::Request(_) | Self::CachesGone => "internal",
+            Self::Request(_) | Self::CachesGone | Self::Task(_) => "internal",
         }
     }
 }
@@ -219,7 +221,7 @@ where
 /// Shared by every reconcile of the controller.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     /// `Some(reason)` when KubeVirt's API is missing: servers are told so in their status
     /// instead of being built.
     kubevirt_unavailable: Option<String>,
@@ -237,7 +239,7 @@ pub struct Context {
 impl Context {
     pub fn new(client: Client, reporter: Reporter) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(&client, &reporter),
             client,
             kubevirt_unavailable: None,
             clock: Arc::new(Timestamp::now),
