@@ -199,7 +199,16 @@ pub(super) async fn login_post(
                 .complete_login(&pending, &identity)
                 .await
                 .map_err(|e| PageError::unavailable(locale, &e))?
-                .ok_or(PageError::Expired(locale))?;
+                .ok_or_else(|| {
+                    // The audit trail has this sign-in as successful; the log says why it
+                    // yielded nothing.
+                    tracing::info!(
+                        client_id = %pending.client_id,
+                        "an authorization request that was already used was posted again; \
+                         no code issued"
+                    );
+                    PageError::Expired(locale)
+                })?;
             let mut response = redirect_with_code(&state, &pending, &completed.code);
             set_cookie(
                 state.issuer(),
