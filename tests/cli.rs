@@ -613,3 +613,98 @@ async fn dev_refuses_a_kubeconfig_it_cannot_read() {
     .await;
     assert_clean_failure(&out, 2, "cannot use the kubeconfig");
 }
+
+/// The value of `<input name="NAME" value="...">` in a page.
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("field present") + marker.len();
+    let end = html[start..].find('"').expect("value closed") + start;
+    html[start..end].to_owned()
+}
+
+/// A login post of `request` with the CSRF pair `csrf` (cookie and field alike).
+async fn post_login(base: &str, request: &str, csrf: &str) -> reqwest::Response {
+    let demo = &novads_api::dev::DEMO_USERS[0];
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("request", request)
+        .append_pair("csrf", csrf)
+        .append_pair("username", &format!("{}@demo", demo.username))
+        .append_pair("password", demo.password)
+        .finish();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{base}/oidc/login"))
+        .header("cookie", format!("novads_csrf={csrf}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("login post")
+}
+
+/// The login form of the real binary under attack: the pending request travels sealed in the
+/// page, and a changed value or one sealed under another key — naming the attacker's redirect
+/// URI, with a CSRF pair of the attacker's own — is refused like an unknown request, with no
+/// redirect anywhere; the genuine form signs in once, and its replay yields nothing.
+#[tokio::test]
+async fn dev_refuses_forged_and_replayed_sealed_sign_in_requests() {
+    use novads_api::oidc::keys::KeyEncryptionKey;
+    use novads_api::oidc::request::ValidRequest;
+    use novads_api::oidc::sealed_request::{PendingRequest, RequestSealKey};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let running = start_dev(&tmp.path().join("data")).await;
+    let base = running.base.clone();
+    let redirect = format!("{base}/demo/callback");
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+    );
+    let page = reqwest::get(&authorize).await.expect("authorize");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    let (request, csrf) = (hidden_field(&html, "request"), hidden_field(&html, "csrf"));
+
+    // One character changed in the middle of the sealed value.
+    let mut changed = request.clone().into_bytes();
+    let middle = changed.len() / 2;
+    changed[middle] = if changed[middle] == b'A' { b'B' } else { b'A' };
+    let changed = String::from_utf8(changed).expect("ascii");
+    let response = post_login(&base, &changed, &csrf).await;
+    assert_eq!(response.status(), 410);
+    assert!(response.headers().get("location").is_none());
+
+    // A request of the attacker's choosing, sealed under a key-encryption key of their own.
+    let forged = ValidRequest {
+        client_id: "demo-app".into(),
+        redirect_uri: "https://evil.example/cb".into(),
+        scope: "openid".into(),
+        state: None,
+        nonce: None,
+        code_challenge: None,
+        login_hint: None,
+        prompt_none: false,
+        prompt_login: false,
+        max_age: None,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let (forged, forged_csrf) = PendingRequest::begin(&forged, "lv", now).expect("request");
+    let sealed = RequestSealKey::from_kek(&KeyEncryptionKey::from_bytes([0x42; 32]))
+        .expect("key")
+        .seal(&forged)
+        .expect("seal");
+    let response = post_login(&base, &sealed, &forged_csrf).await;
+    assert_eq!(response.status(), 410);
+    assert!(response.headers().get("location").is_none());
+
+    // The genuine form signs in once; the same post again yields no second code.
+    let response = post_login(&base, &request, &csrf).await;
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().expect("ascii");
+    assert!(location.starts_with(&redirect), "{location}");
+    let response = post_login(&base, &request, &csrf).await;
+    assert_eq!(response.status(), 410, "a replayed sign-in");
+    assert_eq!(terminate(running).await, Some(0));
+}

@@ -7,7 +7,8 @@
 //! 1. [`config`] (with [`oidc::algorithm`]) and [`lifetimes`]: values, depending on nothing.
 //! 2. [`db`]: the pools, migrations and the seam that runs one SQL text on either backend.
 //! 3. [`federation`] (directories, trusts, lockout, audit trail) and the provider's stores
-//!    and crypto: [`oidc::keys`], [`oidc::store`], [`oidc::request`], [`oidc::jwt`].
+//!    and crypto: [`oidc::keys`], [`oidc::store`], [`oidc::request`],
+//!    [`oidc::sealed_request`], [`oidc::jwt`].
 //! 4. [`state`]: what every handler reaches, built once.
 //! 5. [`compliance`]: federation facts for the security monitor, read from the configuration
 //!    and the database.

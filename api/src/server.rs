@@ -26,6 +26,7 @@ use crate::federation::setup::{self, SetupError};
 use crate::lifetimes::{KEY_RELOAD_INTERVAL, READINESS_TIMEOUT, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::oidc::keys::{KeyEncryptionKey, KeyError, SigningKeys, StoredIdentityKey};
+use crate::oidc::sealed_request::RequestSealKey;
 use crate::proxy;
 use crate::state::AppState;
 
@@ -355,7 +356,16 @@ impl Server {
             None => None,
         };
         let identities = StoredIdentityKey::from_kek(&kek)?;
-        let state = AppState::new(config, db, metrics, federation, keys, identities);
+        let request_key = RequestSealKey::from_kek(&kek)?;
+        let state = AppState::new(
+            config,
+            db,
+            metrics,
+            federation,
+            keys,
+            identities,
+            request_key,
+        );
         state.flows().register_metrics(state.metrics().registry())?;
         background.push(tokio::spawn(probe_directories(state.clone())));
         background.push(tokio::spawn(reload_keys(state.clone(), kek, rejected_keys)));

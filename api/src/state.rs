@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::oidc::bearer::VerifiedTokens;
 use crate::oidc::keys::{SigningKeys, StoredIdentityKey};
 use crate::oidc::request::Clients;
+use crate::oidc::sealed_request::RequestSealKey;
 use crate::oidc::store::FlowStore;
 
 /// The shared state of the server; cheap to clone (one reference count).
@@ -29,6 +30,8 @@ struct Shared {
     keys: SigningKeys,
     clients: Clients,
     flows: FlowStore,
+    /// Seals pending authorization requests into the login form.
+    request_key: RequestSealKey,
     /// The Kubernetes API, when `novads serve` runs with a cluster (set once at start).
     cluster: OnceLock<kube::Client>,
     /// The admin API's per-caller rate limit.
@@ -48,6 +51,7 @@ impl AppState {
         federation: Federation,
         keys: SigningKeys,
         identities: StoredIdentityKey,
+        request_key: RequestSealKey,
     ) -> Self {
         Self {
             inner: Arc::new(Shared {
@@ -57,6 +61,7 @@ impl AppState {
                 verified_tokens: VerifiedTokens::default(),
                 flows: FlowStore::new(db.clone(), identities)
                     .with_requests_per_source(config.server.authorization_requests_per_minute),
+                request_key,
                 config,
                 db,
                 metrics,
@@ -138,8 +143,14 @@ impl AppState {
             .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(evaluation));
     }
 
-    /// Sign-in state in the database: requests, codes, sessions, refresh tokens, revocations.
+    /// Sign-in state in the database: used requests, codes, sessions, refresh tokens,
+    /// revocations.
     pub fn flows(&self) -> &FlowStore {
         &self.inner.flows
+    }
+
+    /// The key that seals and opens pending authorization requests.
+    pub fn request_key(&self) -> &RequestSealKey {
+        &self.inner.request_key
     }
 }

@@ -1821,26 +1821,203 @@ async fn one_address_cannot_flood_pending_authorization_requests() {
         .expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(from("198.51.100.9").await.status(), 200, "another address");
-    let db = novads_api::db::Database::open(&server.config.database, None)
-        .await
-        .expect("db");
-    let pending = match &db {
-        novads_api::db::Database::Sqlite(pool) => {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oidc_authorization_requests")
-                .fetch_one(pool)
-                .await
-        }
-        novads_api::db::Database::Postgres(pool) => {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oidc_authorization_requests")
-                .fetch_one(pool)
-                .await
-        }
-    }
-    .expect("count");
     assert_eq!(
-        pending,
-        i64::from(share) + 1,
-        "the refused request stored nothing"
+        flow_rows(&server).await,
+        0,
+        "starting sign-ins, admitted or refused, stores nothing"
     );
+    server.stop().await;
+}
+
+/// Rows of every table a sign-in writes: what `/oidc/authorize` and showing the form again
+/// must leave alone.
+async fn flow_rows(server: &Running) -> i64 {
+    let sql = "SELECT (SELECT COUNT(*) FROM oidc_authorization_requests) \
+               + (SELECT COUNT(*) FROM oidc_used_requests) \
+               + (SELECT COUNT(*) FROM oidc_codes) \
+               + (SELECT COUNT(*) FROM oidc_sessions)";
+    match server.state.db() {
+        novads_api::db::Database::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        novads_api::db::Database::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+    }
+    .expect("count")
+}
+
+/// The login page again at `/oidc/login?request=...&lang=...`, with `cookie` when given.
+async fn reopen(base: &str, request: &str, lang: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut get = browser().get(format!(
+        "{base}/oidc/login?request={}&lang={lang}",
+        urlencode(request)
+    ));
+    if let Some(cookie) = cookie {
+        get = get.header("cookie", cookie);
+    }
+    get.send().await.expect("login page")
+}
+
+/// The pending request travels sealed in the form and stores nothing until the sign-in
+/// succeeds; reloads and language switches write nothing; one sealed request yields one code,
+/// however it is replayed; a changed or foreign sealed value is refused like an expired one.
+async fn sealed_requests_are_used_once(server: &Running) {
+    use novads_api::oidc::keys::KeyEncryptionKey;
+    use novads_api::oidc::request::ValidRequest;
+    use novads_api::oidc::sealed_request::{PendingRequest, RequestSealKey};
+
+    let base = server.base.as_str();
+    let demo = &dev::DEMO_USERS[0];
+    let authorize = format!(
+        "{base}/oidc/authorize?response_type=code&client_id=demo-app&scope=openid&state=st&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        urlencode(&format!("{base}/demo/callback"))
+    );
+    let before = flow_rows(server).await;
+    let (form, _) = open_login_page(&authorize).await;
+    assert!(form.request.starts_with("r1."), "{}", form.request);
+    assert_eq!(flow_rows(server).await, before, "authorize writes nothing");
+
+    // A reload with the cookie: the same form, in the language asked for.
+    let reload = reopen(base, &form.request, "en", Some(&form.cookie)).await;
+    assert_eq!(reload.status(), 200);
+    let html = reload.text().await.expect("html");
+    assert!(html.contains("lang=\"en\""), "{html}");
+    assert_eq!(hidden(&html, "request"), form.request);
+    assert_eq!(hidden(&html, "csrf"), form.csrf);
+    // A browser that lost the cookie: a new token, sealed into a new value.
+    let switched = reopen(base, &form.request, "lv", None).await;
+    assert_eq!(switched.status(), 200);
+    let cookie = switched.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let html = switched.text().await.expect("html");
+    let renewed = LoginForm {
+        request: hidden(&html, "request"),
+        csrf: hidden(&html, "csrf"),
+        cookie,
+    };
+    assert_ne!(renewed.request, form.request);
+    assert_ne!(renewed.csrf, form.csrf);
+    assert_eq!(
+        flow_rows(server).await,
+        before,
+        "reloads and switches write nothing"
+    );
+    // Tokens do not mix: the old cookie with the new value is refused.
+    let mixed = LoginForm {
+        request: renewed.request.clone(),
+        csrf: form.csrf.clone(),
+        cookie: form.cookie.clone(),
+    };
+    let response = submit(base, &mixed, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 403);
+
+    // A changed character anywhere in the sealed value, a truncated value, a value sealed
+    // under another key-encryption key (naming the attacker's redirect URI), an oversize one:
+    // refused as an unknown request, nothing written.
+    let mut tampered = Vec::new();
+    for at in [3, form.request.len() / 2, form.request.len() - 1] {
+        let mut bytes = form.request.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        tampered.push(String::from_utf8(bytes).expect("ascii"));
+    }
+    tampered.push(form.request[..form.request.len() - 10].to_owned());
+    let forged_request = ValidRequest {
+        client_id: "demo-app".into(),
+        redirect_uri: "https://evil.example/cb".into(),
+        scope: "openid".into(),
+        state: None,
+        nonce: None,
+        code_challenge: None,
+        login_hint: None,
+        prompt_none: false,
+        prompt_login: false,
+        max_age: None,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let (forged, forged_csrf) = PendingRequest::begin(&forged_request, "lv", now).expect("request");
+    let foreign = RequestSealKey::from_kek(&KeyEncryptionKey::from_bytes([0x42; 32]))
+        .expect("key")
+        .seal(&forged)
+        .expect("seal");
+    tampered.push(foreign.clone());
+    tampered.push(format!("r1.{}", "A".repeat(20_000)));
+    for request in &tampered {
+        let attempt = LoginForm {
+            request: request.clone(),
+            csrf: form.csrf.clone(),
+            cookie: form.cookie.clone(),
+        };
+        let response = submit(base, &attempt, "anna@demo", demo.password).await;
+        assert_eq!(response.status(), 410, "{request}");
+        assert_eq!(reopen(base, request, "lv", None).await.status(), 410);
+    }
+    let forged_form = LoginForm {
+        request: foreign,
+        cookie: format!("novads_csrf={forged_csrf}"),
+        csrf: forged_csrf,
+    };
+    let response = submit(base, &forged_form, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 410, "a foreign sealed request");
+    assert_eq!(flow_rows(server).await, before, "refusals write nothing");
+
+    // A wrong password does not use the request up.
+    let response = submit(base, &form, "anna@demo", "wrong").await;
+    assert_eq!(response.status(), 200);
+    // The renewed value signs in.
+    let response = submit(base, &renewed, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().expect("ascii");
+    assert!(query_param(location, "code").is_some(), "{location}");
+
+    // The same request again — the exact post, the older value with its own pair, or a fresh
+    // pair fetched for it — yields no second code.
+    let response = submit(base, &renewed, "anna@demo", demo.password).await;
+    assert_eq!(response.status(), 410, "the same post replayed");
+    let response = submit(base, &form, "anna@demo", demo.password).await;
+    assert_eq!(
+        response.status(),
+        410,
+        "another sealing of the used request"
+    );
+    assert_eq!(
+        reopen(base, &form.request, "lv", None).await.status(),
+        410,
+        "a used request's form is not shown again"
+    );
+    let (codes, used) = {
+        let codes = "SELECT COUNT(*) FROM oidc_codes";
+        let used = "SELECT COUNT(*) FROM oidc_used_requests";
+        match server.state.db() {
+            novads_api::db::Database::Sqlite(pool) => (
+                sqlx::query_scalar::<_, i64>(codes).fetch_one(pool).await,
+                sqlx::query_scalar::<_, i64>(used).fetch_one(pool).await,
+            ),
+            novads_api::db::Database::Postgres(pool) => (
+                sqlx::query_scalar::<_, i64>(codes).fetch_one(pool).await,
+                sqlx::query_scalar::<_, i64>(used).fetch_one(pool).await,
+            ),
+        }
+    };
+    assert_eq!(codes.expect("codes"), 1, "one code for one request");
+    assert_eq!(used.expect("used"), 1, "the request is recorded used");
+}
+
+#[tokio::test]
+async fn sqlite_sealed_requests_are_used_once() {
+    let server = start().await;
+    sealed_requests_are_used_once(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_sealed_requests_are_used_once() {
+    let Some(pg) = novads_testkit::Postgres::start().await else {
+        return;
+    };
+    let url = pg.create_database("sealed_requests").await;
+    let server = start_dev(|config, _| config.database = url).await;
+    sealed_requests_are_used_once(&server).await;
     server.stop().await;
 }

@@ -11,9 +11,9 @@ use novads_api::federation::audit::{
 use novads_api::federation::lockout::{LockoutPolicy, LockoutStore};
 use novads_api::oidc::keys::{KeyEncryptionKey, StoredIdentityKey, StoredRowKind};
 use novads_api::oidc::request::ValidRequest;
+use novads_api::oidc::sealed_request::PendingRequest;
 use novads_api::oidc::store::{
-    Exchange, FlowStore, PendingRequest, REVOCATIONS_FRESH_FOR, RedeemedCode, RefreshUse, Rotation,
-    hash,
+    Exchange, FlowStore, REVOCATIONS_FRESH_FOR, RedeemedCode, RefreshUse, Rotation, hash,
 };
 use support::{each_backend, each_backend_with_owner, flow_store};
 
@@ -58,13 +58,8 @@ async fn signed_in(store: &FlowStore) -> (String, String) {
 
 /// The session and the grant's first refresh token of `who`'s sign-in.
 async fn signed_in_as(store: &FlowStore, who: &Identity) -> (String, String) {
-    let (id, _) = store
-        .create_request(&request(), "lv")
-        .await
-        .expect("request");
-    let pending = store.request(&id).await.expect("read").expect("pending");
     let completed = store
-        .complete_login(&id, &pending, who)
+        .complete_login(&sealed_request(), who)
         .await
         .expect("complete")
         .expect("completes");
@@ -102,43 +97,67 @@ async fn write(db: &Database, sql: &str) -> u64 {
     done.expect("the writer's statement runs")
 }
 
+/// A request of the login form, as `/oidc/authorize` seals it.
+fn sealed_request() -> PendingRequest {
+    let now = chrono::Utc::now().timestamp_millis();
+    PendingRequest::begin(&request(), "lv", now)
+        .expect("request")
+        .0
+}
+
+async fn used_requests(db: &Database) -> i64 {
+    let sql = "SELECT COUNT(*) FROM oidc_used_requests";
+    match db {
+        Database::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        Database::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+    }
+    .expect("count")
+}
+
 #[tokio::test]
-async fn authorization_requests_are_stored_renewed_and_finished() {
+async fn an_ended_request_is_recorded_once_and_swept_after_it_expires() {
     each_backend(|db| async move {
         let backend = db.backend();
         let store = flow_store(db.clone());
-        let (id, csrf) = store
-            .create_request(&request(), "en")
-            .await
-            .expect("create");
-        let pending = store.request(&id).await.expect("read").expect("pending");
-        assert_eq!(pending.client_id, "app", "{backend:?}");
-        assert_eq!(pending.state.as_deref(), Some("s"));
-        assert_eq!(pending.locale, "en");
-        assert_eq!(pending.csrf_hash, hash(&csrf));
-        assert!(store.request("unknown").await.expect("read").is_none());
-
-        let renewed = store.renew_csrf(&id).await.expect("renew");
-        assert_ne!(renewed, csrf);
-        let pending = store.request(&id).await.expect("read").expect("pending");
-        assert_eq!(pending.csrf_hash, hash(&renewed), "{backend:?}");
-
-        store.finish_request(&id).await.expect("finish");
+        let pending = sealed_request();
         assert!(
-            store.request(&id).await.expect("read").is_none(),
+            store.end_request(&pending).await.expect("end"),
             "{backend:?}"
         );
+        assert!(
+            !store.end_request(&pending).await.expect("end again"),
+            "{backend:?}: the second end finds it used"
+        );
+        assert!(
+            store
+                .complete_login(&pending, &identity())
+                .await
+                .expect("complete")
+                .is_none(),
+            "{backend:?}: an ended request completes no sign-in"
+        );
+        assert_eq!(used_requests(&db).await, 1, "{backend:?}");
 
-        // An expired request is not served, and the sweep removes it.
-        let (expired, _) = store
-            .create_request(&request(), "lv")
-            .await
-            .expect("create");
-        db.execute("UPDATE oidc_authorization_requests SET expires_at = 0")
+        // Kept a while past its expiry (a replica whose clock lags still sees it used), then
+        // swept.
+        let now = chrono::Utc::now().timestamp_millis();
+        let just_expired = PendingRequest {
+            expires_at: now - 1_000,
+            ..sealed_request()
+        };
+        let long_expired = PendingRequest {
+            expires_at: 1,
+            ..sealed_request()
+        };
+        store.end_request(&just_expired).await.expect("end");
+        store.end_request(&long_expired).await.expect("end");
+        store.sweep().await.expect("sweep");
+        assert_eq!(used_requests(&db).await, 2, "{backend:?}");
+        db.execute("UPDATE oidc_used_requests SET expires_at = 0")
             .await
             .expect("expire");
-        assert!(store.request(&expired).await.expect("read").is_none());
-        assert!(store.sweep().await.expect("sweep") >= 1, "{backend:?}");
+        store.sweep().await.expect("sweep");
+        assert_eq!(used_requests(&db).await, 0, "{backend:?}");
     })
     .await;
 }
@@ -147,25 +166,46 @@ async fn authorization_requests_are_stored_renewed_and_finished() {
 async fn a_sign_in_yields_one_code_and_a_session_until_it_ends() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let store = flow_store(db);
-        let (id, _) = store
-            .create_request(&request(), "lv")
-            .await
-            .expect("create");
-        let pending = store.request(&id).await.expect("read").expect("pending");
+        let store = flow_store(db.clone());
+        let pending = sealed_request();
         let completed = store
-            .complete_login(&id, &pending, &identity())
+            .complete_login(&pending, &identity())
             .await
             .expect("complete")
             .expect("the first post completes");
         assert!(
             store
-                .complete_login(&id, &pending, &identity())
+                .complete_login(&pending, &identity())
                 .await
                 .expect("complete again")
                 .is_none(),
-            "{backend:?}: a finished request issues no second code"
+            "{backend:?}: a used request issues no second code"
         );
+        // The same request sealed again with another CSRF token (a reload) is the same
+        // request: used as well.
+        let (resealed, _) = pending.with_new_csrf().expect("renew");
+        assert!(
+            store
+                .complete_login(&resealed, &identity())
+                .await
+                .expect("complete again")
+                .is_none(),
+            "{backend:?}: a resealed request is still used"
+        );
+        let codes = match &db {
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oidc_codes")
+                    .fetch_one(pool)
+                    .await
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oidc_codes")
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .expect("count");
+        assert_eq!(codes, 1, "{backend:?}: one code in all");
         let session = store
             .session(&completed.session_id)
             .await
@@ -907,56 +947,6 @@ async fn logging_out_revokes_every_grant_of_the_session() {
             ),
             "{backend:?}: another session is untouched"
         );
-    })
-    .await;
-}
-
-/// Unauthenticated requests cannot grow the table of pending authorization requests without
-/// bound: past the cap a new one is refused (and nothing stored) until expired ones are swept.
-#[tokio::test]
-async fn pending_authorization_requests_are_capped() {
-    each_backend(|db| async move {
-        let backend = db.backend();
-        let store = flow_store(db.clone()).with_max_pending(5);
-        let request = novads_api::oidc::request::ValidRequest {
-            client_id: "demo-app".into(),
-            redirect_uri: "https://demo.example/cb".into(),
-            scope: "openid".into(),
-            state: None,
-            nonce: None,
-            code_challenge: None,
-            login_hint: None,
-            prompt_none: false,
-            prompt_login: false,
-            max_age: None,
-        };
-        for _ in 0..5 {
-            store
-                .create_request(&request, "lv")
-                .await
-                .expect("under the cap");
-        }
-        let refused = store
-            .create_request(&request, "lv")
-            .await
-            .expect_err("over the cap");
-        assert!(
-            matches!(
-                refused,
-                novads_api::oidc::store::StoreError::TooManyPending(5)
-            ),
-            "{backend:?}: {refused:?}"
-        );
-        let count = db
-            .execute("UPDATE oidc_authorization_requests SET expires_at = 0")
-            .await
-            .expect("expire them");
-        assert_eq!(count, 5, "{backend:?}: nothing stored past the cap");
-        store.sweep().await.expect("sweep");
-        store
-            .create_request(&request, "lv")
-            .await
-            .expect("room again once expired requests are swept");
     })
     .await;
 }

@@ -127,8 +127,8 @@ pub struct ServerConfig {
     /// Connections open at once on each listener.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
-    /// Sign-ins (`/oidc/authorize` without a session, each storing a pending request) one
-    /// client address may start per minute on one replica.
+    /// Sign-ins (`/oidc/authorize` without a session, each rendering a login page with a
+    /// sealed request) one client address may start per minute on one replica.
     #[serde(default = "default_authorization_requests_per_minute")]
     pub authorization_requests_per_minute: u32,
 }

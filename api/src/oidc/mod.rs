@@ -9,5 +9,6 @@ pub mod jwt;
 pub mod keys;
 pub mod pages;
 pub mod request;
+pub mod sealed_request;
 pub mod secrets;
 pub mod store;

@@ -161,7 +161,8 @@ pub struct LoginPage<'a> {
     pub css_path: &'a str,
     pub action: &'a str,
     pub client_id: &'a str,
-    pub request_id: &'a str,
+    /// The sealed authorization request (`oidc/sealed_request.rs`).
+    pub sealed_request: &'a str,
     pub csrf: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
@@ -253,8 +254,8 @@ pub enum PageError {
     BadRequest(Locale, String),
     /// Storage failed; logged where it happened ([`PageError::unavailable`]).
     Unavailable(Locale),
-    /// Too many sign-ins were started (by this address: 429; by everyone: 503); try again
-    /// after the given seconds.
+    /// Too many sign-ins were started by this address (429); try again after the given
+    /// seconds.
     TryLater(Locale, StatusCode, u64),
 }
 
@@ -339,7 +340,7 @@ mod tests {
             css_path: CSS_PATH,
             action: "/oidc/login",
             client_id: "<script>alert(1)</script>",
-            request_id: "r",
+            sealed_request: "r",
             csrf: "c",
             username: "\"><img src=x onerror=alert(1)>",
             error: Some("Wrong username or password."),

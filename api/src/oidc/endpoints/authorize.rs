@@ -1,5 +1,5 @@
 //! The authorization endpoint (OIDC Core §3.1.2): checks the request, answers at once from a
-//! live single sign-on session, or stores the request and shows the login form.
+//! live single sign-on session, or seals the request into the login form (nothing stored).
 
 use std::net::SocketAddr;
 
@@ -14,7 +14,7 @@ use super::login::{login_page, redirect_with_code};
 use crate::federation::audit::AuditReason;
 use crate::oidc::pages::{Locale, PageError};
 use crate::oidc::request::{AuthorizeParams, ErrorRedirect, RequestError, ValidRequest, validate};
-use crate::oidc::store::{PendingRequest, StoreError};
+use crate::oidc::sealed_request::PendingRequest;
 use crate::state::AppState;
 
 pub(super) async fn authorize_get(
@@ -69,8 +69,8 @@ async fn authorize(
             "the user is not signed in",
         ));
     }
-    // Each request stores a row before anyone authenticated: an address gets a bounded
-    // number a minute, and the store a bounded number in all.
+    // Nothing is stored, but the login page is work done before anyone authenticated: an
+    // address gets a bounded number a minute.
     if let Err(wait) = state.flows().admit_request_from(peer.ip()) {
         return Err(PageError::TryLater(
             locale,
@@ -78,22 +78,19 @@ async fn authorize(
             wait.as_secs().max(1),
         ));
     }
-    let (id, csrf) = state
-        .flows()
-        .create_request(&request, locale.as_str())
-        .await
-        .map_err(|e| match e {
-            StoreError::TooManyPending(_) => {
-                tracing::warn!(error = %e, "refusing a new authorization request");
-                PageError::TryLater(locale, StatusCode::SERVICE_UNAVAILABLE, 60)
-            }
-            e => PageError::unavailable(locale, &e),
-        })?;
+    // The request travels sealed in the form: no write before the password is checked.
+    let (pending, csrf) =
+        PendingRequest::begin(&request, locale.as_str(), Utc::now().timestamp_millis())
+            .map_err(|e| PageError::unavailable(locale, &e))?;
+    let sealed = state
+        .request_key()
+        .seal(&pending)
+        .map_err(|e| PageError::unavailable(locale, &e))?;
     Ok(login_page(
         &state,
         locale,
         &request.client_id,
-        &id,
+        &sealed,
         &csrf,
         request.login_hint.as_deref().unwrap_or(""),
         None,

@@ -1,4 +1,4 @@
-//! The login form of a stored authorization request: shown again (reload, language switch)
+//! The login form of a sealed authorization request: shown again (reload, language switch)
 //! and posted, which signs the person in through the federation and answers with a code.
 
 use std::net::SocketAddr;
@@ -7,6 +7,7 @@ use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
 use serde::Deserialize;
 
 use super::cookies::{CSRF_COOKIE, SESSION_COOKIE, cookie, set_cookie};
@@ -17,18 +18,19 @@ use crate::federation::{LoginRefused, LoginRequest};
 use crate::lifetimes::AUTHORIZATION_REQUEST_LIFETIME;
 use crate::oidc::pages::{self, CSS_PATH, Locale, LoginPage, PageError};
 use crate::oidc::request::{ErrorRedirect, append_query};
-use crate::oidc::store::{PendingRequest, hash};
+use crate::oidc::sealed_request::{MAX_SEALED_CHARS, PendingRequest};
 use crate::state::AppState;
 
-/// Request ids and CSRF tokens are 43 characters; anything much longer is not one.
+/// CSRF tokens are 43 characters; anything much longer is not one. (The sealed request has
+/// its own, larger bound, [`MAX_SEALED_CHARS`].)
 const MAX_HANDLE_CHARS: usize = 128;
 
-/// The login form, with its CSRF cookie.
+/// The login form of the sealed request `sealed_request`, with its CSRF cookie.
 pub(super) fn login_page(
     state: &AppState,
     locale: Locale,
     client_id: &str,
-    request_id: &str,
+    sealed_request: &str,
     csrf: &str,
     username: &str,
     error: Option<&str>,
@@ -40,7 +42,7 @@ pub(super) fn login_page(
     let switch_href = append_query(
         "http://x/oidc/login",
         &[
-            ("request", request_id.to_owned()),
+            ("request", sealed_request.to_owned()),
             ("lang", other.as_str().to_owned()),
         ],
     )
@@ -53,7 +55,7 @@ pub(super) fn login_page(
             css_path: CSS_PATH,
             action: "/oidc/login",
             client_id,
-            request_id,
+            sealed_request,
             csrf,
             username,
             error,
@@ -80,40 +82,68 @@ pub(super) struct LoginQuery {
     lang: Option<String>,
 }
 
-/// The login page again for a pending request (language switch, reload).
+/// The request a login form or page address carries. One that does not open — changed,
+/// truncated, sealed by another installation, expired, or longer than any sealed request —
+/// is answered as an unknown or expired request: the person starts again.
+fn open_request(
+    state: &AppState,
+    sealed: &str,
+    locale: Locale,
+) -> Result<PendingRequest, PageError> {
+    state
+        .request_key()
+        .open(sealed, Utc::now().timestamp_millis())
+        .map_err(|refused| {
+            tracing::debug!(%refused, "a sealed authorization request was refused");
+            PageError::Expired(locale)
+        })
+}
+
+/// The login page again for a pending request (language switch, reload). Nothing is written.
 pub(super) async fn login_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, PageError> {
-    let store = state.flows();
     let asked = query.lang.as_deref().and_then(Locale::parse);
-    let locale = asked.unwrap_or(Locale::Lv);
-    let pending = store
-        .request(&query.request)
-        .await
-        .map_err(|e| PageError::unavailable(locale, &e))?
-        .ok_or(PageError::Expired(locale))?;
+    let pending = open_request(&state, &query.request, asked.unwrap_or(Locale::Lv))?;
     let locale = asked
         .or_else(|| Locale::parse(&pending.locale))
         .unwrap_or(Locale::Lv);
-    // The browser's CSRF cookie still matches this request (a reload, a language switch): it
-    // serves again without a write. Otherwise the request gets a new token.
+    // A request that already led to a code (the back button after signing in) is over; the
+    // post would be refused, so the form is not shown.
+    if state
+        .flows()
+        .request_used(&pending)
+        .await
+        .map_err(|e| PageError::unavailable(locale, &e))?
+    {
+        return Err(PageError::Expired(locale));
+    }
+    // The browser's CSRF cookie still matches this request (a reload, a language switch): the
+    // same sealed value serves again. Otherwise the request (same id, same expiry) is sealed
+    // anew with a new token.
     let current = cookie(&headers, CSRF_COOKIE)
-        .filter(|csrf| csrf.len() <= MAX_HANDLE_CHARS && hash(csrf) == pending.csrf_hash)
+        .filter(|csrf| csrf.len() <= MAX_HANDLE_CHARS && pending.issued_with(csrf))
         .map(str::to_owned);
-    let csrf = match current {
-        Some(csrf) => csrf,
-        None => store
-            .renew_csrf(&query.request)
-            .await
-            .map_err(|e| PageError::unavailable(locale, &e))?,
+    let (sealed, csrf) = match current {
+        Some(csrf) => (query.request, csrf),
+        None => {
+            let (renewed, csrf) = pending
+                .with_new_csrf()
+                .map_err(|e| PageError::unavailable(locale, &e))?;
+            let sealed = state
+                .request_key()
+                .seal(&renewed)
+                .map_err(|e| PageError::unavailable(locale, &e))?;
+            (sealed, csrf)
+        }
     };
     Ok(login_page(
         &state,
         locale,
         &pending.client_id,
-        &query.request,
+        &sealed,
         &csrf,
         "",
         None,
@@ -135,19 +165,15 @@ pub(super) async fn login_post(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
     let store = state.flows();
-    if form.request.len() > MAX_HANDLE_CHARS || form.csrf.len() > MAX_HANDLE_CHARS {
+    if form.request.len() > MAX_SEALED_CHARS || form.csrf.len() > MAX_HANDLE_CHARS {
         return Err(PageError::Expired(Locale::Lv));
     }
-    let pending = store
-        .request(&form.request)
-        .await
-        .map_err(|e| PageError::unavailable(Locale::Lv, &e))?
-        .ok_or(PageError::Expired(Locale::Lv))?;
+    let pending = open_request(&state, &form.request, Locale::Lv)?;
     let locale = Locale::parse(&pending.locale).unwrap_or(Locale::Lv);
     // Double submit: the token in the form must be the one in our cookie and the one this
-    // request was issued with, so another site cannot post a login of its choosing.
+    // request was sealed with, so another site cannot post a login of its choosing.
     let csrf_ok = cookie(&headers, CSRF_COOKIE) == Some(form.csrf.as_str())
-        && hash(&form.csrf) == pending.csrf_hash;
+        && pending.issued_with(&form.csrf);
     if !csrf_ok {
         return Err(PageError::Forbidden(locale));
     }
@@ -165,15 +191,24 @@ pub(super) async fn login_post(
     };
     match state.federation().login(&attempt).await {
         Ok(identity) => {
-            // One transaction: the request ends, the code and the single sign-on session
-            // begin (a new session id at every password sign-in: a planted id is never
-            // adopted). `None`: the same form was posted twice and the other post already
-            // got the code.
+            // One transaction: the request is marked used, the code and the single sign-on
+            // session begin (a new session id at every password sign-in: a planted id is never
+            // adopted). `None`: the same request was posted twice (or replayed) and the other
+            // post already got the code.
             let completed = store
-                .complete_login(&form.request, &pending, &identity)
+                .complete_login(&pending, &identity)
                 .await
                 .map_err(|e| PageError::unavailable(locale, &e))?
-                .ok_or(PageError::Expired(locale))?;
+                .ok_or_else(|| {
+                    // The audit trail has this sign-in as successful; the log says why it
+                    // yielded nothing.
+                    tracing::info!(
+                        client_id = %pending.client_id,
+                        "an authorization request that was already used was posted again; \
+                         no code issued"
+                    );
+                    PageError::Expired(locale)
+                })?;
             let mut response = redirect_with_code(&state, &pending, &completed.code);
             set_cookie(
                 state.issuer(),
@@ -187,7 +222,11 @@ pub(super) async fn login_post(
         Err(refused) if refused.reason == AuditReason::TrustDenied => {
             // The user is who they say, but this application's realm does not accept them:
             // the application is told, as OIDC Core 3.1.2.6 describes.
-            let _ = store.finish_request(&form.request).await;
+            // The request has had its answer; if marking it fails, a repost only hears the
+            // same refusal again.
+            if let Err(e) = store.end_request(&pending).await {
+                tracing::warn!(error = %e, "could not mark an authorization request used");
+            }
             let redirect = ErrorRedirect {
                 redirect_uri: pending.redirect_uri.clone(),
                 error: "access_denied",

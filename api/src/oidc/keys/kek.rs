@@ -191,6 +191,21 @@ impl KeyEncryptionKey {
         Ok(hmac::Key::from(okm))
     }
 
+    /// An AES-256-GCM key (random nonces) for one `purpose`, derived with HKDF from this key
+    /// like [`Self::derive_mac_key`] but with a label of its own, so that it is independent of
+    /// every MAC key and of this key itself.
+    pub fn derive_sealing_key(&self, purpose: SealPurpose) -> Result<RandomizedNonceKey, KeyError> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"novads key-encryption key derivation");
+        let info = [purpose.label()];
+        let prk = salt.extract(&self.bytes[..]);
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        prk.expand(&info, &AES_256_GCM)
+            .and_then(|okm| okm.fill(&mut bytes[..]))
+            .map_err(|_| KeyError::Crypto("deriving a sealing key"))?;
+        RandomizedNonceKey::new(&AES_256_GCM, &bytes[..])
+            .map_err(|_| KeyError::Crypto("setting up AES-256-GCM"))
+    }
+
     pub(super) fn to_base64_line(&self) -> Zeroizing<String> {
         let mut line =
             Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&self.bytes[..]));
@@ -268,6 +283,21 @@ impl MacPurpose {
             Self::AuditChain => b"novads audit chain v1",
             Self::SigningKeyRows => b"novads signing key rows v1",
             Self::StoredIdentities => b"novads stored identities v1",
+        }
+    }
+}
+
+/// What a sealing key derived from the key-encryption key encrypts; each gets its own key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealPurpose {
+    /// Pending authorization requests, carried by the browser through the login form.
+    AuthorizationRequests,
+}
+
+impl SealPurpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::AuthorizationRequests => b"novads sealed authorization requests v1",
         }
     }
 }

@@ -57,7 +57,7 @@ mod verify;
 
 pub use error::{KeyError, TokenError};
 pub use identity_mac::{StoredIdentityKey, StoredRow, StoredRowKind};
-pub use kek::{KeyEncryptionKey, MacPurpose};
+pub use kek::{KeyEncryptionKey, MacPurpose, SealPurpose};
 use rotation::plan_rotation;
 pub use rotation::{KeyPolicy, Postponed, Rotated, RotationReport};
 use row_mac::RowKey;

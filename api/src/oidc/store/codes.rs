@@ -6,11 +6,11 @@ use chrono::Utc;
 
 use super::flow_store::{FlowStore, StoreError, hash, random_token};
 use super::refresh_tokens::{NewRefresh, insert_refresh};
-use super::requests::PendingRequest;
 use crate::db::{Database, WriteScope, on_pool, on_write};
 use crate::federation::Identity;
 use crate::lifetimes::{CODE_LIFETIME, REFRESH_LIFETIME, millis, seconds};
 use crate::oidc::keys::{StoredIdentityKey, StoredRow};
+use crate::oidc::sealed_request::PendingRequest;
 
 /// A code, once redeemed.
 #[derive(Debug, Clone)]

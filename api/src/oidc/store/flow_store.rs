@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::pending_limit::PendingRequestLimit;
-use super::requests::MAX_PENDING_REQUESTS;
 use super::revocations::RevocationList;
 use crate::db::{Database, WriteScope, on_write};
-use crate::lifetimes::{CODE_LIFETIME, millis};
+use crate::lifetimes::{AUTHORIZATION_REQUEST_LIFETIME, CODE_LIFETIME, millis};
 use crate::oidc::keys::{StoredIdentityKey, StoredRow, StoredRowKind};
 
 /// 32 random bytes, base64url: an unguessable handle.
@@ -63,8 +62,6 @@ pub enum StoreError {
     Random,
     #[error("stored identity is unreadable: {0}")]
     Identity(#[from] serde_json::Error),
-    #[error("{0} authorization requests are pending, the most this installation keeps")]
-    TooManyPending(i64),
 }
 
 /// The sign-in state of the database. Cheap to clone (the pool is shared).
@@ -75,8 +72,6 @@ pub struct FlowStore {
     pub(super) identities: StoredIdentityKey,
     /// Rows refused because they did not authenticate, by kind.
     rejected: IntCounterVec,
-    /// Pending authorization requests kept at most, all addresses together.
-    pub(super) max_pending: i64,
     /// Authorization requests started per address (this replica).
     pub(super) pending_per_source: Arc<PendingRequestLimit>,
     /// This replica's copy of the revocations, for the admin API's check.
@@ -91,7 +86,6 @@ impl FlowStore {
             db,
             identities,
             rejected: rejection_counter(),
-            max_pending: MAX_PENDING_REQUESTS,
             pending_per_source: Arc::default(),
             revocations: Arc::default(),
         }
@@ -132,28 +126,25 @@ impl FlowStore {
         self
     }
 
-    /// The same store keeping at most `max` pending authorization requests.
-    pub fn with_max_pending(mut self, max: i64) -> Self {
-        self.max_pending = max;
-        self
-    }
-
-    /// Counts an authorization request about to be stored for `source`; `Err` with how long
-    /// the address must wait when it started too many this minute.
+    /// Counts an authorization request about to be shown as a login page to `source`; `Err`
+    /// with how long the address must wait when it started too many this minute.
     pub fn admit_request_from(&self, source: IpAddr) -> Result<(), Duration> {
         self.pending_per_source.admit(source, Instant::now())
     }
 
-    /// Deletes expired requests, codes, refresh tokens, sessions and revocations (used codes
-    /// are kept a while past expiry for replay detection; rotated refresh tokens until their
-    /// family expires; revocations until no token they name can still be valid).
+    /// Deletes expired used requests, codes, refresh tokens, sessions and revocations (used
+    /// requests and codes are kept a while past expiry for replay detection; rotated refresh
+    /// tokens until their family expires; revocations until no token they name can still be
+    /// valid).
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         // Each statement, and how long after expiry a row is still kept: a used code stays
-        // one lifetime longer so that its replay is still recognised.
+        // one lifetime longer so that its replay is still recognised; a used request too, so
+        // that a replica whose clock lags behind (and still opens the sealed request) finds
+        // it used.
         let sweeps: [(&str, i64); 6] = [
             (
-                "DELETE FROM oidc_authorization_requests WHERE expires_at < $1",
-                0,
+                "DELETE FROM oidc_used_requests WHERE expires_at < $1",
+                millis(AUTHORIZATION_REQUEST_LIFETIME),
             ),
             (
                 "DELETE FROM oidc_codes WHERE expires_at < $1",

@@ -1,8 +1,8 @@
-//! How many authorization requests one address may leave pending: each `/oidc/authorize`
-//! without a session stores a row before anyone has authenticated, so an address gets
-//! `server.authorization_requests_per_minute` ([`REQUESTS_PER_SOURCE`] unless configured) a
-//! minute on this replica; beyond that it is told to wait. The
-//! database's global cap (`requests.rs`) bounds what all addresses together can store.
+//! How many authorization requests one address may start: each `/oidc/authorize` without a
+//! session renders a login page and seals a request (`oidc/sealed_request.rs`) before anyone
+//! has authenticated. Nothing is stored any more, but the work is still unauthenticated, so an
+//! address gets `server.authorization_requests_per_minute` ([`REQUESTS_PER_SOURCE`] unless
+//! configured) a minute on this replica; beyond that it is told to wait.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,14 +1,15 @@
-//! Finishing a password sign-in: the pending request ends, and the code and the single
-//! sign-on session begin, in one transaction.
+//! Finishing a password sign-in: the sealed request is marked used, and the code and the
+//! single sign-on session begin, in one transaction.
 
 use chrono::Utc;
 
 use super::codes::{NewCode, insert_code};
 use super::flow_store::{FlowStore, StoreError, hash};
-use super::requests::PendingRequest;
 use super::sessions::{NewSession, insert_session, link_grant};
+use super::used_requests::MARK_USED;
 use crate::db::{Database, WriteScope, on_write};
 use crate::federation::Identity;
+use crate::oidc::sealed_request::PendingRequest;
 
 /// What finishing a password sign-in stored.
 #[derive(Debug)]
@@ -20,26 +21,25 @@ pub struct CompletedLogin {
 
 impl FlowStore {
     /// Finishes a password sign-in in one transaction — one synchronous commit instead of
-    /// three: ends the pending request, issues the code and starts the single sign-on session
-    /// (with the code's grant recorded as the session's, for logout).
-    /// `None` when the request was already finished (the form posted twice): then nothing is
-    /// issued, so one request never yields two codes. On PostgreSQL the transaction is one
-    /// statement (a data-modifying CTE).
+    /// three: marks the (sealed) request used, issues the code and starts the single sign-on
+    /// session (with the code's grant recorded as the session's, for logout).
+    /// `None` when the request was already used (the form posted twice, or replayed): its id
+    /// is in `oidc_used_requests`, nothing is issued, so one request never yields two codes.
+    /// On PostgreSQL the transaction is one statement (a data-modifying CTE).
     pub async fn complete_login(
         &self,
-        request_id: &str,
         pending: &PendingRequest,
         identity: &Identity,
     ) -> Result<Option<CompletedLogin>, StoreError> {
         let code = NewCode::new(&self.identities, pending, identity, Utc::now().timestamp())?;
         let session = NewSession::new(&self.identities, identity)?;
-        let request_hash = hash(request_id);
+        let request_hash = hash(&pending.id);
         let started = if let Database::Postgres(pool) = &self.db {
             // One statement: one round trip and one commit, atomic as a transaction; the code
-            // and the session are inserted only when the request was still pending.
+            // and the session are inserted only when the request was not used yet.
             sqlx::query(
-                "WITH finished AS (DELETE FROM oidc_authorization_requests WHERE id = $1 \
-                 RETURNING 1), \
+                "WITH finished AS (INSERT INTO oidc_used_requests (id_hash, expires_at) \
+                 VALUES ($1, $19) ON CONFLICT (id_hash) DO NOTHING RETURNING 1), \
                  code AS (INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, scope, \
                  nonce, code_challenge, identity, auth_time, expires_at, grant_id, mac) \
                  SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $17 FROM finished), \
@@ -66,6 +66,7 @@ impl FlowStore {
             .bind(session.expires_at)
             .bind(&code.mac)
             .bind(&session.mac)
+            .bind(pending.expires_at)
             .execute(pool)
             .await?
             .rows_affected()
@@ -73,8 +74,9 @@ impl FlowStore {
         } else {
             let mut write = self.db.begin_write(WriteScope::Transaction).await?;
             let started = on_write!(&mut write, |conn| {
-                let finished = sqlx::query("DELETE FROM oidc_authorization_requests WHERE id = $1")
+                let finished = sqlx::query(MARK_USED)
                     .bind(&request_hash)
+                    .bind(pending.expires_at)
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
@@ -85,7 +87,7 @@ impl FlowStore {
                 }
                 finished == 1
             });
-            // Nothing was written when the request was already finished.
+            // Nothing was written when the request was already used.
             write.commit().await?;
             started
         };
