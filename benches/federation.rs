@@ -2,6 +2,11 @@
 //! the audit trail on SQLite and on PostgreSQL, next to slapd's raw bind rate measured in the
 //! same run (the ceiling). Prints figures; asserts only that no audit row was lost.
 //!
+//! Each client signs in as an account of its own (`bench1` … `benchN`, as the sign-ins of an
+//! office are of different people). One case has every client sign in as the same account:
+//! attempts of one account are decided one at a time (the lockout's account turn), so that case
+//! shows the cost of that guarantee, not the decision's.
+//!
 //! Run: `cargo bench --bench federation` (needs slapd and PostgreSQL, as the tests do).
 //! `NOVADS_BENCH_SECONDS` (default 5) and `NOVADS_BENCH_CLIENTS` (default 32) tune the run.
 
@@ -14,7 +19,7 @@ use novads_api::config::{
 };
 use novads_api::db::Database;
 use novads_api::federation::{LoginRequest, audit, setup};
-use novads_testkit::fixtures::talsi;
+use novads_testkit::fixtures::{bench, talsi};
 use novads_testkit::{Municipality, Postgres, Slapd};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -32,8 +37,12 @@ async fn main() {
         eprintln!("skipped: slapd is not installed");
         return;
     };
+    ldap.ldapadd(&bench::ldif(clients as u64))
+        .await
+        .expect("adding the bench users");
     println!(
-        "federation benchmark: {clients} concurrent clients, {} s per case, one local slapd",
+        "federation benchmark: {clients} concurrent clients, each its own account, {} s per \
+         case, one local slapd",
         seconds.as_secs()
     );
 
@@ -49,12 +58,27 @@ async fn main() {
         Some(raw.rate()),
     );
 
-    let logins = novads_logins(&ldap, &sqlite, clients, seconds, 0).await;
+    let logins = novads_logins(&ldap, &sqlite, clients, seconds, 0, Accounts::PerClient).await;
     report("novads sign-in, audit on SQLite", &logins, Some(raw.rate()));
     let sqlite_cached = format!("sqlite://{}/bench-cached.db", dir.path().display());
-    let logins = novads_logins(&ldap, &sqlite_cached, clients, seconds, 60).await;
+    let logins = novads_logins(
+        &ldap,
+        &sqlite_cached,
+        clients,
+        seconds,
+        60,
+        Accounts::PerClient,
+    )
+    .await;
     report(
         "novads sign-in, entry cache 60 s, audit on SQLite",
+        &logins,
+        Some(raw.rate()),
+    );
+    let sqlite_one = format!("sqlite://{}/bench-one.db", dir.path().display());
+    let logins = novads_logins(&ldap, &sqlite_one, clients, seconds, 0, Accounts::One).await;
+    report(
+        "novads sign-in, every client the same account (one at a time), audit on SQLite",
         &logins,
         Some(raw.rate()),
     );
@@ -62,14 +86,15 @@ async fn main() {
     match Postgres::start().await {
         Some(pg) => {
             let url = pg.create_database("bench").await;
-            let logins = novads_logins(&ldap, &url, clients, seconds, 0).await;
+            let logins = novads_logins(&ldap, &url, clients, seconds, 0, Accounts::PerClient).await;
             report(
                 "novads sign-in, audit on PostgreSQL",
                 &logins,
                 Some(raw.rate()),
             );
             let url = pg.create_database("bench_cached").await;
-            let logins = novads_logins(&ldap, &url, clients, seconds, 60).await;
+            let logins =
+                novads_logins(&ldap, &url, clients, seconds, 60, Accounts::PerClient).await;
             report(
                 "novads sign-in, entry cache 60 s, audit on PostgreSQL",
                 &logins,
@@ -151,7 +176,8 @@ where
     }
 }
 
-/// One connection per client, binding as jana over and over: what slapd can do at most.
+/// One connection per client, each binding as its client's account over and over: what slapd
+/// can do at most.
 async fn raw_binds(ldap: &Slapd, clients: usize, duration: Duration) -> Samples {
     let mut connections = Vec::new();
     for _ in 0..clients {
@@ -166,8 +192,10 @@ async fn raw_binds(ldap: &Slapd, clients: usize, duration: Duration) -> Samples 
         let connections = connections.clone();
         async move {
             let mut handle = connections[client].lock().await;
+            let n = client as u64 + 1;
+            let dn = format!("uid=bench{n},{}", Municipality::Talsi.people_base());
             handle
-                .simple_bind(talsi::JANA.dn, talsi::JANA.password)
+                .simple_bind(&dn, &bench::password(n))
                 .await
                 .expect("bind")
                 .success()
@@ -190,13 +218,14 @@ async fn directory_only(
         setup::build_with_audit_key(&config, db, &prometheus::Registry::new(), audit_key())
             .expect("federation"),
     );
-    drive(clients, duration, move |_| {
+    drive(clients, duration, move |client| {
         let federation = federation.clone();
         async move {
             let realm = federation.realm("talsi").expect("realm");
+            let n = client as u64 + 1;
             realm
                 .directory
-                .authenticate(talsi::JANA.uid, talsi::JANA.password)
+                .authenticate(&format!("bench{n}"), &bench::password(n))
                 .await
                 .result
                 .expect("signed in");
@@ -251,12 +280,22 @@ fn config(ldap: &Slapd, database: &str, clients: usize, entry_cache_seconds: u64
     }
 }
 
+/// Whose sign-ins the clients make.
+#[derive(Clone, Copy)]
+enum Accounts {
+    /// Client `i` signs in as `bench{i+1}`.
+    PerClient,
+    /// Every client signs in as jana.
+    One,
+}
+
 async fn novads_logins(
     ldap: &Slapd,
     database: &str,
     clients: usize,
     duration: Duration,
     entry_cache_seconds: u64,
+    accounts: Accounts,
 ) -> Samples {
     let config = config(ldap, database, clients, entry_cache_seconds);
     let db = Database::open(database, None).await.expect("database");
@@ -269,18 +308,31 @@ async fn novads_logins(
         )
         .expect("federation"),
     );
-    let request = Arc::new(LoginRequest {
-        username: talsi::JANA.login(),
-        password: talsi::JANA.password.into(),
-        client_id: None,
-        source_ip: None,
-        user_agent: Some("novads-bench".into()),
-    });
-    let samples = drive(clients, duration, move |_| {
+    let requests: Arc<Vec<LoginRequest>> = Arc::new(
+        (1..=clients as u64)
+            .map(|n| {
+                let (username, password) = match accounts {
+                    Accounts::PerClient => (bench::login(n), bench::password(n)),
+                    Accounts::One => (talsi::JANA.login(), talsi::JANA.password.to_owned()),
+                };
+                LoginRequest {
+                    username,
+                    password,
+                    client_id: None,
+                    source_ip: None,
+                    user_agent: Some("novads-bench".into()),
+                }
+            })
+            .collect(),
+    );
+    let samples = drive(clients, duration, move |client| {
         let federation = federation.clone();
-        let request = request.clone();
+        let requests = requests.clone();
         async move {
-            federation.login(&request).await.expect("signed in");
+            federation
+                .login(&requests[client])
+                .await
+                .expect("signed in");
         }
     })
     .await;

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use novads_oidc_load::{Credentials, Limit, LoadConfig, Mode, Report};
+use novads_testkit::fixtures::bench;
 use novads_testkit::{Municipality, Postgres, Slapd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_novads");
@@ -65,7 +66,7 @@ async fn main() {
     };
     add_users(&ldap, user_count).await;
     let users = (1..=user_count)
-        .map(|n| Credentials::new(format!("bench{n}@talsi"), password(n)))
+        .map(|n| Credentials::new(bench::login(n), bench::password(n)))
         .collect();
     let settings = Settings {
         seconds,
@@ -98,23 +99,11 @@ async fn main() {
     println!("load average after: {}", load_average());
 }
 
-fn password(n: u64) -> String {
-    format!("Bench-{n}-Talsi!")
-}
-
 /// `bench1` … `benchN` in the Talsi directory (slapd hashes the cleartext passwords).
 async fn add_users(ldap: &Slapd, count: u64) {
-    let people = Municipality::Talsi.people_base();
-    let mut ldif = String::new();
-    for n in 1..=count {
-        let _ = write!(
-            ldif,
-            "dn: uid=bench{n},{people}\nobjectClass: inetOrgPerson\nuid: bench{n}\n\
-             cn: Bench User {n}\nsn: User {n}\nmail: bench{n}@talsi.lv\nuserPassword: {}\n\n",
-            password(n)
-        );
-    }
-    ldap.ldapadd(&ldif).await.expect("adding the bench users");
+    ldap.ldapadd(&bench::ldif(count))
+        .await
+        .expect("adding the bench users");
 }
 
 /// The `novads serve` configuration: the Talsi realm and the two clients.

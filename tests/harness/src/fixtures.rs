@@ -271,6 +271,39 @@ impl Group {
     }
 }
 
+/// Generated users for load benchmarks: `bench1` … `benchN` in the Talsi directory, so that
+/// concurrent sign-ins are of different accounts, as they are in an office.
+pub mod bench {
+    use std::fmt::Write as _;
+
+    use super::Municipality;
+
+    /// The cleartext password of `bench{n}` (slapd stores it hashed).
+    pub fn password(n: u64) -> String {
+        format!("Bench-{n}-Talsi!")
+    }
+
+    /// The login name of `bench{n}`, as typed at the login form.
+    pub fn login(n: u64) -> String {
+        format!("bench{n}@{}", Municipality::Talsi.realm())
+    }
+
+    /// LDIF adding `bench1` … `bench{count}` under the Talsi people base (for `Slapd::ldapadd`).
+    pub fn ldif(count: u64) -> String {
+        let people = Municipality::Talsi.people_base();
+        let mut ldif = String::new();
+        for n in 1..=count {
+            let _ = write!(
+                ldif,
+                "dn: uid=bench{n},{people}\nobjectClass: inetOrgPerson\nuid: bench{n}\n\
+                 cn: Bench User {n}\nsn: User {n}\nmail: bench{n}@talsi.lv\nuserPassword: {}\n\n",
+                password(n)
+            );
+        }
+        ldif
+    }
+}
+
 /// Talsu novads (`dc=talsi,dc=lv`).
 pub mod talsi {
     use super::{ACCOUNTING, Group, IT_ADMINS, Municipality, User, VPVKAC_STAFF};
