@@ -643,6 +643,55 @@ async fn audit_unavailable_fails_closed() {
     );
 }
 
+/// `login_then` runs the caller's write only for a success, overlapped with the audit row's
+/// commit, and hands out its result only when the row is committed.
+#[tokio::test]
+async fn login_then_answers_only_with_the_row_committed() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = world.config(&format!("sqlite://{}/novads.db", dir.path().display()));
+    let (federation, db) = open(&config).await;
+
+    let (identity, seen) = federation
+        .login_then(&login_as(&talsi::JANA, None), |identity| async move {
+            identity.audit_id
+        })
+        .await
+        .expect("signed in");
+    assert_eq!(seen, 0, "the row's id is not known before its commit");
+    let rows = audit_rows(&db).await;
+    assert_eq!(rows.len(), 1);
+    assert!(
+        identity.audit_id > 0,
+        "the answer carries the committed row"
+    );
+
+    // A refusal never runs the caller's write.
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let wrong = LoginRequest {
+        password: "not-her-password".into(),
+        ..login_as(&talsi::JANA, None)
+    };
+    let refused = federation
+        .login_then(&wrong, |_| async {
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+        .await
+        .expect_err("wrong password");
+    assert_eq!(refused.reason, AuditReason::BadCredentials);
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+
+    // Without the audit row, what the caller produced is not handed out.
+    db.close().await;
+    let refused = federation
+        .login_then(&login_as(&talsi::JANA, None), |_| async { "a code" })
+        .await
+        .expect_err("no audit row, no sign-in");
+    assert_eq!(refused.audit_id, None);
+}
+
 #[tokio::test]
 async fn refresh_lookup_sees_leavers_and_group_changes() {
     let Some(world) = World::start().await else {

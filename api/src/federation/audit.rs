@@ -250,6 +250,19 @@ struct AppendRequest {
     done: oneshot::Sender<Result<i64, AuditError>>,
 }
 
+/// An event with the writer, not yet known to be committed.
+#[must_use = "the row is not known to be committed until `committed` says so"]
+pub struct PendingAppend(oneshot::Receiver<Result<i64, AuditError>>);
+
+impl PendingAppend {
+    /// Waits for the commit of the batch holding the row; returns the row's id.
+    pub async fn committed(self) -> Result<i64, AuditError> {
+        self.0
+            .await
+            .map_err(|_| AuditError::Unavailable("the audit writer has stopped".into()))?
+    }
+}
+
 impl AuditLog {
     /// Starts the writer task for `db`, chaining under `key`. It ends when every clone of the
     /// log is dropped.
@@ -266,14 +279,19 @@ impl AuditLog {
 
     /// Appends one event and returns its id once it is committed.
     pub async fn append(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        self.submit(event).await?.committed().await
+    }
+
+    /// Hands one event to the writer without waiting for its commit, so that the caller can
+    /// do its own work meanwhile. Nothing that depends on the row may be answered before
+    /// [`PendingAppend::committed`] says it is on disk.
+    pub async fn submit(&self, event: AuditEvent) -> Result<PendingAppend, AuditError> {
         let (done, committed) = oneshot::channel();
         self.requests
             .send(AppendRequest { event, done })
             .await
             .map_err(|_| AuditError::Unavailable("the audit writer has stopped".into()))?;
-        committed
-            .await
-            .map_err(|_| AuditError::Unavailable("the audit writer has stopped".into()))?
+        Ok(PendingAppend(committed))
     }
 
     pub fn db(&self) -> &Database {

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::audit::{AuditEvent, AuditEventKind, AuditLog, AuditReason, MAX_FIELD_CHARS};
+use super::audit::{
+    AuditError, AuditEvent, AuditEventKind, AuditLog, AuditReason, MAX_FIELD_CHARS,
+};
 use super::directory::{Directory, DirectoryAnswer, DirectoryFailure, DirectoryUser};
 use super::lockout::{AccountTurns, Gate, LockoutStore, account_key, source_key};
 use super::metrics::FederationMetrics;
@@ -207,6 +209,50 @@ impl Federation {
         let started = Instant::now();
         let outcome = self.decide(request).await;
         self.finish(request, outcome, started).await
+    }
+
+    /// As [`Self::login`], but a successful sign-in runs `then` with the identity while its
+    /// audit row is being committed, instead of after: the caller's own write (the code and
+    /// session of a sign-in) shares the wait. The answer is `then`'s only once the row is
+    /// committed too; if it cannot be, the sign-in is refused as `login` refuses it, and
+    /// whatever `then` produced must not be handed out. The identity `then` sees has no audit
+    /// id yet (0): a row's id is known only at its commit.
+    pub async fn login_then<T, Fut>(
+        &self,
+        request: &LoginRequest,
+        then: impl FnOnce(Identity) -> Fut,
+    ) -> Result<(Identity, T), LoginRefused>
+    where
+        Fut: Future<Output = T>,
+    {
+        let started = Instant::now();
+        let outcome = self.decide(request).await;
+        self.finish_then(request, outcome, started, then).await
+    }
+
+    /// As [`Self::refresh`], with `then` run while the audit row is committed, as in
+    /// [`Self::login_then`] (the rotation of the refresh token shares the wait).
+    pub async fn refresh_then<T, Fut>(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+        source_ip: Option<IpAddr>,
+        user_agent: Option<String>,
+        then: impl FnOnce(Identity) -> Fut,
+    ) -> Result<(Identity, T), LoginRefused>
+    where
+        Fut: Future<Output = T>,
+    {
+        let started = Instant::now();
+        let request = LoginRequest {
+            username: identity.username.clone(),
+            password: String::new(),
+            client_id: Some(client_id.to_owned()),
+            source_ip,
+            user_agent,
+        };
+        let outcome = self.recheck(identity, client_id, Recheck::Refresh).await;
+        self.finish_then(&request, outcome, started, then).await
     }
 
     /// Re-checks a signed-in user in their directory before tokens are refreshed: still there,
@@ -498,6 +544,54 @@ impl Federation {
         outcome: Outcome,
         started: Instant,
     ) -> Result<Identity, LoginRefused> {
+        self.finish_then(request, outcome, started, |_| std::future::ready(()))
+            .await
+            .map(|(identity, ())| identity)
+    }
+
+    /// Writes the audit row and answers once it is committed; a success runs `then` while the
+    /// row is being committed and answers once both are done.
+    async fn finish_then<T, Fut>(
+        &self,
+        request: &LoginRequest,
+        outcome: Outcome,
+        started: Instant,
+        then: impl FnOnce(Identity) -> Fut,
+    ) -> Result<(Identity, T), LoginRefused>
+    where
+        Fut: Future<Output = T>,
+    {
+        let event = self.record(request, &outcome, started);
+        let mut identity = match outcome.result {
+            Ok(identity) => identity,
+            Err((reason, detail)) => {
+                let audit_id = self
+                    .audit
+                    .append(event)
+                    .await
+                    .map_err(|e| self.unaudited(e))?;
+                return Err(LoginRefused {
+                    reason,
+                    detail,
+                    audit_id: Some(audit_id),
+                    retry_after: outcome.retry_after,
+                    unreachable_directory: outcome.unreachable_directory,
+                });
+            }
+        };
+        let pending = self
+            .audit
+            .submit(event)
+            .await
+            .map_err(|e| self.unaudited(e))?;
+        let (committed, value) = tokio::join!(pending.committed(), then(identity.clone()));
+        // Without the row, `then`'s work is never handed out: the attempt fails closed.
+        identity.audit_id = committed.map_err(|e| self.unaudited(e))?;
+        Ok((identity, value))
+    }
+
+    /// The audit row of an attempt, and the attempt counted in the metrics.
+    fn record(&self, request: &LoginRequest, outcome: &Outcome, started: Instant) -> AuditEvent {
         let elapsed = started.elapsed();
         let realm_label = outcome
             .name
@@ -524,33 +618,20 @@ impl Federation {
             Err((reason, _)) => reason.as_str(),
         };
         self.metrics.attempt(realm_label, outcome_label, elapsed);
+        event
+    }
 
-        let audit_id = match self.audit.append(event).await {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!(error = %e, "sign-in refused: the audit row could not be written");
-                self.metrics.audit_failure();
-                return Err(LoginRefused {
-                    reason: AuditReason::DirectoryUnavailable,
-                    detail: e.to_string(),
-                    audit_id: None,
-                    retry_after: None,
-                    unreachable_directory: None,
-                });
-            }
-        };
-        match outcome.result {
-            Ok(mut identity) => {
-                identity.audit_id = audit_id;
-                Ok(identity)
-            }
-            Err((reason, detail)) => Err(LoginRefused {
-                reason,
-                detail,
-                audit_id: Some(audit_id),
-                retry_after: outcome.retry_after,
-                unreachable_directory: outcome.unreachable_directory,
-            }),
+    /// The answer to an attempt whose audit row could not be written: refused, whatever was
+    /// decided (fail closed).
+    fn unaudited(&self, error: AuditError) -> LoginRefused {
+        tracing::error!(error = %error, "sign-in refused: the audit row could not be written");
+        self.metrics.audit_failure();
+        LoginRefused {
+            reason: AuditReason::DirectoryUnavailable,
+            detail: error.to_string(),
+            audit_id: None,
+            retry_after: None,
+            unreachable_directory: None,
         }
     }
 }

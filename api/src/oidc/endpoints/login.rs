@@ -14,7 +14,7 @@ use super::cookies::{CSRF_COOKIE, SESSION_COOKIE, cookie, set_cookie};
 use super::http::MAX_FIELD_CHARS;
 use super::http::user_agent;
 use crate::federation::audit::AuditReason;
-use crate::federation::{LoginRefused, LoginRequest};
+use crate::federation::{Identity, LoginRefused, LoginRequest};
 use crate::lifetimes::AUTHORIZATION_REQUEST_LIFETIME;
 use crate::oidc::pages::{self, CSS_PATH, Locale, LoginPage, PageError};
 use crate::oidc::request::{ErrorRedirect, append_query};
@@ -189,15 +189,18 @@ pub(super) async fn login_post(
         source_ip: Some(peer.ip()),
         user_agent: user_agent(&headers),
     };
-    match state.federation().login(&attempt).await {
-        Ok(identity) => {
-            // One transaction: the request is marked used, the code and the single sign-on
-            // session begin (a new session id at every password sign-in: a planted id is never
-            // adopted). `None`: the same request was posted twice (or replayed) and the other
-            // post already got the code.
-            let completed = store
-                .complete_login(&pending, &identity)
-                .await
+    // One transaction: the request is marked used, the code and the single sign-on session
+    // begin (a new session id at every password sign-in: a planted id is never adopted). It
+    // runs while the sign-in's audit row is committed; neither is answered before both are.
+    let complete = |identity: Identity| {
+        let (store, pending) = (&store, &pending);
+        async move { store.complete_login(pending, &identity).await }
+    };
+    match state.federation().login_then(&attempt, complete).await {
+        Ok((_, completed)) => {
+            // `None`: the same request was posted twice (or replayed) and the other post
+            // already got the code.
+            let completed = completed
                 .map_err(|e| PageError::unavailable(locale, &e))?
                 .ok_or_else(|| {
                     // The audit trail has this sign-in as successful; the log says why it

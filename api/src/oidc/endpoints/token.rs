@@ -267,17 +267,24 @@ async fn refresh(
             "the refresh token was issued to another client",
         ));
     }
-    let identity = match state
+    // The token is used up and its successor stored while the refresh's audit row is
+    // committed; neither is answered before both are.
+    let rotate = |identity: Identity| {
+        let (store, usable) = (&store, &usable);
+        async move { store.rotate_refresh_token(token, usable, &identity).await }
+    };
+    let (identity, rotation) = match state
         .federation()
-        .refresh(
+        .refresh_then(
             &usable.identity,
             &client_id,
             Some(peer.ip()),
             user_agent(headers),
+            rotate,
         )
         .await
     {
-        Ok(identity) => identity,
+        Ok(refreshed) => refreshed,
         Err(refused) => {
             // The directory no longer vouches for the user (left, disabled, moved out of the
             // trusted group): no token of this sign-in stays usable.
@@ -290,10 +297,7 @@ async fn refresh(
             ));
         }
     };
-    let rotation = store
-        .rotate_refresh_token(token, &usable, &identity)
-        .await
-        .or_unavailable("rotating a refresh token failed")?;
+    let rotation = rotation.or_unavailable("rotating a refresh token failed")?;
     let refresh_token = match rotation {
         Rotation::Rotated(successor) => successor,
         Rotation::Reused { family_id } => {
