@@ -52,6 +52,24 @@ pub struct LoginRequest {
     pub user_agent: Option<String>,
 }
 
+impl LoginRequest {
+    /// A signed-in user checked again without a password (a refresh, a single sign-on).
+    fn recheck_of(
+        identity: &Identity,
+        client_id: &str,
+        source_ip: Option<IpAddr>,
+        user_agent: Option<String>,
+    ) -> Self {
+        Self {
+            username: identity.username.clone(),
+            password: String::new(),
+            client_id: Some(client_id.to_owned()),
+            source_ip,
+            user_agent,
+        }
+    }
+}
+
 /// Which trust let a foreign user in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrustUsed {
@@ -244,13 +262,7 @@ impl Federation {
         Fut: Future<Output = T>,
     {
         let started = Instant::now();
-        let request = LoginRequest {
-            username: identity.username.clone(),
-            password: String::new(),
-            client_id: Some(client_id.to_owned()),
-            source_ip,
-            user_agent,
-        };
+        let request = LoginRequest::recheck_of(identity, client_id, source_ip, user_agent);
         let outcome = self.recheck(identity, client_id, Recheck::Refresh).await;
         self.finish_then(&request, outcome, started, then).await
     }
@@ -265,16 +277,10 @@ impl Federation {
         source_ip: Option<IpAddr>,
         user_agent: Option<String>,
     ) -> Result<Identity, LoginRefused> {
-        let started = Instant::now();
-        let request = LoginRequest {
-            username: identity.username.clone(),
-            password: String::new(),
-            client_id: Some(client_id.to_owned()),
-            source_ip,
-            user_agent,
-        };
-        let outcome = self.recheck(identity, client_id, Recheck::Refresh).await;
-        self.finish(&request, outcome, started).await
+        let nothing = |_| std::future::ready(());
+        self.refresh_then(identity, client_id, source_ip, user_agent, nothing)
+            .await
+            .map(|(identity, ())| identity)
     }
 
     /// A sign-in to another application through a single sign-on session: no password, but
@@ -288,13 +294,7 @@ impl Federation {
         user_agent: Option<String>,
     ) -> Result<Identity, LoginRefused> {
         let started = Instant::now();
-        let request = LoginRequest {
-            username: identity.username.clone(),
-            password: String::new(),
-            client_id: Some(client_id.to_owned()),
-            source_ip,
-            user_agent,
-        };
+        let request = LoginRequest::recheck_of(identity, client_id, source_ip, user_agent);
         let outcome = self
             .recheck(identity, client_id, Recheck::SingleSignOn)
             .await;
