@@ -11,14 +11,13 @@
 //! tune the run. See docs/benchmarks.md.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use novads_oidc_load::{Credentials, Limit, LoadConfig, Mode, Report};
 use novads_testkit::fixtures::bench;
-use novads_testkit::{Municipality, Postgres, Slapd};
+use novads_testkit::{Municipality, Postgres, Slapd, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_novads");
 const PUBLIC_CLIENT: &str = "bench-public";
@@ -108,16 +107,6 @@ async fn add_users(ldap: &Slapd, count: u64) {
 
 /// The `novads serve` configuration: the Talsi realm and the two clients.
 fn write_config(dir: &Path, database: &str, ldap: &Slapd, port: u16, pool_size: usize) -> PathBuf {
-    let kek = dir.join("key-encryption.key");
-    let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .expect("random key");
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&kek, hex).expect("write key");
-    let bind_password = dir.join("ldap-password");
-    std::fs::write(&bind_password, ldap.service_password()).expect("write password");
-    let m = Municipality::Talsi;
     let config = format!(
         r#"server:
   listen: "127.0.0.1:{port}"
@@ -128,15 +117,7 @@ fn write_config(dir: &Path, database: &str, ldap: &Slapd, port: u16, pool_size: 
   authorization_requests_per_minute: 100000000
 database: "{database}"
 realms:
-  - name: talsi
-    ldap:
-      urls: ["{url}"]
-      insecure: true
-      bind_dn: "{bind_dn}"
-      bind_password_file: "{bind_password}"
-      user_base: "{base}"
-      pool_size: {pool_size}
-clients:
+{realm}clients:
   - client_id: {PUBLIC_CLIENT}
     realm: talsi
     redirect_uris: ["{REDIRECT_URI}"]
@@ -146,22 +127,12 @@ clients:
     redirect_uris: ["{REDIRECT_URI}"]
     secret_hash: "{SECRET_HASH}"
 "#,
-        kek = kek.display(),
-        url = ldap.url(),
-        bind_dn = m.service_dn(),
-        bind_password = bind_password.display(),
-        base = m.people_base(),
+        kek = serve::write_key_file(dir).display(),
+        realm = ldap.realm_yaml(dir, &[&format!("pool_size: {pool_size}")]),
     );
     let path = dir.join("novads.yaml");
     std::fs::write(&path, config).expect("write config");
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// `novads serve` on `database`, measured in every case, then stopped and its audit verified.
@@ -172,7 +143,7 @@ async fn backend(
     settings: &Settings,
     dir: &Path,
 ) -> Vec<Row> {
-    let port = free_port();
+    let port = serve::free_port();
     let config = write_config(dir, database, ldap, port, settings.clients);
     let log = dir.join("novads.log");
     let server = Command::new(BIN)
@@ -186,7 +157,10 @@ async fn backend(
         .expect("spawn novads serve");
     let mut server = Running { child: server, log };
     let issuer = format!("http://127.0.0.1:{port}");
-    server.wait_ready(&issuer).await;
+    serve::wait_ready(&issuer, &server.log, || {
+        server.child.try_wait().ok().flatten()
+    })
+    .await;
     println!("\n== {name} ({database})");
 
     let cases: [(&'static str, Mode, Option<&str>); 4] = [
@@ -275,37 +249,8 @@ struct Running {
 }
 
 impl Running {
-    async fn wait_ready(&mut self, issuer: &str) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "novads serve exited with {status} before it was ready:\n{}",
-                    self.log_tail()
-                );
-            }
-            let ready = http
-                .get(format!("{issuer}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "novads serve not ready after 60 s:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        serve::log_tail(&self.log)
     }
 
     fn stop(&mut self) {

@@ -469,12 +469,6 @@ fn write_federation_config(
     ldap: &novads_testkit::Slapd,
     database: &str,
 ) -> PathBuf {
-    use novads_testkit::Municipality;
-    let secret = dir.join("talsi-bind-password");
-    std::fs::write(&secret, format!("{}\n", ldap.service_password())).expect("secret");
-    let kek = dir.join("kek");
-    std::fs::write(&kek, [7u8; 32]).expect("key");
-    let m = Municipality::Talsi;
     let config = dir.join("novads.yaml");
     std::fs::write(
         &config,
@@ -484,21 +478,11 @@ server: {{ listen: "127.0.0.1:0", issuer: "http://127.0.0.1:8080", key_encryptio
 database: "{database}"
 audit: {{ retention_days: 400 }}
 realms:
-  - name: talsi
-    ldap:
-      urls: ["{url}"]
-      insecure: true
-      bind_dn: "{bind_dn}"
-      bind_password_file: "{secret}"
-      user_base: "{base}"
-clients:
+{realm}clients:
   - {{ client_id: portal, realm: talsi, redirect_uris: ["https://portal.talsi.lv/cb"], public: true }}
 "#,
-            kek = kek.display(),
-            url = ldap.url(),
-            bind_dn = m.service_dn(),
-            secret = secret.display(),
-            base = m.people_base(),
+            kek = novads_testkit::serve::write_key_file(dir).display(),
+            realm = ldap.realm_yaml(dir, &[]),
         ),
     )
     .expect("config");
@@ -637,8 +621,7 @@ async fn eval_with_config_collects_federation_facts_from_the_database_and_the_re
 #[test]
 fn eval_with_an_unreachable_database_gives_errors_not_passes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let kek = dir.path().join("kek");
-    std::fs::write(&kek, [7u8; 32]).expect("key");
+    let kek = novads_testkit::serve::write_key_file(dir.path());
     let config = dir.path().join("novads.yaml");
     std::fs::write(
         &config,

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use novads_oidc_load::flow::{self, Target};
 use novads_oidc_load::{Credentials, LoadConfig};
 use novads_testkit::fixtures::talsi;
-use novads_testkit::{Municipality, Postgres, Slapd};
+use novads_testkit::{Municipality, Postgres, Slapd, serve};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
@@ -29,11 +29,6 @@ const BROWSERS: usize = 8;
 const LOAD_BEFORE_KILL: Duration = Duration::from_secs(3);
 
 fn write_config(dir: &Path, database: &str, ldap: &Slapd, port: u16) -> PathBuf {
-    let kek = dir.join("kek");
-    std::fs::write(&kek, [9u8; 32]).expect("key");
-    let secret = dir.join("ldap-password");
-    std::fs::write(&secret, ldap.service_password()).expect("secret");
-    let m = Municipality::Talsi;
     let config = dir.join("novads.yaml");
     std::fs::write(
         &config,
@@ -46,36 +41,19 @@ fn write_config(dir: &Path, database: &str, ldap: &Slapd, port: u16) -> PathBuf 
   authorization_requests_per_minute: 100000000
 database: "{database}"
 realms:
-  - name: talsi
-    ldap:
-      urls: ["{url}"]
-      insecure: true
-      bind_dn: "{bind_dn}"
-      bind_password_file: "{secret}"
-      user_base: "{base}"
-clients:
+{realm}clients:
   - {{ client_id: {CLIENT}, realm: talsi, redirect_uris: ["{REDIRECT_URI}"], public: true }}
 "#,
-            kek = kek.display(),
-            url = ldap.url(),
-            bind_dn = m.service_dn(),
-            secret = secret.display(),
-            base = m.people_base(),
+            kek = serve::write_key_file(dir).display(),
+            realm = ldap.realm_yaml(dir, &[]),
         ),
     )
     .expect("config");
     config
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 async fn serve(config: &Path, log: &Path, issuer: &str) -> Child {
-    let log = std::fs::OpenOptions::new()
+    let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
@@ -87,27 +65,12 @@ async fn serve(config: &Path, log: &Path, issuer: &str) -> Child {
         .env_remove("NOVADS_DATABASE_URL")
         .env("NOVADS_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(log_file)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn novads serve");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("novads serve exited with {status} before it was ready");
-        }
-        let ready = http
-            .get(format!("{issuer}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return child;
-        }
-        assert!(Instant::now() < deadline, "novads serve not ready in 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serve::wait_ready(issuer, log, || child.try_wait().ok().flatten()).await;
+    child
 }
 
 /// A client whose every request carries `user_agent`, the mark its audit row will hold.
@@ -185,7 +148,7 @@ async fn audited_user_agents(database: &str) -> BTreeSet<String> {
 }
 
 async fn kill_under_load_loses_no_answered_row(database: &str, ldap: &Slapd, dir: &Path) {
-    let port = free_port();
+    let port = serve::free_port();
     let issuer = format!("http://127.0.0.1:{port}");
     let config = write_config(dir, database, ldap, port);
     let log = dir.join("novads.log");

@@ -652,21 +652,34 @@ async fn expired_lockout_counters_are_swept() {
     .await;
 }
 
+/// The audit trail of `db`, and the time the audit tests' events start from (2020-01-01).
+fn audit_trail(db: &Database) -> (AuditLog, chrono::DateTime<chrono::Utc>) {
+    let log = AuditLog::start(db.clone(), support::audit_key());
+    let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+        .expect("time")
+        .to_utc();
+    (log, old)
+}
+
+/// An event of `kind` in `realm` that happened `at`.
+fn event_at(kind: AuditEventKind, realm: &str, at: chrono::DateTime<chrono::Utc>) -> AuditEvent {
+    let mut event = AuditEvent::new(kind);
+    event.realm = Some(realm.to_owned());
+    event.at = at;
+    event
+}
+
 #[tokio::test]
 async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let log = AuditLog::start(db.clone(), support::audit_key());
-        let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
-            .expect("time")
-            .to_utc();
+        let (log, old) = audit_trail(&db);
         for (i, realm) in ["talsi", "ventspils", "talsi", "kuldiga"]
             .iter()
             .enumerate()
         {
-            let mut event = AuditEvent::new(AuditEventKind::LoginSucceeded);
-            event.realm = Some((*realm).to_owned());
-            event.at = old + chrono::Duration::days(i64::try_from(i).expect("small"));
+            let at = old + chrono::Duration::days(i64::try_from(i).expect("small"));
+            let event = event_at(AuditEventKind::LoginSucceeded, realm, at);
             log.append(event).await.expect("append");
         }
         let exported = |filter: ExportFilter| {
@@ -702,17 +715,13 @@ async fn the_audit_trail_appends_exports_by_filter_and_verifies() {
     .await;
 }
 
-/// Logging out of a single sign-on session revokes every grant issued through it — the
-/// password sign-in's and another application's single sign-on code, redeemed or not — and
-/// leaves another session's grants alone. On both databases.
+/// Audit pages filter by user (name or subject) and time, newest first, the same across
+/// cursors. On both databases.
 #[tokio::test]
 async fn audit_pages_filter_by_user_and_time_newest_first_across_cursors() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let log = AuditLog::start(db.clone(), support::audit_key());
-        let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
-            .expect("time")
-            .to_utc();
+        let (log, old) = audit_trail(&db);
         // Rows 1..=6, a day apart: ilze by user name (1, 3), by subject (4), by both (5).
         let who = [
             (Some("ilze"), None),
@@ -723,11 +732,10 @@ async fn audit_pages_filter_by_user_and_time_newest_first_across_cursors() {
             (None, None),
         ];
         for (day, (username, subject)) in (0i64..).zip(who) {
-            let mut event = AuditEvent::new(AuditEventKind::LoginSucceeded);
-            event.realm = Some("talsi".into());
+            let at = old + chrono::Duration::days(day);
+            let mut event = event_at(AuditEventKind::LoginSucceeded, "talsi", at);
             event.username = username.map(str::to_owned);
             event.subject = subject.map(str::to_owned);
-            event.at = old + chrono::Duration::days(day);
             log.append(event).await.expect("append");
         }
         let ids = |filter: EventFilter| {
@@ -777,17 +785,12 @@ async fn audit_pages_filter_by_user_and_time_newest_first_across_cursors() {
 async fn audit_pages_are_stable_under_appends_between_reads() {
     each_backend(|db| async move {
         let backend = db.backend();
-        let log = AuditLog::start(db.clone(), support::audit_key());
-        let old = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
-            .expect("time")
-            .to_utc();
+        let (log, old) = audit_trail(&db);
         let at = |minutes: i64| old + chrono::Duration::minutes(minutes);
         let append = |minutes: i64| {
             let log = log.clone();
             async move {
-                let mut event = AuditEvent::new(AuditEventKind::LoginFailed);
-                event.realm = Some("talsi".into());
-                event.at = at(minutes);
+                let event = event_at(AuditEventKind::LoginFailed, "talsi", at(minutes));
                 log.append(event).await.expect("append")
             }
         };
@@ -886,6 +889,9 @@ async fn audit_pages_are_stable_under_appends_between_reads() {
     .await;
 }
 
+/// Logging out of a single sign-on session revokes every grant issued through it — the
+/// password sign-in's and another application's single sign-on code, redeemed or not — and
+/// leaves another session's grants alone. On both databases.
 #[tokio::test]
 async fn logging_out_revokes_every_grant_of_the_session() {
     each_backend(|db| async move {

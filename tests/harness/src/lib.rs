@@ -6,6 +6,8 @@
 //! - [`Postgres`]: a PostgreSQL cluster on a free loopback port, with
 //!   [`Postgres::create_database`] for per-test databases.
 //! - [`fixtures`]: the municipalities, users, groups and passwords.
+//! - [`serve`]: what starting the real `novads serve` needs (a free port, the realm of a
+//!   [`Slapd`] as configuration, waiting for readiness).
 //!
 //! Servers stop and their directories disappear when the values are dropped
 //! (also on panic). When a server is not installed, `start` prints
@@ -31,6 +33,7 @@ mod error;
 pub mod fixtures;
 mod postgres;
 mod process;
+pub mod serve;
 mod skip;
 mod slapd;
 mod tls;
