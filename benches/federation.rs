@@ -108,6 +108,44 @@ async fn main() {
 struct Samples {
     latencies: Vec<Duration>,
     elapsed: Duration,
+    /// The machine's CPU time over the run, every process (slapd, PostgreSQL, this one).
+    cpu: Option<CpuTime>,
+}
+
+/// Busy and idle CPU time of the whole machine, from `/proc/stat` (in clock ticks, 100/s on
+/// Linux): what every process of a case costs together, and what was left.
+#[derive(Clone, Copy)]
+struct CpuTime {
+    busy: u64,
+    idle: u64,
+}
+
+impl CpuTime {
+    fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = *fields.get(..8)? else {
+            return None;
+        };
+        Some(Self {
+            busy: user + nice + system + irq + softirq + steal,
+            idle: idle + iowait,
+        })
+    }
+
+    fn since(self, start: Self) -> Self {
+        Self {
+            busy: self.busy.saturating_sub(start.busy),
+            idle: self.idle.saturating_sub(start.idle),
+        }
+    }
 }
 
 impl Samples {
@@ -126,13 +164,26 @@ fn report(label: &str, samples: &Samples, ceiling: Option<f64>) {
     let mut samples = Samples {
         latencies: samples.latencies.clone(),
         elapsed: samples.elapsed,
+        cpu: samples.cpu,
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let share = ceiling
         .map(|c| format!(", {:.0}% of raw bind rate", 100.0 * samples.rate() / c))
         .unwrap_or_default();
+    // Ticks are hundredths of a second (USER_HZ), so a tick is 10,000 µs.
+    let cpu = samples
+        .cpu
+        .filter(|cpu| cpu.busy + cpu.idle > 0 && !samples.latencies.is_empty())
+        .map(|cpu| {
+            format!(
+                "; machine CPU {:.0} µs per operation, cores {:.0}% idle",
+                cpu.busy as f64 * 10_000.0 / samples.latencies.len() as f64,
+                100.0 * cpu.idle as f64 / (cpu.busy + cpu.idle) as f64,
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "{label}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms ({} operations{share})",
+        "{label}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms ({} operations{share}{cpu})",
         samples.rate(),
         ms(samples.percentile(0.50)),
         ms(samples.percentile(0.99)),
@@ -149,6 +200,7 @@ where
     let op = Arc::new(op);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let cpu_at_start = CpuTime::now();
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
             let op = op.clone();
@@ -166,6 +218,9 @@ where
         .collect();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
+    let cpu = CpuTime::now()
+        .zip(cpu_at_start)
+        .map(|(end, start)| end.since(start));
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await.expect("client task"));
@@ -173,6 +228,7 @@ where
     Samples {
         latencies,
         elapsed: started.elapsed(),
+        cpu,
     }
 }
 
