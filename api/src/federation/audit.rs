@@ -204,25 +204,40 @@ impl AuditRecord {
     /// added here, after the existing fields, when it is present: `detail` (admin actions) is
     /// appended only when present, so rows written before it existed keep their hashes.
     pub fn mac_input(&self) -> Vec<u8> {
-        let mut canonical = serde_json::json!([
-            self.id,
-            self.at,
-            self.event,
-            self.realm,
-            self.username,
-            self.subject,
-            self.client_id,
-            self.source_ip,
-            self.user_agent,
-            self.reason,
-            self.directory,
-            self.latency_ms,
-            self.prev_hash,
-        ]);
-        if let (Some(detail), Some(fields)) = (&self.detail, canonical.as_array_mut()) {
-            fields.push(detail.clone().into());
+        // Invariant: serde_json fails only on a writer error (a `Vec` has none), a map key
+        // that is not a string (there is no map) or a field whose `Serialize` fails (strings,
+        // integers and their options never do).
+        serde_json::to_vec(&MacFields(self)).expect("strings and integers serialise")
+    }
+}
+
+/// The fields of [`AuditRecord::mac_input`], serialised straight into the JSON array (no
+/// `serde_json::Value` in between: every sign-in and refresh appends a row). The bytes are
+/// those of the `json!` array the trail was always hashed over (see the test).
+struct MacFields<'a>(&'a AuditRecord);
+
+impl Serialize for MacFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let r = self.0;
+        let mut fields = serializer.serialize_seq(None)?;
+        fields.serialize_element(&r.id)?;
+        fields.serialize_element(&r.at)?;
+        fields.serialize_element(&r.event)?;
+        fields.serialize_element(&r.realm)?;
+        fields.serialize_element(&r.username)?;
+        fields.serialize_element(&r.subject)?;
+        fields.serialize_element(&r.client_id)?;
+        fields.serialize_element(&r.source_ip)?;
+        fields.serialize_element(&r.user_agent)?;
+        fields.serialize_element(&r.reason)?;
+        fields.serialize_element(&r.directory)?;
+        fields.serialize_element(&r.latency_ms)?;
+        fields.serialize_element(&r.prev_hash)?;
+        if let Some(detail) = &r.detail {
+            fields.serialize_element(detail)?;
         }
-        canonical.to_string().into_bytes()
+        fields.end()
     }
 }
 
@@ -840,6 +855,59 @@ pub async fn record_head_periodically(db: Database, key: AuditKey) {
                 );
             }
             Err(e) => tracing::warn!(error = %e, "reading the audit chain head failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(detail: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            id: 7,
+            at: "2026-12-05T11:00:00.000001Z".into(),
+            event: "token_refreshed".into(),
+            realm: Some("talsi".into()),
+            username: Some("j\u{e4}na@talsi".into()),
+            subject: None,
+            client_id: Some("app \"quoted\"\n".into()),
+            source_ip: Some("127.0.0.1".into()),
+            user_agent: None,
+            reason: None,
+            directory: Some("ldap://127.0.0.1:389".into()),
+            latency_ms: -3,
+            prev_hash: "ab".repeat(32),
+            hash: String::new(),
+            detail: detail.map(str::to_owned),
+        }
+    }
+
+    /// Rows already in a trail were hashed over `json!([...]).to_string()` (with `detail`
+    /// pushed when present): the input must stay byte for byte what that gave.
+    #[test]
+    fn the_mac_input_is_the_json_array_the_trail_was_hashed_over() {
+        for detail in [None, Some(r#"{"changed":["a\"b"]}"#)] {
+            let r = record(detail);
+            let mut canonical = serde_json::json!([
+                r.id,
+                r.at,
+                r.event,
+                r.realm,
+                r.username,
+                r.subject,
+                r.client_id,
+                r.source_ip,
+                r.user_agent,
+                r.reason,
+                r.directory,
+                r.latency_ms,
+                r.prev_hash,
+            ]);
+            if let (Some(detail), Some(fields)) = (&r.detail, canonical.as_array_mut()) {
+                fields.push(detail.clone().into());
+            }
+            assert_eq!(r.mac_input(), canonical.to_string().into_bytes());
         }
     }
 }

@@ -90,9 +90,11 @@ impl StoredRow<'_> {
     }
 
     /// The one MAC input of a row: a JSON array led by the kind, so that no row of one table
-    /// authenticates as a row of another.
+    /// authenticates as a row of another. Serialised straight from the values (no
+    /// `serde_json::Value` in between); the bytes are those of the `json!` array the rows were
+    /// always sealed with, so stored MACs stay valid (see the test).
     fn mac_input(&self) -> Vec<u8> {
-        let values = match *self {
+        let encoded = match *self {
             Self::Code {
                 code_hash,
                 client_id,
@@ -104,7 +106,7 @@ impl StoredRow<'_> {
                 auth_time,
                 expires_at,
                 grant_id,
-            } => serde_json::json!([
+            } => serde_json::to_vec(&(
                 "code",
                 code_hash,
                 client_id,
@@ -115,14 +117,14 @@ impl StoredRow<'_> {
                 identity,
                 auth_time,
                 expires_at,
-                grant_id
-            ]),
+                grant_id,
+            )),
             Self::Session {
                 id_hash,
                 identity,
                 auth_time,
                 expires_at,
-            } => serde_json::json!(["session", id_hash, identity, auth_time, expires_at]),
+            } => serde_json::to_vec(&("session", id_hash, identity, auth_time, expires_at)),
             Self::RefreshToken {
                 token_hash,
                 family_id,
@@ -131,7 +133,7 @@ impl StoredRow<'_> {
                 identity,
                 auth_time,
                 expires_at,
-            } => serde_json::json!([
+            } => serde_json::to_vec(&(
                 "refresh token",
                 token_hash,
                 family_id,
@@ -139,10 +141,13 @@ impl StoredRow<'_> {
                 scope,
                 identity,
                 auth_time,
-                expires_at
-            ]),
+                expires_at,
+            )),
         };
-        values.to_string().into_bytes()
+        // Invariant: serde_json fails only on a writer error (a `Vec` has none), on a map key
+        // that is not a string (there is no map) or on a value whose `Serialize` fails (`str`,
+        // `Option<&str>` and `i64` never do).
+        encoded.expect("a tuple of strings and integers serialises")
     }
 }
 
@@ -239,6 +244,61 @@ mod tests {
         };
         assert!(!key.authenticates(&code, Some(&mac)));
         assert_eq!(session.kind(), StoredRowKind::Session);
+    }
+
+    /// Rows stored before are sealed over `json!([...]).to_string()`: the input must stay
+    /// byte for byte what that gave, escapes and `null`s included.
+    #[test]
+    fn the_mac_input_is_the_json_array_rows_were_sealed_with() {
+        let identity = r#"{"subject":"talsi:j\u00e4na","name":"Jāna \"J\""}"#;
+        let code = StoredRow::Code {
+            code_hash: "h\u{7f}\n",
+            client_id: "app",
+            redirect_uri: "https://app.example/cb?a=1&b=ä",
+            scope: "openid profile",
+            nonce: None,
+            code_challenge: Some("c/ha+llenge"),
+            identity,
+            auth_time: -1,
+            expires_at: i64::MAX,
+            grant_id: Some("g"),
+        };
+        assert_eq!(
+            code.mac_input(),
+            serde_json::json!([
+                "code",
+                "h\u{7f}\n",
+                "app",
+                "https://app.example/cb?a=1&b=ä",
+                "openid profile",
+                None::<&str>,
+                Some("c/ha+llenge"),
+                identity,
+                -1,
+                i64::MAX,
+                Some("g")
+            ])
+            .to_string()
+            .into_bytes()
+        );
+        let session = StoredRow::Session {
+            id_hash: "s",
+            identity,
+            auth_time: 1,
+            expires_at: 2,
+        };
+        assert_eq!(
+            session.mac_input(),
+            serde_json::json!(["session", "s", identity, 1, 2])
+                .to_string()
+                .into_bytes()
+        );
+        assert_eq!(
+            refresh(identity, "f").mac_input(),
+            serde_json::json!(["refresh token", "th", "f", "app", "openid", identity, 1, 2])
+                .to_string()
+                .into_bytes()
+        );
     }
 
     #[test]

@@ -339,16 +339,13 @@ pub(super) fn warn_if_readable_by_others(path: &Path) {
     let _ = path;
 }
 
+/// Lower-case hex. Every stored MAC is written and read through here, on every flow request:
+/// no per-byte formatting.
 pub(super) fn encode_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
+/// `None` unless `text` is whole bytes of hex digits.
 pub(super) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(text).ok()
 }

@@ -26,11 +26,7 @@ pub fn random_token() -> Result<String, StoreError> {
 
 /// SHA-256, hex: how handles are stored, so a database reader cannot use them.
 pub fn hash(token: &str) -> String {
-    digest::digest(&digest::SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(digest::digest(&digest::SHA256, token.as_bytes()))
 }
 
 /// `stored_identity_rows_rejected_total{kind}`, every kind present from the start so that an

@@ -14,6 +14,8 @@ use crate::oidc::keys::{StoredIdentityKey, StoredRow};
 /// A refresh token as stored, usable for rotation (not yet claimed).
 #[derive(Debug, Clone)]
 pub struct UsableRefresh {
+    /// The stored hash of the presented token, so that the rotation need not hash it again.
+    pub token_hash: String,
     pub family_id: String,
     pub client_id: String,
     pub scope: String,
@@ -190,7 +192,8 @@ impl FlowStore {
     /// rotated token presented again revokes its whole family here. A row that does not
     /// authenticate is [`RefreshUse::Tampered`], logged and counted.
     pub async fn refresh_token_usable(&self, token: &str) -> Result<RefreshUse, StoreError> {
-        let row = match self.refresh_row(&hash(token)).await? {
+        let token_hash = hash(token);
+        let row = match self.refresh_row(&token_hash).await? {
             None => return Ok(RefreshUse::Invalid),
             Some(Authenticated::No) => return Ok(RefreshUse::Tampered),
             Some(Authenticated::Yes(row)) => row,
@@ -205,6 +208,7 @@ impl FlowStore {
             return Ok(RefreshUse::Invalid);
         }
         Ok(RefreshUse::Usable(Box::new(UsableRefresh {
+            token_hash,
             identity: serde_json::from_str(&row.identity)?,
             family_id: row.family_id,
             client_id: row.client_id,
@@ -227,7 +231,7 @@ impl FlowStore {
         identity: &Identity,
     ) -> Result<Rotation, StoreError> {
         let now = Utc::now().timestamp_millis();
-        let token_hash = hash(token);
+        let token_hash = &usable.token_hash;
         let successor = NewRefresh::new(
             &self.identities,
             &usable.family_id,
@@ -248,7 +252,7 @@ impl FlowStore {
                  SELECT $3, family_id, $4, $5, $6, $7, $8, $10 FROM claimed",
             )
             .bind(now)
-            .bind(&token_hash)
+            .bind(token_hash)
             .bind(&successor.token_hash)
             .bind(&successor.client_id)
             .bind(&successor.scope)
@@ -270,7 +274,7 @@ impl FlowStore {
                      AND expires_at > $1",
                 )
                 .bind(now)
-                .bind(&token_hash)
+                .bind(token_hash)
                 .bind(&successor.family_id)
                 .execute(&mut *conn)
                 .await?
