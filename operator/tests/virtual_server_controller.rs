@@ -26,7 +26,8 @@ use novads_operator::virtual_server::controller::unchanged;
 use novads_operator::virtual_server::controller::{
     self, Caches, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
 };
-use novads_operator::virtual_server::namespace_index::{ServersByNamespace, SnapshotsByServer};
+use novads_operator::virtual_server::namespace_index::ServersByNamespace;
+use novads_operator::virtual_server::records::Records;
 use novads_operator::virtual_server::status::{self, Observed};
 use novads_operator::virtual_server::{restore, watch};
 use novads_operator::{OperatorOptions, run_with_client};
@@ -2194,8 +2195,7 @@ fn caches_with(world: &World, server: &VirtualServer, policy: Option<Value>) -> 
         namespaces: store_of(typed(Some(namespace()))),
         vms: store_of(recorded(typed(world.vm.clone()), watch::record_vm)),
         vmis: store_of(typed(world.vmi.clone())),
-        snapshots_by_server: SnapshotsByServer::of(&snapshots),
-        snapshots: store_of(snapshots),
+        snapshots: Records::listed(&snapshots),
         services: store_of(recorded(
             typed(world.service.clone()),
             watch::record_service,

@@ -1,7 +1,6 @@
-//! Indexes kept from the same watch events as the controller's stores, so that a reconcile
-//! looks up a group of objects instead of scanning every object of the cluster: the servers of
-//! a namespace (quota arithmetic) and the scheduled snapshots of a server. The objects
-//! themselves stay in the stores only.
+//! An index kept from the same watch events as the controller's store of servers, so that a
+//! reconcile looks up the servers of a namespace (quota arithmetic) instead of scanning every
+//! server of the cluster. The servers themselves stay in the store only.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -10,9 +9,6 @@ use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use novads_crds::VirtualServer;
-
-use crate::kubevirt::VirtualMachineSnapshot;
-use crate::virtual_server::build::SERVER_LABEL;
 
 /// Per group, the `(namespace, name)` of its objects; and the group of each object, so that an
 /// object whose group changed leaves its old one.
@@ -182,35 +178,6 @@ impl ServersByNamespace {
     }
 }
 
-/// The snapshots of each server (`namespace/server`, from the server label).
-pub type SnapshotsByServer = Grouped<VirtualMachineSnapshot>;
-
-/// The group of a server's snapshots in a [`SnapshotsByServer`].
-pub fn server_group(namespace: &str, server: &str) -> String {
-    format!("{namespace}/{server}")
-}
-
-fn server_of(snapshot: &VirtualMachineSnapshot) -> Option<String> {
-    let server = snapshot.metadata.labels.as_ref()?.get(SERVER_LABEL)?;
-    Some(server_group(
-        snapshot.metadata.namespace.as_deref()?,
-        server,
-    ))
-}
-
-impl Default for SnapshotsByServer {
-    fn default() -> Self {
-        Self::new(server_of)
-    }
-}
-
-impl SnapshotsByServer {
-    /// The index of `snapshots`, as after a first listing (tests and benchmarks).
-    pub fn of<'a>(snapshots: impl IntoIterator<Item = &'a VirtualMachineSnapshot>) -> Self {
-        Self::listed(server_of, snapshots)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use kube::runtime::reflector;
@@ -273,68 +240,5 @@ mod tests {
         both(watcher::Event::InitDone);
         assert_eq!(names(index.servers_in(&store, "muni-talsi")), ["web"]);
         assert!(names(index.servers_in(&store, "muni-ventspils")).is_empty());
-    }
-
-    fn snapshot(namespace: &str, name: &str, server: &str) -> VirtualMachineSnapshot {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
-            "metadata": { "name": name, "namespace": namespace,
-                          "labels": { SERVER_LABEL: server } },
-            "spec": { "source": { "apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": server } }
-        }))
-        .expect("snapshot")
-    }
-
-    #[test]
-    fn snapshots_are_grouped_by_their_server_and_follow_a_relabelling() {
-        let (store, mut writer) = reflector::store::<VirtualMachineSnapshot>();
-        let index = SnapshotsByServer::default();
-        let mut both = |event: watcher::Event<VirtualMachineSnapshot>| {
-            writer.apply_watcher_event(&event);
-            index.apply(&event);
-        };
-        both(watcher::Event::Init);
-        both(watcher::Event::InitApply(snapshot(
-            "muni-talsi",
-            "web-1",
-            "web",
-        )));
-        both(watcher::Event::InitApply(snapshot(
-            "muni-talsi",
-            "web-2",
-            "web",
-        )));
-        both(watcher::Event::InitApply(snapshot(
-            "muni-ventspils",
-            "web-1",
-            "web",
-        )));
-        both(watcher::Event::InitDone);
-        let names = |group: &str| {
-            let mut names: Vec<String> = index
-                .members(&store, group)
-                .expect("usable")
-                .into_iter()
-                .filter_map(|s| s.metadata.name)
-                .collect();
-            names.sort();
-            names
-        };
-        assert_eq!(
-            names(&server_group("muni-talsi", "web")),
-            ["web-1", "web-2"]
-        );
-        assert_eq!(names(&server_group("muni-ventspils", "web")), ["web-1"]);
-
-        // Relabelled to another server: it leaves the first group.
-        both(watcher::Event::Apply(snapshot("muni-talsi", "web-2", "db")));
-        assert_eq!(names(&server_group("muni-talsi", "web")), ["web-1"]);
-        assert_eq!(names(&server_group("muni-talsi", "db")), ["web-2"]);
-        both(watcher::Event::Delete(snapshot(
-            "muni-talsi",
-            "web-1",
-            "web",
-        )));
-        assert!(names(&server_group("muni-talsi", "web")).is_empty());
     }
 }

@@ -27,9 +27,10 @@ use kube::{Client, Resource, ResourceExt};
 use novads_crds::{Municipality, ServerImage, VirtualServer};
 use serde::de::DeserializeOwned;
 
-use super::build::{BACKUP_LABEL, SERVER_LABEL};
+use super::build::SERVER_LABEL;
 use super::controller::{self, Caches, Context, Error, unchanged};
-use super::namespace_index::{ServersByNamespace, SnapshotsByServer};
+use super::namespace_index::ServersByNamespace;
+use super::records::{self, SnapshotRecord};
 use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
 use crate::kubevirt::{
     VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
@@ -248,17 +249,6 @@ pub fn trim_instance(vmi: &mut VirtualMachineInstance) {
     domain.features = None;
 }
 
-/// Keeps of a snapshot what a reconcile reads (name, times, readiness, phase; the server and
-/// backup labels): a server with backups keeps a week or more of them.
-pub fn trim_snapshot(snapshot: &mut VirtualMachineSnapshot) {
-    keep_only_labels(&mut snapshot.metadata, &[SERVER_LABEL, BACKUP_LABEL]);
-    snapshot.spec = Default::default();
-    if let Some(status) = snapshot.status.as_mut() {
-        status.conditions.clear();
-        status.error = None;
-    }
-}
-
 fn keep_only_labels(meta: &mut ObjectMeta, keep: &[&str]) {
     meta.annotations = None;
     meta.owner_references = None;
@@ -359,8 +349,7 @@ async fn run_once(
     .touched_objects();
     let (vm_reader, vm_writer) = reflector::store::<VirtualMachine>();
     let (vmi_reader, vmi_writer) = reflector::store::<VirtualMachineInstance>();
-    let (snapshot_reader, snapshot_writer) = reflector::store::<VirtualMachineSnapshot>();
-    let snapshots_by_server = SnapshotsByServer::default();
+    let (snapshot_reader, mut snapshot_writer) = records::records::<SnapshotRecord>();
 
     let mut context = Context::new(client.clone(), reporter.clone()).with_caches(Caches {
         municipalities: municipality_reader,
@@ -371,7 +360,6 @@ async fn run_once(
         vms: vm_reader,
         vmis: vmi_reader,
         snapshots: snapshot_reader,
-        snapshots_by_server: snapshots_by_server.clone(),
         services: service_reader,
         network_policies: policy_reader,
     });
@@ -397,7 +385,6 @@ async fn run_once(
         let [vms, vmis, snapshots] = Cache::KUBEVIRT;
         // VMs carry the server as controller owner; instances and snapshots only its label
         // (KubeVirt owns instances; retained snapshots have no owner at all).
-        let index = snapshots_by_server;
         controller = controller
             .owns_stream(
                 recorded_events::<VirtualMachine>(
@@ -419,9 +406,7 @@ async fn run_once(
             )
             .watches_stream(
                 selected_events::<VirtualMachineSnapshot>(client, health, snapshots, with_label)
-                    .modify(trim_snapshot)
-                    .reflect(snapshot_writer)
-                    .inspect_ok(move |event| index.apply(event))
+                    .inspect_ok(move |event| snapshot_writer.apply(event))
                     .touched_objects(),
                 |snapshot| labelled_server(snapshot.meta()),
             );
@@ -589,8 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn trimmed_instances_and_snapshots_keep_what_a_reconcile_reads() {
-        use crate::virtual_server::status;
+    fn trimmed_instances_keep_what_a_reconcile_reads() {
         let mut vmi: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": { "name": "web", "namespace": "muni-talsi", "uid": "uid-vmi",
@@ -619,29 +603,5 @@ mod tests {
         assert_eq!(vmi.spec.domain.memory, before.spec.domain.memory);
         assert!(vmi.spec.volumes.is_empty() && vmi.spec.domain.devices.disks.is_empty());
         assert!(vmi.metadata.annotations.is_none() && vmi.metadata.owner_references.is_none());
-
-        let mut snapshot: VirtualMachineSnapshot = serde_json::from_value(serde_json::json!({
-            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
-            "metadata": { "name": "web-20250602-0200", "namespace": "muni-talsi",
-                          "creationTimestamp": "2025-06-02T02:00:00Z",
-                          "labels": { SERVER_LABEL: "web", BACKUP_LABEL: "scheduled",
-                                      "app.kubernetes.io/managed-by": "novads-operator" } },
-            "spec": { "source": { "apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "web" } },
-            "status": { "readyToUse": true, "creationTime": "2025-06-02T02:00:00Z", "phase": "Succeeded",
-                        "conditions": [{ "type": "Ready", "status": "True", "message": "Operation complete" }] }
-        }))
-        .expect("snapshot");
-        let before = snapshot.clone();
-        trim_snapshot(&mut snapshot);
-        assert_eq!(
-            status::snapshot_infos(std::slice::from_ref(&snapshot)),
-            status::snapshot_infos(std::slice::from_ref(&before))
-        );
-        let labels = snapshot.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.len(), 2, "{labels:?}");
-        assert_eq!(
-            labelled_server(&snapshot.metadata),
-            labelled_server(&before.metadata)
-        );
     }
 }

@@ -42,7 +42,8 @@ use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
 };
-use crate::virtual_server::namespace_index::{self, ServersByNamespace, SnapshotsByServer};
+use crate::virtual_server::namespace_index::ServersByNamespace;
+use crate::virtual_server::records::{Records, SnapshotRecord};
 use crate::virtual_server::restore::{
     self as restoring, ActiveRestore, RESTORE_RECHECK, RestoreInput, RestoreStep,
 };
@@ -136,9 +137,8 @@ pub struct Caches {
     /// The children, each watched by the server label.
     pub vms: Store<VirtualMachine>,
     pub vmis: Store<VirtualMachineInstance>,
-    pub snapshots: Store<VirtualMachineSnapshot>,
-    /// The snapshots of each server, kept from the same events as `snapshots`.
-    pub snapshots_by_server: SnapshotsByServer,
+    /// The operator's scheduled snapshots, as records.
+    pub snapshots: Records<SnapshotRecord>,
     pub services: Store<Service>,
     pub network_policies: Store<NetworkPolicy>,
 }
@@ -148,19 +148,22 @@ impl Caches {
     /// Municipality or image not yet listed for a missing one and refuse the server, or a VM
     /// not yet listed for one to create.
     async fn ready(&self) -> Result<(), Error> {
-        for ready in [
-            self.municipalities.wait_until_ready().await,
-            self.images.wait_until_ready().await,
-            self.servers.wait_until_ready().await,
-            self.namespaces.wait_until_ready().await,
-            self.vms.wait_until_ready().await,
-            self.vmis.wait_until_ready().await,
-            self.snapshots.wait_until_ready().await,
-            self.services.wait_until_ready().await,
-            self.network_policies.wait_until_ready().await,
-        ] {
-            ready.map_err(|_| Error::CachesGone)?;
-        }
+        let gone = |_| Error::CachesGone;
+        self.municipalities.wait_until_ready().await.map_err(gone)?;
+        self.images.wait_until_ready().await.map_err(gone)?;
+        self.servers.wait_until_ready().await.map_err(gone)?;
+        self.namespaces.wait_until_ready().await.map_err(gone)?;
+        self.vms.wait_until_ready().await.map_err(gone)?;
+        self.vmis.wait_until_ready().await.map_err(gone)?;
+        self.snapshots
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CachesGone)?;
+        self.services.wait_until_ready().await.map_err(gone)?;
+        self.network_policies
+            .wait_until_ready()
+            .await
+            .map_err(gone)?;
         Ok(())
     }
 
@@ -188,23 +191,11 @@ impl Caches {
         self.namespaces.get(&ObjectRef::new(name))
     }
 
-    /// The server's scheduled snapshots (see [`snapshot_selector`]).
-    fn snapshots_of(&self, ns: &str, server: &str) -> Result<Vec<VirtualMachineSnapshot>, Error> {
-        let group = namespace_index::server_group(ns, server);
-        let snapshots = self
-            .snapshots_by_server
-            .members(&self.snapshots, &group)
-            .ok_or(Error::CachesGone)?;
-        Ok(snapshots
-            .into_iter()
-            .filter(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(BACKUP_LABEL))
-                    .is_some_and(|v| v == BACKUP_SCHEDULED)
-            })
-            .collect())
+    /// The server's scheduled snapshots (see [`snapshot_selector`]), by name: a namespace
+    /// holds the backups of a few servers only, so picking them out is cheap.
+    fn snapshots_of(&self, ns: &str, server: &str) -> Vec<VirtualMachineSnapshot> {
+        self.snapshots
+            .filter(ns, |snapshot| snapshot.of_server(server))
     }
 }
 

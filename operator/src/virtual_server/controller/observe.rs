@@ -92,7 +92,7 @@ async fn observe_cached(
         siblings: caches.servers_in(ns)?,
         vm: cached(&caches.vms, ns, &name),
         vmi: cached(&caches.vmis, ns, &name),
-        snapshots: caches.snapshots_of(ns, &name)?,
+        snapshots: caches.snapshots_of(ns, &name),
         service: cached(&caches.services, ns, &service_name(server)),
         network_policy: cached(&caches.network_policies, ns, &network_policy_name(server)),
         ..Observations::default()

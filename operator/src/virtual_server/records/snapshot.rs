@@ -1,0 +1,121 @@
+//! What the cache keeps of a VirtualMachineSnapshot: the operator's scheduled backups only
+//! (nothing else of a server's snapshots is read from the cache), with the times, readiness,
+//! phase and deletion that retention, scheduling and the status read. A server with backups
+//! keeps a week or more of them, so this is the controller's largest cache.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use super::Record;
+use crate::kubevirt::{VirtualMachineSnapshot, VirtualMachineSnapshotStatus};
+use crate::virtual_server::build::{BACKUP_LABEL, BACKUP_SCHEDULED, SERVER_LABEL};
+
+/// One scheduled backup of a server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotRecord {
+    /// The server label.
+    pub server: Box<str>,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<Timestamp>,
+    /// `metadata.deletionTimestamp`.
+    pub deleting: Option<Timestamp>,
+    pub status: Option<SnapshotState>,
+}
+
+/// KubeVirt's view of the snapshot (its `status`, less conditions and error: unread).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotState {
+    pub ready_to_use: Option<bool>,
+    /// `status.creationTime`.
+    pub taken: Option<Timestamp>,
+    pub phase: Option<SnapshotPhase>,
+}
+
+/// `status.phase`; the phases KubeVirt sets cost no allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotPhase {
+    InProgress,
+    Succeeded,
+    Failed,
+    Unknown,
+    Other(Box<str>),
+}
+
+impl SnapshotPhase {
+    fn of(phase: &str) -> Self {
+        match phase {
+            "InProgress" => Self::InProgress,
+            "Succeeded" => Self::Succeeded,
+            "Failed" => Self::Failed,
+            "Unknown" => Self::Unknown,
+            other => Self::Other(other.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::InProgress => "InProgress",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Unknown => "Unknown",
+            Self::Other(phase) => phase,
+        }
+    }
+}
+
+impl SnapshotRecord {
+    /// Whether this is a backup of `server`.
+    pub fn of_server(&self, server: &str) -> bool {
+        &*self.server == server
+    }
+}
+
+impl Record for SnapshotRecord {
+    type Object = VirtualMachineSnapshot;
+
+    fn record(snapshot: &VirtualMachineSnapshot) -> Option<Self> {
+        let labels = snapshot.metadata.labels.as_ref()?;
+        if labels.get(BACKUP_LABEL).map(String::as_str) != Some(BACKUP_SCHEDULED) {
+            return None;
+        }
+        Some(Self {
+            server: labels.get(SERVER_LABEL)?.as_str().into(),
+            created: snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            deleting: snapshot.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+            status: snapshot.status.as_ref().map(|status| SnapshotState {
+                ready_to_use: status.ready_to_use,
+                taken: status.creation_time.as_ref().map(|t| t.0),
+                phase: status.phase.as_deref().map(SnapshotPhase::of),
+            }),
+        })
+    }
+
+    fn object(&self, namespace: &str, name: &str) -> VirtualMachineSnapshot {
+        VirtualMachineSnapshot {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                labels: Some(
+                    [
+                        (SERVER_LABEL.to_string(), self.server.to_string()),
+                        (BACKUP_LABEL.to_string(), BACKUP_SCHEDULED.to_string()),
+                    ]
+                    .into(),
+                ),
+                creation_timestamp: self.created.map(Time),
+                deletion_timestamp: self.deleting.map(Time),
+                ..ObjectMeta::default()
+            },
+            spec: Default::default(),
+            status: self
+                .status
+                .as_ref()
+                .map(|state| VirtualMachineSnapshotStatus {
+                    ready_to_use: state.ready_to_use,
+                    creation_time: state.taken.map(Time),
+                    phase: state.phase.as_ref().map(|p| p.as_str().to_string()),
+                    ..VirtualMachineSnapshotStatus::default()
+                }),
+        }
+    }
+}
