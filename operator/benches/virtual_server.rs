@@ -60,12 +60,11 @@ use novads_operator::virtual_server::controller::{
 };
 use novads_operator::virtual_server::namespace_index::ServersByNamespace;
 use novads_operator::virtual_server::records::{
-    self, Record, Records, RecordsWriter, SnapshotRecord,
+    self, NetworkPolicyRecord, Record, Records, RecordsWriter, ServiceRecord, SnapshotRecord,
+    VmRecord, VmiRecord,
 };
 use novads_operator::virtual_server::status::{self, Observed};
-use novads_operator::virtual_server::watch::{
-    record_network_policy, record_service, record_vm, trim_instance,
-};
+use novads_operator::virtual_server::watch::{record_network_policy, record_service, record_vm};
 use novads_operator::watch::on_worker;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -156,11 +155,11 @@ fn namespace_of(municipality: &Municipality) -> Value {
 /// cold start does not change), the children empty; and the writers that the fake API's
 /// writes reach.
 fn caches(fleet: &Fleet) -> (Caches, Watches) {
-    let (vms, vm_writer) = listed(Vec::new());
-    let (vmis, vmi_writer) = listed(Vec::new());
+    let (vms, vm_writer) = listed_records();
+    let (vmis, vmi_writer) = listed_records();
     let (snapshots, snapshot_writer) = listed_records();
-    let (services, service_writer) = listed(Vec::new());
-    let (network_policies, policy_writer) = listed(Vec::new());
+    let (services, service_writer) = listed_records();
+    let (network_policies, policy_writer) = listed_records();
     let caches = Caches {
         municipalities: store_of(fleet.municipalities.iter().cloned()),
         images: store_of(fleet.images.iter().cloned()),
@@ -191,11 +190,11 @@ fn caches(fleet: &Fleet) -> (Caches, Watches) {
 /// The runtime's watches of the children, without delay: every write of the fake API reaches
 /// the store of its kind, decoded from its JSON as a watch event would be.
 struct Watches {
-    vms: Writer<VirtualMachine>,
-    vmis: Writer<VirtualMachineInstance>,
+    vms: RecordsWriter<VmRecord>,
+    vmis: RecordsWriter<VmiRecord>,
     snapshots: RecordsWriter<SnapshotRecord>,
-    services: Writer<Service>,
-    network_policies: Writer<NetworkPolicy>,
+    services: RecordsWriter<ServiceRecord>,
+    network_policies: RecordsWriter<NetworkPolicyRecord>,
 }
 
 impl Watches {
@@ -214,12 +213,11 @@ impl Watches {
         }
         if path.contains("/virtualmachines/") {
             if let Some(e) = event(object, deleted) {
-                self.vms.apply_watcher_event(&e.modify(record_vm));
+                self.vms.apply(&e.modify(record_vm));
             }
         } else if path.contains("/virtualmachineinstances/") {
-            if let Some(e) = event(object, deleted) {
-                let e = e.modify(trim_instance);
-                self.vmis.apply_watcher_event(&e);
+            if let Some(e) = event::<VirtualMachineInstance>(object, deleted) {
+                self.vmis.apply(&e);
             }
         } else if path.contains("/virtualmachinesnapshots/") {
             if let Some(e) = event::<VirtualMachineSnapshot>(object, deleted) {
@@ -227,13 +225,13 @@ impl Watches {
             }
         } else if path.contains("/services/") {
             if let Some(e) = event(object, deleted) {
-                self.services.apply_watcher_event(&e.modify(record_service));
+                self.services.apply(&e.modify(record_service));
             }
         } else if path.contains("/networkpolicies/")
             && let Some(e) = event(object, deleted)
         {
             self.network_policies
-                .apply_watcher_event(&e.modify(record_network_policy));
+                .apply(&e.modify(record_network_policy));
         }
     }
 }
@@ -555,27 +553,22 @@ fn cache_memory(total: usize, count: usize) {
         "VirtualServers (with status) and their index",
         servers.len(),
     );
-    let (vms, mut writer) = reflector::store::<VirtualMachine>();
+    let (vms, mut writer) = records::records::<VmRecord>();
     fill(
         &images,
         fleet,
         |case| vec![recorded(as_watched(&case.vm), record_vm)],
-        |event| writer.apply_watcher_event(event),
+        |event| writer.apply(event),
     );
-    step("VirtualMachines (recorded)", vms.len());
-    let (vmis, mut writer) = reflector::store::<VirtualMachineInstance>();
-    let trimmed = |vmi: &VirtualMachineInstance| {
-        let mut vmi = as_watched(vmi);
-        trim_instance(&mut vmi);
-        vmi
-    };
+    step("VirtualMachines (records)", vms.len());
+    let (vmis, mut writer) = records::records::<VmiRecord>();
     fill(
         &images,
         fleet,
-        |case| vec![trimmed(&case.vmi)],
-        |event| writer.apply_watcher_event(event),
+        |case| vec![as_watched(&case.vmi)],
+        |event| writer.apply(event),
     );
-    step("VirtualMachineInstances (trimmed)", vmis.len());
+    step("VirtualMachineInstances (records)", vmis.len());
     let (snapshots, mut writer) = records::records::<SnapshotRecord>();
     fill(
         &images,
@@ -587,7 +580,7 @@ fn cache_memory(total: usize, count: usize) {
         "VirtualMachineSnapshots (a week for each server with backups, records)",
         snapshots.len(),
     );
-    let (services, mut writer) = reflector::store::<Service>();
+    let (services, mut writer) = records::records::<ServiceRecord>();
     fill(
         &images,
         fleet,
@@ -598,10 +591,10 @@ fn cache_memory(total: usize, count: usize) {
                 .into_iter()
                 .collect()
         },
-        |event| writer.apply_watcher_event(event),
+        |event| writer.apply(event),
     );
-    step("Services (recorded)", services.len());
-    let (policies, mut writer) = reflector::store::<NetworkPolicy>();
+    step("Services (records)", services.len());
+    let (policies, mut writer) = records::records::<NetworkPolicyRecord>();
     fill(
         &images,
         fleet,
@@ -612,9 +605,9 @@ fn cache_memory(total: usize, count: usize) {
                 .into_iter()
                 .collect()
         },
-        |event| writer.apply_watcher_event(event),
+        |event| writer.apply(event),
     );
-    step("NetworkPolicies (recorded)", policies.len());
+    step("NetworkPolicies (records)", policies.len());
     println!(
         "RSS with the VirtualServer controller's caches of {} servers in {} namespaces: {:.1} \
          MiB (before filling them {:.1} MiB, delta {:.1} MiB; peak {:.1} MiB); target < 64 MiB",

@@ -2193,14 +2193,14 @@ fn caches_with(world: &World, server: &VirtualServer, policy: Option<Value>) -> 
         servers_by_namespace: ServersByNamespace::of(&servers),
         servers: store_of(servers),
         namespaces: store_of(typed(Some(namespace()))),
-        vms: store_of(recorded(typed(world.vm.clone()), watch::record_vm)),
-        vmis: store_of(typed(world.vmi.clone())),
+        vms: Records::listed(&recorded(typed(world.vm.clone()), watch::record_vm)),
+        vmis: Records::listed(&typed::<VirtualMachineInstance>(world.vmi.clone())),
         snapshots: Records::listed(&snapshots),
-        services: store_of(recorded(
+        services: Records::listed(&recorded(
             typed(world.service.clone()),
             watch::record_service,
         )),
-        network_policies: store_of(recorded(typed(policy), watch::record_network_policy)),
+        network_policies: Records::listed(&recorded(typed(policy), watch::record_network_policy)),
     }
 }
 

@@ -15,9 +15,17 @@ use kube::Resource;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
+mod exposure;
 mod snapshot;
+mod stamp;
+mod vm;
+mod vmi;
 
+pub use exposure::{NetworkPolicyRecord, ServiceRecord};
 pub use snapshot::{SnapshotPhase, SnapshotRecord, SnapshotState};
+use stamp::Stamp;
+pub use vm::VmRecord;
+pub use vmi::VmiRecord;
 
 /// What the cache keeps of one kind of object.
 pub trait Record: Sized {

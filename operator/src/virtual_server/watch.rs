@@ -30,7 +30,9 @@ use serde::de::DeserializeOwned;
 use super::build::SERVER_LABEL;
 use super::controller::{self, Caches, Context, Error, unchanged};
 use super::namespace_index::ServersByNamespace;
-use super::records::{self, SnapshotRecord};
+use super::records::{
+    self, NetworkPolicyRecord, ServiceRecord, SnapshotRecord, VmRecord, VmiRecord,
+};
 use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
 use crate::kubevirt::{
     VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
@@ -231,33 +233,6 @@ fn keep_only_annotations(meta: &mut ObjectMeta, keep: &[&str]) {
     }
 }
 
-/// Keeps of an instance what a reconcile reads (its phase, node, addresses, guest OS and
-/// conditions; the CPU and memory it runs with; the server label and uid): an instance is
-/// KubeVirt's and much larger than that, and there is one per running server.
-pub fn trim_instance(vmi: &mut VirtualMachineInstance) {
-    keep_only_labels(&mut vmi.metadata, &[SERVER_LABEL]);
-    let spec = &mut vmi.spec;
-    spec.networks.clear();
-    spec.volumes.clear();
-    spec.hostname = None;
-    spec.eviction_strategy = None;
-    spec.termination_grace_period_seconds = None;
-    let domain = &mut spec.domain;
-    domain.devices = Default::default();
-    domain.resources = None;
-    domain.firmware = None;
-    domain.features = None;
-}
-
-fn keep_only_labels(meta: &mut ObjectMeta, keep: &[&str]) {
-    meta.annotations = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|key, _| keep.contains(&key.as_str()));
-    }
-}
-
 /// The servers in `namespace`, from the controller's cache.
 pub fn servers_in_namespace(
     store: &reflector::Store<VirtualServer>,
@@ -317,7 +292,7 @@ async fn run_once(
     // of each the digest of what the operator owns and what a reconcile reads (`record_*`),
     // so that a reconcile applies only what differs (docs/operator.md, "Caches").
     let with_label = watcher::Config::default().labels(SERVER_LABEL);
-    let (service_reader, service_writer) = reflector::store::<Service>();
+    let (service_reader, mut service_writer) = records::records::<ServiceRecord>();
     let services = recorded_events::<Service>(
         client,
         health,
@@ -325,9 +300,9 @@ async fn run_once(
         with_label.clone(),
         record_service,
     )
-    .reflect(service_writer)
+    .inspect_ok(move |event| service_writer.apply(event))
     .touched_objects();
-    let (policy_reader, policy_writer) = reflector::store::<NetworkPolicy>();
+    let (policy_reader, mut policy_writer) = records::records::<NetworkPolicyRecord>();
     let policies = recorded_events::<NetworkPolicy>(
         client,
         health,
@@ -335,7 +310,7 @@ async fn run_once(
         with_label.clone(),
         record_network_policy,
     )
-    .reflect(policy_writer)
+    .inspect_ok(move |event| policy_writer.apply(event))
     .touched_objects();
     // Namespaces as metadata only: their owner reference names the Municipality.
     let (namespace_reader, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
@@ -347,8 +322,8 @@ async fn run_once(
     )
     .reflect(namespace_writer)
     .touched_objects();
-    let (vm_reader, vm_writer) = reflector::store::<VirtualMachine>();
-    let (vmi_reader, vmi_writer) = reflector::store::<VirtualMachineInstance>();
+    let (vm_reader, mut vm_writer) = records::records::<VmRecord>();
+    let (vmi_reader, mut vmi_writer) = records::records::<VmiRecord>();
     let (snapshot_reader, mut snapshot_writer) = records::records::<SnapshotRecord>();
 
     let mut context = Context::new(client.clone(), reporter.clone()).with_caches(Caches {
@@ -394,13 +369,12 @@ async fn run_once(
                     with_label.clone(),
                     record_vm,
                 )
-                .reflect(vm_writer)
+                .inspect_ok(move |event| vm_writer.apply(event))
                 .touched_objects(),
             )
             .watches_stream(
                 selected_events::<VirtualMachineInstance>(client, health, vmis, with_label.clone())
-                    .modify(trim_instance)
-                    .reflect(vmi_writer)
+                    .inspect_ok(move |event| vmi_writer.apply(event))
                     .touched_objects(),
                 |vmi| labelled_server(vmi.meta()),
             )
@@ -571,37 +545,5 @@ mod tests {
             size(&recorded),
             size(&full)
         );
-    }
-
-    #[test]
-    fn trimmed_instances_keep_what_a_reconcile_reads() {
-        let mut vmi: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-            "metadata": { "name": "web", "namespace": "muni-talsi", "uid": "uid-vmi",
-                          "labels": { SERVER_LABEL: "web", "kubevirt.io/nodeName": "node-a" },
-                          "annotations": { "kubevirt.io/latest-observed-api-version": "v1" },
-                          "ownerReferences": [{ "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "web", "uid": "uid-vm" }],
-                          "finalizers": ["kubevirt.io/virtualMachineControllerFinalize"] },
-            "spec": { "domain": { "cpu": { "cores": 2 }, "memory": { "guest": "4Gi" },
-                                  "devices": { "disks": [{ "name": "system" }] } },
-                      "volumes": [{ "name": "system", "dataVolume": { "name": "web-system" } }],
-                      "networks": [{ "name": "default", "pod": {} }] },
-            "status": { "phase": "Running", "nodeName": "node-a",
-                        "interfaces": [{ "name": "default", "ipAddress": "10.244.1.17" }],
-                        "conditions": [{ "type": "Ready", "status": "True" }] }
-        }))
-        .expect("instance");
-        let before = vmi.clone();
-        trim_instance(&mut vmi);
-        assert_eq!(vmi.status, before.status);
-        assert_eq!(vmi.metadata.uid.as_deref(), Some("uid-vmi"));
-        assert_eq!(
-            labelled_server(&vmi.metadata),
-            labelled_server(&before.metadata)
-        );
-        assert_eq!(vmi.spec.domain.cpu, before.spec.domain.cpu);
-        assert_eq!(vmi.spec.domain.memory, before.spec.domain.memory);
-        assert!(vmi.spec.volumes.is_empty() && vmi.spec.domain.devices.disks.is_empty());
-        assert!(vmi.metadata.annotations.is_none() && vmi.metadata.owner_references.is_none());
     }
 }

@@ -43,7 +43,9 @@ use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
 };
 use crate::virtual_server::namespace_index::ServersByNamespace;
-use crate::virtual_server::records::{Records, SnapshotRecord};
+use crate::virtual_server::records::{
+    NetworkPolicyRecord, Records, ServiceRecord, SnapshotRecord, VmRecord, VmiRecord,
+};
 use crate::virtual_server::restore::{
     self as restoring, ActiveRestore, RESTORE_RECHECK, RestoreInput, RestoreStep,
 };
@@ -134,13 +136,13 @@ pub struct Caches {
     pub servers_by_namespace: ServersByNamespace,
     /// Every namespace, metadata only (its owner reference names the Municipality).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// The children, each watched by the server label.
-    pub vms: Store<VirtualMachine>,
-    pub vmis: Store<VirtualMachineInstance>,
-    /// The operator's scheduled snapshots, as records.
+    /// The children, each watched by the server label, as records of what a reconcile reads.
+    pub vms: Records<VmRecord>,
+    pub vmis: Records<VmiRecord>,
+    /// The operator's scheduled snapshots only.
     pub snapshots: Records<SnapshotRecord>,
-    pub services: Store<Service>,
-    pub network_policies: Store<NetworkPolicy>,
+    pub services: Records<ServiceRecord>,
+    pub network_policies: Records<NetworkPolicyRecord>,
 }
 
 impl Caches {
@@ -148,22 +150,23 @@ impl Caches {
     /// Municipality or image not yet listed for a missing one and refuse the server, or a VM
     /// not yet listed for one to create.
     async fn ready(&self) -> Result<(), Error> {
-        let gone = |_| Error::CachesGone;
-        self.municipalities.wait_until_ready().await.map_err(gone)?;
-        self.images.wait_until_ready().await.map_err(gone)?;
-        self.servers.wait_until_ready().await.map_err(gone)?;
-        self.namespaces.wait_until_ready().await.map_err(gone)?;
-        self.vms.wait_until_ready().await.map_err(gone)?;
-        self.vmis.wait_until_ready().await.map_err(gone)?;
-        self.snapshots
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CachesGone)?;
-        self.services.wait_until_ready().await.map_err(gone)?;
-        self.network_policies
-            .wait_until_ready()
-            .await
-            .map_err(gone)?;
+        for ready in [
+            self.municipalities.wait_until_ready().await,
+            self.images.wait_until_ready().await,
+            self.servers.wait_until_ready().await,
+            self.namespaces.wait_until_ready().await,
+        ] {
+            ready.map_err(|_| Error::CachesGone)?;
+        }
+        for ready in [
+            self.vms.wait_until_ready().await,
+            self.vmis.wait_until_ready().await,
+            self.snapshots.wait_until_ready().await,
+            self.services.wait_until_ready().await,
+            self.network_policies.wait_until_ready().await,
+        ] {
+            ready.map_err(|_| Error::CachesGone)?;
+        }
         Ok(())
     }
 
@@ -197,16 +200,6 @@ impl Caches {
         self.snapshots
             .filter(ns, |snapshot| snapshot.of_server(server))
     }
-}
-
-/// `name` in `ns` from `store`, cloned out of it.
-fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
-where
-    K: Resource<DynamicType = ()> + Clone,
-{
-    store
-        .get(&ObjectRef::new(name).within(ns))
-        .map(|object| (*object).clone())
 }
 
 /// Shared by every reconcile of the controller.
