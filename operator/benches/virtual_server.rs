@@ -64,7 +64,9 @@ use novads_operator::virtual_server::records::{
     VmRecord, VmiRecord,
 };
 use novads_operator::virtual_server::status::{self, Observed};
-use novads_operator::virtual_server::watch::{record_network_policy, record_service, record_vm};
+use novads_operator::virtual_server::watch::{
+    record_network_policy, record_service, record_vm, trim_server,
+};
 use novads_operator::watch::on_worker;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -543,14 +545,18 @@ fn cache_memory(total: usize, count: usize) {
     fill(
         &images,
         fleet,
-        |case| vec![as_watched(&case.server)],
+        |case| {
+            let mut server = as_watched(&case.server);
+            trim_server(&mut server);
+            vec![server]
+        },
         |event| {
             writer.apply_watcher_event(event);
             by_namespace.apply(event);
         },
     );
     step(
-        "VirtualServers (with status) and their index",
+        "VirtualServers (with status, trimmed) and their index",
         servers.len(),
     );
     let (vms, mut writer) = records::records::<VmRecord>();

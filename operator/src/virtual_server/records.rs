@@ -18,12 +18,14 @@ use tokio::sync::watch;
 mod exposure;
 mod snapshot;
 mod stamp;
+mod text;
 mod vm;
 mod vmi;
 
 pub use exposure::{NetworkPolicyRecord, ServiceRecord};
 pub use snapshot::{SnapshotPhase, SnapshotRecord, SnapshotState};
 use stamp::Stamp;
+use text::Text;
 pub use vm::VmRecord;
 pub use vmi::VmiRecord;
 

@@ -233,6 +233,15 @@ fn keep_only_annotations(meta: &mut ObjectMeta, keep: &[&str]) {
     }
 }
 
+/// Drops what the controller's cache of servers need not keep: their labels and annotations,
+/// which no reconcile, trigger mapping or metric reads (managedFields and kubectl's
+/// last-applied copy are gone already, see `watch::object_events`). The spec, status and the
+/// rest of the metadata are all read.
+pub fn trim_server(server: &mut VirtualServer) {
+    server.metadata.labels = None;
+    server.metadata.annotations = None;
+}
+
 /// The servers in `namespace`, from the controller's cache.
 pub fn servers_in_namespace(
     store: &reflector::Store<VirtualServer>,
@@ -272,6 +281,7 @@ async fn run_once(
     let by_namespace = ServersByNamespace::default();
     let index = by_namespace.clone();
     let servers = object_events::<VirtualServer>(client, health, Cache::VirtualServers)
+        .modify(trim_server)
         .reflect(writer)
         .inspect_ok(move |event| index.apply(event))
         .applied_objects();

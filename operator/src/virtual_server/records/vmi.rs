@@ -1,14 +1,15 @@
 //! What the cache keeps of a server's VirtualMachineInstance: its uid and deletion, the CPU and
-//! memory it runs with (a restart is required when they differ from the spec) and KubeVirt's
-//! status (phase, node, addresses, guest OS, conditions). There is one per running server.
+//! memory it runs with (a restart is required when they differ from the spec), and of KubeVirt's
+//! status what the server's status is made from: phase, node, addresses, guest OS, the type,
+//! status and message of each condition, and the reason. There is one per running server.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::Record;
+use super::{Record, Text};
 use crate::kubevirt::{
-    Cpu, DomainSpec, Memory, VirtualMachineInstance, VirtualMachineInstanceSpec,
-    VirtualMachineInstanceStatus,
+    Cpu, DomainSpec, GuestOsInfo, InterfaceStatus, KubeVirtCondition, Memory,
+    VirtualMachineInstance, VirtualMachineInstanceSpec, VirtualMachineInstanceStatus,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -17,7 +18,29 @@ pub struct VmiRecord {
     deleting: Option<Timestamp>,
     cpu: Option<Cpu>,
     memory: Option<Memory>,
-    status: Option<Box<VirtualMachineInstanceStatus>>,
+    status: Option<VmiState>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct VmiState {
+    phase: Option<Text>,
+    node: Option<Box<str>>,
+    interfaces: Box<[InterfaceAddresses]>,
+    guest_os: Option<Box<GuestOsInfo>>,
+    /// Per condition, its type, status and message.
+    conditions: Box<[(Text, Text, Option<Text>)]>,
+    reason: Option<Text>,
+}
+
+/// An interface's `ipAddress` and `ipAddresses`.
+type InterfaceAddresses = (Option<Box<str>>, Box<[Box<str>]>);
+
+fn boxed(text: &Option<String>) -> Option<Box<str>> {
+    text.as_deref().map(Into::into)
+}
+
+fn owned(text: &Option<impl AsRef<str>>) -> Option<String> {
+    text.as_ref().map(|text| text.as_ref().to_string())
 }
 
 impl Record for VmiRecord {
@@ -25,11 +48,41 @@ impl Record for VmiRecord {
 
     fn record(vmi: &VirtualMachineInstance) -> Option<Self> {
         Some(Self {
-            uid: vmi.metadata.uid.as_deref().map(Into::into),
+            uid: boxed(&vmi.metadata.uid),
             deleting: vmi.metadata.deletion_timestamp.as_ref().map(|t| t.0),
             cpu: vmi.spec.domain.cpu.clone(),
             memory: vmi.spec.domain.memory.clone(),
-            status: vmi.status.clone().map(Box::new),
+            status: vmi.status.as_ref().map(|status| VmiState {
+                phase: status.phase.as_deref().map(Text::from),
+                node: boxed(&status.node_name),
+                interfaces: status
+                    .interfaces
+                    .iter()
+                    .map(|interface| {
+                        (
+                            boxed(&interface.ip_address),
+                            interface
+                                .ip_addresses
+                                .iter()
+                                .map(|ip| ip.as_str().into())
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+                guest_os: status.guest_os_info.clone().map(Box::new),
+                conditions: status
+                    .conditions
+                    .iter()
+                    .map(|c| {
+                        (
+                            Text::from(c.type_.as_str()),
+                            Text::from(c.status.as_str()),
+                            c.message.as_deref().map(Text::from),
+                        )
+                    })
+                    .collect(),
+                reason: status.reason.as_deref().map(Text::from),
+            }),
         })
     }
 
@@ -38,7 +91,7 @@ impl Record for VmiRecord {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
                 namespace: Some(namespace.to_string()),
-                uid: self.uid.as_deref().map(str::to_string),
+                uid: owned(&self.uid),
                 deletion_timestamp: self.deleting.map(Time),
                 ..ObjectMeta::default()
             },
@@ -50,7 +103,34 @@ impl Record for VmiRecord {
                 },
                 ..VirtualMachineInstanceSpec::default()
             },
-            status: self.status.as_deref().cloned(),
+            status: self
+                .status
+                .as_ref()
+                .map(|state| VirtualMachineInstanceStatus {
+                    phase: owned(&state.phase.as_deref()),
+                    node_name: owned(&state.node),
+                    interfaces: state
+                        .interfaces
+                        .iter()
+                        .map(|(ip_address, ip_addresses)| InterfaceStatus {
+                            ip_address: owned(ip_address),
+                            ip_addresses: ip_addresses.iter().map(|ip| ip.to_string()).collect(),
+                            ..InterfaceStatus::default()
+                        })
+                        .collect(),
+                    guest_os_info: state.guest_os.as_deref().cloned(),
+                    conditions: state
+                        .conditions
+                        .iter()
+                        .map(|(type_, status, message)| KubeVirtCondition {
+                            type_: type_.to_string(),
+                            status: status.to_string(),
+                            message: owned(&message.as_deref()),
+                            ..KubeVirtCondition::default()
+                        })
+                        .collect(),
+                    reason: owned(&state.reason.as_deref()),
+                }),
         }
     }
 }
