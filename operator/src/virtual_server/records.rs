@@ -18,6 +18,8 @@ use tokio::sync::watch;
 mod exposure;
 mod snapshot;
 mod stamp;
+#[cfg(test)]
+mod tests;
 mod text;
 mod vm;
 mod vmi;
@@ -223,7 +225,7 @@ impl<R: Record + Clone> Records<R> {
 }
 
 #[cfg(test)]
-mod tests {
+mod store_tests {
     use std::time::Duration;
 
     use super::*;
