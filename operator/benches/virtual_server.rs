@@ -8,14 +8,18 @@
 //! figure; `NOVADS_BENCH_SERVERS` (default 10000) the number of servers and
 //! `NOVADS_BENCH_MUNICIPALITIES` (default 1000) how many namespaces they are spread over
 //! (admission counts the namespace's servers, so fewer namespaces make longer lists);
-//! `NOVADS_BENCH_ONLY=cold-start` runs only the cold start from the caches (for a profiler).
+//! `NOVADS_BENCH_ONLY=cold-start` runs only the cold start from the caches (for a profiler),
+//! `NOVADS_BENCH_ONLY=cache-memory` only the memory of the caches.
 //!
 //! What is measured:
-//! - **memory**: the RSS of the process after the controller's stores are filled, one object
-//!   at a time decoded from the JSON a watch delivers, with what a converged fleet holds:
-//!   servers (with status), namespaces (metadata), VMs, instances, a week of snapshots for
-//!   each server with backups, Services and NetworkPolicies of the exposed ones. First, before
-//!   anything else is allocated.
+//! - **memory**: the RSS of a process that holds the controller's caches and nothing else
+//!   (this benchmark run again with `NOVADS_BENCH_ONLY=cache-memory`): its baseline, then
+//!   after each cache is filled, one object at a time decoded from the JSON a watch delivers and
+//!   kept as the runtime keeps it (trimmed servers, records of the children), each converged
+//!   case generated on the fly and dropped. Filled with what a converged fleet holds:
+//!   Municipalities and images, namespaces (metadata), servers (with status), VMs, instances,
+//!   a week of snapshots for each server with backups, Services and NetworkPolicies of the
+//!   exposed ones.
 //! - **build + diff**: what a reconcile of a converged server computes between its reads and
 //!   its writes — `controller::plan` (admission against the namespace's siblings and the
 //!   municipality's quota, the four builders, the restart and backup decisions), the digests
@@ -30,7 +34,7 @@
 //!   service that answers at once and plays KubeVirt (a new VM runs at once, a snapshot is
 //!   ready at once). The figures include the fake API's own work (decoding requests, encoding
 //!   responses): everything but the network. It runs twice: reading everything from the API
-//!   (as without caches), then from reflector stores (as the runtime does), which every write
+//!   (as without caches), then from the caches (as the runtime does), which every write
 //!   of the fake API reaches at once, as an instant watch would. After convergence, one more
 //!   round over every server counts the API requests a converged reconcile makes.
 
@@ -79,14 +83,17 @@ fn main() {
     let passes = env_number("NOVADS_BENCH_PASSES", 10);
     let servers = env_number("NOVADS_BENCH_SERVERS", 10_000);
     let municipalities = env_number("NOVADS_BENCH_MUNICIPALITIES", 1000).clamp(1, servers);
+    let only = std::env::var("NOVADS_BENCH_ONLY");
+    // The caches' memory is measured in a process of its own, which holds nothing else.
+    if only.as_deref() == Ok("cache-memory") {
+        return cache_memory(servers, municipalities);
+    }
     println!(
         "VirtualServer benchmark: {servers} servers in {municipalities} municipalities, \
          {passes} timed passes, {} CPU(s)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    match std::env::var("NOVADS_BENCH_ONLY").as_deref() {
-        // The caches' memory is measured in a process of its own, which holds nothing else.
-        Ok("cache-memory") => return cache_memory(servers, municipalities),
+    match only.as_deref() {
         // The cached cold start alone (for profiling it).
         Ok("cold-start") => return cold_start(&Fleet::generate(servers, municipalities), true),
         _ => measure_cache_memory_apart(),

@@ -25,9 +25,9 @@ mod vm;
 mod vmi;
 
 pub use exposure::{NetworkPolicyRecord, ServiceRecord};
-pub use snapshot::{SnapshotPhase, SnapshotRecord, SnapshotState};
+pub use snapshot::{ServerName, SnapshotPhase, SnapshotRecord, SnapshotState};
 use stamp::Stamp;
-use text::Text;
+use text::{ConditionRecord, Text};
 pub use vm::VmRecord;
 pub use vmi::VmiRecord;
 
@@ -200,14 +200,14 @@ impl<R: Record + Clone> Records<R> {
         Some(record.object(namespace, name))
     }
 
-    /// The objects of `namespace` whose record is `wanted`, by name.
-    pub fn filter(&self, namespace: &str, wanted: impl Fn(&R) -> bool) -> Vec<R::Object> {
+    /// The objects of `namespace` whose name and record are `wanted`, by name.
+    pub fn filter(&self, namespace: &str, wanted: impl Fn(&str, &R) -> bool) -> Vec<R::Object> {
         let contents = self.contents.read().unwrap_or_else(PoisonError::into_inner);
         contents
             .get(namespace)
             .into_iter()
             .flatten()
-            .filter(|(_, record)| wanted(record))
+            .filter(|(name, record)| wanted(name, record))
             .map(|(name, record)| record.object(namespace, name))
             .collect()
     }
@@ -245,7 +245,7 @@ mod store_tests {
 
     fn names(cache: &Records<SnapshotRecord>, namespace: &str, server: &str) -> Vec<String> {
         cache
-            .filter(namespace, |s| s.of_server(server))
+            .filter(namespace, |name, s| s.of_server(name, server))
             .into_iter()
             .filter_map(|s| s.metadata.name)
             .collect()

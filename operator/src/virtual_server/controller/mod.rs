@@ -198,7 +198,7 @@ impl Caches {
     /// holds the backups of a few servers only, so picking them out is cheap.
     fn snapshots_of(&self, ns: &str, server: &str) -> Vec<VirtualMachineSnapshot> {
         self.snapshots
-            .filter(ns, |snapshot| snapshot.of_server(server))
+            .filter(ns, |name, snapshot| snapshot.of_server(name, server))
     }
 }
 

@@ -14,7 +14,7 @@ use crate::virtual_server::build::{BACKUP_LABEL, BACKUP_SCHEDULED, SERVER_LABEL}
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotRecord {
     /// The server label.
-    pub server: Box<str>,
+    pub server: ServerName,
     /// `metadata.creationTimestamp`.
     pub created: Option<Timestamp>,
     /// `metadata.deletionTimestamp`.
@@ -63,10 +63,35 @@ impl SnapshotPhase {
     }
 }
 
+/// The server label of a snapshot: the operator names each backup after its server
+/// (`<server>-<date>-<time>`), so the label is nearly always the start of the name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerName {
+    /// The first `len` bytes of the snapshot's name, which a `-` follows.
+    Prefix(usize),
+    Other(Box<str>),
+}
+
+impl ServerName {
+    fn of(server: &str, snapshot: &str) -> Self {
+        match snapshot.strip_prefix(server) {
+            Some(rest) if rest.starts_with('-') => Self::Prefix(server.len()),
+            _ => Self::Other(server.into()),
+        }
+    }
+
+    fn read<'a>(&'a self, snapshot: &'a str) -> &'a str {
+        match self {
+            Self::Prefix(len) => snapshot.get(..*len).unwrap_or_default(),
+            Self::Other(server) => server,
+        }
+    }
+}
+
 impl SnapshotRecord {
-    /// Whether this is a backup of `server`.
-    pub fn of_server(&self, server: &str) -> bool {
-        &*self.server == server
+    /// Whether `snapshot` (this record's name) is a backup of `server`.
+    pub fn of_server(&self, snapshot: &str, server: &str) -> bool {
+        self.server.read(snapshot) == server
     }
 }
 
@@ -79,7 +104,10 @@ impl Record for SnapshotRecord {
             return None;
         }
         Some(Self {
-            server: labels.get(SERVER_LABEL)?.as_str().into(),
+            server: ServerName::of(
+                labels.get(SERVER_LABEL)?,
+                snapshot.metadata.name.as_deref()?,
+            ),
             created: snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: snapshot.metadata.deletion_timestamp.as_ref().map(|t| t.0),
             status: snapshot.status.as_ref().map(|status| SnapshotState {
@@ -97,7 +125,7 @@ impl Record for SnapshotRecord {
                 namespace: Some(namespace.to_string()),
                 labels: Some(
                     [
-                        (SERVER_LABEL.to_string(), self.server.to_string()),
+                        (SERVER_LABEL.to_string(), self.server.read(name).to_string()),
                         (BACKUP_LABEL.to_string(), BACKUP_SCHEDULED.to_string()),
                     ]
                     .into(),

@@ -1,8 +1,10 @@
 //! Short texts of cached objects. The words KubeVirt and Kubernetes repeat in every object
-//! (phases, condition types and statuses) are kept as references to one static copy, anything
+//! (phases, run strategies, condition types and statuses) are kept as references to one static copy, anything
 //! else in an allocation of its own sized to fit.
 
 use std::ops::Deref;
+
+use crate::kubevirt::KubeVirtCondition;
 
 /// The words held without an allocation.
 const WORDS: &[&str] = &[
@@ -22,6 +24,21 @@ const WORDS: &[&str] = &[
     "Succeeded",
     "Failed",
     "InProgress",
+    "Stopped",
+    "Starting",
+    "Stopping",
+    "Provisioning",
+    "Migrating",
+    "Terminating",
+    "CrashLoopBackOff",
+    "ErrorUnschedulable",
+    "Always",
+    "Halted",
+    "Manual",
+    "RerunOnFailure",
+    "Once",
+    // The volume of every server's system disk.
+    "system",
 ];
 
 /// A text read from a cached object.
@@ -47,6 +64,33 @@ impl Deref for Text {
         match self {
             Self::Word(word) => word,
             Self::Other(text) => text,
+        }
+    }
+}
+
+/// What a reconcile reads of a KubeVirt condition: its type, status and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionRecord {
+    type_: Text,
+    status: Text,
+    message: Option<Text>,
+}
+
+impl ConditionRecord {
+    pub fn of(condition: &KubeVirtCondition) -> Self {
+        Self {
+            type_: condition.type_.as_str().into(),
+            status: condition.status.as_str().into(),
+            message: condition.message.as_deref().map(Text::from),
+        }
+    }
+
+    pub fn condition(&self) -> KubeVirtCondition {
+        KubeVirtCondition {
+            type_: self.type_.to_string(),
+            status: self.status.to_string(),
+            message: self.message.as_deref().map(str::to_string),
+            ..KubeVirtCondition::default()
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What the cache keeps of a server's VirtualMachine: the digests of what the operator owns
 //! (`watch::record_vm` computes them from the watched VM), its uid and deletion, run strategy,
 //! the names and sizes of its DataVolume templates and which DataVolume each volume uses (disk
-//! growth, a restore's disks), and KubeVirt's status. The template, most of a VM, is not kept.
+//! growth, a restore's disks), and of KubeVirt's status the printable status, readiness and
+//! conditions. The template, most of a VM, is not kept.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Record, Stamp};
+use super::{ConditionRecord, Record, Stamp, Text};
 use crate::kubevirt::{
     DataVolumeSource, DataVolumeSpec, DataVolumeTemplateSpec, StorageResources, StorageSpec,
     VirtualMachine, VirtualMachineInstanceSpec, VirtualMachineInstanceTemplateSpec,
@@ -24,67 +25,95 @@ pub struct VmRecord {
     stamp: Stamp,
     uid: Option<Box<str>>,
     deleting: Option<Timestamp>,
-    run_strategy: Option<Box<str>>,
+    run_strategy: Option<Text>,
     disks: Box<[DiskRecord]>,
     volumes: Box<[VolumeRecord]>,
-    status: Option<Box<VirtualMachineStatus>>,
+    status: Option<VmState>,
 }
 
 /// A DataVolume template: its name and storage request.
 #[derive(Clone, Debug, PartialEq)]
 struct DiskRecord {
     name: Option<Box<str>>,
-    size: Option<Quantity>,
+    size: Option<Box<str>>,
 }
 
 /// A volume backed by a DataVolume.
 #[derive(Clone, Debug, PartialEq)]
 struct VolumeRecord {
-    name: Box<str>,
-    data_volume: Box<str>,
+    name: Text,
+    data_volume: DataVolumeName,
+}
+
+/// The DataVolume of a volume: nearly always one of the VM's templates, named once there.
+#[derive(Clone, Debug, PartialEq)]
+enum DataVolumeName {
+    Template(usize),
+    Other(Box<str>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct VmState {
+    printable: Option<Text>,
+    ready: Option<bool>,
+    created: Option<bool>,
+    conditions: Box<[ConditionRecord]>,
 }
 
 impl Record for VmRecord {
     type Object = VirtualMachine;
 
     fn record(vm: &VirtualMachine) -> Option<Self> {
+        let disks: Box<[DiskRecord]> = vm
+            .spec
+            .data_volume_templates
+            .iter()
+            .map(|template| DiskRecord {
+                name: template.metadata.name.as_deref().map(Into::into),
+                size: template
+                    .spec
+                    .storage
+                    .as_ref()
+                    .and_then(|storage| storage.resources.as_ref())
+                    .and_then(|resources| resources.requests.get(STORAGE))
+                    .map(|size| size.0.as_str().into()),
+            })
+            .collect();
+        let data_volume = |name: &str| match disks
+            .iter()
+            .position(|disk| disk.name.as_deref() == Some(name))
+        {
+            Some(index) => DataVolumeName::Template(index),
+            None => DataVolumeName::Other(name.into()),
+        };
         let volumes = vm
             .spec
             .template
             .spec
             .as_ref()
             .map(|spec| spec.volumes.as_slice())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|volume| {
+                Some(VolumeRecord {
+                    name: volume.name.as_str().into(),
+                    data_volume: data_volume(&volume.data_volume.as_ref()?.name),
+                })
+            })
+            .collect();
         Some(Self {
             stamp: Stamp::of(&vm.metadata),
             uid: vm.metadata.uid.as_deref().map(Into::into),
             deleting: vm.metadata.deletion_timestamp.as_ref().map(|t| t.0),
-            run_strategy: vm.spec.run_strategy.as_deref().map(Into::into),
-            disks: vm
-                .spec
-                .data_volume_templates
-                .iter()
-                .map(|template| DiskRecord {
-                    name: template.metadata.name.as_deref().map(Into::into),
-                    size: template
-                        .spec
-                        .storage
-                        .as_ref()
-                        .and_then(|storage| storage.resources.as_ref())
-                        .and_then(|resources| resources.requests.get(STORAGE))
-                        .cloned(),
-                })
-                .collect(),
-            volumes: volumes
-                .iter()
-                .filter_map(|volume| {
-                    Some(VolumeRecord {
-                        name: volume.name.as_str().into(),
-                        data_volume: volume.data_volume.as_ref()?.name.as_str().into(),
-                    })
-                })
-                .collect(),
-            status: vm.status.clone().map(Box::new),
+            run_strategy: vm.spec.run_strategy.as_deref().map(Text::from),
+            volumes,
+            disks,
+            status: vm.status.as_ref().map(|status| VmState {
+                printable: status.printable_status.as_deref().map(Text::from),
+                ready: status.ready,
+                created: status.created,
+                conditions: status.conditions.iter().map(ConditionRecord::of).collect(),
+            }),
         })
     }
 
@@ -95,7 +124,15 @@ impl Record for VmRecord {
             .map(|volume| Volume {
                 name: volume.name.to_string(),
                 data_volume: Some(DataVolumeSource {
-                    name: volume.data_volume.to_string(),
+                    name: match &volume.data_volume {
+                        DataVolumeName::Template(index) => self
+                            .disks
+                            .get(*index)
+                            .and_then(|disk| disk.name.as_deref())
+                            .unwrap_or_default()
+                            .to_string(),
+                        DataVolumeName::Other(name) => name.to_string(),
+                    },
                 }),
                 cloud_init_no_cloud: None,
             })
@@ -109,9 +146,12 @@ impl Record for VmRecord {
                     ..ObjectMeta::default()
                 },
                 spec: DataVolumeSpec {
-                    storage: disk.size.clone().map(|size| StorageSpec {
+                    storage: disk.size.as_deref().map(|size| StorageSpec {
                         resources: Some(StorageResources {
-                            requests: BTreeMap::from([(STORAGE.to_string(), size)]),
+                            requests: BTreeMap::from([(
+                                STORAGE.to_string(),
+                                Quantity(size.to_string()),
+                            )]),
                         }),
                         ..StorageSpec::default()
                     }),
@@ -139,7 +179,17 @@ impl Record for VmRecord {
                 },
                 data_volume_templates,
             },
-            status: self.status.as_deref().cloned(),
+            status: self.status.as_ref().map(|state| VirtualMachineStatus {
+                printable_status: state.printable.as_deref().map(str::to_string),
+                ready: state.ready,
+                created: state.created,
+                conditions: state
+                    .conditions
+                    .iter()
+                    .map(ConditionRecord::condition)
+                    .collect(),
+                ..VirtualMachineStatus::default()
+            }),
         }
     }
 }

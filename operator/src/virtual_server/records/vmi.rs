@@ -6,10 +6,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Record, Text};
+use super::{ConditionRecord, Record, Text};
 use crate::kubevirt::{
-    Cpu, DomainSpec, GuestOsInfo, InterfaceStatus, KubeVirtCondition, Memory,
-    VirtualMachineInstance, VirtualMachineInstanceSpec, VirtualMachineInstanceStatus,
+    Cpu, DomainSpec, GuestOsInfo, InterfaceStatus, Memory, VirtualMachineInstance,
+    VirtualMachineInstanceSpec, VirtualMachineInstanceStatus,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -27,8 +27,7 @@ struct VmiState {
     node: Option<Box<str>>,
     interfaces: Box<[InterfaceAddresses]>,
     guest_os: Option<Box<GuestOsInfo>>,
-    /// Per condition, its type, status and message.
-    conditions: Box<[(Text, Text, Option<Text>)]>,
+    conditions: Box<[ConditionRecord]>,
     reason: Option<Text>,
 }
 
@@ -70,17 +69,7 @@ impl Record for VmiRecord {
                     })
                     .collect(),
                 guest_os: status.guest_os_info.clone().map(Box::new),
-                conditions: status
-                    .conditions
-                    .iter()
-                    .map(|c| {
-                        (
-                            Text::from(c.type_.as_str()),
-                            Text::from(c.status.as_str()),
-                            c.message.as_deref().map(Text::from),
-                        )
-                    })
-                    .collect(),
+                conditions: status.conditions.iter().map(ConditionRecord::of).collect(),
                 reason: status.reason.as_deref().map(Text::from),
             }),
         })
@@ -122,12 +111,7 @@ impl Record for VmiRecord {
                     conditions: state
                         .conditions
                         .iter()
-                        .map(|(type_, status, message)| KubeVirtCondition {
-                            type_: type_.to_string(),
-                            status: status.to_string(),
-                            message: owned(&message.as_deref()),
-                            ..KubeVirtCondition::default()
-                        })
+                        .map(ConditionRecord::condition)
                         .collect(),
                     reason: owned(&state.reason.as_deref()),
                 }),
