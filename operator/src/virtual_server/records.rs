@@ -8,7 +8,7 @@
 //! A reconcile reads the object back ([`Record::object`]): the record rebuilt into the type
 //! the pure decisions take, holding every field they read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use kube::Resource;
@@ -44,7 +44,39 @@ pub trait Record: Sized {
 }
 
 /// Per namespace, per name, the records. Each namespace name is held once.
-type Contents<R> = HashMap<Box<str>, BTreeMap<Box<str>, R>>;
+type Contents<R> = HashMap<Box<str>, ByName<R>>;
+
+/// A namespace's records, sorted by name in one dense list: a namespace holds tens of them,
+/// few enough that inserting into the list costs less than a tree's half-empty nodes would.
+struct ByName<R>(Vec<(Box<str>, R)>);
+
+impl<R> ByName<R> {
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(held, _)| (**held).cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<&R> {
+        let index = self.position(name).ok()?;
+        self.0.get(index).map(|(_, record)| record)
+    }
+
+    fn insert(&mut self, name: &str, record: R) {
+        match self.position(name) {
+            Ok(index) => {
+                if let Some((_, held)) = self.0.get_mut(index) {
+                    *held = record;
+                }
+            }
+            Err(index) => self.0.insert(index, (name.into(), record)),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(index) = self.position(name) {
+            self.0.remove(index);
+        }
+    }
+}
 
 /// The watch stopped before the cache had listed its objects once.
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +132,9 @@ fn id<K: Resource>(object: &K) -> Option<(&str, &str)> {
 
 fn insert<R>(contents: &mut Contents<R>, namespace: &str, name: &str, record: R) {
     match contents.get_mut(namespace) {
-        Some(names) => {
-            names.insert(name.into(), record);
-        }
+        Some(names) => names.insert(name, record),
         None => {
-            contents.insert(namespace.into(), BTreeMap::from([(name.into(), record)]));
+            contents.insert(namespace.into(), ByName(vec![(name.into(), record)]));
         }
     }
 }
@@ -112,7 +142,7 @@ fn insert<R>(contents: &mut Contents<R>, namespace: &str, name: &str, record: R)
 fn remove<R>(contents: &mut Contents<R>, namespace: &str, name: &str) {
     if let Some(names) = contents.get_mut(namespace) {
         names.remove(name);
-        if names.is_empty() {
+        if names.0.is_empty() {
             contents.remove(namespace);
         }
     }
@@ -156,7 +186,12 @@ impl<R: Record> RecordsWriter<R> {
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(listed) = self.listing.take() {
+                if let Some(mut listed) = self.listing.take() {
+                    // A listing only grows the lists: give back what they over-allocated.
+                    listed
+                        .values_mut()
+                        .for_each(|names| names.0.shrink_to_fit());
+                    listed.shrink_to_fit();
                     *self
                         .contents
                         .write()
@@ -206,7 +241,7 @@ impl<R: Record + Clone> Records<R> {
         contents
             .get(namespace)
             .into_iter()
-            .flatten()
+            .flat_map(|names| &names.0)
             .filter(|(name, record)| wanted(name, record))
             .map(|(name, record)| record.object(namespace, name))
             .collect()
@@ -215,7 +250,7 @@ impl<R: Record + Clone> Records<R> {
     /// How many records the cache holds.
     pub fn len(&self) -> usize {
         let contents = self.contents.read().unwrap_or_else(PoisonError::into_inner);
-        contents.values().map(BTreeMap::len).sum()
+        contents.values().map(|names| names.0.len()).sum()
     }
 
     /// Whether the cache holds no record.
