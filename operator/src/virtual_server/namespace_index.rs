@@ -5,13 +5,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
+use compact_str::CompactString;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use novads_crds::VirtualServer;
 
 /// Per namespace, the names of its servers (a server never changes namespace: it is part of
 /// its identity).
-type Names = HashMap<Box<str>, BTreeSet<Box<str>>>;
+type Names = HashMap<CompactString, BTreeSet<CompactString>>;
 
 /// The servers of each namespace. Cheap to clone: clones share the index.
 #[derive(Clone, Default)]

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use compact_str::CompactString;
 use kube::Resource;
 use kube::runtime::watcher;
 use tokio::sync::watch;
@@ -44,11 +45,11 @@ pub trait Record: Sized {
 }
 
 /// Per namespace, per name, the records. Each namespace name is held once.
-type Contents<R> = HashMap<Box<str>, ByName<R>>;
+type Contents<R> = HashMap<CompactString, ByName<R>>;
 
 /// A namespace's records, sorted by name in one dense list: a namespace holds tens of them,
 /// few enough that inserting into the list costs less than a tree's half-empty nodes would.
-struct ByName<R>(Vec<(Box<str>, R)>);
+struct ByName<R>(Vec<(CompactString, R)>);
 
 impl<R> ByName<R> {
     fn position(&self, name: &str) -> Result<usize, usize> {

@@ -2,6 +2,7 @@
 //! operator owns (`watch::record_service`, `watch::record_network_policy`) and, of a Service,
 //! the addresses the server's status reports (cluster IP, load balancer ingress).
 
+use compact_str::CompactString;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec, ServiceStatus};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -12,7 +13,7 @@ use super::{Record, Stamp};
 pub struct ServiceRecord {
     stamp: Stamp,
     /// `None` when the Service had no spec at all.
-    cluster_ip: Option<Option<Box<str>>>,
+    cluster_ip: Option<Option<CompactString>>,
     status: Option<Box<ServiceStatus>>,
 }
 

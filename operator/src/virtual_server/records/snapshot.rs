@@ -3,6 +3,7 @@
 //! phase and deletion that retention, scheduling and the status read. A server with backups
 //! keeps a week or more of them, so this is the controller's largest cache.
 
+use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -38,7 +39,7 @@ pub enum SnapshotPhase {
     Succeeded,
     Failed,
     Unknown,
-    Other(Box<str>),
+    Other(CompactString),
 }
 
 impl SnapshotPhase {
@@ -69,7 +70,7 @@ impl SnapshotPhase {
 pub enum ServerName {
     /// The first `len` bytes of the snapshot's name, which a `-` follows.
     Prefix(usize),
-    Other(Box<str>),
+    Other(CompactString),
 }
 
 impl ServerName {

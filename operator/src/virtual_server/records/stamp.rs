@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::virtual_server::controller::unchanged::{APPLIED_ANNOTATION, LIVE_ANNOTATION};
@@ -20,7 +21,7 @@ pub struct Stamp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Digest {
     Bytes([u8; 16]),
-    Text(Box<str>),
+    Text(CompactString),
 }
 
 impl Digest {

@@ -1,8 +1,10 @@
 //! Short texts of cached objects. The words KubeVirt and Kubernetes repeat in every object
-//! (phases, run strategies, condition types and statuses) are kept as references to one static copy, anything
-//! else in an allocation of its own sized to fit.
+//! (phases, run strategies, condition types and statuses) are kept as references to one
+//! static copy, anything else as a compact string (up to 24 bytes without an allocation).
 
 use std::ops::Deref;
+
+use compact_str::CompactString;
 
 use crate::kubevirt::KubeVirtCondition;
 
@@ -45,7 +47,7 @@ const WORDS: &[&str] = &[
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Text {
     Word(&'static str),
-    Other(Box<str>),
+    Other(CompactString),
 }
 
 impl From<&str> for Text {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -23,7 +24,7 @@ const STORAGE: &str = "storage";
 #[derive(Clone, Debug, PartialEq)]
 pub struct VmRecord {
     stamp: Stamp,
-    uid: Option<Box<str>>,
+    uid: Option<CompactString>,
     deleting: Option<Timestamp>,
     run_strategy: Option<Text>,
     disks: Box<[DiskRecord]>,
@@ -34,8 +35,8 @@ pub struct VmRecord {
 /// A DataVolume template: its name and storage request.
 #[derive(Clone, Debug, PartialEq)]
 struct DiskRecord {
-    name: Option<Box<str>>,
-    size: Option<Box<str>>,
+    name: Option<CompactString>,
+    size: Option<CompactString>,
 }
 
 /// A volume backed by a DataVolume.
@@ -49,7 +50,7 @@ struct VolumeRecord {
 #[derive(Clone, Debug, PartialEq)]
 enum DataVolumeName {
     Template(usize),
-    Other(Box<str>),
+    Other(CompactString),
 }
 
 #[derive(Clone, Debug, PartialEq)]

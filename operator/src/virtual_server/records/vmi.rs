@@ -3,6 +3,7 @@
 //! status what the server's status is made from: phase, node, addresses, guest OS, the type,
 //! status and message of each condition, and the reason. There is one per running server.
 
+use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -14,7 +15,7 @@ use crate::kubevirt::{
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VmiRecord {
-    uid: Option<Box<str>>,
+    uid: Option<CompactString>,
     deleting: Option<Timestamp>,
     cpu: Option<Cpu>,
     memory: Option<Memory>,
@@ -24,7 +25,7 @@ pub struct VmiRecord {
 #[derive(Clone, Debug, PartialEq)]
 struct VmiState {
     phase: Option<Text>,
-    node: Option<Box<str>>,
+    node: Option<CompactString>,
     interfaces: Box<[InterfaceAddresses]>,
     guest_os: Option<Box<GuestOsInfo>>,
     conditions: Box<[ConditionRecord]>,
@@ -32,9 +33,9 @@ struct VmiState {
 }
 
 /// An interface's `ipAddress` and `ipAddresses`.
-type InterfaceAddresses = (Option<Box<str>>, Box<[Box<str>]>);
+type InterfaceAddresses = (Option<CompactString>, Box<[CompactString]>);
 
-fn boxed(text: &Option<String>) -> Option<Box<str>> {
+fn compact(text: &Option<String>) -> Option<CompactString> {
     text.as_deref().map(Into::into)
 }
 
@@ -47,19 +48,19 @@ impl Record for VmiRecord {
 
     fn record(vmi: &VirtualMachineInstance) -> Option<Self> {
         Some(Self {
-            uid: boxed(&vmi.metadata.uid),
+            uid: compact(&vmi.metadata.uid),
             deleting: vmi.metadata.deletion_timestamp.as_ref().map(|t| t.0),
             cpu: vmi.spec.domain.cpu.clone(),
             memory: vmi.spec.domain.memory.clone(),
             status: vmi.status.as_ref().map(|status| VmiState {
                 phase: status.phase.as_deref().map(Text::from),
-                node: boxed(&status.node_name),
+                node: compact(&status.node_name),
                 interfaces: status
                     .interfaces
                     .iter()
                     .map(|interface| {
                         (
-                            boxed(&interface.ip_address),
+                            compact(&interface.ip_address),
                             interface
                                 .ip_addresses
                                 .iter()
