@@ -104,7 +104,7 @@ pub struct RecordsWriter<R> {
     contents: Arc<RwLock<Contents<R>>>,
     /// What a (re)listing collects until it is complete, as kube's reflector buffers it, so a
     /// reconcile never reads a half listed cache.
-    listing: Option<Contents<R>>,
+    listing: Option<Vec<Listed<R>>>,
     ready: watch::Sender<bool>,
 }
 
@@ -149,6 +149,38 @@ fn remove<R>(contents: &mut Contents<R>, namespace: &str, name: &str) {
     }
 }
 
+/// One object of a listing in progress: namespace, name and record.
+type Listed<R> = (CompactString, CompactString, R);
+
+/// The contents a complete listing makes, each namespace's list allocated at its exact size
+/// (a list grown one record at a time would leave the memory of its smaller copies behind);
+/// of the same object listed twice, the later record counts.
+fn grouped<R>(mut listed: Vec<Listed<R>>) -> Contents<R> {
+    // Stable: equal objects keep their order, the later one last.
+    listed.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let sizes: Vec<usize> = listed
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(<[Listed<R>]>::len)
+        .collect();
+    let mut contents = Contents::with_capacity(sizes.len());
+    let mut listed = listed.into_iter();
+    for size in sizes {
+        let mut names: Vec<(CompactString, R)> = Vec::with_capacity(size);
+        let mut namespace = None;
+        for (held, name, record) in listed.by_ref().take(size) {
+            namespace.get_or_insert(held);
+            match names.last_mut() {
+                Some((last, kept)) if *last == name => *kept = record,
+                _ => names.push((name, record)),
+            }
+        }
+        if let Some(namespace) = namespace {
+            contents.insert(namespace, ByName(names));
+        }
+    }
+    contents
+}
+
 impl<R: Record> RecordsWriter<R> {
     /// Follows one watch event.
     pub fn apply(&mut self, event: &watcher::Event<R::Object>) {
@@ -178,21 +210,17 @@ impl<R: Record> RecordsWriter<R> {
                     remove(&mut contents, namespace, name);
                 }
             }
-            watcher::Event::Init => self.listing = Some(Contents::default()),
+            watcher::Event::Init => self.listing = Some(Vec::new()),
             watcher::Event::InitApply(object) => {
                 if let (Some(listing), Some((namespace, name)), Some(record)) =
                     (self.listing.as_mut(), id(object), R::record(object))
                 {
-                    insert(listing, namespace, name, record);
+                    listing.push((namespace.into(), name.into(), record));
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(mut listed) = self.listing.take() {
-                    // A listing only grows the lists: give back what they over-allocated.
-                    listed
-                        .values_mut()
-                        .for_each(|names| names.0.shrink_to_fit());
-                    listed.shrink_to_fit();
+                if let Some(listed) = self.listing.take() {
+                    let listed = grouped(listed);
                     *self
                         .contents
                         .write()
@@ -364,10 +392,25 @@ mod store_tests {
             "web",
         )));
         assert_eq!(names(&cache, "muni-talsi", "web"), ["web-3"]);
+        // The same object listed twice (relabelled in between): the later one counts.
+        for server in ["web", "db"] {
+            writer.apply(&watcher::Event::InitApply(snapshot(
+                "muni-ventspils",
+                "db-1",
+                server,
+            )));
+        }
+        writer.apply(&watcher::Event::InitApply(snapshot(
+            "muni-limbazi",
+            "web-1",
+            "web",
+        )));
         writer.apply(&watcher::Event::InitDone);
         assert_eq!(names(&cache, "muni-talsi", "web"), ["web-9"]);
         assert!(names(&cache, "muni-ventspils", "web").is_empty());
-        assert_eq!(cache.len(), 1);
+        assert_eq!(names(&cache, "muni-ventspils", "db"), ["db-1"]);
+        assert_eq!(names(&cache, "muni-limbazi", "web"), ["web-1"]);
+        assert_eq!(cache.len(), 3);
     }
 
     #[test]
