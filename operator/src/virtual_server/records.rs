@@ -26,7 +26,7 @@ mod vm;
 mod vmi;
 
 pub use exposure::{NetworkPolicyRecord, ServiceRecord};
-pub use snapshot::{ServerName, SnapshotPhase, SnapshotRecord, SnapshotState};
+pub use snapshot::{ServerName, SnapshotPhase, SnapshotRecord};
 use stamp::Stamp;
 use text::{ConditionRecord, Text};
 pub use vm::VmRecord;

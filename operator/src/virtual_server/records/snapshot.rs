@@ -15,22 +15,20 @@ use crate::virtual_server::build::{BACKUP_LABEL, BACKUP_SCHEDULED, SERVER_LABEL}
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotRecord {
     /// The server label.
-    pub server: ServerName,
-    /// `metadata.creationTimestamp`.
-    pub created: Option<Timestamp>,
-    /// `metadata.deletionTimestamp`.
-    pub deleting: Option<Timestamp>,
-    pub status: Option<SnapshotState>,
+    server: ServerName,
+    /// `metadata.creationTimestamp`, `metadata.deletionTimestamp`, `status.creationTime`, each
+    /// there when its bit of `present` is set: one presence byte instead of an `Option` each.
+    times: [Timestamp; 3],
+    present: u8,
+    ready_to_use: Option<bool>,
+    phase: Option<SnapshotPhase>,
 }
 
-/// KubeVirt's view of the snapshot (its `status`, less conditions and error: unread).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SnapshotState {
-    pub ready_to_use: Option<bool>,
-    /// `status.creationTime`.
-    pub taken: Option<Timestamp>,
-    pub phase: Option<SnapshotPhase>,
-}
+const CREATED: usize = 0;
+const DELETING: usize = 1;
+const TAKEN: usize = 2;
+/// The bit of `present` telling that the snapshot has a status.
+const STATUS: u8 = 1 << 3;
 
 /// `status.phase`; the phases KubeVirt sets cost no allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +92,11 @@ impl SnapshotRecord {
     pub fn of_server(&self, snapshot: &str, server: &str) -> bool {
         self.server.read(snapshot) == server
     }
+
+    fn time(&self, which: usize) -> Option<Time> {
+        let at = self.times.get(which)?;
+        (self.present & (1 << which) != 0).then_some(Time(*at))
+    }
 }
 
 impl Record for SnapshotRecord {
@@ -104,18 +107,30 @@ impl Record for SnapshotRecord {
         if labels.get(BACKUP_LABEL).map(String::as_str) != Some(BACKUP_SCHEDULED) {
             return None;
         }
+        let status = snapshot.status.as_ref();
+        let mut times = [Timestamp::UNIX_EPOCH; 3];
+        let mut present = if status.is_some() { STATUS } else { 0 };
+        for (which, time) in [
+            (CREATED, snapshot.metadata.creation_timestamp.as_ref()),
+            (DELETING, snapshot.metadata.deletion_timestamp.as_ref()),
+            (TAKEN, status.and_then(|s| s.creation_time.as_ref())),
+        ] {
+            if let (Some(time), Some(slot)) = (time, times.get_mut(which)) {
+                *slot = time.0;
+                present |= 1 << which;
+            }
+        }
         Some(Self {
             server: ServerName::of(
                 labels.get(SERVER_LABEL)?,
                 snapshot.metadata.name.as_deref()?,
             ),
-            created: snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            deleting: snapshot.metadata.deletion_timestamp.as_ref().map(|t| t.0),
-            status: snapshot.status.as_ref().map(|status| SnapshotState {
-                ready_to_use: status.ready_to_use,
-                taken: status.creation_time.as_ref().map(|t| t.0),
-                phase: status.phase.as_deref().map(SnapshotPhase::of),
-            }),
+            times,
+            present,
+            ready_to_use: status.and_then(|s| s.ready_to_use),
+            phase: status
+                .and_then(|s| s.phase.as_deref())
+                .map(SnapshotPhase::of),
         })
     }
 
@@ -131,20 +146,17 @@ impl Record for SnapshotRecord {
                     ]
                     .into(),
                 ),
-                creation_timestamp: self.created.map(Time),
-                deletion_timestamp: self.deleting.map(Time),
+                creation_timestamp: self.time(CREATED),
+                deletion_timestamp: self.time(DELETING),
                 ..ObjectMeta::default()
             },
             spec: Default::default(),
-            status: self
-                .status
-                .as_ref()
-                .map(|state| VirtualMachineSnapshotStatus {
-                    ready_to_use: state.ready_to_use,
-                    creation_time: state.taken.map(Time),
-                    phase: state.phase.as_ref().map(|p| p.as_str().to_string()),
-                    ..VirtualMachineSnapshotStatus::default()
-                }),
+            status: (self.present & STATUS != 0).then(|| VirtualMachineSnapshotStatus {
+                ready_to_use: self.ready_to_use,
+                creation_time: self.time(TAKEN),
+                phase: self.phase.as_ref().map(|p| p.as_str().to_string()),
+                ..VirtualMachineSnapshotStatus::default()
+            }),
         }
     }
 }
