@@ -146,7 +146,11 @@ fn children_read_back_from_their_records_as_the_reconcile_reads_them() {
         snapshots.iter().map(read::<SnapshotRecord>).collect();
     let now = "2025-06-02T10:00:00Z".parse().expect("time");
     for (n, vm_state) in vm_states.into_iter().enumerate() {
-        let full_vm = live(&desired_vm, vm_state, watch::record_vm);
+        let mut full_vm = live(&desired_vm, vm_state, watch::record_vm);
+        let deleted = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+        if n == 2 {
+            full_vm.metadata.deletion_timestamp = Some(deleted.clone());
+        }
         let read_vm = read::<VmRecord>(&full_vm);
         assert_eq!(
             unchanged::is_current(Some(&read_vm), &desired_vm),
@@ -178,14 +182,20 @@ fn children_read_back_from_their_records_as_the_reconcile_reads_them() {
         assert_eq!(from_read, from_full);
 
         let vmi_state = vmi_states[n % vmi_states.len()].clone();
-        let full_vmi = instance(vmi_state);
+        let mut full_vmi = instance(vmi_state);
+        if n == 1 {
+            full_vmi.metadata.deletion_timestamp = Some(deleted);
+        }
         let read_vmi = read::<VmiRecord>(&full_vmi);
         assert_eq!(read_vmi.metadata.uid, full_vmi.metadata.uid);
         assert_eq!(
             status::restart_required(&server, Some(&read_vmi)),
             status::restart_required(&server, Some(&full_vmi))
         );
-        assert!(status::restart_required(&server, Some(&read_vmi)).is_some());
+        assert_eq!(
+            status::restart_required(&server, Some(&read_vmi)).is_some(),
+            n != 1
+        );
 
         let full_service: Service = live(
             &desired_service,

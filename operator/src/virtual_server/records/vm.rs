@@ -25,7 +25,8 @@ const STORAGE: &str = "storage";
 pub struct VmRecord {
     stamp: Stamp,
     uid: Option<CompactString>,
-    deleting: Option<Timestamp>,
+    /// `metadata.deletionTimestamp`, boxed: nearly always absent.
+    deleting: Option<Box<Timestamp>>,
     run_strategy: Option<Text>,
     disks: Box<[DiskRecord]>,
     volumes: Box<[VolumeRecord]>,
@@ -105,7 +106,11 @@ impl Record for VmRecord {
         Some(Self {
             stamp: Stamp::of(&vm.metadata),
             uid: vm.metadata.uid.as_deref().map(Into::into),
-            deleting: vm.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+            deleting: vm
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| Box::new(t.0)),
             run_strategy: vm.spec.run_strategy.as_deref().map(Text::from),
             volumes,
             disks,
@@ -165,7 +170,7 @@ impl Record for VmRecord {
                 name: Some(name.to_string()),
                 namespace: Some(namespace.to_string()),
                 uid: self.uid.as_deref().map(str::to_string),
-                deletion_timestamp: self.deleting.map(Time),
+                deletion_timestamp: self.deleting.as_deref().copied().map(Time),
                 annotations: self.stamp.annotations(),
                 ..ObjectMeta::default()
             },

@@ -16,7 +16,8 @@ use crate::kubevirt::{
 #[derive(Clone, Debug, PartialEq)]
 pub struct VmiRecord {
     uid: Option<CompactString>,
-    deleting: Option<Timestamp>,
+    /// `metadata.deletionTimestamp`, boxed: nearly always absent.
+    deleting: Option<Box<Timestamp>>,
     cpu: Option<Cpu>,
     memory: Option<Memory>,
     status: Option<VmiState>,
@@ -49,7 +50,11 @@ impl Record for VmiRecord {
     fn record(vmi: &VirtualMachineInstance) -> Option<Self> {
         Some(Self {
             uid: compact(&vmi.metadata.uid),
-            deleting: vmi.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+            deleting: vmi
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| Box::new(t.0)),
             cpu: vmi.spec.domain.cpu.clone(),
             memory: vmi.spec.domain.memory.clone(),
             status: vmi.status.as_ref().map(|status| VmiState {
@@ -82,7 +87,7 @@ impl Record for VmiRecord {
                 name: Some(name.to_string()),
                 namespace: Some(namespace.to_string()),
                 uid: owned(&self.uid),
-                deletion_timestamp: self.deleting.map(Time),
+                deletion_timestamp: self.deleting.as_deref().copied().map(Time),
                 ..ObjectMeta::default()
             },
             spec: VirtualMachineInstanceSpec {
