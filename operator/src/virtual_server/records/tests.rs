@@ -228,3 +228,51 @@ fn children_read_back_from_their_records_as_the_reconcile_reads_them() {
         );
     }
 }
+
+#[test]
+fn volumes_outside_the_templates_read_back_too() {
+    let vm: crate::kubevirt::VirtualMachine = from(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": { "name": "web", "namespace": NS, "uid": "uid-vm" },
+        "spec": {
+            "template": { "spec": { "domain": { "devices": {} }, "volumes": [
+                { "name": "system", "dataVolume": { "name": "web-system" } },
+                { "name": "data-data0", "dataVolume": { "name": "web-data0-restored" } },
+                { "name": "data-data1", "dataVolume": { "name": "web-system" } },
+                { "name": "cloudinit", "cloudInitNoCloud": { "secretRef": { "name": "web-cloud-init" } } }
+            ] } },
+            "dataVolumeTemplates": [
+                { "metadata": { "name": "web-system" }, "spec": { "storage": { "resources": { "requests": { "storage": "40Gi" } } } } },
+                { "metadata": { "name": "web-data0-restored" }, "spec": {} },
+                { "metadata": { "name": "web-data1" }, "spec": { "storage": {} } }
+            ]
+        }
+    }));
+    let read = read::<VmRecord>(&vm);
+    let volumes = |vm: &crate::kubevirt::VirtualMachine| {
+        let mut volumes: Vec<(String, String)> = vm
+            .spec
+            .template
+            .spec
+            .iter()
+            .flat_map(|spec| &spec.volumes)
+            .filter_map(|v| Some((v.name.clone(), v.data_volume.as_ref()?.name.clone())))
+            .collect();
+        volumes.sort();
+        volumes
+    };
+    assert_eq!(volumes(&read), volumes(&vm));
+    let mut desired = vm.clone();
+    if let Some(spec) = desired.spec.template.spec.as_mut() {
+        for volume in &mut spec.volumes {
+            if let Some(source) = volume.data_volume.as_mut() {
+                source.name = format!("web-{}", volume.name);
+            }
+        }
+    }
+    let (mut from_read, mut from_full) = (desired.clone(), desired);
+    build::keep_restored_disks(&mut from_read, &read);
+    build::keep_restored_disks(&mut from_full, &vm);
+    assert_eq!(from_read, from_full);
+    assert_eq!(disk_growth(Some(&read), &vm), disk_growth(Some(&vm), &vm));
+}

@@ -29,29 +29,19 @@ pub struct VmRecord {
     deleting: Option<Box<Timestamp>>,
     run_strategy: Option<Text>,
     disks: Box<[DiskRecord]>,
-    volumes: Box<[VolumeRecord]>,
+    /// The volumes backed by a DataVolume that no template's `volume` names (none, nearly
+    /// always: each template backs one volume).
+    other_volumes: Box<[(Text, CompactString)]>,
     status: Option<VmState>,
 }
 
-/// A DataVolume template: its name and storage request.
+/// A DataVolume template: its name, storage request and the volume it backs. A reconcile
+/// looks volumes up by name, so they are read back in the templates' order, then the others.
 #[derive(Clone, Debug, PartialEq)]
 struct DiskRecord {
     name: Option<CompactString>,
     size: Option<CompactString>,
-}
-
-/// A volume backed by a DataVolume.
-#[derive(Clone, Debug, PartialEq)]
-struct VolumeRecord {
-    name: Text,
-    data_volume: DataVolumeName,
-}
-
-/// The DataVolume of a volume: nearly always one of the VM's templates, named once there.
-#[derive(Clone, Debug, PartialEq)]
-enum DataVolumeName {
-    Template(usize),
-    Other(CompactString),
+    volume: Option<Text>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +56,7 @@ impl Record for VmRecord {
     type Object = VirtualMachine;
 
     fn record(vm: &VirtualMachine) -> Option<Self> {
-        let disks: Box<[DiskRecord]> = vm
+        let mut disks: Box<[DiskRecord]> = vm
             .spec
             .data_volume_templates
             .iter()
@@ -79,30 +69,31 @@ impl Record for VmRecord {
                     .and_then(|storage| storage.resources.as_ref())
                     .and_then(|resources| resources.requests.get(STORAGE))
                     .map(|size| size.0.as_str().into()),
+                volume: None,
             })
             .collect();
-        let data_volume = |name: &str| match disks
-            .iter()
-            .position(|disk| disk.name.as_deref() == Some(name))
-        {
-            Some(index) => DataVolumeName::Template(index),
-            None => DataVolumeName::Other(name.into()),
-        };
+        let mut other_volumes = Vec::new();
         let volumes = vm
             .spec
             .template
             .spec
             .as_ref()
             .map(|spec| spec.volumes.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|volume| {
-                Some(VolumeRecord {
-                    name: volume.name.as_str().into(),
-                    data_volume: data_volume(&volume.data_volume.as_ref()?.name),
-                })
-            })
-            .collect();
+            .unwrap_or_default();
+        for volume in volumes {
+            let Some(source) = &volume.data_volume else {
+                continue;
+            };
+            let template = disks.iter_mut().find(|disk| {
+                disk.volume.is_none() && disk.name.as_deref() == Some(source.name.as_str())
+            });
+            match template {
+                Some(disk) => disk.volume = Some(volume.name.as_str().into()),
+                None => {
+                    other_volumes.push((volume.name.as_str().into(), source.name.as_str().into()))
+                }
+            }
+        }
         Some(Self {
             stamp: Stamp::of(&vm.metadata),
             uid: vm.metadata.uid.as_deref().map(Into::into),
@@ -112,8 +103,8 @@ impl Record for VmRecord {
                 .as_ref()
                 .map(|t| Box::new(t.0)),
             run_strategy: vm.spec.run_strategy.as_deref().map(Text::from),
-            volumes,
             disks,
+            other_volumes: other_volumes.into(),
             status: vm.status.as_ref().map(|status| VmState {
                 printable: status.printable_status.as_deref().map(Text::from),
                 ready: status.ready,
@@ -124,21 +115,22 @@ impl Record for VmRecord {
     }
 
     fn object(&self, namespace: &str, name: &str) -> VirtualMachine {
-        let volumes = self
-            .volumes
+        let backed = self.disks.iter().filter_map(|disk| {
+            Some((
+                disk.volume.as_deref()?,
+                disk.name.as_deref().unwrap_or_default(),
+            ))
+        });
+        let others = self
+            .other_volumes
             .iter()
-            .map(|volume| Volume {
-                name: volume.name.to_string(),
+            .map(|(name, data_volume)| (&**name, data_volume.as_str()));
+        let volumes = backed
+            .chain(others)
+            .map(|(name, data_volume)| Volume {
+                name: name.to_string(),
                 data_volume: Some(DataVolumeSource {
-                    name: match &volume.data_volume {
-                        DataVolumeName::Template(index) => self
-                            .disks
-                            .get(*index)
-                            .and_then(|disk| disk.name.as_deref())
-                            .unwrap_or_default()
-                            .to_string(),
-                        DataVolumeName::Other(name) => name.to_string(),
-                    },
+                    name: data_volume.to_string(),
                 }),
                 cloud_init_no_cloud: None,
             })
