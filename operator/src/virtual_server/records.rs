@@ -28,7 +28,7 @@ mod vmi;
 pub use exposure::{NetworkPolicyRecord, ServiceRecord};
 pub use snapshot::{ServerName, SnapshotPhase, SnapshotRecord};
 use stamp::Stamp;
-use text::{ConditionRecord, Text};
+use text::{ConditionRecord, Text, Uid};
 pub use vm::VmRecord;
 pub use vmi::VmiRecord;
 

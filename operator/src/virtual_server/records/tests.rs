@@ -65,7 +65,7 @@ fn read<R: Record>(object: &R::Object) -> R::Object {
 fn instance(status: Value) -> VirtualMachineInstance {
     from(json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": { "name": "web", "namespace": NS, "uid": "uid-vmi",
+        "metadata": { "name": "web", "namespace": NS, "uid": "3f2c9a1e-7b4d-4e2a-9c1f-0a1b2c3d4e5f",
                       "labels": { build::SERVER_LABEL: "web", "kubevirt.io/nodeName": "node-a" },
                       "annotations": { "kubevirt.io/latest-observed-api-version": "v1" },
                       "ownerReferences": [{ "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "web", "uid": "uid-vm" }] },

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{ConditionRecord, Record, Stamp, Text};
+use super::{ConditionRecord, Record, Stamp, Text, Uid};
 use crate::kubevirt::{
     DataVolumeSource, DataVolumeSpec, DataVolumeTemplateSpec, StorageResources, StorageSpec,
     VirtualMachine, VirtualMachineInstanceSpec, VirtualMachineInstanceTemplateSpec,
@@ -24,7 +24,7 @@ const STORAGE: &str = "storage";
 #[derive(Clone, Debug, PartialEq)]
 pub struct VmRecord {
     stamp: Stamp,
-    uid: Option<CompactString>,
+    uid: Option<Uid>,
     /// `metadata.deletionTimestamp`, boxed: nearly always absent.
     deleting: Option<Box<Timestamp>>,
     run_strategy: Option<Text>,
@@ -161,7 +161,7 @@ impl Record for VmRecord {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
                 namespace: Some(namespace.to_string()),
-                uid: self.uid.as_deref().map(str::to_string),
+                uid: self.uid.as_ref().map(Uid::text),
                 deletion_timestamp: self.deleting.as_deref().copied().map(Time),
                 annotations: self.stamp.annotations(),
                 ..ObjectMeta::default()

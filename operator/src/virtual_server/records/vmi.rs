@@ -7,7 +7,7 @@ use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{ConditionRecord, Record, Text};
+use super::{ConditionRecord, Record, Text, Uid};
 use crate::kubevirt::{
     Cpu, DomainSpec, GuestOsInfo, InterfaceStatus, Memory, VirtualMachineInstance,
     VirtualMachineInstanceSpec, VirtualMachineInstanceStatus,
@@ -15,7 +15,7 @@ use crate::kubevirt::{
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VmiRecord {
-    uid: Option<CompactString>,
+    uid: Option<Uid>,
     /// `metadata.deletionTimestamp`, boxed: nearly always absent.
     deleting: Option<Box<Timestamp>>,
     cpu: Option<Cpu>,
@@ -49,7 +49,7 @@ impl Record for VmiRecord {
 
     fn record(vmi: &VirtualMachineInstance) -> Option<Self> {
         Some(Self {
-            uid: compact(&vmi.metadata.uid),
+            uid: vmi.metadata.uid.as_deref().map(Uid::from),
             deleting: vmi
                 .metadata
                 .deletion_timestamp
@@ -86,7 +86,7 @@ impl Record for VmiRecord {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
                 namespace: Some(namespace.to_string()),
-                uid: owned(&self.uid),
+                uid: self.uid.as_ref().map(Uid::text),
                 deletion_timestamp: self.deleting.as_deref().copied().map(Time),
                 ..ObjectMeta::default()
             },
