@@ -68,9 +68,7 @@ use novads_operator::virtual_server::records::{
     VmRecord, VmiRecord,
 };
 use novads_operator::virtual_server::status::{self, Observed};
-use novads_operator::virtual_server::watch::{
-    record_network_policy, record_service, record_vm, trim_server,
-};
+use novads_operator::virtual_server::watch::trim_server;
 use novads_operator::watch::on_worker;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -222,7 +220,7 @@ impl Watches {
         }
         if path.contains("/virtualmachines/") {
             if let Some(e) = event(object, deleted) {
-                self.vms.apply(&e.modify(record_vm));
+                self.vms.apply(&e.modify(unchanged::record_live));
             }
         } else if path.contains("/virtualmachineinstances/") {
             if let Some(e) = event::<VirtualMachineInstance>(object, deleted) {
@@ -234,13 +232,13 @@ impl Watches {
             }
         } else if path.contains("/services/") {
             if let Some(e) = event(object, deleted) {
-                self.services.apply(&e.modify(record_service));
+                self.services.apply(&e.modify(unchanged::record_live));
             }
         } else if path.contains("/networkpolicies/")
             && let Some(e) = event(object, deleted)
         {
             self.network_policies
-                .apply(&e.modify(record_network_policy));
+                .apply(&e.modify(unchanged::record_live));
         }
     }
 }
@@ -486,6 +484,20 @@ fn as_watched<K: Serialize + serde::de::DeserializeOwned>(object: &K) -> K {
     serde_json::from_slice(&bytes).expect("decode")
 }
 
+/// `object` as a reconcile reads it from the controller's caches: noted by the watch while it
+/// has its managedFields, recorded, read back.
+fn cached<R: Record>(object: &R::Object) -> R::Object
+where
+    R::Object: Clone + Serialize,
+{
+    let object = recorded(object.clone(), unchanged::record_live);
+    let meta = kube::Resource::meta(&object);
+    let (namespace, name) = (meta.namespace.as_deref(), meta.name.as_deref());
+    R::record(&object)
+        .expect("a converged child is kept")
+        .object(namespace.unwrap_or_default(), name.unwrap_or_default())
+}
+
 /// `object` as the runtime's watch caches it: `record` run while it has its managedFields.
 fn recorded<K>(mut object: K, record: fn(&mut K)) -> K {
     record(&mut object);
@@ -570,7 +582,7 @@ fn cache_memory(total: usize, count: usize) {
     fill(
         &images,
         fleet,
-        |case| vec![recorded(as_watched(&case.vm), record_vm)],
+        |case| vec![recorded(as_watched(&case.vm), unchanged::record_live)],
         |event| writer.apply(event),
     );
     step("VirtualMachines (records)", vms.len());
@@ -600,7 +612,7 @@ fn cache_memory(total: usize, count: usize) {
         |case| {
             let service = case.service.as_ref().map(as_watched);
             service
-                .map(|s| recorded(s, record_service))
+                .map(|s| recorded(s, unchanged::record_live))
                 .into_iter()
                 .collect()
         },
@@ -614,7 +626,7 @@ fn cache_memory(total: usize, count: usize) {
         |case| {
             let policy = case.network_policy.as_ref().map(as_watched);
             policy
-                .map(|p| recorded(p, record_network_policy))
+                .map(|p| recorded(p, unchanged::record_live))
                 .into_iter()
                 .collect()
         },
@@ -814,14 +826,18 @@ fn build_and_diff(fleet: &Fleet, passes: usize) {
             for case in cases.iter() {
                 // Not timed: putting this server's observations in place.
                 seen.image = Some(case.image.clone());
-                seen.vm = Some(recorded(case.vm.clone(), record_vm));
-                seen.vmi = Some(case.vmi.clone());
-                seen.snapshots = case.snapshots.clone();
-                seen.service = case.service.clone().map(|s| recorded(s, record_service));
+                seen.vm = Some(cached::<VmRecord>(&case.vm));
+                seen.vmi = Some(cached::<VmiRecord>(&case.vmi));
+                seen.snapshots = case
+                    .snapshots
+                    .iter()
+                    .map(cached::<SnapshotRecord>)
+                    .collect();
+                seen.service = case.service.as_ref().map(cached::<ServiceRecord>);
                 seen.network_policy = case
                     .network_policy
-                    .clone()
-                    .map(|p| recorded(p, record_network_policy));
+                    .as_ref()
+                    .map(cached::<NetworkPolicyRecord>);
                 let cpu_before = process_cpu();
                 let started = Instant::now();
                 black_box(noop_reconcile(seen, case, now));

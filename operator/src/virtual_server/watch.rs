@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -34,10 +34,7 @@ use super::records::{
     self, NetworkPolicyRecord, ServiceRecord, SnapshotRecord, VmRecord, VmiRecord,
 };
 use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
-use crate::kubevirt::{
-    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
-    VirtualMachineInstanceTemplateSpec, VirtualMachineSnapshot, Volume,
-};
+use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use crate::watch::{
     Stop, log_result, measured, metadata_events, object_events, on_worker, recorded_events,
     selected_events,
@@ -151,88 +148,6 @@ pub fn labelled_server(meta: &ObjectMeta) -> Option<ObjectRef<VirtualServer>> {
     Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
 }
 
-/// What the cache keeps of a VirtualMachine: the digest of the fields the operator owns
-/// ([`unchanged::record_live`]), then what a reconcile reads — its uid, controller owner,
-/// server label and the operator's annotations; its run strategy, the names and sizes of its
-/// DataVolume templates and which DataVolume each volume uses (disk growth, a restore's
-/// disks); its status. The template is most of a VM and only the digest needs it.
-pub fn record_vm(vm: &mut VirtualMachine) {
-    unchanged::record_live(vm);
-    keep_only_annotations(&mut vm.metadata, &[SERVER_LABEL]);
-    let spec = &mut vm.spec;
-    let volumes = spec
-        .template
-        .spec
-        .take()
-        .map(|template| template.volumes)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|volume| volume.data_volume.is_some())
-        .map(|volume| Volume {
-            name: volume.name,
-            data_volume: volume.data_volume,
-            cloud_init_no_cloud: None,
-        })
-        .collect();
-    spec.template = VirtualMachineInstanceTemplateSpec {
-        metadata: None,
-        spec: Some(VirtualMachineInstanceSpec {
-            volumes,
-            ..VirtualMachineInstanceSpec::default()
-        }),
-    };
-    for template in &mut spec.data_volume_templates {
-        template.metadata = ObjectMeta {
-            name: template.metadata.name.take(),
-            ..ObjectMeta::default()
-        };
-        template.spec.source = None;
-        template.spec.source_ref = None;
-        if let Some(storage) = template.spec.storage.as_mut() {
-            storage.storage_class_name = None;
-            storage.access_modes.clear();
-        }
-    }
-}
-
-/// What the cache keeps of a server's Service: the digest of the fields the operator owns,
-/// then its name, server label, the operator's annotations, cluster IP and status (the
-/// server's address).
-pub fn record_service(service: &mut Service) {
-    unchanged::record_live(service);
-    keep_only_annotations(&mut service.metadata, &[SERVER_LABEL]);
-    service.metadata.owner_references = None;
-    service.spec = service.spec.take().map(|spec| ServiceSpec {
-        cluster_ip: spec.cluster_ip,
-        ..ServiceSpec::default()
-    });
-}
-
-/// What the cache keeps of a server's NetworkPolicy: the digest of the fields the operator
-/// owns, its name, server label and the operator's annotations (a reconcile reads nothing
-/// else of it).
-pub fn record_network_policy(policy: &mut NetworkPolicy) {
-    unchanged::record_live(policy);
-    keep_only_annotations(&mut policy.metadata, &[SERVER_LABEL]);
-    policy.metadata.owner_references = None;
-    policy.spec = None;
-}
-
-/// Keeps the operator's annotations and the `keep` labels, and drops the rest of the
-/// metadata nothing reads (the owner references stay: they map a VM to its server).
-fn keep_only_annotations(meta: &mut ObjectMeta, keep: &[&str]) {
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| {
-            key == unchanged::APPLIED_ANNOTATION || key == unchanged::LIVE_ANNOTATION
-        });
-    }
-    meta.managed_fields = None;
-    meta.finalizers = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|key, _| keep.contains(&key.as_str()));
-    }
-}
-
 /// Drops what the controller's cache of servers need not keep: their labels and annotations,
 /// which no reconcile, trigger mapping or metric reads (managedFields and kubectl's
 /// last-applied copy are gone already, see `watch::object_events`). The spec, status and the
@@ -298,8 +213,9 @@ async fn run_once(
         .reflect(municipality_writer)
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
-    // The children are watched by the server label and trigger their server; the cache keeps
-    // of each the digest of what the operator owns and what a reconcile reads (`record_*`),
+    // The children are watched by the server label and trigger their server; the watch notes
+    // the digest of what the operator owns (`unchanged::record_live`, while the managedFields
+    // are there) and the cache keeps a record of it and of what a reconcile reads (`records`),
     // so that a reconcile applies only what differs (docs/operator.md, "Caches").
     let with_label = watcher::Config::default().labels(SERVER_LABEL);
     let (service_reader, mut service_writer) = records::records::<ServiceRecord>();
@@ -308,7 +224,7 @@ async fn run_once(
         health,
         Cache::Services,
         with_label.clone(),
-        record_service,
+        unchanged::record_live,
     )
     .inspect_ok(move |event| service_writer.apply(event))
     .touched_objects();
@@ -318,7 +234,7 @@ async fn run_once(
         health,
         Cache::ServerNetworkPolicies,
         with_label.clone(),
-        record_network_policy,
+        unchanged::record_live,
     )
     .inspect_ok(move |event| policy_writer.apply(event))
     .touched_objects();
@@ -377,7 +293,7 @@ async fn run_once(
                     health,
                     vms,
                     with_label.clone(),
-                    record_vm,
+                    unchanged::record_live,
                 )
                 .inspect_ok(move |event| vm_writer.apply(event))
                 .touched_objects(),
@@ -474,86 +390,5 @@ mod tests {
             Some(ObjectRef::new("web").within("muni-talsi"))
         );
         assert_eq!(labelled_server(&ObjectMeta::default()), None);
-    }
-
-    #[test]
-    fn a_recorded_vm_keeps_what_a_reconcile_reads_and_its_owned_fields_digest() {
-        use crate::virtual_server::build;
-        use crate::virtual_server::controller::disk_growth;
-        let server: VirtualServer = serde_json::from_value(serde_json::json!({
-            "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
-            "metadata": { "name": "web", "namespace": "muni-talsi", "uid": "uid-web" },
-            "spec": { "image": "debian-12", "cpu": 2, "memory": "4Gi",
-                      "disks": { "systemSize": "40Gi", "data": [{ "name": "data0", "size": "50Gi" }] } }
-        }))
-        .expect("server");
-        let image: ServerImage = serde_json::from_value(serde_json::json!({
-            "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-            "metadata": { "name": "debian-12" },
-            "spec": { "source": { "dataSource": { "name": "debian-12", "namespace": "novads-images" } },
-                      "osFamily": "Linux", "version": "12", "supportEnd": "2028-06-30",
-                      "lastPatched": "2025-05-01", "minDiskSize": "20Gi", "approved": true }
-        }))
-        .expect("image");
-        let size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("40Gi".into());
-        let desired = unchanged::stamped(
-            build::virtual_machine(&server, &image, &size).expect("VM builds"),
-            &[],
-        );
-        let mut live = serde_json::to_value(&desired).expect("JSON");
-        live["metadata"]["uid"] = serde_json::json!("uid-vm");
-        live["metadata"]["managedFields"] = serde_json::json!([{
-            "manager": crate::reconcile::FIELD_MANAGER, "operation": "Apply",
-            "fieldsType": "FieldsV1",
-            "fieldsV1": unchanged::applied_field_set(&serde_json::to_value(&desired).expect("JSON"))
-        }]);
-        live["status"] = serde_json::json!({ "printableStatus": "Running", "ready": true });
-        let full: VirtualMachine = serde_json::from_value(live).expect("VM");
-        let mut recorded = full.clone();
-        record_vm(&mut recorded);
-
-        assert!(unchanged::is_current(Some(&recorded), &desired));
-        assert_eq!(recorded.status, full.status);
-        assert_eq!(recorded.spec.run_strategy, full.spec.run_strategy);
-        assert_eq!(recorded.metadata.uid, full.metadata.uid);
-        assert_eq!(
-            recorded.metadata.owner_references,
-            full.metadata.owner_references
-        );
-        assert_eq!(
-            labelled_server(&recorded.metadata),
-            labelled_server(&full.metadata)
-        );
-        assert!(recorded.metadata.managed_fields.is_none());
-        // Disk growth and a restore's disks are decided alike from the record.
-        let mut grown = desired.clone();
-        for template in &mut grown.spec.data_volume_templates {
-            if let Some(storage) = template.spec.storage.as_mut()
-                && let Some(resources) = storage.resources.as_mut()
-            {
-                resources.requests.insert(
-                    "storage".into(),
-                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("99Gi".into()),
-                );
-            }
-        }
-        assert_eq!(
-            disk_growth(Some(&recorded), &grown),
-            disk_growth(Some(&full), &grown)
-        );
-        assert_eq!(disk_growth(Some(&recorded), &grown).len(), 2);
-        let (mut from_record, mut from_full) = (desired.clone(), desired.clone());
-        build::keep_restored_disks(&mut from_record, &recorded);
-        build::keep_restored_disks(&mut from_full, &full);
-        assert_eq!(from_record, from_full);
-        // Most of the VM is gone.
-        assert!(recorded.spec.template.metadata.is_none());
-        let size = |vm: &VirtualMachine| serde_json::to_vec(vm).expect("JSON").len();
-        assert!(
-            size(&recorded) * 2 < size(&full),
-            "{} of {}",
-            size(&recorded),
-            size(&full)
-        );
     }
 }

@@ -124,9 +124,10 @@ struct RestartMemo {
     instance: Option<String>,
 }
 
-/// The controller's reflector stores: everything a converged reconcile reads, so that it makes
-/// no API request at all (docs/operator.md, "Caches"). The runtime's watches fill them; a
-/// reconcile reads them instead of asking the API server.
+/// The controller's caches: everything a converged reconcile reads, so that it makes no API
+/// request at all (docs/operator.md, "Caches"). The runtime's watches fill them; a reconcile
+/// reads them instead of asking the API server. Kubernetes objects in kube's reflector stores
+/// for the servers and what they refer to, the controller's own records for the children.
 #[derive(Clone)]
 pub struct Caches {
     pub municipalities: Store<Municipality>,

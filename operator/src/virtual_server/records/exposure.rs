@@ -1,5 +1,5 @@
 //! What the cache keeps of a server's Service and NetworkPolicy: the digests of what the
-//! operator owns (`watch::record_service`, `watch::record_network_policy`) and, of a Service,
+//! operator owns (noted by the watch, `unchanged::record_live`) and, of a Service,
 //! the addresses the server's status reports (cluster IP, load balancer ingress).
 
 use compact_str::CompactString;

@@ -9,7 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::virtual_server::controller::unchanged::{APPLIED_ANNOTATION, LIVE_ANNOTATION};
 
-/// The operator's two annotations of a child, as recorded by the watch (`record_*`).
+/// The operator's two annotations of a child, the second noted by the watch
+/// (`unchanged::record_live`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stamp {
     applied: Option<Digest>,

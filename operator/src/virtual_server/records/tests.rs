@@ -15,7 +15,6 @@ use crate::kubevirt::{VirtualMachineInstance, VirtualMachineSnapshot};
 use crate::virtual_server::build;
 use crate::virtual_server::controller::{disk_growth, unchanged};
 use crate::virtual_server::status::{self, Observed};
-use crate::virtual_server::watch;
 
 const NS: &str = "muni-talsi";
 
@@ -146,7 +145,7 @@ fn children_read_back_from_their_records_as_the_reconcile_reads_them() {
         snapshots.iter().map(read::<SnapshotRecord>).collect();
     let now = "2025-06-02T10:00:00Z".parse().expect("time");
     for (n, vm_state) in vm_states.into_iter().enumerate() {
-        let mut full_vm = live(&desired_vm, vm_state, watch::record_vm);
+        let mut full_vm = live(&desired_vm, vm_state, unchanged::record_live);
         let deleted = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
         if n == 2 {
             full_vm.metadata.deletion_timestamp = Some(deleted.clone());
@@ -200,12 +199,11 @@ fn children_read_back_from_their_records_as_the_reconcile_reads_them() {
         let full_service: Service = live(
             &desired_service,
             service_states[n % service_states.len()].clone(),
-            watch::record_service,
+            unchanged::record_live,
         );
         let read_service = read::<ServiceRecord>(&full_service);
         assert!(unchanged::is_current(Some(&read_service), &desired_service));
-        let full_policy: NetworkPolicy =
-            live(&desired_policy, Value::Null, watch::record_network_policy);
+        let full_policy: NetworkPolicy = live(&desired_policy, Value::Null, unchanged::record_live);
         let read_policy = read::<NetworkPolicyRecord>(&full_policy);
         assert!(unchanged::is_current(Some(&read_policy), &desired_policy));
         let mut other = desired_policy.clone();

@@ -1,5 +1,5 @@
 //! What the cache keeps of a server's VirtualMachine: the digests of what the operator owns
-//! (`watch::record_vm` computes them from the watched VM), its uid and deletion, run strategy,
+//! (the watch notes them, `unchanged::record_live`), its uid and deletion, run strategy,
 //! the names and sizes of its DataVolume templates and which DataVolume each volume uses (disk
 //! growth, a restore's disks), and of KubeVirt's status the printable status, readiness and
 //! conditions. The template, most of a VM, is not kept.
