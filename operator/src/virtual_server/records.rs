@@ -232,7 +232,7 @@ impl<R: Record> RecordsWriter<R> {
     }
 }
 
-impl<R: Record + Clone> Records<R> {
+impl<R: Record> Records<R> {
     /// A ready cache of `objects`, as after a first listing (tests and benchmarks).
     pub fn listed<'a>(objects: impl IntoIterator<Item = &'a R::Object>) -> Self
     where
