@@ -8,14 +8,18 @@
 //! figure; `NOVADS_BENCH_SERVERS` (default 10000) the number of servers and
 //! `NOVADS_BENCH_MUNICIPALITIES` (default 1000) how many namespaces they are spread over
 //! (admission counts the namespace's servers, so fewer namespaces make longer lists);
-//! `NOVADS_BENCH_ONLY=cold-start` runs only the cold start from the caches (for a profiler).
+//! `NOVADS_BENCH_ONLY=cold-start` runs only the cold start from the caches (for a profiler),
+//! `NOVADS_BENCH_ONLY=cache-memory` only the memory of the caches.
 //!
 //! What is measured:
-//! - **memory**: the RSS of the process after the controller's stores are filled, one object
-//!   at a time decoded from the JSON a watch delivers, with what a converged fleet holds:
-//!   servers (with status), namespaces (metadata), VMs, instances, a week of snapshots for
-//!   each server with backups, Services and NetworkPolicies of the exposed ones. First, before
-//!   anything else is allocated.
+//! - **memory**: the RSS of a process that holds the controller's caches and nothing else
+//!   (this benchmark run again with `NOVADS_BENCH_ONLY=cache-memory`): its baseline, then
+//!   after each cache is filled, one object at a time decoded from the JSON a watch delivers and
+//!   kept as the runtime keeps it (trimmed servers, records of the children), each converged
+//!   case generated on the fly and dropped. Filled with what a converged fleet holds:
+//!   Municipalities and images, namespaces (metadata), servers (with status), VMs, instances,
+//!   a week of snapshots for each server with backups, Services and NetworkPolicies of the
+//!   exposed ones.
 //! - **build + diff**: what a reconcile of a converged server computes between its reads and
 //!   its writes — `controller::plan` (admission against the namespace's siblings and the
 //!   municipality's quota, the four builders, the restart and backup decisions), the digests
@@ -30,7 +34,7 @@
 //!   service that answers at once and plays KubeVirt (a new VM runs at once, a snapshot is
 //!   ready at once). The figures include the fake API's own work (decoding requests, encoding
 //!   responses): everything but the network. It runs twice: reading everything from the API
-//!   (as without caches), then from reflector stores (as the runtime does), which every write
+//!   (as without caches), then from the caches (as the runtime does), which every write
 //!   of the fake API reaches at once, as an instant watch would. After convergence, one more
 //!   round over every server counts the API requests a converged reconcile makes.
 
@@ -58,11 +62,13 @@ use novads_operator::virtual_server::controller::unchanged;
 use novads_operator::virtual_server::controller::{
     self, Caches, Context, FINALIZER, Observations, Plan,
 };
-use novads_operator::virtual_server::namespace_index::{ServersByNamespace, SnapshotsByServer};
-use novads_operator::virtual_server::status::{self, Observed};
-use novads_operator::virtual_server::watch::{
-    record_network_policy, record_service, record_vm, trim_instance, trim_snapshot,
+use novads_operator::virtual_server::namespace_index::ServersByNamespace;
+use novads_operator::virtual_server::records::{
+    self, NetworkPolicyRecord, Record, Records, RecordsWriter, ServiceRecord, SnapshotRecord,
+    VmRecord, VmiRecord,
 };
+use novads_operator::virtual_server::status::{self, Observed};
+use novads_operator::virtual_server::watch::trim_server;
 use novads_operator::watch::on_worker;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -75,21 +81,47 @@ fn main() {
     let passes = env_number("NOVADS_BENCH_PASSES", 10);
     let servers = env_number("NOVADS_BENCH_SERVERS", 10_000);
     let municipalities = env_number("NOVADS_BENCH_MUNICIPALITIES", 1000).clamp(1, servers);
+    let only = std::env::var("NOVADS_BENCH_ONLY");
+    // The caches' memory is measured in a process of its own, which holds nothing else.
+    if only.as_deref() == Ok("cache-memory") {
+        return cache_memory(servers, municipalities);
+    }
     println!(
         "VirtualServer benchmark: {servers} servers in {municipalities} municipalities, \
          {passes} timed passes, {} CPU(s)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let fleet = Fleet::generate(servers, municipalities);
-    // `NOVADS_BENCH_ONLY=cold-start` runs the cached cold start alone (for profiling it).
-    if std::env::var("NOVADS_BENCH_ONLY").as_deref() == Ok("cold-start") {
-        cold_start(&fleet, true);
-        return;
+    match only.as_deref() {
+        // The cached cold start alone (for profiling it).
+        Ok("cold-start") => return cold_start(&Fleet::generate(servers, municipalities), true),
+        _ => measure_cache_memory_apart(),
     }
-    cache_memory(&fleet);
+    let fleet = Fleet::generate(servers, municipalities);
     build_and_diff(&fleet, passes);
     cold_start(&fleet, false);
     cold_start(&fleet, true);
+}
+
+/// Runs [`cache_memory`] in a process of its own (this benchmark again), so that the RSS it
+/// prints is the caches' and a process's baseline only, not the generated fleet's.
+fn measure_cache_memory_apart() {
+    let measured = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .env("NOVADS_BENCH_ONLY", "cache-memory")
+            .status()
+    });
+    match measured {
+        Ok(status) if status.success() => {}
+        other => panic!("measuring the caches' memory failed: {other:?}"),
+    }
+}
+
+/// A record cache, listed once (empty), and its writer for what the watch sees next.
+fn listed_records<R: Record>() -> (Records<R>, RecordsWriter<R>) {
+    let (records, mut writer) = records::records();
+    writer.apply(&watcher::Event::Init);
+    writer.apply(&watcher::Event::InitDone);
+    (records, writer)
 }
 
 /// A store holding `objects`, listed once, and its writer for what the watch sees next.
@@ -130,12 +162,11 @@ fn namespace_of(municipality: &Municipality) -> Value {
 /// cold start does not change), the children empty; and the writers that the fake API's
 /// writes reach.
 fn caches(fleet: &Fleet) -> (Caches, Watches) {
-    let (vms, vm_writer) = listed(Vec::new());
-    let (vmis, vmi_writer) = listed(Vec::new());
-    let (snapshots, snapshot_writer) = listed(Vec::new());
-    let (services, service_writer) = listed(Vec::new());
-    let (network_policies, policy_writer) = listed(Vec::new());
-    let snapshots_by_server = SnapshotsByServer::of(&[]);
+    let (vms, vm_writer) = listed_records();
+    let (vmis, vmi_writer) = listed_records();
+    let (snapshots, snapshot_writer) = listed_records();
+    let (services, service_writer) = listed_records();
+    let (network_policies, policy_writer) = listed_records();
     let caches = Caches {
         municipalities: store_of(fleet.municipalities.iter().cloned()),
         images: store_of(fleet.images.iter().cloned()),
@@ -150,7 +181,6 @@ fn caches(fleet: &Fleet) -> (Caches, Watches) {
         vms,
         vmis,
         snapshots,
-        snapshots_by_server: snapshots_by_server.clone(),
         services,
         network_policies,
     };
@@ -158,7 +188,6 @@ fn caches(fleet: &Fleet) -> (Caches, Watches) {
         vms: vm_writer,
         vmis: vmi_writer,
         snapshots: snapshot_writer,
-        snapshots_by_server,
         services: service_writer,
         network_policies: policy_writer,
     };
@@ -168,12 +197,11 @@ fn caches(fleet: &Fleet) -> (Caches, Watches) {
 /// The runtime's watches of the children, without delay: every write of the fake API reaches
 /// the store of its kind, decoded from its JSON as a watch event would be.
 struct Watches {
-    vms: Writer<VirtualMachine>,
-    vmis: Writer<VirtualMachineInstance>,
-    snapshots: Writer<VirtualMachineSnapshot>,
-    snapshots_by_server: SnapshotsByServer,
-    services: Writer<Service>,
-    network_policies: Writer<NetworkPolicy>,
+    vms: RecordsWriter<VmRecord>,
+    vmis: RecordsWriter<VmiRecord>,
+    snapshots: RecordsWriter<SnapshotRecord>,
+    services: RecordsWriter<ServiceRecord>,
+    network_policies: RecordsWriter<NetworkPolicyRecord>,
 }
 
 impl Watches {
@@ -192,28 +220,25 @@ impl Watches {
         }
         if path.contains("/virtualmachines/") {
             if let Some(e) = event(object, deleted) {
-                self.vms.apply_watcher_event(&e.modify(record_vm));
+                self.vms.apply(&e.modify(unchanged::record_live));
             }
         } else if path.contains("/virtualmachineinstances/") {
-            if let Some(e) = event(object, deleted) {
-                let e = e.modify(trim_instance);
-                self.vmis.apply_watcher_event(&e);
+            if let Some(e) = event::<VirtualMachineInstance>(object, deleted) {
+                self.vmis.apply(&e);
             }
         } else if path.contains("/virtualmachinesnapshots/") {
-            if let Some(e) = event(object, deleted) {
-                let e = e.modify(trim_snapshot);
-                self.snapshots.apply_watcher_event(&e);
-                self.snapshots_by_server.apply(&e);
+            if let Some(e) = event::<VirtualMachineSnapshot>(object, deleted) {
+                self.snapshots.apply(&e);
             }
         } else if path.contains("/services/") {
             if let Some(e) = event(object, deleted) {
-                self.services.apply_watcher_event(&e.modify(record_service));
+                self.services.apply(&e.modify(unchanged::record_live));
             }
         } else if path.contains("/networkpolicies/")
             && let Some(e) = event(object, deleted)
         {
             self.network_policies
-                .apply_watcher_event(&e.modify(record_network_policy));
+                .apply(&e.modify(unchanged::record_live));
         }
     }
 }
@@ -261,67 +286,84 @@ fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
 
 impl Fleet {
     fn generate(total: usize, count: usize) -> Self {
-        let mut rng = Rng(0x7673_2d62_656e_6368);
-        let images = vec![
-            from_json(json!({
-                "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-                "metadata": { "name": "debian-12", "uid": "uid-debian-12" },
-                "spec": { "source": { "dataSource": { "name": "debian-12", "namespace": "novads-images" } },
-                          "osFamily": "Linux", "version": "12", "supportEnd": "2028-06-30",
-                          "lastPatched": "2025-05-01", "minDiskSize": "20Gi", "approved": true }
-            })),
-            from_json(json!({
-                "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-                "metadata": { "name": "rocky-9", "uid": "uid-rocky-9" },
-                "spec": { "source": { "http": "https://images.example.lv/rocky-9.qcow2" },
-                          "osFamily": "Linux", "version": "9", "supportEnd": "2032-05-31",
-                          "lastPatched": "2025-04-15", "minDiskSize": "10Gi", "approved": true }
-            })),
-            from_json(json!({
-                "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-                "metadata": { "name": "windows-2022", "uid": "uid-windows-2022" },
-                "spec": { "source": { "registry": "docker://registry.example.lv/windows:2022" },
-                          "osFamily": "Windows", "version": "2022", "supportEnd": "2031-10-14",
-                          "lastPatched": "2025-05-13", "minDiskSize": "64Gi", "approved": true }
-            })),
-        ];
-        let mut municipalities = Vec::new();
-        let mut servers = Vec::new();
-        let per = total / count;
-        for m in 0..count {
-            let code = format!("m{m:03}");
-            municipalities.push(from_json(json!({
-                "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
-                "metadata": { "name": code, "uid": format!("uid-{code}"), "generation": 1 },
-                "spec": {
-                    "code": code, "displayName": format!("Municipality {m}"), "realm": code,
-                    "quotas": { "cpu": 1000, "memory": "4Ti", "storage": "200Ti", "maxVirtualServers": 200 },
-                    "allowedNetworkRanges": [network(m, 0, 24)]
-                }
-            })));
-            let servers_here = if m + 1 == count {
+        let mut servers: Vec<Vec<VirtualServer>> = vec![Vec::new(); count];
+        for (m, server) in fleet_servers(total, count) {
+            servers[m].push(server);
+        }
+        Self {
+            municipalities: (0..count).map(municipality).collect(),
+            images: images(),
+            servers,
+        }
+    }
+}
+
+fn image<'a>(images: &'a [ServerImage], name: &str) -> &'a ServerImage {
+    images
+        .iter()
+        .find(|i| i.metadata.name.as_deref() == Some(name))
+        .expect("image")
+}
+
+fn images() -> Vec<ServerImage> {
+    vec![
+        from_json(json!({
+            "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+            "metadata": { "name": "debian-12", "uid": "uid-debian-12" },
+            "spec": { "source": { "dataSource": { "name": "debian-12", "namespace": "novads-images" } },
+                      "osFamily": "Linux", "version": "12", "supportEnd": "2028-06-30",
+                      "lastPatched": "2025-05-01", "minDiskSize": "20Gi", "approved": true }
+        })),
+        from_json(json!({
+            "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+            "metadata": { "name": "rocky-9", "uid": "uid-rocky-9" },
+            "spec": { "source": { "http": "https://images.example.lv/rocky-9.qcow2" },
+                      "osFamily": "Linux", "version": "9", "supportEnd": "2032-05-31",
+                      "lastPatched": "2025-04-15", "minDiskSize": "10Gi", "approved": true }
+        })),
+        from_json(json!({
+            "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
+            "metadata": { "name": "windows-2022", "uid": "uid-windows-2022" },
+            "spec": { "source": { "registry": "docker://registry.example.lv/windows:2022" },
+                      "osFamily": "Windows", "version": "2022", "supportEnd": "2031-10-14",
+                      "lastPatched": "2025-05-13", "minDiskSize": "64Gi", "approved": true }
+        })),
+    ]
+}
+
+fn municipality_code(m: usize) -> String {
+    format!("m{m:03}")
+}
+
+/// Municipality number `m`.
+fn municipality(m: usize) -> Municipality {
+    let code = municipality_code(m);
+    from_json(json!({
+        "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
+        "metadata": { "name": code, "uid": format!("uid-{code}"), "generation": 1 },
+        "spec": {
+            "code": code, "displayName": format!("Municipality {m}"), "realm": code,
+            "quotas": { "cpu": 1000, "memory": "4Ti", "storage": "200Ti", "maxVirtualServers": 200 },
+            "allowedNetworkRanges": [network(m, 0, 24)]
+        }
+    }))
+}
+
+/// The fleet's `total` servers spread over `count` municipalities, one at a time with the
+/// number of their municipality (always the same ones: the generator is seeded).
+fn fleet_servers(total: usize, count: usize) -> impl Iterator<Item = (usize, VirtualServer)> {
+    let mut rng = Rng(0x7673_2d62_656e_6368);
+    let per = total / count;
+    (0..count)
+        .flat_map(move |m| {
+            let here = if m + 1 == count {
                 total - per * (count - 1)
             } else {
                 per
             };
-            let list = (0..servers_here)
-                .map(|n| generate_server(&mut rng, m, &code, n))
-                .collect();
-            servers.push(list);
-        }
-        Self {
-            municipalities,
-            images,
-            servers,
-        }
-    }
-
-    fn image(&self, name: &str) -> &ServerImage {
-        self.images
-            .iter()
-            .find(|i| i.metadata.name.as_deref() == Some(name))
-            .expect("image")
-    }
+            (0..here).map(move |n| (m, n))
+        })
+        .map(move |(m, n)| (m, generate_server(&mut rng, m, &municipality_code(m), n)))
 }
 
 fn generate_server(rng: &mut Rng, m: usize, code: &str, n: usize) -> VirtualServer {
@@ -442,6 +484,20 @@ fn as_watched<K: Serialize + serde::de::DeserializeOwned>(object: &K) -> K {
     serde_json::from_slice(&bytes).expect("decode")
 }
 
+/// `object` as a reconcile reads it from the controller's caches: noted by the watch while it
+/// has its managedFields, recorded, read back.
+fn cached<R: Record>(object: &R::Object) -> R::Object
+where
+    R::Object: Clone + Serialize,
+{
+    let object = recorded(object.clone(), unchanged::record_live);
+    let meta = kube::Resource::meta(&object);
+    let (namespace, name) = (meta.namespace.as_deref(), meta.name.as_deref());
+    R::record(&object)
+        .expect("a converged child is kept")
+        .object(namespace.unwrap_or_default(), name.unwrap_or_default())
+}
+
 /// `object` as the runtime's watch caches it: `record` run while it has its managedFields.
 fn recorded<K>(mut object: K, record: fn(&mut K)) -> K {
     record(&mut object);
@@ -451,30 +507,25 @@ fn recorded<K>(mut object: K, record: fn(&mut K)) -> K {
 /// Fills the controller's stores with a converged fleet, one kind after the other and one
 /// object at a time (trimmed as the runtime's watches trim them), and prints the RSS after
 /// each kind.
-fn cache_memory(fleet: &Fleet) {
-    /// Fills a store with what `objects` makes of each converged server, then marks it listed.
+fn cache_memory(total: usize, count: usize) {
+    let images = images();
+    /// Feeds `apply` a listing of what `objects` makes of each converged server, generated one
+    /// at a time and dropped after (the process holds the caches only).
     fn fill<K>(
-        fleet: &Fleet,
-        writer: &mut Writer<K>,
+        images: &[ServerImage],
+        (total, count): (usize, usize),
         mut objects: impl FnMut(Case) -> Vec<K>,
-        mut also: impl FnMut(&watcher::Event<K>),
-    ) where
-        K: kube::Resource<DynamicType = ()> + Clone + 'static,
-    {
-        writer.apply_watcher_event(&watcher::Event::Init);
-        also(&watcher::Event::Init);
-        let mut index = 0;
-        for server in fleet.servers.iter().flatten() {
-            index += 1;
-            for object in objects(converged_case(fleet, server, index, 7)) {
-                let event = watcher::Event::InitApply(object);
-                writer.apply_watcher_event(&event);
-                also(&event);
+        mut apply: impl FnMut(&watcher::Event<K>),
+    ) {
+        apply(&watcher::Event::Init);
+        for (index, (_, server)) in fleet_servers(total, count).enumerate() {
+            for object in objects(converged_case(images, &server, index + 1, 7)) {
+                apply(&watcher::Event::InitApply(object));
             }
         }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        also(&watcher::Event::InitDone);
+        apply(&watcher::Event::InitDone);
     }
+    let fleet = (total, count);
     let start = rss_kib();
     let mut last = start;
     let mut step = |what: &str, count: usize| {
@@ -486,11 +537,23 @@ fn cache_memory(fleet: &Fleet) {
         last = now;
     };
     println!("memory of the VirtualServer controller's caches (RSS added per store):");
+    let (municipalities, mut writer) = reflector::store::<Municipality>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for m in 0..count {
+        let municipality = as_watched(&municipality(m));
+        writer.apply_watcher_event(&watcher::Event::InitApply(municipality));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let images_cached = store_of(images.iter().map(as_watched));
+    step(
+        &format!("Municipalities and {} ServerImages", images_cached.len()),
+        municipalities.len(),
+    );
     let (namespaces, mut writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     writer.apply_watcher_event(&watcher::Event::Init);
-    for municipality in &fleet.municipalities {
+    for m in 0..count {
         let namespace = as_watched(&from_json::<PartialObjectMeta<Namespace>>(namespace_of(
-            municipality,
+            &municipality(m),
         )));
         writer.apply_watcher_event(&watcher::Event::InitApply(namespace));
     }
@@ -499,76 +562,77 @@ fn cache_memory(fleet: &Fleet) {
     let (servers, mut writer) = reflector::store::<VirtualServer>();
     let by_namespace = ServersByNamespace::default();
     fill(
+        &images,
         fleet,
-        &mut writer,
-        |case| vec![as_watched(&case.server)],
-        |event| by_namespace.apply(event),
+        |case| {
+            let mut server = as_watched(&case.server);
+            trim_server(&mut server);
+            vec![server]
+        },
+        |event| {
+            writer.apply_watcher_event(event);
+            by_namespace.apply(event);
+        },
     );
     step(
-        "VirtualServers (with status) and their index",
+        "VirtualServers (with status, trimmed) and their index",
         servers.len(),
     );
-    let (vms, mut writer) = reflector::store::<VirtualMachine>();
+    let (vms, mut writer) = records::records::<VmRecord>();
     fill(
+        &images,
         fleet,
-        &mut writer,
-        |case| vec![recorded(as_watched(&case.vm), record_vm)],
-        |_| {},
+        |case| vec![recorded(as_watched(&case.vm), unchanged::record_live)],
+        |event| writer.apply(event),
     );
-    step("VirtualMachines (recorded)", vms.len());
-    let (vmis, mut writer) = reflector::store::<VirtualMachineInstance>();
-    let trimmed = |vmi: &VirtualMachineInstance| {
-        let mut vmi = as_watched(vmi);
-        trim_instance(&mut vmi);
-        vmi
-    };
-    fill(fleet, &mut writer, |case| vec![trimmed(&case.vmi)], |_| {});
-    step("VirtualMachineInstances (trimmed)", vmis.len());
-    let (snapshots, mut writer) = reflector::store::<VirtualMachineSnapshot>();
-    let by_server = SnapshotsByServer::default();
-    let trimmed = |snapshot: &VirtualMachineSnapshot| {
-        let mut snapshot = as_watched(snapshot);
-        trim_snapshot(&mut snapshot);
-        snapshot
-    };
+    step("VirtualMachines (records)", vms.len());
+    let (vmis, mut writer) = records::records::<VmiRecord>();
     fill(
+        &images,
         fleet,
-        &mut writer,
-        |case| case.snapshots.iter().map(trimmed).collect(),
-        |event| by_server.apply(event),
+        |case| vec![as_watched(&case.vmi)],
+        |event| writer.apply(event),
+    );
+    step("VirtualMachineInstances (records)", vmis.len());
+    let (snapshots, mut writer) = records::records::<SnapshotRecord>();
+    fill(
+        &images,
+        fleet,
+        |case| case.snapshots.iter().map(as_watched).collect(),
+        |event| writer.apply(event),
     );
     step(
-        "VirtualMachineSnapshots (a week for each server with backups, trimmed) and their index",
+        "VirtualMachineSnapshots (a week for each server with backups, records)",
         snapshots.len(),
     );
-    let (services, mut writer) = reflector::store::<Service>();
+    let (services, mut writer) = records::records::<ServiceRecord>();
     fill(
+        &images,
         fleet,
-        &mut writer,
         |case| {
             let service = case.service.as_ref().map(as_watched);
             service
-                .map(|s| recorded(s, record_service))
+                .map(|s| recorded(s, unchanged::record_live))
                 .into_iter()
                 .collect()
         },
-        |_| {},
+        |event| writer.apply(event),
     );
-    step("Services (recorded)", services.len());
-    let (policies, mut writer) = reflector::store::<NetworkPolicy>();
+    step("Services (records)", services.len());
+    let (policies, mut writer) = records::records::<NetworkPolicyRecord>();
     fill(
+        &images,
         fleet,
-        &mut writer,
         |case| {
             let policy = case.network_policy.as_ref().map(as_watched);
             policy
-                .map(|p| recorded(p, record_network_policy))
+                .map(|p| recorded(p, unchanged::record_live))
                 .into_iter()
                 .collect()
         },
-        |_| {},
+        |event| writer.apply(event),
     );
-    step("NetworkPolicies (recorded)", policies.len());
+    step("NetworkPolicies (records)", policies.len());
     println!(
         "RSS with the VirtualServer controller's caches of {} servers in {} namespaces: {:.1} \
          MiB (before filling them {:.1} MiB, delta {:.1} MiB; peak {:.1} MiB); target < 64 MiB",
@@ -597,11 +661,16 @@ struct Case {
 /// Server number `index` as a converged reconcile leaves it: with finalizer and status, its
 /// children applied by the operator (stamped, see `controller::unchanged`) and filled in by
 /// the API server and KubeVirt, and `backups` daily snapshots if it has a backup schedule.
-fn converged_case(fleet: &Fleet, server: &VirtualServer, index: usize, backups: usize) -> Case {
+fn converged_case(
+    images: &[ServerImage],
+    server: &VirtualServer,
+    index: usize,
+    backups: usize,
+) -> Case {
     let now = now();
     let mut server = server.clone();
     server.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
-    let image = fleet.image(&server.spec.image);
+    let image = image(images, &server.spec.image);
     let size = server
         .spec
         .disks
@@ -674,7 +743,7 @@ fn converged_cases(fleet: &Fleet) -> Vec<(Observations, Vec<Case>)> {
         let mut cases = Vec::new();
         for server in servers {
             index += 1;
-            cases.push(converged_case(fleet, server, index, 1));
+            cases.push(converged_case(&fleet.images, server, index, 1));
         }
         let base = Observations {
             municipality: Some(municipality.clone()),
@@ -757,14 +826,18 @@ fn build_and_diff(fleet: &Fleet, passes: usize) {
             for case in cases.iter() {
                 // Not timed: putting this server's observations in place.
                 seen.image = Some(case.image.clone());
-                seen.vm = Some(recorded(case.vm.clone(), record_vm));
-                seen.vmi = Some(case.vmi.clone());
-                seen.snapshots = case.snapshots.clone();
-                seen.service = case.service.clone().map(|s| recorded(s, record_service));
+                seen.vm = Some(cached::<VmRecord>(&case.vm));
+                seen.vmi = Some(cached::<VmiRecord>(&case.vmi));
+                seen.snapshots = case
+                    .snapshots
+                    .iter()
+                    .map(cached::<SnapshotRecord>)
+                    .collect();
+                seen.service = case.service.as_ref().map(cached::<ServiceRecord>);
                 seen.network_policy = case
                     .network_policy
-                    .clone()
-                    .map(|p| recorded(p, record_network_policy));
+                    .as_ref()
+                    .map(cached::<NetworkPolicyRecord>);
                 let cpu_before = process_cpu();
                 let started = Instant::now();
                 black_box(noop_reconcile(seen, case, now));

@@ -26,9 +26,10 @@ use novads_operator::virtual_server::controller::unchanged;
 use novads_operator::virtual_server::controller::{
     self, Caches, Context, Error, FINALIZER, KUBEVIRT_RECHECK, REFUSED_RECHECK, RESYNC,
 };
-use novads_operator::virtual_server::namespace_index::{ServersByNamespace, SnapshotsByServer};
+use novads_operator::virtual_server::namespace_index::ServersByNamespace;
+use novads_operator::virtual_server::records::Records;
+use novads_operator::virtual_server::restore;
 use novads_operator::virtual_server::status::{self, Observed};
-use novads_operator::virtual_server::{restore, watch};
 use novads_operator::{OperatorOptions, run_with_client};
 use serde_json::{Value, json};
 use tower_test::mock;
@@ -2192,15 +2193,14 @@ fn caches_with(world: &World, server: &VirtualServer, policy: Option<Value>) -> 
         servers_by_namespace: ServersByNamespace::of(&servers),
         servers: store_of(servers),
         namespaces: store_of(typed(Some(namespace()))),
-        vms: store_of(recorded(typed(world.vm.clone()), watch::record_vm)),
-        vmis: store_of(typed(world.vmi.clone())),
-        snapshots_by_server: SnapshotsByServer::of(&snapshots),
-        snapshots: store_of(snapshots),
-        services: store_of(recorded(
+        vms: Records::listed(&recorded(typed(world.vm.clone()), unchanged::record_live)),
+        vmis: Records::listed(&typed::<VirtualMachineInstance>(world.vmi.clone())),
+        snapshots: Records::listed(&snapshots),
+        services: Records::listed(&recorded(
             typed(world.service.clone()),
-            watch::record_service,
+            unchanged::record_live,
         )),
-        network_policies: store_of(recorded(typed(policy), watch::record_network_policy)),
+        network_policies: Records::listed(&recorded(typed(policy), unchanged::record_live)),
     }
 }
 

@@ -5,12 +5,13 @@
 //! [`schedule`] (backups, maintenance windows), [`restore`] (restores from a backup),
 //! [`status`] (phase, conditions, restarts);
 //! [`controller`] reconciles one server with them, [`watch`] runs the controller on its
-//! watches.
+//! watches and fills its caches ([`records`] for the children, [`namespace_index`]).
 
 pub mod admission;
 pub mod build;
 pub mod controller;
 pub mod namespace_index;
+pub mod records;
 pub mod restore;
 pub mod schedule;
 pub mod status;

@@ -1,128 +1,88 @@
-//! Indexes kept from the same watch events as the controller's stores, so that a reconcile
-//! looks up a group of objects instead of scanning every object of the cluster: the servers of
-//! a namespace (quota arithmetic) and the scheduled snapshots of a server. The objects
-//! themselves stay in the stores only.
+//! An index kept from the same watch events as the controller's store of servers, so that a
+//! reconcile looks up the servers of a namespace (quota arithmetic) instead of scanning every
+//! server of the cluster. The servers themselves stay in the store only.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use kube::Resource;
+use compact_str::CompactString;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use novads_crds::VirtualServer;
 
-use crate::kubevirt::VirtualMachineSnapshot;
-use crate::virtual_server::build::SERVER_LABEL;
+/// Per namespace, the names of its servers (a server never changes namespace: it is part of
+/// its identity).
+type Names = HashMap<CompactString, BTreeSet<CompactString>>;
 
-/// Per group, the `(namespace, name)` of its objects; and the group of each object, so that an
-/// object whose group changed leaves its old one.
-#[derive(Default)]
-struct Groups {
-    members: HashMap<String, BTreeSet<(String, String)>>,
-    group_of: HashMap<(String, String), String>,
-}
-
-impl Groups {
-    fn insert(&mut self, id: (String, String), group: Option<String>) {
-        self.remove(&id);
-        if let Some(group) = group {
-            self.members
-                .entry(group.clone())
-                .or_default()
-                .insert(id.clone());
-            self.group_of.insert(id, group);
-        }
-    }
-
-    fn remove(&mut self, id: &(String, String)) {
-        let Some(group) = self.group_of.remove(id) else {
-            return;
-        };
-        if let Some(members) = self.members.get_mut(&group) {
-            members.remove(id);
-            if members.is_empty() {
-                self.members.remove(&group);
-            }
-        }
-    }
-}
-
-/// Objects of kind `K` by a group key (`group` of each object). Cheap to clone: clones share
-/// the index.
-pub struct Grouped<K> {
-    group: fn(&K) -> Option<String>,
-    current: Arc<RwLock<Groups>>,
+/// The servers of each namespace. Cheap to clone: clones share the index.
+#[derive(Clone, Default)]
+pub struct ServersByNamespace {
+    current: Arc<RwLock<Names>>,
     /// What a (re)listing collects until it is complete, as kube's store does, so a reconcile
-    /// never counts a group half listed.
-    listing: Arc<Mutex<Option<Groups>>>,
+    /// never counts a namespace half listed.
+    listing: Arc<Mutex<Option<Names>>>,
 }
 
-impl<K> Clone for Grouped<K> {
-    fn clone(&self) -> Self {
-        Self {
-            group: self.group,
-            current: self.current.clone(),
-            listing: self.listing.clone(),
+fn id(server: &VirtualServer) -> Option<(&str, &str)> {
+    Some((
+        server.metadata.namespace.as_deref()?,
+        server.metadata.name.as_deref()?,
+    ))
+}
+
+fn insert(names: &mut Names, (namespace, name): (&str, &str)) {
+    match names.get_mut(namespace) {
+        Some(servers) => {
+            servers.insert(name.into());
+        }
+        None => {
+            names.insert(namespace.into(), BTreeSet::from([name.into()]));
         }
     }
 }
 
-fn id<K: Resource>(object: &K) -> Option<(String, String)> {
-    let meta = object.meta();
-    Some((meta.namespace.clone()?, meta.name.clone()?))
-}
-
-impl<K: Resource<DynamicType = ()> + Clone> Grouped<K> {
-    /// An empty index grouping by `group`.
-    pub fn new(group: fn(&K) -> Option<String>) -> Self {
-        Self {
-            group,
-            current: Arc::default(),
-            listing: Arc::default(),
-        }
-    }
-
-    /// The index of `objects`, as after a first listing (tests and benchmarks).
-    pub fn listed<'a>(
-        group: fn(&K) -> Option<String>,
-        objects: impl IntoIterator<Item = &'a K>,
-    ) -> Self
-    where
-        K: 'a,
-    {
-        let index = Self::new(group);
+impl ServersByNamespace {
+    /// The index of `servers`, as after a first listing (tests and benchmarks).
+    pub fn of<'a>(servers: impl IntoIterator<Item = &'a VirtualServer>) -> Self {
+        let index = Self::default();
         index.apply(&watcher::Event::Init);
-        for object in objects {
-            index.apply(&watcher::Event::InitApply(object.clone()));
+        for server in servers {
+            index.apply(&watcher::Event::InitApply(server.clone()));
         }
         index.apply(&watcher::Event::InitDone);
         index
     }
 
     /// Follows one watch event (after the store has applied it).
-    pub fn apply(&self, event: &watcher::Event<K>) {
+    pub fn apply(&self, event: &watcher::Event<VirtualServer>) {
         match event {
-            watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
-                let (Some(id), Ok(mut current)) = (id(object), self.current.write()) else {
+            watcher::Event::Apply(server) => {
+                if let (Some(id), Ok(mut current)) = (id(server), self.current.write()) {
+                    insert(&mut current, id);
+                }
+            }
+            watcher::Event::Delete(server) => {
+                let (Some((namespace, name)), Ok(mut current)) = (id(server), self.current.write())
+                else {
                     return;
                 };
-                if matches!(event, watcher::Event::Apply(_)) {
-                    current.insert(id, (self.group)(object));
-                } else {
-                    current.remove(&id);
+                if let Some(servers) = current.get_mut(namespace) {
+                    servers.remove(name);
+                    if servers.is_empty() {
+                        current.remove(namespace);
+                    }
                 }
             }
             watcher::Event::Init => {
                 if let Ok(mut listing) = self.listing.lock() {
-                    *listing = Some(Groups::default());
+                    *listing = Some(Names::default());
                 }
             }
-            watcher::Event::InitApply(object) => {
-                let (Some(id), Ok(mut listing)) = (id(object), self.listing.lock()) else {
-                    return;
-                };
-                if let Some(listing) = listing.as_mut() {
-                    listing.insert(id, (self.group)(object));
+            watcher::Event::InitApply(server) => {
+                if let (Some(id), Ok(mut listing)) = (id(server), self.listing.lock())
+                    && let Some(listing) = listing.as_mut()
+                {
+                    insert(listing, id);
                 }
             }
             watcher::Event::InitDone => {
@@ -136,78 +96,23 @@ impl<K: Resource<DynamicType = ()> + Clone> Grouped<K> {
         }
     }
 
-    /// The objects of `group`, from `store`. `None` when the index is unusable (a writer
-    /// panicked): counting no objects would let a quota be overrun.
-    pub fn members(&self, store: &Store<K>, group: &str) -> Option<Vec<K>> {
-        let current = self.current.read().ok()?;
-        Some(
-            current
-                .members
-                .get(group)
-                .into_iter()
-                .flatten()
-                .filter_map(|(namespace, name)| store.get(&ObjectRef::new(name).within(namespace)))
-                .map(|object| (*object).clone())
-                .collect(),
-        )
-    }
-}
-
-/// The servers of each namespace.
-pub type ServersByNamespace = Grouped<VirtualServer>;
-
-fn namespace_of(server: &VirtualServer) -> Option<String> {
-    server.metadata.namespace.clone()
-}
-
-impl Default for ServersByNamespace {
-    fn default() -> Self {
-        Self::new(namespace_of)
-    }
-}
-
-impl ServersByNamespace {
-    /// The index of `servers`, as after a first listing (tests and benchmarks).
-    pub fn of<'a>(servers: impl IntoIterator<Item = &'a VirtualServer>) -> Self {
-        Self::listed(namespace_of, servers)
-    }
-
-    /// The servers of `namespace`, from `store`.
+    /// The servers of `namespace`, from `store`. `None` when the index is unusable (a writer
+    /// panicked): counting no servers would let a quota be overrun.
     pub fn servers_in(
         &self,
         store: &Store<VirtualServer>,
         namespace: &str,
     ) -> Option<Vec<VirtualServer>> {
-        self.members(store, namespace)
-    }
-}
-
-/// The snapshots of each server (`namespace/server`, from the server label).
-pub type SnapshotsByServer = Grouped<VirtualMachineSnapshot>;
-
-/// The group of a server's snapshots in a [`SnapshotsByServer`].
-pub fn server_group(namespace: &str, server: &str) -> String {
-    format!("{namespace}/{server}")
-}
-
-fn server_of(snapshot: &VirtualMachineSnapshot) -> Option<String> {
-    let server = snapshot.metadata.labels.as_ref()?.get(SERVER_LABEL)?;
-    Some(server_group(
-        snapshot.metadata.namespace.as_deref()?,
-        server,
-    ))
-}
-
-impl Default for SnapshotsByServer {
-    fn default() -> Self {
-        Self::new(server_of)
-    }
-}
-
-impl SnapshotsByServer {
-    /// The index of `snapshots`, as after a first listing (tests and benchmarks).
-    pub fn of<'a>(snapshots: impl IntoIterator<Item = &'a VirtualMachineSnapshot>) -> Self {
-        Self::listed(server_of, snapshots)
+        let current = self.current.read().ok()?;
+        Some(
+            current
+                .get(namespace)
+                .into_iter()
+                .flatten()
+                .filter_map(|name| store.get(&ObjectRef::new(name).within(namespace)))
+                .map(|server| (*server).clone())
+                .collect(),
+        )
     }
 }
 
@@ -273,68 +178,5 @@ mod tests {
         both(watcher::Event::InitDone);
         assert_eq!(names(index.servers_in(&store, "muni-talsi")), ["web"]);
         assert!(names(index.servers_in(&store, "muni-ventspils")).is_empty());
-    }
-
-    fn snapshot(namespace: &str, name: &str, server: &str) -> VirtualMachineSnapshot {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
-            "metadata": { "name": name, "namespace": namespace,
-                          "labels": { SERVER_LABEL: server } },
-            "spec": { "source": { "apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": server } }
-        }))
-        .expect("snapshot")
-    }
-
-    #[test]
-    fn snapshots_are_grouped_by_their_server_and_follow_a_relabelling() {
-        let (store, mut writer) = reflector::store::<VirtualMachineSnapshot>();
-        let index = SnapshotsByServer::default();
-        let mut both = |event: watcher::Event<VirtualMachineSnapshot>| {
-            writer.apply_watcher_event(&event);
-            index.apply(&event);
-        };
-        both(watcher::Event::Init);
-        both(watcher::Event::InitApply(snapshot(
-            "muni-talsi",
-            "web-1",
-            "web",
-        )));
-        both(watcher::Event::InitApply(snapshot(
-            "muni-talsi",
-            "web-2",
-            "web",
-        )));
-        both(watcher::Event::InitApply(snapshot(
-            "muni-ventspils",
-            "web-1",
-            "web",
-        )));
-        both(watcher::Event::InitDone);
-        let names = |group: &str| {
-            let mut names: Vec<String> = index
-                .members(&store, group)
-                .expect("usable")
-                .into_iter()
-                .filter_map(|s| s.metadata.name)
-                .collect();
-            names.sort();
-            names
-        };
-        assert_eq!(
-            names(&server_group("muni-talsi", "web")),
-            ["web-1", "web-2"]
-        );
-        assert_eq!(names(&server_group("muni-ventspils", "web")), ["web-1"]);
-
-        // Relabelled to another server: it leaves the first group.
-        both(watcher::Event::Apply(snapshot("muni-talsi", "web-2", "db")));
-        assert_eq!(names(&server_group("muni-talsi", "web")), ["web-1"]);
-        assert_eq!(names(&server_group("muni-talsi", "db")), ["web-2"]);
-        both(watcher::Event::Delete(snapshot(
-            "muni-talsi",
-            "web-1",
-            "web",
-        )));
-        assert!(names(&server_group("muni-talsi", "web")).is_empty());
     }
 }

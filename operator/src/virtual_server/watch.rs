@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -27,14 +27,14 @@ use kube::{Client, Resource, ResourceExt};
 use novads_crds::{Municipality, ServerImage, VirtualServer};
 use serde::de::DeserializeOwned;
 
-use super::build::{BACKUP_LABEL, SERVER_LABEL};
+use super::build::SERVER_LABEL;
 use super::controller::{self, Caches, Context, Error, unchanged};
-use super::namespace_index::{ServersByNamespace, SnapshotsByServer};
-use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
-use crate::kubevirt::{
-    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
-    VirtualMachineInstanceTemplateSpec, VirtualMachineSnapshot, Volume,
+use super::namespace_index::ServersByNamespace;
+use super::records::{
+    self, NetworkPolicyRecord, ServiceRecord, SnapshotRecord, VmRecord, VmiRecord,
 };
+use crate::health::{Cache, Health, Metrics, VIRTUAL_SERVER_CONTROLLER};
+use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use crate::watch::{
     Stop, log_result, measured, metadata_events, object_events, on_worker, recorded_events,
     selected_events,
@@ -148,124 +148,13 @@ pub fn labelled_server(meta: &ObjectMeta) -> Option<ObjectRef<VirtualServer>> {
     Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
 }
 
-/// What the cache keeps of a VirtualMachine: the digest of the fields the operator owns
-/// ([`unchanged::record_live`]), then what a reconcile reads — its uid, controller owner,
-/// server label and the operator's annotations; its run strategy, the names and sizes of its
-/// DataVolume templates and which DataVolume each volume uses (disk growth, a restore's
-/// disks); its status. The template is most of a VM and only the digest needs it.
-pub fn record_vm(vm: &mut VirtualMachine) {
-    unchanged::record_live(vm);
-    keep_only_annotations(&mut vm.metadata, &[SERVER_LABEL]);
-    let spec = &mut vm.spec;
-    let volumes = spec
-        .template
-        .spec
-        .take()
-        .map(|template| template.volumes)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|volume| volume.data_volume.is_some())
-        .map(|volume| Volume {
-            name: volume.name,
-            data_volume: volume.data_volume,
-            cloud_init_no_cloud: None,
-        })
-        .collect();
-    spec.template = VirtualMachineInstanceTemplateSpec {
-        metadata: None,
-        spec: Some(VirtualMachineInstanceSpec {
-            volumes,
-            ..VirtualMachineInstanceSpec::default()
-        }),
-    };
-    for template in &mut spec.data_volume_templates {
-        template.metadata = ObjectMeta {
-            name: template.metadata.name.take(),
-            ..ObjectMeta::default()
-        };
-        template.spec.source = None;
-        template.spec.source_ref = None;
-        if let Some(storage) = template.spec.storage.as_mut() {
-            storage.storage_class_name = None;
-            storage.access_modes.clear();
-        }
-    }
-}
-
-/// What the cache keeps of a server's Service: the digest of the fields the operator owns,
-/// then its name, server label, the operator's annotations, cluster IP and status (the
-/// server's address).
-pub fn record_service(service: &mut Service) {
-    unchanged::record_live(service);
-    keep_only_annotations(&mut service.metadata, &[SERVER_LABEL]);
-    service.metadata.owner_references = None;
-    service.spec = service.spec.take().map(|spec| ServiceSpec {
-        cluster_ip: spec.cluster_ip,
-        ..ServiceSpec::default()
-    });
-}
-
-/// What the cache keeps of a server's NetworkPolicy: the digest of the fields the operator
-/// owns, its name, server label and the operator's annotations (a reconcile reads nothing
-/// else of it).
-pub fn record_network_policy(policy: &mut NetworkPolicy) {
-    unchanged::record_live(policy);
-    keep_only_annotations(&mut policy.metadata, &[SERVER_LABEL]);
-    policy.metadata.owner_references = None;
-    policy.spec = None;
-}
-
-/// Keeps the operator's annotations and the `keep` labels, and drops the rest of the
-/// metadata nothing reads (the owner references stay: they map a VM to its server).
-fn keep_only_annotations(meta: &mut ObjectMeta, keep: &[&str]) {
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| {
-            key == unchanged::APPLIED_ANNOTATION || key == unchanged::LIVE_ANNOTATION
-        });
-    }
-    meta.managed_fields = None;
-    meta.finalizers = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|key, _| keep.contains(&key.as_str()));
-    }
-}
-
-/// Keeps of an instance what a reconcile reads (its phase, node, addresses, guest OS and
-/// conditions; the CPU and memory it runs with; the server label and uid): an instance is
-/// KubeVirt's and much larger than that, and there is one per running server.
-pub fn trim_instance(vmi: &mut VirtualMachineInstance) {
-    keep_only_labels(&mut vmi.metadata, &[SERVER_LABEL]);
-    let spec = &mut vmi.spec;
-    spec.networks.clear();
-    spec.volumes.clear();
-    spec.hostname = None;
-    spec.eviction_strategy = None;
-    spec.termination_grace_period_seconds = None;
-    let domain = &mut spec.domain;
-    domain.devices = Default::default();
-    domain.resources = None;
-    domain.firmware = None;
-    domain.features = None;
-}
-
-/// Keeps of a snapshot what a reconcile reads (name, times, readiness, phase; the server and
-/// backup labels): a server with backups keeps a week or more of them.
-pub fn trim_snapshot(snapshot: &mut VirtualMachineSnapshot) {
-    keep_only_labels(&mut snapshot.metadata, &[SERVER_LABEL, BACKUP_LABEL]);
-    snapshot.spec = Default::default();
-    if let Some(status) = snapshot.status.as_mut() {
-        status.conditions.clear();
-        status.error = None;
-    }
-}
-
-fn keep_only_labels(meta: &mut ObjectMeta, keep: &[&str]) {
-    meta.annotations = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|key, _| keep.contains(&key.as_str()));
-    }
+/// Drops what the controller's cache of servers need not keep: their labels and annotations,
+/// which no reconcile, trigger mapping or metric reads (managedFields and kubectl's
+/// last-applied copy are gone already, see `watch::object_events`). The spec, status and the
+/// rest of the metadata are all read.
+pub fn trim_server(server: &mut VirtualServer) {
+    server.metadata.labels = None;
+    server.metadata.annotations = None;
 }
 
 /// The servers in `namespace`, from the controller's cache.
@@ -307,6 +196,7 @@ async fn run_once(
     let by_namespace = ServersByNamespace::default();
     let index = by_namespace.clone();
     let servers = object_events::<VirtualServer>(client, health, Cache::VirtualServers)
+        .modify(trim_server)
         .reflect(writer)
         .inspect_ok(move |event| index.apply(event))
         .applied_objects();
@@ -323,29 +213,30 @@ async fn run_once(
         .reflect(municipality_writer)
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
-    // The children are watched by the server label and trigger their server; the cache keeps
-    // of each the digest of what the operator owns and what a reconcile reads (`record_*`),
+    // The children are watched by the server label and trigger their server; the watch notes
+    // the digest of what the operator owns (`unchanged::record_live`, while the managedFields
+    // are there) and the cache keeps a record of it and of what a reconcile reads (`records`),
     // so that a reconcile applies only what differs (docs/operator.md, "Caches").
     let with_label = watcher::Config::default().labels(SERVER_LABEL);
-    let (service_reader, service_writer) = reflector::store::<Service>();
+    let (service_reader, mut service_writer) = records::records::<ServiceRecord>();
     let services = recorded_events::<Service>(
         client,
         health,
         Cache::Services,
         with_label.clone(),
-        record_service,
+        unchanged::record_live,
     )
-    .reflect(service_writer)
+    .inspect_ok(move |event| service_writer.apply(event))
     .touched_objects();
-    let (policy_reader, policy_writer) = reflector::store::<NetworkPolicy>();
+    let (policy_reader, mut policy_writer) = records::records::<NetworkPolicyRecord>();
     let policies = recorded_events::<NetworkPolicy>(
         client,
         health,
         Cache::ServerNetworkPolicies,
         with_label.clone(),
-        record_network_policy,
+        unchanged::record_live,
     )
-    .reflect(policy_writer)
+    .inspect_ok(move |event| policy_writer.apply(event))
     .touched_objects();
     // Namespaces as metadata only: their owner reference names the Municipality.
     let (namespace_reader, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
@@ -357,10 +248,9 @@ async fn run_once(
     )
     .reflect(namespace_writer)
     .touched_objects();
-    let (vm_reader, vm_writer) = reflector::store::<VirtualMachine>();
-    let (vmi_reader, vmi_writer) = reflector::store::<VirtualMachineInstance>();
-    let (snapshot_reader, snapshot_writer) = reflector::store::<VirtualMachineSnapshot>();
-    let snapshots_by_server = SnapshotsByServer::default();
+    let (vm_reader, mut vm_writer) = records::records::<VmRecord>();
+    let (vmi_reader, mut vmi_writer) = records::records::<VmiRecord>();
+    let (snapshot_reader, mut snapshot_writer) = records::records::<SnapshotRecord>();
 
     let mut context = Context::new(client.clone(), reporter.clone()).with_caches(Caches {
         municipalities: municipality_reader,
@@ -371,7 +261,6 @@ async fn run_once(
         vms: vm_reader,
         vmis: vmi_reader,
         snapshots: snapshot_reader,
-        snapshots_by_server: snapshots_by_server.clone(),
         services: service_reader,
         network_policies: policy_reader,
     });
@@ -397,7 +286,6 @@ async fn run_once(
         let [vms, vmis, snapshots] = Cache::KUBEVIRT;
         // VMs carry the server as controller owner; instances and snapshots only its label
         // (KubeVirt owns instances; retained snapshots have no owner at all).
-        let index = snapshots_by_server;
         controller = controller
             .owns_stream(
                 recorded_events::<VirtualMachine>(
@@ -405,23 +293,20 @@ async fn run_once(
                     health,
                     vms,
                     with_label.clone(),
-                    record_vm,
+                    unchanged::record_live,
                 )
-                .reflect(vm_writer)
+                .inspect_ok(move |event| vm_writer.apply(event))
                 .touched_objects(),
             )
             .watches_stream(
                 selected_events::<VirtualMachineInstance>(client, health, vmis, with_label.clone())
-                    .modify(trim_instance)
-                    .reflect(vmi_writer)
+                    .inspect_ok(move |event| vmi_writer.apply(event))
                     .touched_objects(),
                 |vmi| labelled_server(vmi.meta()),
             )
             .watches_stream(
                 selected_events::<VirtualMachineSnapshot>(client, health, snapshots, with_label)
-                    .modify(trim_snapshot)
-                    .reflect(snapshot_writer)
-                    .inspect_ok(move |event| index.apply(event))
+                    .inspect_ok(move |event| snapshot_writer.apply(event))
                     .touched_objects(),
                 |snapshot| labelled_server(snapshot.meta()),
             );
@@ -505,143 +390,5 @@ mod tests {
             Some(ObjectRef::new("web").within("muni-talsi"))
         );
         assert_eq!(labelled_server(&ObjectMeta::default()), None);
-    }
-
-    #[test]
-    fn a_recorded_vm_keeps_what_a_reconcile_reads_and_its_owned_fields_digest() {
-        use crate::virtual_server::build;
-        use crate::virtual_server::controller::disk_growth;
-        let server: VirtualServer = serde_json::from_value(serde_json::json!({
-            "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
-            "metadata": { "name": "web", "namespace": "muni-talsi", "uid": "uid-web" },
-            "spec": { "image": "debian-12", "cpu": 2, "memory": "4Gi",
-                      "disks": { "systemSize": "40Gi", "data": [{ "name": "data0", "size": "50Gi" }] } }
-        }))
-        .expect("server");
-        let image: ServerImage = serde_json::from_value(serde_json::json!({
-            "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-            "metadata": { "name": "debian-12" },
-            "spec": { "source": { "dataSource": { "name": "debian-12", "namespace": "novads-images" } },
-                      "osFamily": "Linux", "version": "12", "supportEnd": "2028-06-30",
-                      "lastPatched": "2025-05-01", "minDiskSize": "20Gi", "approved": true }
-        }))
-        .expect("image");
-        let size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("40Gi".into());
-        let desired = unchanged::stamped(
-            build::virtual_machine(&server, &image, &size).expect("VM builds"),
-            &[],
-        );
-        let mut live = serde_json::to_value(&desired).expect("JSON");
-        live["metadata"]["uid"] = serde_json::json!("uid-vm");
-        live["metadata"]["managedFields"] = serde_json::json!([{
-            "manager": crate::reconcile::FIELD_MANAGER, "operation": "Apply",
-            "fieldsType": "FieldsV1",
-            "fieldsV1": unchanged::applied_field_set(&serde_json::to_value(&desired).expect("JSON"))
-        }]);
-        live["status"] = serde_json::json!({ "printableStatus": "Running", "ready": true });
-        let full: VirtualMachine = serde_json::from_value(live).expect("VM");
-        let mut recorded = full.clone();
-        record_vm(&mut recorded);
-
-        assert!(unchanged::is_current(Some(&recorded), &desired));
-        assert_eq!(recorded.status, full.status);
-        assert_eq!(recorded.spec.run_strategy, full.spec.run_strategy);
-        assert_eq!(recorded.metadata.uid, full.metadata.uid);
-        assert_eq!(
-            recorded.metadata.owner_references,
-            full.metadata.owner_references
-        );
-        assert_eq!(
-            labelled_server(&recorded.metadata),
-            labelled_server(&full.metadata)
-        );
-        assert!(recorded.metadata.managed_fields.is_none());
-        // Disk growth and a restore's disks are decided alike from the record.
-        let mut grown = desired.clone();
-        for template in &mut grown.spec.data_volume_templates {
-            if let Some(storage) = template.spec.storage.as_mut()
-                && let Some(resources) = storage.resources.as_mut()
-            {
-                resources.requests.insert(
-                    "storage".into(),
-                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("99Gi".into()),
-                );
-            }
-        }
-        assert_eq!(
-            disk_growth(Some(&recorded), &grown),
-            disk_growth(Some(&full), &grown)
-        );
-        assert_eq!(disk_growth(Some(&recorded), &grown).len(), 2);
-        let (mut from_record, mut from_full) = (desired.clone(), desired.clone());
-        build::keep_restored_disks(&mut from_record, &recorded);
-        build::keep_restored_disks(&mut from_full, &full);
-        assert_eq!(from_record, from_full);
-        // Most of the VM is gone.
-        assert!(recorded.spec.template.metadata.is_none());
-        let size = |vm: &VirtualMachine| serde_json::to_vec(vm).expect("JSON").len();
-        assert!(
-            size(&recorded) * 2 < size(&full),
-            "{} of {}",
-            size(&recorded),
-            size(&full)
-        );
-    }
-
-    #[test]
-    fn trimmed_instances_and_snapshots_keep_what_a_reconcile_reads() {
-        use crate::virtual_server::status;
-        let mut vmi: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-            "metadata": { "name": "web", "namespace": "muni-talsi", "uid": "uid-vmi",
-                          "labels": { SERVER_LABEL: "web", "kubevirt.io/nodeName": "node-a" },
-                          "annotations": { "kubevirt.io/latest-observed-api-version": "v1" },
-                          "ownerReferences": [{ "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "web", "uid": "uid-vm" }],
-                          "finalizers": ["kubevirt.io/virtualMachineControllerFinalize"] },
-            "spec": { "domain": { "cpu": { "cores": 2 }, "memory": { "guest": "4Gi" },
-                                  "devices": { "disks": [{ "name": "system" }] } },
-                      "volumes": [{ "name": "system", "dataVolume": { "name": "web-system" } }],
-                      "networks": [{ "name": "default", "pod": {} }] },
-            "status": { "phase": "Running", "nodeName": "node-a",
-                        "interfaces": [{ "name": "default", "ipAddress": "10.244.1.17" }],
-                        "conditions": [{ "type": "Ready", "status": "True" }] }
-        }))
-        .expect("instance");
-        let before = vmi.clone();
-        trim_instance(&mut vmi);
-        assert_eq!(vmi.status, before.status);
-        assert_eq!(vmi.metadata.uid.as_deref(), Some("uid-vmi"));
-        assert_eq!(
-            labelled_server(&vmi.metadata),
-            labelled_server(&before.metadata)
-        );
-        assert_eq!(vmi.spec.domain.cpu, before.spec.domain.cpu);
-        assert_eq!(vmi.spec.domain.memory, before.spec.domain.memory);
-        assert!(vmi.spec.volumes.is_empty() && vmi.spec.domain.devices.disks.is_empty());
-        assert!(vmi.metadata.annotations.is_none() && vmi.metadata.owner_references.is_none());
-
-        let mut snapshot: VirtualMachineSnapshot = serde_json::from_value(serde_json::json!({
-            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
-            "metadata": { "name": "web-20250602-0200", "namespace": "muni-talsi",
-                          "creationTimestamp": "2025-06-02T02:00:00Z",
-                          "labels": { SERVER_LABEL: "web", BACKUP_LABEL: "scheduled",
-                                      "app.kubernetes.io/managed-by": "novads-operator" } },
-            "spec": { "source": { "apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "web" } },
-            "status": { "readyToUse": true, "creationTime": "2025-06-02T02:00:00Z", "phase": "Succeeded",
-                        "conditions": [{ "type": "Ready", "status": "True", "message": "Operation complete" }] }
-        }))
-        .expect("snapshot");
-        let before = snapshot.clone();
-        trim_snapshot(&mut snapshot);
-        assert_eq!(
-            status::snapshot_infos(std::slice::from_ref(&snapshot)),
-            status::snapshot_infos(std::slice::from_ref(&before))
-        );
-        let labels = snapshot.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.len(), 2, "{labels:?}");
-        assert_eq!(
-            labelled_server(&snapshot.metadata),
-            labelled_server(&before.metadata)
-        );
     }
 }

@@ -42,7 +42,10 @@ use crate::virtual_server::admission::{self, AdmissionInput, Refusal};
 use crate::virtual_server::build::{
     self, BACKUP_LABEL, BACKUP_SCHEDULED, BuildError, SERVER_LABEL, USER_DATA_KEY,
 };
-use crate::virtual_server::namespace_index::{self, ServersByNamespace, SnapshotsByServer};
+use crate::virtual_server::namespace_index::ServersByNamespace;
+use crate::virtual_server::records::{
+    NetworkPolicyRecord, Records, ServiceRecord, SnapshotRecord, VmRecord, VmiRecord,
+};
 use crate::virtual_server::restore::{
     self as restoring, ActiveRestore, RESTORE_RECHECK, RestoreInput, RestoreStep,
 };
@@ -121,9 +124,10 @@ struct RestartMemo {
     instance: Option<String>,
 }
 
-/// The controller's reflector stores: everything a converged reconcile reads, so that it makes
-/// no API request at all (docs/operator.md, "Caches"). The runtime's watches fill them; a
-/// reconcile reads them instead of asking the API server.
+/// The controller's caches: everything a converged reconcile reads, so that it makes no API
+/// request at all (docs/operator.md, "Caches"). The runtime's watches fill them; a reconcile
+/// reads them instead of asking the API server. Kubernetes objects in kube's reflector stores
+/// for the servers and what they refer to, the controller's own records for the children.
 #[derive(Clone)]
 pub struct Caches {
     pub municipalities: Store<Municipality>,
@@ -133,14 +137,13 @@ pub struct Caches {
     pub servers_by_namespace: ServersByNamespace,
     /// Every namespace, metadata only (its owner reference names the Municipality).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// The children, each watched by the server label.
-    pub vms: Store<VirtualMachine>,
-    pub vmis: Store<VirtualMachineInstance>,
-    pub snapshots: Store<VirtualMachineSnapshot>,
-    /// The snapshots of each server, kept from the same events as `snapshots`.
-    pub snapshots_by_server: SnapshotsByServer,
-    pub services: Store<Service>,
-    pub network_policies: Store<NetworkPolicy>,
+    /// The children, each watched by the server label, as records of what a reconcile reads.
+    pub vms: Records<VmRecord>,
+    pub vmis: Records<VmiRecord>,
+    /// The operator's scheduled snapshots only.
+    pub snapshots: Records<SnapshotRecord>,
+    pub services: Records<ServiceRecord>,
+    pub network_policies: Records<NetworkPolicyRecord>,
 }
 
 impl Caches {
@@ -153,6 +156,10 @@ impl Caches {
             self.images.wait_until_ready().await,
             self.servers.wait_until_ready().await,
             self.namespaces.wait_until_ready().await,
+        ] {
+            ready.map_err(|_| Error::CachesGone)?;
+        }
+        for ready in [
             self.vms.wait_until_ready().await,
             self.vmis.wait_until_ready().await,
             self.snapshots.wait_until_ready().await,
@@ -188,34 +195,12 @@ impl Caches {
         self.namespaces.get(&ObjectRef::new(name))
     }
 
-    /// The server's scheduled snapshots (see [`snapshot_selector`]).
-    fn snapshots_of(&self, ns: &str, server: &str) -> Result<Vec<VirtualMachineSnapshot>, Error> {
-        let group = namespace_index::server_group(ns, server);
-        let snapshots = self
-            .snapshots_by_server
-            .members(&self.snapshots, &group)
-            .ok_or(Error::CachesGone)?;
-        Ok(snapshots
-            .into_iter()
-            .filter(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(BACKUP_LABEL))
-                    .is_some_and(|v| v == BACKUP_SCHEDULED)
-            })
-            .collect())
+    /// The server's scheduled snapshots (see [`snapshot_selector`]), by name: a namespace
+    /// holds the backups of a few servers only, so picking them out is cheap.
+    fn snapshots_of(&self, ns: &str, server: &str) -> Vec<VirtualMachineSnapshot> {
+        self.snapshots
+            .filter(ns, |name, snapshot| snapshot.of_server(name, server))
     }
-}
-
-/// `name` in `ns` from `store`, cloned out of it.
-fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
-where
-    K: Resource<DynamicType = ()> + Clone,
-{
-    store
-        .get(&ObjectRef::new(name).within(ns))
-        .map(|object| (*object).clone())
 }
 
 /// Shared by every reconcile of the controller.

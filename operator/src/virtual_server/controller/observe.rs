@@ -90,11 +90,13 @@ async fn observe_cached(
         municipality,
         image: caches.image(&server.spec.image),
         siblings: caches.servers_in(ns)?,
-        vm: cached(&caches.vms, ns, &name),
-        vmi: cached(&caches.vmis, ns, &name),
-        snapshots: caches.snapshots_of(ns, &name)?,
-        service: cached(&caches.services, ns, &service_name(server)),
-        network_policy: cached(&caches.network_policies, ns, &network_policy_name(server)),
+        vm: caches.vms.get(ns, &name),
+        vmi: caches.vmis.get(ns, &name),
+        snapshots: caches.snapshots_of(ns, &name),
+        service: caches.services.get(ns, &service_name(server)),
+        network_policy: caches
+            .network_policies
+            .get(ns, &network_policy_name(server)),
         ..Observations::default()
     })
 }
