@@ -309,21 +309,21 @@ fn images() -> Vec<ServerImage> {
     vec![
         from_json(json!({
             "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-            "metadata": { "name": "debian-12", "uid": "uid-debian-12" },
+            "metadata": { "name": "debian-12", "uid": uid("debian-12") },
             "spec": { "source": { "dataSource": { "name": "debian-12", "namespace": "novads-images" } },
                       "osFamily": "Linux", "version": "12", "supportEnd": "2028-06-30",
                       "lastPatched": "2025-05-01", "minDiskSize": "20Gi", "approved": true }
         })),
         from_json(json!({
             "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-            "metadata": { "name": "rocky-9", "uid": "uid-rocky-9" },
+            "metadata": { "name": "rocky-9", "uid": uid("rocky-9") },
             "spec": { "source": { "http": "https://images.example.lv/rocky-9.qcow2" },
                       "osFamily": "Linux", "version": "9", "supportEnd": "2032-05-31",
                       "lastPatched": "2025-04-15", "minDiskSize": "10Gi", "approved": true }
         })),
         from_json(json!({
             "apiVersion": "novads.io/v1alpha1", "kind": "ServerImage",
-            "metadata": { "name": "windows-2022", "uid": "uid-windows-2022" },
+            "metadata": { "name": "windows-2022", "uid": uid("windows-2022") },
             "spec": { "source": { "registry": "docker://registry.example.lv/windows:2022" },
                       "osFamily": "Windows", "version": "2022", "supportEnd": "2031-10-14",
                       "lastPatched": "2025-05-13", "minDiskSize": "64Gi", "approved": true }
@@ -340,7 +340,7 @@ fn municipality(m: usize) -> Municipality {
     let code = municipality_code(m);
     from_json(json!({
         "apiVersion": "novads.io/v1alpha1", "kind": "Municipality",
-        "metadata": { "name": code, "uid": format!("uid-{code}"), "generation": 1 },
+        "metadata": { "name": code, "uid": uid(&code), "generation": 1 },
         "spec": {
             "code": code, "displayName": format!("Municipality {m}"), "realm": code,
             "quotas": { "cpu": 1000, "memory": "4Ti", "storage": "200Ti", "maxVirtualServers": 200 },
@@ -402,7 +402,7 @@ fn generate_server(rng: &mut Rng, m: usize, code: &str, n: usize) -> VirtualServ
         "apiVersion": "novads.io/v1alpha1", "kind": "VirtualServer",
         "metadata": {
             "name": format!("srv-{n:03}"), "namespace": format!("muni-{code}"),
-            "uid": format!("uid-{code}-{n}"), "generation": 1, "resourceVersion": "1",
+            "uid": uid(&format!("{code}-{n}")), "generation": 1, "resourceVersion": "1",
             "creationTimestamp": "2025-01-01T00:00:00Z",
             "labels": { "app": "municipal", "tier": tier }
         },
@@ -436,10 +436,10 @@ fn running_vm(vm: &VirtualMachine) -> Value {
         .push(json!({ "manager": "virt-controller", "operation": "Update", "apiVersion": "kubevirt.io/v1",
                       "time": NOW, "fieldsType": "FieldsV1", "subresource": "status",
                       "fieldsV1": { "f:status": { ".": {}, "f:created": {}, "f:printableStatus": {}, "f:ready": {} } } }));
-    live["metadata"]["uid"] = json!(format!(
-        "uid-vm-{}",
+    live["metadata"]["uid"] = json!(uid(&format!(
+        "vm-{}",
         vm.metadata.name.as_deref().unwrap_or("")
-    ));
+    )));
     live["status"] = json!({ "printableStatus": "Running", "ready": true, "created": true });
     live
 }
@@ -463,7 +463,7 @@ fn running_vmi(vm: &VirtualMachine, index: usize) -> Value {
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
         "metadata": {
             "name": vm.metadata.name, "namespace": vm.metadata.namespace,
-            "uid": format!("uid-vmi-{index}"), "labels": labels
+            "uid": uid(&format!("vmi-{index}")), "labels": labels
         },
         "spec": { "domain": domain },
         "status": {
@@ -645,6 +645,23 @@ fn cache_memory(total: usize, count: usize) {
     );
 }
 
+/// A uid as the API server gives one (a random UUID, 36 characters), derived from `seed` so that
+/// runs are repeatable: shorter made-up uids would make the caches look smaller than a
+/// cluster's.
+fn uid(seed: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(seed.as_bytes());
+    let hex: String = h[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
 // ----------------------------------------------------------------------------------------------
 // Build + diff of converged servers.
 
@@ -704,7 +721,7 @@ fn converged_case(
     };
     let service = build::service(&server).expect("service").map(|s| {
         let mut live = as_applied(serde_json::to_value(unchanged::stamped(s, &[])).expect("JSON"));
-        live["metadata"]["uid"] = json!(format!("uid-service-{index}"));
+        live["metadata"]["uid"] = json!(uid(&format!("service-{index}")));
         live["spec"]["clusterIP"] = json!(format!("10.96.{}.{}", index / 250, index % 250));
         live["spec"]["clusterIPs"] = json!([format!("10.96.{}.{}", index / 250, index % 250)]);
         live["spec"]["ipFamilies"] = json!(["IPv4"]);
@@ -715,7 +732,7 @@ fn converged_case(
     });
     let network_policy = build::network_policy(&server).expect("policy").map(|p| {
         let mut live = as_applied(serde_json::to_value(unchanged::stamped(p, &[])).expect("JSON"));
-        live["metadata"]["uid"] = json!(format!("uid-policy-{index}"));
+        live["metadata"]["uid"] = json!(uid(&format!("policy-{index}")));
         from_json(live)
     });
     let observed = Observed {
@@ -1077,7 +1094,7 @@ impl FakeApi {
                     }
                 }
                 None => {
-                    object["metadata"]["uid"] = json!(format!("uid-{}", self.version + 1));
+                    object["metadata"]["uid"] = json!(uid(&format!("created-{}", self.version + 1)));
                     object["metadata"]["creationTimestamp"] = json!(NOW);
                     if object["kind"] == "VirtualMachine" {
                         self.start(path, &object);
