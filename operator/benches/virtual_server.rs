@@ -1094,7 +1094,8 @@ impl FakeApi {
                     }
                 }
                 None => {
-                    object["metadata"]["uid"] = json!(uid(&format!("created-{}", self.version + 1)));
+                    object["metadata"]["uid"] =
+                        json!(uid(&format!("created-{}", self.version + 1)));
                     object["metadata"]["creationTimestamp"] = json!(NOW);
                     if object["kind"] == "VirtualMachine" {
                         self.start(path, &object);
