@@ -650,16 +650,11 @@ fn cache_memory(total: usize, count: usize) {
 /// cluster's.
 fn uid(seed: &str) -> String {
     use sha2::Digest;
-    let h = sha2::Sha256::digest(seed.as_bytes());
-    let hex: String = h[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        &hex[17..20],
-        &hex[20..32]
-    )
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 // ----------------------------------------------------------------------------------------------

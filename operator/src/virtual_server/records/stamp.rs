@@ -2,7 +2,6 @@
 //! (`controller::unchanged`): all a reconcile needs to tell an unchanged child.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,15 +27,10 @@ enum Digest {
 impl Digest {
     fn of(value: &str) -> Self {
         let mut bytes = [0u8; 16];
-        let lowercase_hex = value.len() == 32
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        // Only lowercase hex reads back as it was written: anything else stays text.
+        let lowercase_hex = !value.bytes().any(|b| b.is_ascii_uppercase())
+            && hex::decode_to_slice(value, &mut bytes).is_ok();
         if lowercase_hex {
-            for (byte, pair) in bytes.iter_mut().zip(value.as_bytes().chunks(2)) {
-                let pair = std::str::from_utf8(pair).unwrap_or_default();
-                *byte = u8::from_str_radix(pair, 16).unwrap_or_default();
-            }
             Self::Bytes(bytes)
         } else {
             Self::Text(value.into())
@@ -45,10 +39,7 @@ impl Digest {
 
     fn text(&self) -> String {
         match self {
-            Self::Bytes(bytes) => bytes.iter().fold(String::new(), |mut hex, b| {
-                let _ = write!(hex, "{b:02x}");
-                hex
-            }),
+            Self::Bytes(bytes) => hex::encode(bytes),
             Self::Text(text) => text.to_string(),
         }
     }

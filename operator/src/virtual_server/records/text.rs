@@ -2,7 +2,6 @@
 //! (phases, run strategies, condition types and statuses) are kept as references to one
 //! static copy, anything else as a compact string (up to 24 bytes without an allocation).
 
-use std::fmt::Write;
 use std::ops::Deref;
 
 use compact_str::CompactString;
@@ -106,53 +105,20 @@ pub enum Uid {
     Other(CompactString),
 }
 
-/// Where the hyphens of a UUID's text are.
-const UUID_HYPHENS: [usize; 4] = [8, 13, 18, 23];
-
 impl From<&str> for Uid {
     fn from(text: &str) -> Self {
-        let canonical = text.len() == 36
-            && text.bytes().enumerate().all(|(at, b)| {
-                if UUID_HYPHENS.contains(&at) {
-                    b == b'-'
-                } else {
-                    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
-                }
-            });
-        if !canonical {
-            return Self::Other(text.into());
+        // Only the canonical form (hyphenated, lowercase) reads back as it was written.
+        match uuid::Uuid::try_parse(text) {
+            Ok(uuid) if uuid.hyphenated().to_string() == text => Self::Uuid(uuid.into_bytes()),
+            _ => Self::Other(text.into()),
         }
-        let digits: Vec<u8> = text
-            .bytes()
-            .filter(|b| *b != b'-')
-            .map(|b| match b {
-                b'0'..=b'9' => b - b'0',
-                _ => b - b'a' + 10,
-            })
-            .collect();
-        let mut bytes = [0u8; 16];
-        for (byte, pair) in bytes.iter_mut().zip(digits.chunks(2)) {
-            if let [high, low] = pair {
-                *byte = high << 4 | low;
-            }
-        }
-        Self::Uuid(bytes)
     }
 }
 
 impl Uid {
     pub fn text(&self) -> String {
         match self {
-            Self::Uuid(bytes) => {
-                let mut text = String::with_capacity(36);
-                for (at, byte) in bytes.iter().enumerate() {
-                    if matches!(at, 4 | 6 | 8 | 10) {
-                        text.push('-');
-                    }
-                    let _ = write!(text, "{byte:02x}");
-                }
-                text
-            }
+            Self::Uuid(bytes) => uuid::Uuid::from_bytes(*bytes).hyphenated().to_string(),
             Self::Other(text) => text.to_string(),
         }
     }
