@@ -26,7 +26,8 @@ use crate::config::redact_url;
 
 mod sqlite_group;
 
-pub use sqlite_group::SqliteWrite;
+pub(crate) use sqlite_group::savepointed;
+pub use sqlite_group::{SqliteScript, SqliteWrite};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

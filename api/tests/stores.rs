@@ -301,6 +301,84 @@ async fn a_code_is_redeemed_once_and_its_replay_revokes_the_grant() {
     .await;
 }
 
+async fn count(db: &Database, sql: &'static str) -> i64 {
+    match db {
+        Database::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        Database::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+    }
+    .expect("count")
+}
+
+/// The same sign-in form posted 16 times at once: one code, one session, one grant link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_posts_of_one_request_issue_one_code() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = flow_store(db.clone());
+        let pending = sealed_request();
+        let posts: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, pending) = (store.clone(), pending.clone());
+                tokio::spawn(async move { store.complete_login(&pending, &identity()).await })
+            })
+            .collect();
+        let mut completed = 0;
+        for post in posts {
+            if post.await.expect("task").expect("complete").is_some() {
+                completed += 1;
+            }
+        }
+        assert_eq!(completed, 1, "{backend:?}");
+        for sql in [
+            "SELECT COUNT(*) FROM oidc_codes",
+            "SELECT COUNT(*) FROM oidc_sessions",
+            "SELECT COUNT(*) FROM oidc_session_grants",
+        ] {
+            assert_eq!(count(&db, sql).await, 1, "{backend:?}: {sql}");
+        }
+    })
+    .await;
+}
+
+/// One refresh token presented 16 times at once: one successor; the others are reuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_rotations_of_one_refresh_token_yield_one_successor() {
+    each_backend(|db| async move {
+        let backend = db.backend();
+        let store = flow_store(db.clone());
+        let (_, refresh_token) = signed_in(&store).await;
+        let Ok(RefreshUse::Usable(usable)) = store.refresh_token_usable(&refresh_token).await
+        else {
+            panic!("{backend:?}: usable");
+        };
+        let rotations: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, token, usable) = (store.clone(), refresh_token.clone(), usable.clone());
+                tokio::spawn(async move {
+                    store
+                        .rotate_refresh_token(&token, &usable, &identity())
+                        .await
+                })
+            })
+            .collect();
+        let mut rotated = 0;
+        for rotation in rotations {
+            match rotation.await.expect("task").expect("rotate") {
+                Rotation::Rotated(_) => rotated += 1,
+                Rotation::Reused { .. } => {}
+                Rotation::Invalid => panic!("{backend:?}: a reuse, not an invalid token"),
+            }
+        }
+        assert_eq!(rotated, 1, "{backend:?}");
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM oidc_refresh_tokens").await,
+            2,
+            "{backend:?}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_refresh_token_rotates_once_and_a_reuse_revokes_its_family() {
     each_backend(|db| async move {

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard, watch};
 
 /// How a batch ended, for its members: `None` while it is open.
@@ -51,6 +51,25 @@ struct Batch {
 }
 
 type Turn = OwnedMutexGuard<Batch>;
+
+/// A write's statements as one query, for [`SqliteWrite::script`].
+pub type SqliteScript = sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// The text of a script for [`SqliteWrite::script`]: the statements of `$sql` inside the
+/// savepoint that isolates a write within its batch, and a `SELECT` of the rows its last
+/// statement changed. That is the script's answer: the driver's own count is no use here, as
+/// it also counts `SAVEPOINT` and `RELEASE` as having changed what the statement before
+/// them changed.
+macro_rules! savepointed {
+    ($sql:literal) => {
+        concat!(
+            "SAVEPOINT novads_write; ",
+            $sql,
+            "; SELECT changes(); RELEASE novads_write"
+        )
+    };
+}
+pub(crate) use savepointed;
 
 /// The write turn of the file behind `pool`, shared by every pool on that file in this
 /// process (in-memory databases each have a file name of their own).
@@ -120,6 +139,25 @@ impl Batch {
         }
     }
 
+    /// Starts a batch (its `BEGIN IMMEDIATE` transaction) unless one is open.
+    async fn open_batch(&mut self, pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        if self.open.is_none() {
+            // A connection is taken only while holding the turn, and given back at the batch's
+            // end: never held while queueing.
+            let mut conn = pool.acquire().await?;
+            run(&mut conn, "BEGIN IMMEDIATE").await?;
+            let id = self.next_id;
+            self.next_id += 1;
+            self.open = Some(Open {
+                id,
+                conn,
+                members: 0,
+                outcome: watch::channel(None).0,
+            });
+        }
+        Ok(())
+    }
+
     /// Commits the open batch for all its members.
     async fn commit(&mut self) -> Result<(), sqlx::Error> {
         let Some(open) = self.open.as_mut() else {
@@ -154,6 +192,20 @@ impl SqliteWrite {
         // Should the caller stop waiting, the write made by the task is dropped with the task's
         // output, and undone (see `Drop`).
         tokio::spawn(open_savepoint(turn, pool.clone()))
+            .await
+            .map_err(|e| batch_failed(&e.to_string()))?
+    }
+
+    /// Runs `script` — made with [`savepointed!`], so that it isolates itself in its batch — as a
+    /// write of its own and returns once its batch is committed, with the number of rows the
+    /// script's last statement changed. One hand-off to SQLite's connection thread instead of one per statement
+    /// and two more for the savepoint: what the write turn is held for is mostly those
+    /// hand-offs.
+    pub async fn script(pool: &SqlitePool, script: SqliteScript) -> Result<u64, sqlx::Error> {
+        let turn = turn_lock(pool).lock_owned().await;
+        // In a task of its own, as `begin` and `commit`: a caller that stops waiting leaves
+        // neither a half-run script nor an uncommitted batch.
+        tokio::spawn(run_script(turn, pool.clone(), script))
             .await
             .map_err(|e| batch_failed(&e.to_string()))?
     }
@@ -196,20 +248,7 @@ impl SqliteWrite {
 /// batch's `BEGIN IMMEDIATE` transaction if there is none).
 async fn open_savepoint(mut turn: Turn, pool: SqlitePool) -> Result<SqliteWrite, sqlx::Error> {
     turn.settle().await;
-    if turn.open.is_none() {
-        // A connection is taken only while holding the turn, and given back at the batch's
-        // end: never held while queueing.
-        let mut conn = pool.acquire().await?;
-        run(&mut conn, "BEGIN IMMEDIATE").await?;
-        let id = turn.next_id;
-        turn.next_id += 1;
-        turn.open = Some(Open {
-            id,
-            conn,
-            members: 0,
-            outcome: watch::channel(None).0,
-        });
-    }
+    turn.open_batch(&pool).await?;
     let batch = &mut *turn;
     if let Some(open) = batch.open.as_mut() {
         if let Err(e) = run(&mut open.conn, "SAVEPOINT novads_write").await {
@@ -243,6 +282,46 @@ async fn release(mut turn: Turn) -> Result<(), sqlx::Error> {
     let lock = Arc::clone(OwnedMutexGuard::mutex(&turn));
     drop(turn);
     await_commit(lock, id, outcome).await
+}
+
+/// Runs a write that is one script, `SAVEPOINT` and `RELEASE` included, as one hand-off to
+/// SQLite's connection thread, then hands the turn on and waits for the batch's commit.
+async fn run_script(
+    mut turn: Turn,
+    pool: SqlitePool,
+    script: SqliteScript,
+) -> Result<u64, sqlx::Error> {
+    turn.settle().await;
+    turn.open_batch(&pool).await?;
+    let batch = &mut *turn;
+    let Some(open) = batch.open.as_mut() else {
+        return Err(batch_failed("no batch to write in"));
+    };
+    // Should the script stop part way, what it did is undone to its savepoint (or, when the
+    // savepoint is gone with the whole transaction, the batch fails) before the turn moves on.
+    batch.dangling = true;
+    let selected = match script.fetch_all(&mut *open.conn).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            batch.settle().await;
+            return Err(e);
+        }
+    };
+    batch.dangling = false;
+    open.members += 1;
+    let (id, outcome) = (open.id, open.outcome.subscribe());
+    let lock = Arc::clone(OwnedMutexGuard::mutex(&turn));
+    drop(turn);
+    await_commit(lock, id, outcome).await?;
+    // Not made with `savepointed!` if there is no answer: the write stands (it released its
+    // savepoint), but its caller learns nothing it could act on.
+    selected
+        .last()
+        .and_then(|row| row.try_get::<i64, _>(0).ok())
+        .and_then(|changed| u64::try_from(changed).ok())
+        .ok_or_else(|| {
+            sqlx::Error::Protocol("a write script ends without its SELECT changes()".into())
+        })
 }
 
 /// Waits until batch `id` is committed by another member, or commits it on getting the turn
@@ -356,6 +435,68 @@ mod tests {
         assert_eq!(refused, 1);
         let stored = values(&pool).await;
         assert_eq!(stored.len(), 40, "{stored:?}");
+    }
+
+    /// A script writing `v` and `v + 1000`: two rows, or none when either is taken; its answer
+    /// is the second insert's row count.
+    fn pair(v: i64) -> SqliteScript {
+        sqlx::query(savepointed!(
+            "INSERT INTO t (v) VALUES ($1); INSERT INTO t (v) VALUES ($1 + 1000)"
+        ))
+        .bind(v)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scripts_share_batches_with_writes_and_one_failing_part_way_is_undone_alone() {
+        let (_dir, pool) = pool().await;
+        // 1007 taken: the script for 7 fails at its second statement, after its first ran.
+        insert(&pool, 1007).await.expect("first");
+        let mut tasks = Vec::new();
+        for v in 0..40_i64 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                let result = match v % 2 {
+                    0 => SqliteWrite::script(&pool, pair(200 + v / 2)).await,
+                    _ => insert(&pool, 100 + v).await.map(|()| 1),
+                };
+                (v, result)
+            }));
+        }
+        tasks.push(tokio::spawn({
+            let pool = pool.clone();
+            async move { (-1, SqliteWrite::script(&pool, pair(7)).await) }
+        }));
+        for task in tasks {
+            let (v, result) = task.await.expect("task");
+            match (v, result) {
+                (-1, Err(_)) => {}
+                (-1, Ok(rows)) => panic!("the script for 7 wrote {rows} rows"),
+                (v, Ok(rows)) => assert_eq!(rows, 1, "{v}"),
+                (v, Err(e)) => panic!("write {v}: {e}"),
+            }
+        }
+        let stored = values(&pool).await;
+        // 20 scripts × 2 rows, 20 single inserts and the first one; nothing of the script for 7.
+        assert_eq!(stored.len(), 61, "{stored:?}");
+        assert!(!stored.contains(&7));
+    }
+
+    #[tokio::test]
+    async fn a_script_whose_caller_stops_waiting_is_still_committed_and_frees_the_file() {
+        let (_dir, pool) = pool().await;
+        let script = SqliteWrite::script(&pool, pair(3));
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(1), script).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(values(&pool).await, [3, 1003]);
+        let mut other = pool.acquire().await.expect("connection");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            run(&mut other, "BEGIN IMMEDIATE"),
+        )
+        .await
+        .expect("the write lock is free")
+        .expect("begin");
+        run(&mut other, "ROLLBACK").await.expect("rollback");
     }
 
     #[tokio::test]

@@ -141,7 +141,6 @@ macro_rules! insert_code {
         .map(|_| ())
     };
 }
-pub(super) use insert_code;
 
 /// A code row as a redemption reads it.
 #[derive(sqlx::FromRow)]

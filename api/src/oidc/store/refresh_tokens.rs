@@ -6,10 +6,32 @@
 use chrono::Utc;
 
 use super::flow_store::{FlowStore, StoreError, hash, random_token};
-use crate::db::{Database, WriteScope, on_pool, on_write};
+use crate::db::{Database, SqliteWrite, on_pool, savepointed};
 use crate::federation::Identity;
 use crate::lifetimes::{REFRESH_LIFETIME, seconds};
 use crate::oidc::keys::{StoredIdentityKey, StoredRow};
+
+/// Using a refresh token up and storing its successor. PostgreSQL: one statement, so one round
+/// trip and one commit, atomic as a statement is; the successor is inserted only when the
+/// claim matched.
+const ROTATE_POSTGRES: &str = "WITH claimed AS (UPDATE oidc_refresh_tokens SET used_at = $1 \
+     WHERE token_hash = $2 AND family_id = $9 AND used_at IS NULL \
+     AND revoked_at IS NULL AND expires_at > $1 RETURNING family_id) \
+     INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
+     identity, auth_time, expires_at, mac) \
+     SELECT $3, family_id, $4, $5, $6, $7, $8, $10 FROM claimed";
+
+/// SQLite has no data-modifying `WITH`: the claim and the insert as one script, sent to
+/// SQLite's connection thread at once, the insert made only when the claim changed its row
+/// (`changes()` counts the statement completed last).
+const ROTATE_SQLITE: &str = savepointed!(
+    "UPDATE oidc_refresh_tokens SET used_at = $1 \
+     WHERE token_hash = $2 AND family_id = $9 AND used_at IS NULL \
+     AND revoked_at IS NULL AND expires_at > $1; \
+     INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
+     identity, auth_time, expires_at, mac) \
+     SELECT $3, $9, $4, $5, $6, $7, $8, $10 WHERE changes() = 1"
+);
 
 /// A refresh token as stored, usable for rotation (not yet claimed).
 #[derive(Debug, Clone)]
@@ -240,54 +262,29 @@ impl FlowStore {
             identity,
             usable.auth_time,
         )?;
-        let rotated = if let Database::Postgres(pool) = &self.db {
-            // One statement, so one round trip and one commit: the successor is inserted only
-            // when the claim matched, and a statement is atomic.
-            sqlx::query(
-                "WITH claimed AS (UPDATE oidc_refresh_tokens SET used_at = $1 \
-                 WHERE token_hash = $2 AND family_id = $9 AND used_at IS NULL \
-                 AND revoked_at IS NULL AND expires_at > $1 RETURNING family_id) \
-                 INSERT INTO oidc_refresh_tokens (token_hash, family_id, client_id, scope, \
-                 identity, auth_time, expires_at, mac) \
-                 SELECT $3, family_id, $4, $5, $6, $7, $8, $10 FROM claimed",
-            )
-            .bind(now)
-            .bind(token_hash)
-            .bind(&successor.token_hash)
-            .bind(&successor.client_id)
-            .bind(&successor.scope)
-            .bind(&successor.identity_json)
-            .bind(successor.auth_time)
-            .bind(successor.expires_at)
-            .bind(&successor.family_id)
-            .bind(&successor.mac)
-            .execute(pool)
-            .await?
-            .rows_affected()
-                == 1
-        } else {
-            let mut write = self.db.begin_write(WriteScope::Transaction).await?;
-            let claimed = on_write!(&mut write, |conn| {
-                let claimed = sqlx::query(
-                    "UPDATE oidc_refresh_tokens SET used_at = $1 WHERE token_hash = $2 \
-                     AND family_id = $3 AND used_at IS NULL AND revoked_at IS NULL \
-                     AND expires_at > $1",
-                )
-                .bind(now)
-                .bind(token_hash)
-                .bind(&successor.family_id)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-                    == 1;
-                if claimed {
-                    insert_refresh!(&mut *conn, successor)?;
-                }
-                claimed
-            });
-            write.commit().await?;
-            claimed
+        // The same values in the same order for both backends' statements.
+        macro_rules! bind {
+            ($statement:expr) => {
+                sqlx::query($statement)
+                    .bind(now)
+                    .bind(token_hash.clone())
+                    .bind(successor.token_hash)
+                    .bind(successor.client_id)
+                    .bind(successor.scope)
+                    .bind(successor.identity_json)
+                    .bind(successor.auth_time)
+                    .bind(successor.expires_at)
+                    .bind(successor.family_id)
+                    .bind(successor.mac)
+            };
+        }
+        let written = match &self.db {
+            Database::Postgres(pool) => bind!(ROTATE_POSTGRES).execute(pool).await?.rows_affected(),
+            Database::Sqlite(pool) => SqliteWrite::script(pool, bind!(ROTATE_SQLITE)).await?,
         };
+        // The rows the successor's insert made: 1 when the claim matched, 0 (and nothing
+        // written) otherwise.
+        let rotated = written == 1;
         if rotated {
             return Ok(Rotation::Rotated(successor.token));
         }

@@ -57,26 +57,6 @@ impl NewSession {
     }
 }
 
-/// Inserts a [`NewSession`] through a connection of either backend.
-macro_rules! insert_session {
-    ($executor:expr, $row:expr) => {
-        sqlx::query(
-            "INSERT INTO oidc_sessions (id_hash, identity, auth_time, last_seen, expires_at, mac) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&$row.id_hash)
-        .bind(&$row.identity_json)
-        .bind($row.auth_time)
-        .bind($row.now_ms)
-        .bind($row.expires_at)
-        .bind(&$row.mac)
-        .execute($executor)
-        .await
-        .map(|_| ())
-    };
-}
-pub(super) use insert_session;
-
 /// Records that a grant was issued through a session, until the session's absolute limit.
 macro_rules! link_grant {
     ($executor:expr, $session_hash:expr, $grant_id:expr, $now_ms:expr) => {

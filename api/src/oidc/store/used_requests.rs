@@ -10,7 +10,7 @@ use crate::oidc::sealed_request::PendingRequest;
 
 /// Marks a request used; changes nothing (0 rows) when it already was. The primary key
 /// decides, so two replicas finishing the same request at once cannot both succeed.
-pub(super) const MARK_USED: &str = "INSERT INTO oidc_used_requests (id_hash, expires_at) \
+const MARK_USED: &str = "INSERT INTO oidc_used_requests (id_hash, expires_at) \
     VALUES ($1, $2) ON CONFLICT (id_hash) DO NOTHING";
 
 impl FlowStore {
