@@ -437,6 +437,19 @@ mod tests {
         assert_eq!(stored.len(), 40, "{stored:?}");
     }
 
+    /// Nothing is left open: another connection can take the write lock at once.
+    async fn assert_write_lock_free(pool: &SqlitePool) {
+        let mut other = pool.acquire().await.expect("connection");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            run(&mut other, "BEGIN IMMEDIATE"),
+        )
+        .await
+        .expect("the write lock is free")
+        .expect("begin");
+        run(&mut other, "ROLLBACK").await.expect("rollback");
+    }
+
     /// A script writing `v` and `v + 1000`: two rows, or none when either is taken; its answer
     /// is the second insert's row count.
     fn pair(v: i64) -> SqliteScript {
@@ -488,15 +501,7 @@ mod tests {
         let _ = tokio::time::timeout(std::time::Duration::from_millis(1), script).await;
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(values(&pool).await, [3, 1003]);
-        let mut other = pool.acquire().await.expect("connection");
-        tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            run(&mut other, "BEGIN IMMEDIATE"),
-        )
-        .await
-        .expect("the write lock is free")
-        .expect("begin");
-        run(&mut other, "ROLLBACK").await.expect("rollback");
+        assert_write_lock_free(&pool).await;
     }
 
     #[tokio::test]
@@ -517,16 +522,7 @@ mod tests {
         }
         insert(&pool, 3).await.expect("insert after");
         assert_eq!(values(&pool).await, [3]);
-        // Nothing is left open: another connection can take the write lock at once.
-        let mut other = pool.acquire().await.expect("connection");
-        tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            run(&mut other, "BEGIN IMMEDIATE"),
-        )
-        .await
-        .expect("the write lock is free")
-        .expect("begin");
-        run(&mut other, "ROLLBACK").await.expect("rollback");
+        assert_write_lock_free(&pool).await;
     }
 
     #[tokio::test]
