@@ -10,6 +10,11 @@
 //! turn and joined. Batches so grow with the number of concurrent writers and never wait on a
 //! timer, and a lone writer pays one extra hand-off of the turn.
 //!
+//! A write that is one script ([`SqliteWrite::script`], text made with [`savepointed!`]) sends
+//! its savepoint, statements and release to SQLite's connection thread in one hand-off: the
+//! turn is held mostly for hand-offs (each wakes a task that then queues behind other
+//! requests' work), so the fewer a write makes, the more writes the turn passes per second.
+//!
 //! Durability is unchanged: `commit` returns only once the transaction holding the write is
 //! committed, so a caller never answers before its rows are on disk; when that commit fails,
 //! every member of the batch is told its write failed.
