@@ -201,7 +201,7 @@ impl SqliteWrite {
             .map_err(|e| batch_failed(&e.to_string()))?
     }
 
-    /// Runs `script` — made with [`savepointed!`], so that it isolates itself in its batch — as a
+    /// Runs `script` — made with `savepointed!`, so that it isolates itself in its batch — as a
     /// write of its own and returns once its batch is committed, with the number of rows the
     /// script's last statement changed. One hand-off to SQLite's connection thread instead of one per statement
     /// and two more for the savepoint: what the write turn is held for is mostly those
