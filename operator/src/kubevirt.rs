@@ -57,6 +57,17 @@ pub struct VirtualMachineSpec {
     pub data_volume_templates: Vec<DataVolumeTemplateSpec>,
 }
 
+impl VirtualMachineSpec {
+    /// The instance template's volumes (none without a template spec).
+    pub fn volumes(&self) -> &[Volume] {
+        self.template
+            .spec
+            .as_ref()
+            .map(|spec| spec.volumes.as_slice())
+            .unwrap_or_default()
+    }
+}
+
 /// `spec.template` of a VirtualMachine.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(default, rename_all = "camelCase")]

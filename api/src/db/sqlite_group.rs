@@ -281,7 +281,16 @@ async fn release(mut turn: Turn) -> Result<(), sqlx::Error> {
         batch.close(Err(e.to_string())).await;
         return Err(e);
     }
-    batch.dangling = false;
+    join_batch(turn).await
+}
+
+/// Counts the write that just released its savepoint as a member of the open batch, hands the
+/// turn on and waits for the batch's commit.
+async fn join_batch(mut turn: Turn) -> Result<(), sqlx::Error> {
+    turn.dangling = false;
+    let Some(open) = turn.open.as_mut() else {
+        return Err(batch_failed("the batch ended before the write joined it"));
+    };
     open.members += 1;
     let (id, outcome) = (open.id, open.outcome.subscribe());
     let lock = Arc::clone(OwnedMutexGuard::mutex(&turn));
@@ -312,12 +321,7 @@ async fn run_script(
             return Err(e);
         }
     };
-    batch.dangling = false;
-    open.members += 1;
-    let (id, outcome) = (open.id, open.outcome.subscribe());
-    let lock = Arc::clone(OwnedMutexGuard::mutex(&turn));
-    drop(turn);
-    await_commit(lock, id, outcome).await?;
+    join_batch(turn).await?;
     // Not made with `savepointed!` if there is no answer: the write stands (it released its
     // savepoint), but its caller learns nothing it could act on.
     selected

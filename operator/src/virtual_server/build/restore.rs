@@ -72,13 +72,7 @@ pub fn virtual_machine_restore(
 /// blank — the restored data lost. So each volume that the live VM backs with another
 /// DataVolume of its own templates keeps that DataVolume's name.
 pub fn keep_restored_disks(desired: &mut VirtualMachine, live: &VirtualMachine) {
-    let live_volumes = live
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .map(|spec| spec.volumes.as_slice())
-        .unwrap_or_default();
+    let live_volumes = live.spec.volumes();
     let live_templates: BTreeSet<&str> = live
         .spec
         .data_volume_templates

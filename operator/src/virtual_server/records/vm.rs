@@ -73,14 +73,7 @@ impl Record for VmRecord {
             })
             .collect();
         let mut other_volumes = Vec::new();
-        let volumes = vm
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .map(|spec| spec.volumes.as_slice())
-            .unwrap_or_default();
-        for volume in volumes {
+        for volume in vm.spec.volumes() {
             let Some(source) = &volume.data_volume else {
                 continue;
             };
